@@ -1,0 +1,5 @@
+import sys
+
+from tanji.cli import main
+
+sys.exit(main())

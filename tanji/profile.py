@@ -1,0 +1,163 @@
+"""Meter profiles: the register map of one meter model, read from firmware-config/profiles/*.yaml.
+
+A profile is a vendor fact (where the manual puts each value, in which type and order), so it
+lives in a data file that cites its manual, not in code. Site-specific facts (CT ratio, unit
+id, poll period) belong to the site file.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from tanji.codec import DATA_TYPES, ORDERS, word_count
+from tanji.config_file import Section, load_yaml
+from tanji.errors import ConfigError
+from tanji.quantities import QUANTITIES
+
+FUNCTIONS = {"input": 4, "holding": 3}
+RATIOS = ("none", "ct", "vt", "ctvt")
+PROFILES_DIR = Path(__file__).resolve().parent.parent / "firmware-config" / "profiles"
+
+
+@dataclass(frozen=True, slots=True)
+class Register:
+    """One value of the map. `address` is the 0-based protocol address (manual's 30073 → 72)."""
+
+    name: str
+    address: int
+    data_type: str
+    order: str
+    scale: float
+    function: str
+    apply_ratio: str
+    rollover: float | None
+    valid_range: tuple[float, float] | None
+
+    @property
+    def words(self) -> int:
+        return word_count(self.data_type)
+
+    @property
+    def end(self) -> int:
+        """One past the last register address this value occupies."""
+        return self.address + self.words
+
+    @property
+    def is_counter(self) -> bool:
+        return QUANTITIES[self.name].kind == "counter"
+
+
+@dataclass(frozen=True, slots=True)
+class MeterProfile:
+    model: str
+    vendor: str
+    title: str
+    source: str
+    accuracy_class: str
+    registers: tuple[Register, ...]
+    max_registers_per_request: int
+    max_gap_registers: int
+    forbidden_ranges: tuple[tuple[int, int], ...]
+    max_current_a: float | None
+    nominal_voltage_v: float | None
+    file: str
+
+    def register(self, name: str) -> Register:
+        for reg in self.registers:
+            if reg.name == name:
+                return reg
+        raise KeyError(f"profile {self.model} has no register {name!r}")
+
+    @property
+    def accuracy_pct(self) -> float:
+        """Accuracy class as a ± percentage of energy (class 0.5S → 0.5)."""
+        return float(self.accuracy_class.rstrip("SsBbCc") or 1.0)
+
+
+def parse_profile(root: Section) -> MeterProfile:
+    """Validate a parsed profile file; every error names the file, the line and the fix."""
+    model = root.get("model", str)
+    function = root.choice("function", tuple(FUNCTIONS), "holding")
+    default_order = root.choice("byte_order", ORDERS, "ABCD")
+    registers = []
+    seen: dict[str, int] = {}
+    for item in root.sections("registers"):
+        name = item.get("name", str)
+        if name not in QUANTITIES:
+            raise item.error("name", f"unknown quantity {name!r}",
+                             "use a name from tanji/quantities.py (units in the name, e.g. energy_import_kwh)")
+        if name in seen:
+            raise item.error("name", f"{name!r} is mapped twice", "keep one register per quantity")
+        seen[name] = 1
+        data_type = item.choice("type", tuple(DATA_TYPES))
+        valid = item.get("range", list, None)
+        if valid is not None and (len(valid) != 2 or not all(isinstance(v, int | float) for v in valid)):
+            raise item.error("range", "must be [min, max]", "write e.g. range: [0, 500]")
+        reg = Register(
+            name=name,
+            address=item.integer("address", minimum=0, maximum=65535),
+            data_type=data_type,
+            order=item.choice("byte_order", ORDERS, default_order),
+            scale=item.number("scale", 1.0),
+            function=item.choice("function", tuple(FUNCTIONS), function),
+            apply_ratio=item.choice("apply_ratio", RATIOS, "none"),
+            rollover=item.number("rollover", None, positive=True),
+            valid_range=tuple(valid) if valid is not None else None,
+        )
+        item.get("unit", str, None)
+        item.get("ref", (int, str), None)
+        item.get("doc", str, None)
+        item.reject_unknown()
+        unit = item.data.get("unit")
+        if unit is not None and unit != QUANTITIES[name].unit:
+            raise item.error("unit", f"{name} is in {QUANTITIES[name].unit}, not {unit}",
+                             f"use scale to convert the register to {QUANTITIES[name].unit}")
+        if reg.end > 65536:
+            raise item.error("address", "value runs past register 65535", "check the address")
+        registers.append(reg)
+    if not registers:
+        raise root.error("registers", "a profile needs at least one register", "list the registers to read")
+    forbidden = []
+    for i, pair in enumerate(root.get("forbidden_ranges", list, [])):
+        if not (isinstance(pair, list) and len(pair) == 2 and all(isinstance(v, int) for v in pair)):
+            raise root.error("forbidden_ranges", f"item {i} must be [first, last]",
+                             "write e.g. forbidden_ranges: [[10, 19]]")
+        forbidden.append((pair[0], pair[1]))
+    profile = MeterProfile(
+        model=model,
+        vendor=root.get("vendor", str),
+        title=root.get("title", str),
+        source=root.get("source", str, fix="cite the vendor manual (title, version, table) the map comes from"),
+        accuracy_class=str(root.get("accuracy_class", (str, int, float))),
+        registers=tuple(sorted(registers, key=lambda r: (r.function, r.address))),
+        max_registers_per_request=root.integer("max_registers_per_request", 125, minimum=1, maximum=125),
+        max_gap_registers=root.integer("max_gap_registers", 0, minimum=0),
+        forbidden_ranges=tuple(forbidden),
+        max_current_a=root.number("max_current_a", None, positive=True),
+        nominal_voltage_v=root.number("nominal_voltage_v", None, positive=True),
+        file=root.file,
+    )
+    root.get("notes", str, None)
+    root.reject_unknown()
+    for reg in profile.registers:
+        if reg.words > profile.max_registers_per_request:
+            raise ConfigError(root.file, None, f"registers.{reg.name}", "value is wider than max_registers_per_request",
+                              "raise max_registers_per_request")
+    return profile
+
+
+def load_profile(path: str | Path) -> MeterProfile:
+    return parse_profile(load_yaml(path))
+
+
+def load_profiles(directory: str | Path = PROFILES_DIR) -> dict[str, MeterProfile]:
+    """All profiles of a directory, by model name; a model defined twice is an error."""
+    profiles: dict[str, MeterProfile] = {}
+    for path in sorted(Path(directory).glob("*.yaml")):
+        profile = load_profile(path)
+        if profile.model in profiles:
+            raise ConfigError(str(path), None, "model", f"model {profile.model!r} is also defined in "
+                              f"{profiles[profile.model].file}", "give each profile file its own model name")
+        profiles[profile.model] = profile
+    return profiles

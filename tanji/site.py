@@ -1,0 +1,357 @@
+"""Site files: one plant's gateways, meters, topology and products, read by every part.
+
+The gateway reads its own gateway's meters from it, the accounting service its topology and
+products, the simulators the plant they must imitate: one file, one source of truth, so the
+three can never disagree about which meter measures what.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+
+from tanji.config_file import Section, load_yaml, parse_yaml
+from tanji.profile import PROFILES_DIR, MeterProfile, load_profiles
+
+ROLES = ("grid_import", "pv", "submeter", "production_counter")
+CENTRE_KINDS = ("production", "utility")
+ALLOCATION_KEYS = ("units", "mass", "machine_hours", "floor_area", "fixed", "standard_time")
+MATCHING_MODES = ("annual", "monthly", "hourly")
+TRANSPORTS = ("tcp", "rtu")
+_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
+_ID_FIX = "use letters, digits, '-', '_' or '.', at most 64 characters (it becomes an MQTT topic level)"
+
+
+@dataclass(frozen=True, slots=True)
+class Broker:
+    host: str = "127.0.0.1"
+    port: int = 1883
+    tls: bool = False
+    ca_file: str | None = None
+    username: str | None = None
+    password_file: str | None = None
+    keepalive_s: int = 30
+
+
+@dataclass(frozen=True, slots=True)
+class Bus:
+    """An RS-485 line: one request at a time, with a pause between frames."""
+
+    id: str
+    device: str
+    baudrate: int = 9600
+    parity: str = "N"
+    stopbits: int = 1
+    bytesize: int = 8
+    timeout_s: float = 0.5
+    inter_frame_delay_ms: float = 5.0
+
+
+@dataclass(frozen=True, slots=True)
+class Meter:
+    id: str
+    gateway: str
+    profile: MeterProfile
+    role: str
+    transport: str
+    unit_id: int
+    poll_period_s: float
+    cost_centre: str | None
+    host: str | None = None
+    port: int | None = None
+    bus: str | None = None
+    ct_ratio: float = 1.0
+    vt_ratio: float = 1.0
+    timeout_s: float = 1.0
+    max_power_kw: float | None = None
+
+    def plausible_max_power_kw(self) -> float:
+        """ACCOUNTING.md §1: rated current × CT ratio × voltage, three phases, with 50% margin."""
+        if self.max_power_kw is not None:
+            return self.max_power_kw
+        p = self.profile
+        if p.max_current_a and p.nominal_voltage_v:
+            return 3 * p.max_current_a * self.ct_ratio * p.nominal_voltage_v * self.vt_ratio / 1000 * 1.5
+        return math.inf
+
+
+@dataclass(frozen=True, slots=True)
+class Gateway:
+    id: str
+    meters: tuple[Meter, ...]
+    buses: tuple[Bus, ...]
+    spool_path: str
+    spool_max_mb: float
+    batch_max_readings: int
+    publish_interval_s: float
+
+
+@dataclass(frozen=True, slots=True)
+class CostCentre:
+    id: str
+    kind: str
+    name: str
+    allocation_key: str
+    key_uncertainty_pct: float
+    fixed_shares: dict[str, float] = field(default_factory=dict)
+    floor_area_m2: float | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Product:
+    id: str
+    name: str
+    cost_centre: str
+    counter_meter: str
+    counter_channel: str
+    mass_kg: float | None = None
+    standard_time_s: float | None = None
+    upstream_kgco2e_per_unit: float | None = None
+    declared_unit_kwh: float | None = None
+    batch_meter: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Site:
+    id: str
+    name: str
+    province: str
+    grid_region: str | None
+    timezone: str
+    matching_mode: str
+    factor_dataset: str | None
+    broker: Broker
+    gateways: tuple[Gateway, ...]
+    cost_centres: tuple[CostCentre, ...]
+    products: tuple[Product, ...]
+    file: str
+
+    @property
+    def meters(self) -> tuple[Meter, ...]:
+        return tuple(m for g in self.gateways for m in g.meters)
+
+    def gateway(self, gateway_id: str) -> Gateway:
+        for g in self.gateways:
+            if g.id == gateway_id:
+                return g
+        raise KeyError(f"site {self.id} has no gateway {gateway_id!r} (it has {[g.id for g in self.gateways]})")
+
+    def meter(self, meter_id: str) -> Meter:
+        for m in self.meters:
+            if m.id == meter_id:
+                return m
+        raise KeyError(f"site {self.id} has no meter {meter_id!r}")
+
+    def with_meter_addresses(self, addresses: dict[str, tuple[str, int]]) -> Site:
+        """A copy whose TCP meters listen elsewhere (tests and the demo pick free ports)."""
+        gateways = tuple(
+            replace(g, meters=tuple(
+                replace(m, host=addresses[m.id][0], port=addresses[m.id][1]) if m.id in addresses else m
+                for m in g.meters))
+            for g in self.gateways)
+        return replace(self, gateways=gateways)
+
+    def with_broker(self, broker: Broker) -> Site:
+        return replace(self, broker=broker)
+
+
+def _check_id(section: Section, key: str) -> str:
+    value = section.get(key, (str, int))
+    value = str(value)
+    if not _ID.match(value):
+        raise section.error(key, f"{value!r} is not a valid id", _ID_FIX)
+    return value
+
+
+def _broker(section: Section | None) -> Broker:
+    if section is None:
+        return Broker()
+    broker = Broker(
+        host=section.get("host", str, "127.0.0.1"),
+        port=section.integer("port", 1883, minimum=1, maximum=65535),
+        tls=section.get("tls", bool, False),
+        ca_file=section.get("ca_file", str, None),
+        username=section.get("username", str, None),
+        password_file=section.get("password_file", str, None),
+        keepalive_s=section.integer("keepalive_s", 30, minimum=5),
+    )
+    section.reject_unknown()
+    return broker
+
+
+def _bus(section: Section) -> Bus:
+    bus = Bus(
+        id=_check_id(section, "id"),
+        device=section.get("device", str, fix="name the serial device, e.g. device: /dev/ttyUSB0"),
+        baudrate=section.integer("baudrate", 9600, minimum=300),
+        parity=section.choice("parity", ("N", "E", "O"), "N"),
+        stopbits=section.integer("stopbits", 1, minimum=1, maximum=2),
+        bytesize=section.integer("bytesize", 8, minimum=7, maximum=8),
+        timeout_s=section.number("timeout_s", 0.5, positive=True),
+        inter_frame_delay_ms=section.number("inter_frame_delay_ms", 5.0, minimum=0),
+    )
+    section.reject_unknown()
+    return bus
+
+
+def _meter(section: Section, gateway_id: str, profiles: dict[str, MeterProfile], buses: set[str]) -> Meter:
+    meter_id = _check_id(section, "id")
+    model = section.get("profile", str)
+    if model not in profiles:
+        raise section.error("profile", f"no meter profile {model!r}",
+                            f"add firmware-config/profiles/{model}.yaml or use one of: {', '.join(sorted(profiles))}")
+    transport = section.choice("transport", TRANSPORTS, "tcp")
+    host = port = bus = None
+    if transport == "tcp":
+        host = section.get("host", str, fix="give the meter's IP address, e.g. host: 192.168.1.20")
+        port = section.integer("port", 502, minimum=1, maximum=65535)
+    else:
+        bus = section.get("bus", str, fix="name the RS-485 bus this meter hangs on (an id from buses:)")
+        if bus not in buses:
+            raise section.error("bus", f"no bus {bus!r} on gateway {gateway_id}",
+                                f"define it under buses: or use one of: {', '.join(sorted(buses)) or '(none)'}")
+    meter = Meter(
+        id=meter_id,
+        gateway=gateway_id,
+        profile=profiles[model],
+        role=section.choice("role", ROLES),
+        transport=transport,
+        unit_id=section.integer("unit_id", 1, minimum=0, maximum=247),
+        poll_period_s=section.number("poll_period_s", 5.0, positive=True),
+        cost_centre=section.get("cost_centre", str, None),
+        host=host,
+        port=port,
+        bus=bus,
+        ct_ratio=section.number("ct_ratio", 1.0, positive=True),
+        vt_ratio=section.number("vt_ratio", 1.0, positive=True),
+        timeout_s=section.number("timeout_s", 1.0, positive=True),
+        max_power_kw=section.number("max_power_kw", None, positive=True),
+    )
+    section.reject_unknown()
+    if meter.role == "submeter" and not meter.cost_centre:
+        raise section.error("cost_centre", "a submeter must name the cost centre it measures",
+                            "add cost_centre: <id from cost_centres:>")
+    return meter
+
+
+def _gateway(section: Section, profiles: dict[str, MeterProfile]) -> Gateway:
+    gateway_id = _check_id(section, "id")
+    buses = tuple(_bus(b) for b in section.sections("buses", []))
+    bus_ids = {b.id for b in buses}
+    meters = tuple(_meter(m, gateway_id, profiles, bus_ids) for m in section.sections("meters"))
+    gateway = Gateway(
+        id=gateway_id,
+        meters=meters,
+        buses=buses,
+        spool_path=section.get("spool_path", str, f"spool-{gateway_id}.sqlite"),
+        spool_max_mb=section.number("spool_max_mb", 512.0, positive=True),
+        batch_max_readings=section.integer("batch_max_readings", 500, minimum=1, maximum=5000),
+        publish_interval_s=section.number("publish_interval_s", 0.2, positive=True),
+    )
+    section.reject_unknown()
+    return gateway
+
+
+def _cost_centre(section: Section) -> CostCentre:
+    shares_section = section.section("fixed_shares", None)
+    centre = CostCentre(
+        id=_check_id(section, "id"),
+        kind=section.choice("kind", CENTRE_KINDS),
+        name=section.get("name", str, ""),
+        allocation_key=section.choice("allocation_key", ALLOCATION_KEYS, "units"),
+        key_uncertainty_pct=section.number("key_uncertainty_pct", 0.0, minimum=0),
+        fixed_shares={k: float(shares_section.number(k, minimum=0)) for k in shares_section}
+        if shares_section is not None else {},
+        floor_area_m2=section.number("floor_area_m2", None, positive=True),
+    )
+    section.reject_unknown()
+    if centre.allocation_key == "fixed" and centre.kind == "utility" and not centre.fixed_shares:
+        raise section.error("fixed_shares", "allocation_key fixed needs fixed_shares",
+                            "add fixed_shares: {line-a: 0.6, line-b: 0.4}")
+    return centre
+
+
+def _product(section: Section) -> Product:
+    counter = section.section("counter", fix="name the PLC counter: counter: {meter: plc-a, channel: units_total}")
+    product = Product(
+        id=_check_id(section, "id"),
+        name=section.get("name", str, ""),
+        cost_centre=section.get("cost_centre", str),
+        counter_meter=counter.get("meter", str),
+        counter_channel=counter.get("channel", str, "units_total"),
+        mass_kg=section.number("mass_kg", None, positive=True),
+        standard_time_s=section.number("standard_time_s", None, positive=True),
+        upstream_kgco2e_per_unit=section.number("upstream_kgco2e_per_unit", None, minimum=0),
+        declared_unit_kwh=section.number("declared_unit_kwh", None, positive=True),
+        batch_meter=counter.get("batch_meter", str, None),
+    )
+    counter.reject_unknown()
+    section.reject_unknown()
+    return product
+
+
+def parse_site(root: Section, profiles: dict[str, MeterProfile] | None = None) -> Site:
+    """Validate a parsed site file, including every cross-reference between its parts."""
+    profiles = profiles if profiles is not None else load_profiles(PROFILES_DIR)
+    site_section = root.section("site")
+    gateways = tuple(_gateway(g, profiles) for g in root.sections("gateways"))
+    centres = tuple(_cost_centre(c) for c in root.sections("cost_centres", []))
+    products_sections = root.sections("products", [])
+    products = tuple(_product(p) for p in products_sections)
+    site = Site(
+        id=_check_id(site_section, "id"),
+        name=site_section.get("name", str, ""),
+        province=site_section.get("province", str, fix="name the province, e.g. province: Chongqing"),
+        grid_region=site_section.get("grid_region", str, None),
+        timezone=site_section.get("timezone", str, "Asia/Shanghai"),
+        matching_mode=site_section.choice("matching_mode", MATCHING_MODES, "annual"),
+        factor_dataset=site_section.get("factor_dataset", str, None),
+        broker=_broker(root.section("broker", None)),
+        gateways=gateways,
+        cost_centres=centres,
+        products=products,
+        file=root.file,
+    )
+    site_section.reject_unknown()
+    root.reject_unknown(("site", "broker", "gateways", "cost_centres", "products", "simulation"))
+    _check_references(root, site, products_sections)
+    return site
+
+
+def _check_references(root: Section, site: Site, product_sections: list[Section]) -> None:
+    meter_ids: dict[str, str] = {}
+    for g_section, g in zip(root.sections("gateways"), site.gateways, strict=True):
+        for m_section, m in zip(g_section.sections("meters"), g.meters, strict=True):
+            if m.id in meter_ids:
+                raise m_section.error("id", f"meter id {m.id!r} is used twice", "give every meter its own id")
+            meter_ids[m.id] = m.role
+            if m.cost_centre is not None and m.cost_centre not in {c.id for c in site.cost_centres}:
+                raise m_section.error("cost_centre", f"no cost centre {m.cost_centre!r}",
+                                      "define it under cost_centres:")
+    if len({g.id for g in site.gateways}) != len(site.gateways):
+        raise root.error("gateways", "two gateways share an id", "give every gateway its own id")
+    centre_ids = {c.id for c in site.cost_centres}
+    for section, product in zip(product_sections, site.products, strict=True):
+        if product.cost_centre not in centre_ids:
+            raise section.error("cost_centre", f"no cost centre {product.cost_centre!r}",
+                                f"use one of: {', '.join(sorted(centre_ids))}")
+        for ref in (product.counter_meter, product.batch_meter):
+            if ref is not None and ref not in meter_ids:
+                raise section.error("counter", f"no meter {ref!r}", "name a meter defined under gateways:")
+        counter = site.meter(product.counter_meter)
+        if product.counter_channel not in {r.name for r in counter.profile.registers}:
+            raise section.error("counter", f"meter {counter.id} ({counter.profile.model}) has no "
+                                f"{product.counter_channel!r}", "use a register its profile maps, e.g. units_total")
+    if not any(m.role == "grid_import" for m in site.meters):
+        raise root.error("gateways", "the site has no grid_import meter (the incomer)",
+                         "give the meter on the grid connection role: grid_import")
+
+
+def load_site(path: str | Path, profiles: dict[str, MeterProfile] | None = None) -> Site:
+    return parse_site(load_yaml(path), profiles)
+
+
+def parse_site_text(text: str, file: str = "<site>", profiles: dict[str, MeterProfile] | None = None) -> Site:
+    return parse_site(parse_yaml(text, file), profiles)

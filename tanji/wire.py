@@ -1,0 +1,187 @@
+"""The gateway → accounting wire format, version 1 (docs/wire-format.md, schemas/wire-v1.json).
+
+A public contract: third parties (Telegraf's mqtt_consumer, Node-RED, `mosquitto_sub | jq`)
+consume it, so it is plain JSON, versioned in both the topic and the payload, with units in
+every quantity name and UTC epoch-millisecond timestamps.
+
+`validate_batch` is the hand-written twin of the JSON Schema: ingest runs it on every message
+at full rate (a schema library is ~50× slower), and a test keeps the two in agreement.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from tanji.errors import WireFormatError
+from tanji.quantities import QUANTITIES
+
+VERSION = 1
+TOPIC_ROOT = "tanji/v1"
+QUALITY_CODES = ("good", "stale", "comm_error", "out_of_range", "counter_reset_suspected")
+MAX_PAYLOAD_BYTES = 1024 * 1024
+MAX_READINGS_PER_BATCH = 5000
+# A gateway may replay a long backlog, but a timestamp older than this (or in the future
+# beyond the clock tolerance) is a broken clock, not a late reading.
+MAX_AGE_MS = 400 * 24 * 3600 * 1000
+MAX_FUTURE_MS = 5 * 60 * 1000
+SCHEMA_PATH = Path(__file__).parent / "schemas" / "wire-v1.json"
+
+_BATCH_KEYS = {"v", "site", "gateway", "seq", "sent_ms", "backlog", "readings"}
+_READING_KEYS = {"meter", "ts_ms", "quality", "values", "value_quality"}
+
+
+def readings_topic(site: str, gateway: str) -> str:
+    return f"{TOPIC_ROOT}/{site}/{gateway}/readings"
+
+
+def status_topic(site: str, gateway: str) -> str:
+    return f"{TOPIC_ROOT}/{site}/{gateway}/status"
+
+
+def readings_subscription(site: str = "+") -> str:
+    return f"{TOPIC_ROOT}/{site}/+/readings"
+
+
+def parse_topic(topic: str) -> tuple[str, str, str]:
+    """`tanji/v1/<site>/<gateway>/<kind>` → (site, gateway, kind)."""
+    parts = topic.split("/")
+    if len(parts) != 5 or f"{parts[0]}/{parts[1]}" != TOPIC_ROOT:
+        raise WireFormatError("bad_topic", f"{topic!r} is not {TOPIC_ROOT}/<site>/<gateway>/<kind>")
+    return parts[2], parts[3], parts[4]
+
+
+@dataclass(frozen=True, slots=True)
+class Reading:
+    meter: str
+    ts_ms: int
+    quality: str
+    values: dict[str, float | None]
+    value_quality: dict[str, str] | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"meter": self.meter, "ts_ms": self.ts_ms, "quality": self.quality,
+                               "values": self.values}
+        if self.value_quality:
+            out["value_quality"] = self.value_quality
+        return out
+
+
+def encode_batch(site: str, gateway: str, seq: int, readings: list[dict[str, Any]] | list[Reading], *,
+                 backlog: bool = False, sent_ms: int | None = None) -> bytes:
+    """Serialise one batch; readings may be Reading objects or already-shaped dicts (from the spool)."""
+    body = {
+        "v": VERSION,
+        "site": site,
+        "gateway": gateway,
+        "seq": seq,
+        "sent_ms": sent_ms if sent_ms is not None else int(time.time() * 1000),
+        "backlog": backlog,
+        "readings": [r.to_json() if isinstance(r, Reading) else r for r in readings],
+    }
+    return json.dumps(body, separators=(",", ":"), allow_nan=False).encode()
+
+
+def status_payload(site: str, gateway: str, state: str, **health: Any) -> bytes:
+    """The retained status message; `state` is online or offline (the last will)."""
+    body = {"v": VERSION, "site": site, "gateway": gateway, "state": state,
+            "ts_ms": int(time.time() * 1000), **health}
+    return json.dumps(body, separators=(",", ":")).encode()
+
+
+def _fail(reason: str, detail: str) -> None:
+    raise WireFormatError(reason, detail)
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def decode_batch(payload: bytes, topic: str | None = None, now_ms: int | None = None) -> dict[str, Any]:
+    """Parse and validate one readings message; raises WireFormatError with a reason code."""
+    if len(payload) > MAX_PAYLOAD_BYTES:
+        _fail("too_large", f"{len(payload)} bytes > {MAX_PAYLOAD_BYTES}")
+    try:
+        body = json.loads(payload)
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise WireFormatError("not_json", str(exc)[:200]) from None
+    validate_batch(body, now_ms)
+    if topic is not None:
+        site, gateway, kind = parse_topic(topic)
+        if kind != "readings":
+            _fail("bad_topic", f"readings published on a {kind!r} topic")
+        if site != body["site"] or gateway != body["gateway"]:
+            _fail("topic_mismatch", f"topic says {site}/{gateway}, payload says {body['site']}/{body['gateway']}")
+    return body
+
+
+def validate_batch(body: Any, now_ms: int | None = None) -> None:
+    """Check a decoded batch against wire format v1 (the same rules as schemas/wire-v1.json)."""
+    if not isinstance(body, dict):
+        _fail("schema", "payload is not a JSON object")
+    if body.get("v") != VERSION:
+        _fail("version", f"unsupported version {body.get('v')!r}; this reader speaks v{VERSION}")
+    missing = _BATCH_KEYS - body.keys()
+    if missing:
+        _fail("schema", f"missing keys {sorted(missing)}")
+    extra = body.keys() - _BATCH_KEYS
+    if extra:
+        _fail("schema", f"unknown keys {sorted(extra)}")
+    for key in ("site", "gateway"):
+        if not isinstance(body[key], str) or not 0 < len(body[key]) <= 64:
+            _fail("schema", f"{key} must be a string of 1-64 characters")
+    if not _is_int(body["seq"]) or body["seq"] < 0:
+        _fail("schema", "seq must be a non-negative integer")
+    if not _is_int(body["sent_ms"]):
+        _fail("schema", "sent_ms must be an integer (UTC epoch ms)")
+    if not isinstance(body["backlog"], bool):
+        _fail("schema", "backlog must be true or false")
+    readings = body["readings"]
+    if not isinstance(readings, list):
+        _fail("schema", "readings must be a list")
+    if len(readings) > MAX_READINGS_PER_BATCH:
+        _fail("too_large", f"{len(readings)} readings > {MAX_READINGS_PER_BATCH}")
+    now = now_ms if now_ms is not None else int(time.time() * 1000)
+    lo, hi = now - MAX_AGE_MS, now + MAX_FUTURE_MS
+    for i, r in enumerate(readings):
+        _validate_reading(i, r, lo, hi)
+
+
+def _validate_reading(i: int, r: Any, lo: int, hi: int) -> None:
+    if not isinstance(r, dict):
+        _fail("schema", f"readings[{i}] is not an object")
+    if not {"meter", "ts_ms", "quality", "values"} <= r.keys() or not r.keys() <= _READING_KEYS:
+        _fail("schema", f"readings[{i}] keys must be {sorted(_READING_KEYS)}, got {sorted(r.keys())}")
+    meter = r["meter"]
+    if not isinstance(meter, str) or not 0 < len(meter) <= 64:
+        _fail("schema", f"readings[{i}].meter must be a string of 1-64 characters")
+    ts = r["ts_ms"]
+    if not _is_int(ts):
+        _fail("schema", f"readings[{i}].ts_ms must be an integer (UTC epoch ms)")
+    if not lo <= ts <= hi:
+        _fail("timestamp", f"readings[{i}].ts_ms {ts} is outside [now-400d, now+5min]")
+    if r["quality"] not in QUALITY_CODES:
+        _fail("schema", f"readings[{i}].quality {r['quality']!r} is not one of {QUALITY_CODES}")
+    values = r["values"]
+    if not isinstance(values, dict):
+        _fail("schema", f"readings[{i}].values must be an object")
+    for name, value in values.items():
+        if name not in QUANTITIES:
+            _fail("unknown_quantity", f"readings[{i}].values has unknown quantity {name!r}")
+        if value is None:
+            continue
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            _fail("schema", f"readings[{i}].values.{name} must be a number or null")
+        if not math.isfinite(value):
+            _fail("not_finite", f"readings[{i}].values.{name} is not finite")
+    vq = r.get("value_quality")
+    if vq is not None:
+        if not isinstance(vq, dict):
+            _fail("schema", f"readings[{i}].value_quality must be an object")
+        for name, code in vq.items():
+            if name not in values or code not in QUALITY_CODES:
+                _fail("schema", f"readings[{i}].value_quality.{name} must name a value and a quality code")

@@ -1,0 +1,275 @@
+"""Real Mosquitto and real InfluxDB, started on free ports in temporary directories.
+
+Test-only code. InfluxDB here is Debian's 1.6.7, which lacks `/api/v2/write`; `V2WriteBridge`
+does what InfluxDB 1.8 does natively (../shared/DESIGN.md): it maps
+`/api/v2/write?org=&bucket=&precision=` to `/write?db=&rp=&precision=` and passes everything
+else (`/query`, `/ping`) through. influxdb-client's real write path and influxd's real
+storage and query engine are both exercised; nothing is mocked.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import http.client
+import http.server
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import threading
+import time
+import urllib.parse
+from pathlib import Path
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_for_port(port: int, timeout_s: float = 20.0, host: str = "127.0.0.1") -> None:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        with contextlib.suppress(OSError), socket.create_connection((host, port), timeout=0.5):
+            return
+        time.sleep(0.05)
+    raise TimeoutError(f"nothing listens on {host}:{port} after {timeout_s} s")
+
+
+def require_binary(name: str, package: str) -> str:
+    path = shutil.which(name) or (f"/usr/sbin/{name}" if os.path.exists(f"/usr/sbin/{name}") else None)
+    if path is None:
+        raise RuntimeError(f"{name} is not installed: apt-get install -y {package} (bin/test does it when root)")
+    return path
+
+
+class Process:
+    """A server process that can be stopped, killed and started again on the same port."""
+
+    def __init__(self, argv: list[str], port: int, log: Path) -> None:
+        self.argv = argv
+        self.port = port
+        self.log = log
+        self.proc: subprocess.Popen | None = None
+
+    def start(self) -> None:
+        with open(self.log, "ab") as out:
+            self.proc = subprocess.Popen(self.argv, stdout=out, stderr=subprocess.STDOUT,
+                                         start_new_session=True)
+        try:
+            wait_for_port(self.port)
+        except TimeoutError:
+            self.stop()
+            raise RuntimeError(f"{self.argv[0]} did not start; its log:\n{self.log.read_text()[-3000:]}") from None
+
+    def stop(self, sig: int = signal.SIGTERM) -> None:
+        if self.proc is None:
+            return
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(self.proc.pid, sig)
+        try:
+            self.proc.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            os.killpg(self.proc.pid, signal.SIGKILL)
+            self.proc.wait()
+        self.proc = None
+
+    def kill(self) -> None:
+        self.stop(signal.SIGKILL)
+
+    @property
+    def running(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
+
+
+class MosquittoServer(Process):
+    """Debian's mosquitto with persistence, sized for store-and-forward tests."""
+
+    def __init__(self, workdir: Path, port: int | None = None, extra_conf: str = "",
+                 allow_anonymous: bool = True) -> None:
+        self.workdir = Path(workdir)
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        port = port or free_port()
+        self.host = "127.0.0.1"
+        conf = self.workdir / "mosquitto.conf"
+        conf.write_text(
+            f"listener {port} 127.0.0.1\n"
+            f"allow_anonymous {'true' if allow_anonymous else 'false'}\n"
+            "persistence true\n"
+            f"persistence_location {self.workdir}/\n"
+            "autosave_interval 1\n"
+            # Persistent sessions of offline subscribers must hold a whole outage's backlog.
+            "max_queued_messages 1000000\n"
+            "max_inflight_messages 100\n"
+            "message_size_limit 0\n"
+            "log_type error\nlog_type warning\nlog_type notice\n"
+            + extra_conf)
+        super().__init__([require_binary("mosquitto", "mosquitto"), "-c", str(conf)], port,
+                         self.workdir / "mosquitto.log")
+
+
+class V2WriteBridge:
+    """Serves the InfluxDB 2.x write endpoint in front of an InfluxDB 1.6 server (test-only)."""
+
+    def __init__(self, upstream_port: int, port: int | None = None) -> None:
+        self.upstream_port = upstream_port
+        self.port = port or free_port()
+        self.server: http.server.ThreadingHTTPServer | None = None
+        self.writes = 0
+
+    def start(self) -> None:
+        bridge = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def log_message(self, *args: object) -> None:
+                pass
+
+            def _forward(self, method: str) -> None:
+                parsed = urllib.parse.urlsplit(self.path)
+                query = urllib.parse.parse_qs(parsed.query)
+                length = int(self.headers.get("Content-Length") or 0)
+                body = self.rfile.read(length) if length else None
+                headers = {k: v for k, v in self.headers.items()
+                           if k.lower() in ("content-type", "content-encoding", "accept", "accept-encoding")}
+                path = parsed.path
+                if path == "/health":
+                    self._reply(200, b'{"status":"pass","message":"ready for queries and writes"}')
+                    return
+                if path == "/api/v2/write":
+                    bucket = query.get("bucket", [""])[0]
+                    db, _, rp = bucket.partition("/")
+                    precision = {"ns": "n", "us": "u", "ms": "ms", "s": "s"}[query.get("precision", ["ns"])[0]]
+                    params = {"db": db, "precision": precision}
+                    if rp:
+                        params["rp"] = rp
+                    path = "/write?" + urllib.parse.urlencode(params)
+                    bridge.writes += 1
+                elif parsed.query:
+                    path = f"{path}?{parsed.query}"
+                try:
+                    conn = http.client.HTTPConnection("127.0.0.1", bridge.upstream_port, timeout=30)
+                    conn.request(method, path, body=body, headers=headers)
+                    resp = conn.getresponse()
+                    data = resp.read()
+                    status = resp.status
+                    ctype = resp.getheader("Content-Type", "application/json")
+                    conn.close()
+                except OSError:
+                    self._reply(503, b'{"code":"unavailable","message":"influxd is down"}')
+                    return
+                if parsed.path == "/api/v2/write" and status >= 400:
+                    data = b'{"code":"invalid","message":' + data.replace(b"\n", b" ")[:2000].__repr__().encode() + b"}"
+                self._reply(status, data, ctype)
+
+            def _reply(self, status: int, data: bytes, ctype: str = "application/json") -> None:
+                self.send_response(status)
+                self.send_header("Content-Type", ctype)
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                if data:
+                    self.wfile.write(data)
+
+            def do_GET(self) -> None:  # noqa: N802
+                self._forward("GET")
+
+            def do_POST(self) -> None:  # noqa: N802
+                self._forward("POST")
+
+        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", self.port), Handler)
+        self.server.daemon_threads = True
+        threading.Thread(target=self.server.serve_forever, daemon=True, name="v2-bridge").start()
+
+    def stop(self) -> None:
+        if self.server is not None:
+            self.server.shutdown()
+            self.server.server_close()
+            self.server = None
+
+
+class InfluxServer:
+    """Debian's influxd 1.6.7 plus the v2 write bridge. `url` is what influxdb-client talks to."""
+
+    def __init__(self, workdir: Path) -> None:
+        self.workdir = Path(workdir)
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        self.http_port = free_port()
+        self.rpc_port = free_port()
+        conf = self.workdir / "influxdb.conf"
+        conf.write_text(f"""
+reporting-disabled = true
+bind-address = "127.0.0.1:{self.rpc_port}"
+[meta]
+  dir = "{self.workdir}/meta"
+[data]
+  dir = "{self.workdir}/data"
+  wal-dir = "{self.workdir}/wal"
+  query-log-enabled = false
+  cache-snapshot-write-cold-duration = "10s"
+[http]
+  enabled = true
+  bind-address = "127.0.0.1:{self.http_port}"
+  log-enabled = false
+  max-body-size = 0
+[monitor]
+  store-enabled = false
+[continuous_queries]
+  enabled = false
+[logging]
+  level = "warn"
+""")
+        self.influxd = Process([require_binary("influxd", "influxdb"), "-config", str(conf)],
+                               self.http_port, self.workdir / "influxd.log")
+        self.bridge = V2WriteBridge(self.http_port)
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.bridge.port}"
+
+    @property
+    def direct_url(self) -> str:
+        return f"http://127.0.0.1:{self.http_port}"
+
+    def start(self) -> None:
+        self.influxd.start()
+        self._wait_ready()
+        if self.bridge.server is None:
+            self.bridge.start()
+
+    def _wait_ready(self, timeout_s: float = 20.0) -> None:
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            with contextlib.suppress(OSError):
+                conn = http.client.HTTPConnection("127.0.0.1", self.http_port, timeout=1)
+                conn.request("GET", "/ping")
+                if conn.getresponse().status == 204:
+                    return
+            time.sleep(0.1)
+        raise RuntimeError("influxd did not answer /ping")
+
+    def stop_influxd(self) -> None:
+        """Take the database down while the bridge keeps answering 503, as a load balancer would."""
+        self.influxd.stop()
+
+    def start_influxd(self) -> None:
+        self.influxd.start()
+        self._wait_ready()
+
+    def stop(self) -> None:
+        self.bridge.stop()
+        self.influxd.stop()
+
+    def query(self, q: str, db: str) -> dict:
+        """Run InfluxQL directly against influxd (what the tests use to read back)."""
+        import json
+        conn = http.client.HTTPConnection("127.0.0.1", self.http_port, timeout=30)
+        conn.request("POST", "/query?" + urllib.parse.urlencode({"db": db, "q": q}),
+                     headers={"Accept": "application/json"})
+        resp = conn.getresponse()
+        return json.loads(resp.read())
+
+    def create_database(self, db: str) -> None:
+        self.query(f'CREATE DATABASE "{db}"', db)
