@@ -21,6 +21,7 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "gateway": ("gateway.cli", "poll Modbus meters, spool readings durably and publish them over MQTT"),
     "accounting": ("accounting.cli", "ingest readings from MQTT, compute footprints, serve the API"),
     "check": ("tanji.check", "validate a site file or meter profiles and print what they define"),
+    "broker-config": ("tanji.broker_config", "generate Mosquitto users, ACL and config for a site's gateways"),
 }
 
 _EXTRA = {"numpy": "accounting", "numba": "accounting", "fastapi": "accounting", "uvicorn": "accounting",
