@@ -1,0 +1,96 @@
+"""Assembling the application: routers, error handlers and middleware, in one place.
+
+`create_app(service)` is the only entry point. The demo, the accounting CLI, the tests and the
+benchmark all build the app here, so what is tested is what is served.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI
+from starlette.middleware import Middleware
+from starlette.responses import Response
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from accounting.api import dashboard, stream, v1
+from accounting.api.errors import install_error_handlers
+from accounting.api.responses import TanjiJSONResponse
+from accounting.api.stream import StreamHub
+from accounting.api.types import AccountingServiceLike
+
+#: The dashboard loads only from this server (a plant has no internet; no CDN may sneak in).
+CONTENT_SECURITY_POLICY = ("default-src 'self'; connect-src 'self' ws: wss:; img-src 'self' data:; "
+                           "style-src 'self'; script-src 'self'; frame-ancestors 'none'")
+
+
+class SecurityHeaders:
+    """Adds the content security policy and no-sniff headers to every HTTP response."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+
+        async def send_with_headers(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                headers = list(message.get("headers", []))
+                headers.append((b"content-security-policy", CONTENT_SECURITY_POLICY.encode()))
+                headers.append((b"x-content-type-options", b"nosniff"))
+                message = {**message, "headers": headers}
+            await send(message)
+
+        await self.app(scope, receive, send_with_headers)
+
+
+def middleware() -> list[Middleware]:
+    """The middleware stack, outermost first."""
+    return [Middleware(SecurityHeaders)]
+
+
+def create_app(service: AccountingServiceLike, *, api_token: str | None = None,
+               pact_clients: dict[str, str] | None = None) -> FastAPI:
+    """The Tanji HTTP application over `service`.
+
+    api_token: bearer token required by the write endpoints (certificates, factor datasets,
+        recompute); None disables writes (they answer 403).
+    pact_clients: PACT client id → secret accepted by `POST /auth/token`; None accepts none.
+    """
+
+    hub = StreamHub(service)
+
+    @asynccontextmanager
+    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        await hub.start()
+        try:
+            yield
+        finally:
+            await hub.stop()
+
+    app = FastAPI(
+        title="Tanji API",
+        summary="Live, auditable product carbon footprints from factory electricity meters.",
+        version="1",
+        default_response_class=TanjiJSONResponse,
+        middleware=middleware(),
+        lifespan=lifespan,
+    )
+    app.state.service = service
+    app.state.api_token = api_token
+    app.state.pact_clients = dict(pact_clients or {})
+    app.state.stream_hub = hub
+    install_error_handlers(app)
+    app.include_router(v1.router)
+    app.include_router(stream.router)
+    app.include_router(dashboard.router)
+    app.mount("/dashboard", dashboard.static_files(), name="dashboard")
+
+    @app.get("/favicon.ico", include_in_schema=False)
+    def favicon() -> Response:
+        return Response(status_code=204)
+
+    return app

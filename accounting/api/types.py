@@ -1,0 +1,65 @@
+"""What the API needs from the accounting service, as a Protocol.
+
+The API depends on this interface, not on `accounting.service.AccountingService`, so the unit
+tests can drive it with a small in-memory fake and the demo with the real ingest service.
+The read part is the interface agreed with the ingest service; the write part (certificates,
+factor datasets, recompute) is optional: a service without it makes the write endpoints answer
+501 with a message saying so, rather than pretending to have stored something.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any, Protocol, runtime_checkable
+
+from tanji.site import Site
+
+#: An update event from the service: ``{"type": "footprints" | "meters", ...}``.
+Event = dict[str, Any]
+Listener = Callable[[Event], None]
+
+
+@runtime_checkable
+class AccountingServiceLike(Protocol):
+    """The read interface every service behind the API offers."""
+
+    sites: dict[str, Site]
+
+    def footprints(self, site_id: str | None = None, *, start_ms: int, end_ms: int,
+                   product_id: str | None = None, batch_id: str | None = None) -> list[dict]: ...
+
+    def meter_status(self, site_id: str | None = None) -> list[dict]: ...
+
+    def gateway_status(self) -> list[dict]: ...
+
+    def hourly_series(self, site_id: str, start_ms: int, end_ms: int) -> list[dict]: ...
+
+    def add_listener(self, callback: Listener) -> None: ...
+
+    def remove_listener(self, callback: Listener) -> None: ...
+
+
+@runtime_checkable
+class FactorDatasetsLike(Protocol):
+    """Factor datasets: listing them is read-only, loading a new version is a write."""
+
+    def factor_datasets(self) -> list[dict]: ...
+
+    def add_factor_dataset(self, document: dict) -> dict: ...
+
+
+@runtime_checkable
+class CertificatesLike(Protocol):
+    """The green-certificate ledger; registering a certificate is a write, a serial is unique."""
+
+    def certificates(self, site_id: str | None = None) -> list[dict]: ...
+
+    def add_certificate(self, certificate: dict) -> dict: ...
+
+
+@runtime_checkable
+class RecomputeLike(Protocol):
+    """Explicit recomputation of a period: its output is a new, versioned result."""
+
+    def recompute(self, site_id: str, *, start_ms: int, end_ms: int,
+                  dataset_version: str | None = None) -> dict: ...

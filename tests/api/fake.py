@@ -1,0 +1,147 @@
+"""A small in-memory accounting service for the API's unit tests.
+
+It loads the real demo site file and makes up footprints that move when `tick()` is called,
+so tests can watch the API and the stream follow a service without MQTT, a store or numba.
+It implements the whole `accounting.api.types` interface, write capabilities included, with
+the same rules the real ledger enforces (a certificate serial is claimed once).
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from accounting.api.types import Listener
+from accounting.errors import CertificateAlreadyClaimedError, FactorDatasetError
+from tanji.site import Site, load_site
+
+SITE_FILE = Path(__file__).resolve().parents[2] / "firmware-config" / "sites" / "cq-battery.yaml"
+HOUR_MS = 3_600_000
+
+
+@dataclass
+class FakeStats:
+    received: int = 0
+    accepted: int = 0
+    duplicates: int = 0
+    quarantined_by_reason: dict[str, int] = field(default_factory=dict)
+    seq_gaps: dict[str, int] = field(default_factory=dict)
+    last_message_ms: int | None = None
+
+
+class FakeService:
+    def __init__(self, site: Site | None = None) -> None:
+        site = site or load_site(SITE_FILE)
+        self.sites = {site.id: site}
+        self.stats = FakeStats()
+        self.cycle = 0
+        self.calls: list[dict[str, Any]] = []
+        self._listeners: list[Listener] = []
+        self._lock = threading.Lock()
+        self._datasets = [{"dataset_id": "cn-mee-national-co2", "version": "2022",
+                           "publisher": "MEE & NBS", "unit": "kgCO2/kWh", "gas_basis": "co2",
+                           "granularity": "annual"}]
+        self._certificates: dict[str, dict[str, Any]] = {}
+
+    # -- read interface ----------------------------------------------------------------------
+    def footprints(self, site_id: str | None = None, *, start_ms: int, end_ms: int,
+                   product_id: str | None = None, batch_id: str | None = None) -> list[dict]:
+        self.calls.append({"site_id": site_id, "start_ms": start_ms, "end_ms": end_ms,
+                           "product_id": product_id, "batch_id": batch_id})
+        if batch_id is not None and batch_id != "B-001":
+            return []
+        out = []
+        for site in self.sites.values():
+            if site_id not in (None, site.id):
+                continue
+            for i, p in enumerate(site.products):
+                if product_id not in (None, p.id):
+                    continue
+                units = 10.0 * (self.cycle + 1) * (i + 1)
+                energy = 25.0 * (self.cycle + 1) * (i + 1) + 3.0 * self.cycle ** 1.5
+                loc = energy * 0.2268
+                mkt = loc * 0.6
+                out.append({
+                    "product_id": p.id, "window_start_ms": start_ms, "window_end_ms": end_ms,
+                    "units": units, "energy_kwh": energy,
+                    "kgco2e_location": loc, "kgco2e_market": mkt,
+                    "kgco2e_per_unit_location": loc / units, "kgco2e_per_unit_market": mkt / units,
+                    "upstream_kgco2e_per_unit": p.upstream_kgco2e_per_unit,
+                    "dataset_id": "cn-mee-regional-co2", "dataset_version": "2022",
+                    "matching_mode": site.matching_mode, "residual_mix": "unavailable",
+                    "share_metered": 0.8, "share_allocated": 0.15, "share_estimated": 0.05,
+                    "primary_data_share": 0.95, "uncertainty_pct_95": 5.4, "provisional": True,
+                    "revision": 0, "renewable_share": 0.4, "cfe_score_hourly": None,
+                })
+        return out
+
+    def meter_status(self, site_id: str | None = None) -> list[dict]:
+        now = int(time.time() * 1000)
+        return [{"meter_id": m.id, "site_id": s.id, "gateway": m.gateway, "role": m.role,
+                 "cost_centre": m.cost_centre, "last_ts_ms": now - 500,
+                 "values": {"power_kw": 40.0 + self.cycle} if m.role != "production_counter" else {},
+                 "quality": "good", "readings": 100 + self.cycle, "comm_errors": 0}
+                for s in self.sites.values() if site_id in (None, s.id) for m in s.meters]
+
+    def gateway_status(self) -> list[dict]:
+        return [{"gateway": g.id, "site_id": s.id, "last_message_ms": self.stats.last_message_ms,
+                 "seq_gaps": 0} for s in self.sites.values() for g in s.gateways]
+
+    def hourly_series(self, site_id: str, start_ms: int, end_ms: int) -> list[dict]:
+        site = self.sites[site_id]
+        first = start_ms - start_ms % HOUR_MS
+        return [{"hour_start_ms": t, "consumption_kwh": 100.0 + self.cycle,
+                 "cost_centres_kwh": {c.id: 20.0 + j for j, c in enumerate(site.cost_centres)},
+                 "kgco2e_location": 22.68, "kgco2e_market": 13.6, "covered_kwh": 40.0}
+                for t in range(first, min(end_ms, first + 48 * HOUR_MS), HOUR_MS)]
+
+    def add_listener(self, callback: Listener) -> None:
+        with self._lock:
+            self._listeners.append(callback)
+
+    def remove_listener(self, callback: Listener) -> None:
+        with self._lock:
+            if callback in self._listeners:
+                self._listeners.remove(callback)
+
+    # -- write capabilities ------------------------------------------------------------------
+    def factor_datasets(self) -> list[dict]:
+        return list(self._datasets)
+
+    def add_factor_dataset(self, document: dict) -> dict:
+        key = (document["dataset_id"], document["version"])
+        if any((d["dataset_id"], d["version"]) == key for d in self._datasets):
+            raise FactorDatasetError(f"dataset {key[0]} version {key[1]} is already loaded")
+        self._datasets.append(document)
+        return document
+
+    def certificates(self, site_id: str | None = None) -> list[dict]:
+        return [c for c in self._certificates.values() if site_id in (None, c.get("site_id"))]
+
+    def add_certificate(self, certificate: dict) -> dict:
+        serial = certificate["serial"]
+        if serial in self._certificates:
+            raise CertificateAlreadyClaimedError(serial, self._certificates[serial].get("site_id") or "?")
+        self._certificates[serial] = certificate
+        return certificate
+
+    def recompute(self, site_id: str, *, start_ms: int, end_ms: int,
+                  dataset_version: str | None = None) -> dict:
+        return {"site_id": site_id, "start_ms": start_ms, "end_ms": end_ms,
+                "dataset_version": dataset_version or "2022", "revision": 1}
+
+    # -- test controls -----------------------------------------------------------------------
+    def tick(self, kinds: tuple[str, ...] = ("footprints", "meters")) -> None:
+        """One ingest cycle: numbers move, listeners hear about it."""
+        self.cycle += 1
+        self.stats.received += 7
+        self.stats.accepted += 7
+        self.stats.last_message_ms = int(time.time() * 1000)
+        with self._lock:
+            listeners = list(self._listeners)
+        for kind in kinds:
+            for callback in listeners:
+                callback({"type": kind})
