@@ -1,0 +1,107 @@
+"""`tanji gateway`: run one gateway of a site file, or print its health.
+
+    tanji gateway --config SITE_FILE [--gateway ID] [--spool PATH] [--broker HOST:PORT]
+    tanji gateway status --config SITE_FILE [--gateway ID] [--spool PATH] [--json]
+
+`status` reads the health the running gateway writes next to its spool
+(`<spool>.status.json`, refreshed every few seconds) and the spool itself, so it works on
+the edge box without a broker.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import json
+import signal
+import sqlite3
+import time
+from pathlib import Path
+from typing import Any
+
+from tanji.errors import ConfigError
+from tanji.site import Site, load_site
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("action", nargs="?", choices=["run", "status"], default="run",
+                        help="run the gateway (default) or print its health")
+    parser.add_argument("--config", required=True, metavar="SITE_FILE", help="the site file (YAML)")
+    parser.add_argument("--gateway", metavar="ID", help="gateway id in the site file (default: the only one)")
+    parser.add_argument("--spool", metavar="PATH", help="spool file (default: the gateway's spool_path)")
+    parser.add_argument("--broker", metavar="HOST:PORT", help="MQTT broker (default: the site file's broker)")
+    parser.add_argument("--json", action="store_true", help="status: print the raw JSON")
+
+
+def _gateway_id(site: Site, wanted: str | None) -> str:
+    if wanted is not None:
+        try:
+            return site.gateway(wanted).id
+        except KeyError as exc:
+            raise ConfigError(site.file, None, "gateways", str(exc.args[0]), "pass --gateway with one of those ids") from None
+    if len(site.gateways) != 1:
+        raise ConfigError(site.file, None, "gateways", f"the site has {len(site.gateways)} gateways",
+                          f"choose one with --gateway ({', '.join(g.id for g in site.gateways)})")
+    return site.gateways[0].id
+
+
+def _broker(value: str) -> tuple[str, int]:
+    host, _, port = value.rpartition(":")
+    if not host or not port.isdigit():
+        raise ConfigError("--broker", None, "broker", f"{value!r} is not HOST:PORT", "write e.g. --broker 127.0.0.1:1883")
+    return host, int(port)
+
+
+def run(args: argparse.Namespace) -> int:
+    site = load_site(args.config)
+    gateway_id = _gateway_id(site, args.gateway)
+    spool = args.spool or site.gateway(gateway_id).spool_path
+    if args.action == "status":
+        return _status(spool, args.json)
+    from gateway.service import GatewayService
+
+    service = GatewayService(site, gateway_id, spool_path=spool,
+                             broker=_broker(args.broker) if args.broker else None)
+
+    async def main() -> None:
+        task = asyncio.create_task(service.run())
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, task.cancel)
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+
+    asyncio.run(main())
+    return 0
+
+
+def _status(spool: str, as_json: bool) -> int:
+    from gateway.service import status_file
+
+    path = status_file(spool)
+    if not path.exists():
+        print(f"no status at {path}: the gateway has not run with spool {spool}")
+        return 1
+    health: dict[str, Any] = json.loads(path.read_text())
+    if Path(spool).exists():
+        # The spool is the truth about what is waiting, even when the gateway is down.
+        db = sqlite3.connect(f"file:{spool}?mode=ro", uri=True)
+        queued = db.execute("SELECT COUNT(*) FROM reading").fetchone()[0]
+        batched = db.execute("SELECT COALESCE(SUM(n), 0) FROM batch").fetchone()[0]
+        db.close()
+        health["spool_depth"] = queued + batched
+    age_s = (time.time() * 1000 - health["ts_ms"]) / 1000
+    health["status_age_s"] = round(age_s, 1)
+    if as_json:
+        print(json.dumps(health, indent=1))
+        return 0
+    print(f"gateway {health['gateway']} of site {health['site']} (pid {health['pid']}), status {age_s:.0f} s old")
+    print(f"  broker connected: {health['connected']}   polls: {health['polls']}   poll errors: {health['poll_errors']}")
+    print(f"  spool: {health['spool_depth']} readings waiting, {health['spool_bytes'] / 1e6:.1f} MB"
+          f"{' (ALARM: nearly full)' if health.get('spool_alarm') else ''}, dropped {health.get('spool_dropped', 0)},"
+          f" publish lag {health['publish_lag_ms'] / 1000:.1f} s")
+    for meter, m in health["meters"].items():
+        state = "ok" if not m["consecutive_errors"] else f"FAILING ({m['last_error']})"
+        print(f"  {meter:<24} polls {m['polls']:>8}  errors {m['errors']:>6}  last {m['last_duration_ms']:>6} ms  {state}")
+    return 0

@@ -1,0 +1,119 @@
+"""The MQTT side of the gateway: paho-mqtt 2.x with a persistent session, QoS 1, last will.
+
+- client id `tanji-<site>-<gateway>` (stable, so the broker keeps the session across restarts)
+  and `clean_session=False`, so QoS 1 messages in flight during a disconnect are resent by
+  paho on the same session when it comes back;
+- last will: a retained `offline` status, so subscribers learn the gateway died even when it
+  could not say so; a clean stop publishes the same retained `offline` itself;
+- TLS (`ca_file`, optional client certificate) and username / password (from a file, so the
+  secret is not in the site file) from the site's `broker:` section;
+- reconnects forever in paho's network thread, with a backoff from 1 s to 60 s.
+
+paho calls back from its own thread; every callback is handed to the gateway's event loop
+with `call_soon_threadsafe`, so all bookkeeping (spool, in-flight batches) stays in one thread.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import ssl
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import paho.mqtt.client as mqtt
+
+from tanji.errors import ConfigError
+from tanji.site import Broker
+from tanji.wire import readings_topic, status_payload, status_topic
+
+log = logging.getLogger("tanji.gateway.mqtt")
+MAX_INFLIGHT = 20
+
+
+class Publisher:
+    """Owns the paho client; reports connect, disconnect and PUBACK to the event loop."""
+
+    def __init__(self, site_id: str, gateway_id: str, broker: Broker, loop: asyncio.AbstractEventLoop, *,
+                 on_connect: Callable[[], None], on_disconnect: Callable[[], None],
+                 on_ack: Callable[[int], None], max_inflight: int = MAX_INFLIGHT) -> None:
+        self.site_id = site_id
+        self.gateway_id = gateway_id
+        self.broker = broker
+        self.loop = loop
+        self.readings_topic = readings_topic(site_id, gateway_id)
+        self.status_topic = status_topic(site_id, gateway_id)
+        self.client_id = f"tanji-{site_id}-{gateway_id}"
+        self._on_connect = on_connect
+        self._on_disconnect = on_disconnect
+        self._on_ack = on_ack
+        client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=self.client_id,
+                             clean_session=False, protocol=mqtt.MQTTv311)
+        client.max_inflight_messages_set(max_inflight)
+        client.max_queued_messages_set(0)
+        client.reconnect_delay_set(1, 60)
+        client.will_set(self.status_topic, status_payload(site_id, gateway_id, "offline"), qos=1, retain=True)
+        if broker.username:
+            client.username_pw_set(broker.username, _read_secret(broker.password_file))
+        if broker.tls:
+            client.tls_set(ca_certs=broker.ca_file, certfile=getattr(broker, "cert_file", None),
+                           keyfile=getattr(broker, "key_file", None), cert_reqs=ssl.CERT_REQUIRED,
+                           tls_version=ssl.PROTOCOL_TLS_CLIENT)
+        client.on_connect = self._connected
+        client.on_disconnect = self._disconnected
+        client.on_publish = self._published
+        self.client = client
+        self.connected = False
+
+    def start(self) -> None:
+        log.info("connecting to mqtt%s://%s:%d as %s", "s" if self.broker.tls else "", self.broker.host,
+                 self.broker.port, self.client_id)
+        self.client.connect_async(self.broker.host, self.broker.port, keepalive=self.broker.keepalive_s)
+        self.client.loop_start()
+
+    def stop(self, health: dict[str, Any] | None = None) -> None:
+        """Publish the retained offline status (when connected) and disconnect cleanly."""
+        if self.connected:
+            info = self.client.publish(self.status_topic, status_payload(
+                self.site_id, self.gateway_id, "offline", **(health or {})), qos=1, retain=True)
+            info.wait_for_publish(timeout=2)
+        self.client.disconnect()
+        self.client.loop_stop()
+
+    def publish_batch(self, payload: bytes) -> int:
+        """Hand one batch to paho; returns the message id its PUBACK will carry."""
+        return self.client.publish(self.readings_topic, payload, qos=1).mid
+
+    def publish_status(self, payload: bytes) -> None:
+        self.client.publish(self.status_topic, payload, qos=1, retain=True)
+
+    # paho's network thread ------------------------------------------------------------------
+
+    def _connected(self, client: mqtt.Client, userdata: Any, flags: Any, reason: Any, props: Any) -> None:
+        if reason.is_failure:
+            log.warning("broker refused the connection: %s", reason)
+            return
+        self.connected = True
+        log.info("connected to the broker (session present: %s)", flags.session_present)
+        self.loop.call_soon_threadsafe(self._on_connect)
+
+    def _disconnected(self, client: mqtt.Client, userdata: Any, flags: Any, reason: Any, props: Any) -> None:
+        was = self.connected
+        self.connected = False
+        if was:
+            log.warning("disconnected from the broker (%s); spooling until it is back", reason)
+        self.loop.call_soon_threadsafe(self._on_disconnect)
+
+    def _published(self, client: mqtt.Client, userdata: Any, mid: int, reason: Any, props: Any) -> None:
+        self.loop.call_soon_threadsafe(self._on_ack, mid)
+
+
+def _read_secret(path: str | None) -> str | None:
+    if path is None:
+        return None
+    try:
+        return Path(path).read_text().strip()
+    except OSError as exc:
+        raise ConfigError(path, None, "broker.password_file", f"cannot read it: {exc.strerror}",
+                          "point password_file at a readable file holding the gateway's MQTT password") from None

@@ -1,0 +1,68 @@
+"""Decode the responses of one poll into a wire-format reading: named values, units, quality.
+
+Values leave the gateway in canonical units (tanji/quantities.py) with the site's CT/VT
+ratios applied as each register's `apply_ratio` says, so every consumer reads the same
+primary-side kWh and no consumer needs the profile. A profile's valid `range` is a device
+fact and is checked on the scaled value before the ratio (what the meter itself measures).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+from gateway.quality import JITTERING, CounterWatch, StaleWatch, worst
+from gateway.read_plan import ReadRequest
+from tanji.codec import decode
+from tanji.site import Meter
+from tanji.wire import Reading
+
+DEFAULT_STALE_AFTER_S = 120.0
+
+
+class RegisterMap:
+    """One meter's decoder; keeps the memory quality codes need (last counters, frozen values)."""
+
+    def __init__(self, meter: Meter, plan: Sequence[ReadRequest], stale_after_s: float = DEFAULT_STALE_AFTER_S) -> None:
+        self.meter = meter
+        self.plan = tuple(plan)
+        ratios = {"none": 1.0, "ct": meter.ct_ratio, "vt": meter.vt_ratio, "ctvt": meter.ct_ratio * meter.vt_ratio}
+        # Per request, per register: (register, offset in the response, ratio).
+        self._layout = tuple(
+            tuple((reg, reg.address - req.address, ratios[reg.apply_ratio]) for reg in req.registers)
+            for req in self.plan)
+        self._counters = CounterWatch()
+        self._stale = StaleWatch(stale_after_s)
+
+    def decode(self, responses: Sequence[Sequence[int]], ts_ms: int) -> Reading:
+        """Turn the words of each planned request (in plan order) into one reading."""
+        values: dict[str, float | None] = {}
+        flags: dict[str, str] = {}
+        grid_words: list[int] = []
+        for layout, words in zip(self._layout, responses, strict=True):
+            for reg, offset, ratio in layout:
+                raw_words = words[offset:offset + reg.words]
+                raw = decode(raw_words, reg.data_type, reg.order)
+                if reg.name in JITTERING:
+                    grid_words.extend(raw_words)
+                if not math.isfinite(raw):
+                    values[reg.name] = None
+                    flags[reg.name] = "out_of_range"
+                    continue
+                scaled = raw * reg.scale
+                values[reg.name] = scaled * ratio if ratio != 1.0 else scaled
+                if reg.valid_range is not None and not reg.valid_range[0] <= scaled <= reg.valid_range[1]:
+                    flags[reg.name] = "out_of_range"
+                elif reg.is_counter:
+                    code = self._counters.check(reg, raw)
+                    if code != "good":
+                        flags[reg.name] = code
+        if self._stale.check(tuple(grid_words), ts_ms):
+            for name in JITTERING.intersection(values):
+                flags.setdefault(name, "stale")
+        return Reading(self.meter.id, ts_ms, worst(set(flags.values())), values, flags or None)
+
+    def failed(self, ts_ms: int) -> Reading:
+        """The reading of a failed poll: no values, so accounting still sees the meter's state."""
+        self._stale.reset()
+        return Reading(self.meter.id, ts_ms, "comm_error", {})

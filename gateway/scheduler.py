@@ -1,0 +1,179 @@
+"""Polling: a period per meter, every meter in its own task, failing meters backing off.
+
+Isolation is the point. Each meter runs its own asyncio task over its own link (a TCP
+connection, or its bus' shared serial line), so a dead or slow TCP meter only ever waits on
+itself; on an RS-485 bus a meter can only take the line for one request at a time, and a
+failing meter backs off (period × 2^failures, capped) so it stops eating the line's time.
+
+Ticks are kept on a fixed grid (start + k × period) rather than "period after the last
+poll", so the poll rate does not drift with response time; a tick missed because a poll
+overran is skipped and counted, never bunched up. Start times are spread over one period
+so that 200 meters with the same period do not all fire at once. Timestamps are UTC epoch
+ms taken when the (last) response of the poll arrives, not when the poll was planned.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import math
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from gateway.modbus_client import BusLink, Link, PollError, TcpLink
+from gateway.read_plan import ReadRequest, plan_for_profile
+from gateway.register_map import RegisterMap
+from tanji.site import Gateway, Meter
+from tanji.wire import Reading
+
+log = logging.getLogger("tanji.gateway.scheduler")
+MAX_BACKOFF_S = 60.0
+
+
+def now_ms() -> int:
+    return time.time_ns() // 1_000_000
+
+
+@dataclass(slots=True)
+class MeterHealth:
+    """Counters one meter's poller keeps for the status topic and `tanji gateway status`."""
+
+    polls: int = 0
+    errors: int = 0
+    consecutive_errors: int = 0
+    overruns: int = 0
+    last_error: str | None = None
+    last_ok_ms: int | None = None
+    last_duration_ms: float = 0.0
+    next_delay_s: float = 0.0
+
+    def to_json(self) -> dict[str, Any]:
+        return {"polls": self.polls, "errors": self.errors, "consecutive_errors": self.consecutive_errors,
+                "overruns": self.overruns, "last_error": self.last_error, "last_ok_ms": self.last_ok_ms,
+                "last_duration_ms": round(self.last_duration_ms, 1), "next_delay_s": round(self.next_delay_s, 3)}
+
+
+class MeterPoller:
+    """Polls one meter forever on its period and hands each reading to `sink`."""
+
+    def __init__(self, meter: Meter, link: Link, plan: tuple[ReadRequest, ...],
+                 sink: Callable[[Reading], None], *, timeout_s: float | None = None,
+                 max_backoff_s: float = MAX_BACKOFF_S) -> None:
+        self.meter = meter
+        self.link = link
+        self.plan = plan
+        self.sink = sink
+        self.timeout_s = timeout_s if timeout_s is not None else meter.timeout_s
+        self.max_backoff_s = max(max_backoff_s, meter.poll_period_s)
+        self.map = RegisterMap(meter, plan)
+        self.health = MeterHealth()
+
+    async def poll_once(self) -> Reading:
+        started = time.perf_counter()
+        unit = self.meter.unit_id
+        try:
+            responses = [await self.link.read(req, unit, self.timeout_s) for req in self.plan]
+        except PollError as exc:
+            reading = self.map.failed(now_ms())
+            self.health.errors += 1
+            self.health.consecutive_errors += 1
+            if self.health.last_error != str(exc) or self.health.consecutive_errors == 1:
+                log.warning("meter %s: poll failed (%s)", self.meter.id, exc)
+            self.health.last_error = str(exc)
+        else:
+            reading = self.map.decode(responses, now_ms())
+            if self.health.consecutive_errors:
+                log.info("meter %s: answering again after %d failed polls", self.meter.id,
+                         self.health.consecutive_errors)
+            self.health.consecutive_errors = 0
+            self.health.last_ok_ms = reading.ts_ms
+        self.health.polls += 1
+        self.health.last_duration_ms = (time.perf_counter() - started) * 1000
+        return reading
+
+    def backoff_s(self) -> float:
+        """Delay before the next poll of a failing meter: period × 2^(failures-1), capped."""
+        failures = self.health.consecutive_errors
+        if failures <= 1:
+            return 0.0
+        return min(self.meter.poll_period_s * 2 ** min(failures - 1, 30), self.max_backoff_s)
+
+    async def run(self, start_offset_s: float = 0.0) -> None:
+        loop = asyncio.get_running_loop()
+        period = self.meter.poll_period_s
+        due = loop.time() + start_offset_s
+        try:
+            while True:
+                delay = due - loop.time()
+                if delay > 0:
+                    await asyncio.sleep(delay)
+                self.sink(await self.poll_once())
+                now = loop.time()
+                due += period
+                backoff = self.backoff_s()
+                if backoff:
+                    due = max(due, now + backoff)
+                if due <= now:
+                    missed = math.ceil((now - due) / period)
+                    self.health.overruns += missed
+                    due += missed * period
+                self.health.next_delay_s = max(0.0, due - now)
+        finally:
+            self.link.close()
+
+
+class Scheduler:
+    """All pollers of one gateway: the TCP links, the bus links and each meter's read plan."""
+
+    def __init__(self, gateway: Gateway, sink: Callable[[Reading], None]) -> None:
+        self.gateway = gateway
+        self.buses = {bus.id: BusLink(bus) for bus in gateway.buses}
+        self.pollers: list[MeterPoller] = []
+        for meter in gateway.meters:
+            plan = plan_for_profile(meter.profile)
+            if meter.transport == "rtu":
+                bus = self.buses[meter.bus or ""]
+                self.pollers.append(MeterPoller(meter, _SharedBus(bus), plan, sink,
+                                                timeout_s=min(meter.timeout_s, bus.bus.timeout_s)))
+            else:
+                self.pollers.append(MeterPoller(meter, TcpLink(meter), plan, sink))
+
+    def log_plan(self) -> None:
+        """The read plan at start-up: what each meter costs per poll, for the installer's log."""
+        for p in self.pollers:
+            where = f"bus {p.meter.bus}" if p.meter.transport == "rtu" else f"{p.meter.host}:{p.meter.port}"
+            log.info("read plan %s (%s, %s unit %d, every %gs): %d requests for %d registers: %s",
+                     p.meter.id, p.meter.profile.model, where, p.meter.unit_id, p.meter.poll_period_s,
+                     len(p.plan), len(p.meter.profile.registers), "; ".join(r.describe() for r in p.plan))
+
+    async def run(self) -> None:
+        """Run every poller until cancelled; start times spread over each meter's period."""
+        n = max(len(self.pollers), 1)
+        tasks = [asyncio.create_task(p.run(p.meter.poll_period_s * i / n), name=f"poll-{p.meter.id}")
+                 for i, p in enumerate(self.pollers)]
+        try:
+            await asyncio.gather(*tasks)
+        finally:
+            for t in tasks:
+                t.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+            for bus in self.buses.values():
+                bus.close()
+
+    def health(self) -> dict[str, dict[str, Any]]:
+        return {p.meter.id: p.health.to_json() for p in self.pollers}
+
+
+class _SharedBus:
+    """A meter's view of its bus: closing it must not close the line for the other meters."""
+
+    def __init__(self, bus: BusLink) -> None:
+        self.bus = bus
+
+    async def read(self, request: ReadRequest, unit_id: int, timeout_s: float) -> list[int]:
+        return await self.bus.read(request, unit_id, timeout_s)
+
+    def close(self) -> None:
+        """The Scheduler closes the bus once, after every meter on it has stopped."""

@@ -1,0 +1,282 @@
+"""The gateway process: pollers → spool → MQTT, plus health.
+
+Python API (the in-process demo and the tests use it)::
+
+    from gateway.service import GatewayService
+    service = GatewayService(site, "gw-cq-01", spool_path="/tmp/spool.sqlite", broker=("127.0.0.1", 1883))
+    service.start()            # runs in a background thread with its own event loop
+    ...
+    service.health()           # the same dict the status topic carries
+    service.stop()
+
+or, inside an event loop, ``await service.run()`` (cancel the task, or call ``stop()``, to end it).
+
+Flow and guarantees:
+- each reading goes to the spool (one SQLite commit per event-loop turn) before anything may
+  publish it; the publisher only ever reads from the spool;
+- batches (up to `batch_max_readings`, formed at most every `publish_interval_s` unless full)
+  are published with QoS 1 and deleted from the spool on PUBACK; at most `max_inflight`
+  batches are unacknowledged at a time, so an outage fills the disk, never the memory;
+- after a restart, unacknowledged batches are replayed first, in sequence order, with their
+  original seq and `backlog: true`; batches holding readings taken while the broker was away
+  (more than BACKLOG_GRACE_MS before the current connection) are also marked backlog;
+- after a reconnect, new batches wait until the batches in flight before the disconnect
+  (which paho resends on the persistent session) are acknowledged, so each meter's readings
+  arrive in order; if they are not acknowledged within `resend_after_s`, the gateway
+  republishes them itself from the spool.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import os
+import threading
+import time
+from collections import deque
+from pathlib import Path
+from typing import Any
+
+from gateway.publisher import MAX_INFLIGHT, Publisher
+from gateway.scheduler import Scheduler, now_ms
+from gateway.spool import Batch, Spool
+from tanji.site import Broker, Site
+from tanji.wire import Reading, status_payload
+
+log = logging.getLogger("tanji.gateway")
+# Readings taken up to this long before the connection came up are live, not backlog (at
+# start-up the first polls beat the first CONNACK by a few milliseconds).
+BACKLOG_GRACE_MS = 1000
+
+
+def encode_batch_body(site: str, gateway: str, seq: int, readings_json: str, *, backlog: bool,
+                      sent_ms: int) -> bytes:
+    """tanji.wire.encode_batch for readings already serialised by the spool (a JSON array).
+
+    Equal, once parsed, to `encode_batch` (a test checks it); it saves re-encoding every
+    reading on every (re)publish.
+    """
+    head = json.dumps({"v": 1, "site": site, "gateway": gateway, "seq": seq, "sent_ms": sent_ms,
+                       "backlog": backlog}, separators=(",", ":"))
+    return f'{head[:-1]},"readings":{readings_json}}}'.encode()
+
+
+def status_file(spool_path: str | Path) -> Path:
+    """Where the running gateway writes its health for `tanji gateway status`."""
+    return Path(f"{spool_path}.status.json")
+
+
+class GatewayService:
+    """One gateway of a site: polls its meters, spools and publishes their readings."""
+
+    def __init__(self, site: Site, gateway_id: str | None = None, *, spool_path: str | Path | None = None,
+                 broker: tuple[str, int] | Broker | None = None, status_interval_s: float = 5.0,
+                 max_inflight: int = MAX_INFLIGHT, resend_after_s: float = 10.0) -> None:
+        if gateway_id is None:
+            if len(site.gateways) != 1:
+                raise ValueError(f"site {site.id} has {len(site.gateways)} gateways; name one "
+                                 f"({', '.join(g.id for g in site.gateways)})")
+            gateway_id = site.gateways[0].id
+        self.site = site
+        self.gateway = site.gateway(gateway_id)
+        self.spool_path = Path(spool_path if spool_path is not None else self.gateway.spool_path)
+        if isinstance(broker, tuple):
+            from dataclasses import replace
+            broker = replace(site.broker, host=broker[0], port=int(broker[1]))
+        self.broker = broker or site.broker
+        self.status_interval_s = status_interval_s
+        self.max_inflight = max_inflight
+        self.resend_after_s = resend_after_s
+        self.started_ms = now_ms()
+        self.published_batches = 0
+        self.acked_readings = 0
+        self._pending: list[Reading] = []
+        self._inflight: dict[int, Batch] = {}
+        self._held: dict[int, Batch] = {}
+        self._held_since = 0.0
+        self._replay: deque[Batch] = deque()
+        self._connected_since_ms: int | None = None
+        self._last_formed = 0.0
+        self._thread: threading.Thread | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._task: asyncio.Task | None = None
+        self._ready = threading.Event()
+        self.spool: Spool | None = None
+        self.scheduler: Scheduler | None = None
+        self.publisher: Publisher | None = None
+
+    # -- running -----------------------------------------------------------------------------
+
+    async def run(self) -> None:
+        """Run until cancelled: pollers, publisher and status reports."""
+        loop = asyncio.get_running_loop()
+        self._loop = loop
+        self._wake = asyncio.Event()
+        self.spool = Spool(self.spool_path, int(self.gateway.spool_max_mb * 1024 * 1024))
+        self._replay.extend(self.spool.pending_batches())
+        if self._replay:
+            log.info("replaying %d unacknowledged batches (%d readings) from %s", len(self._replay),
+                     sum(b.n for b in self._replay), self.spool_path)
+        self.scheduler = Scheduler(self.gateway, self._on_reading)
+        self.scheduler.log_plan()
+        self.publisher = Publisher(self.site.id, self.gateway.id, self.broker, loop,
+                                   on_connect=self._on_connect, on_disconnect=self._on_disconnect,
+                                   on_ack=self._on_ack, max_inflight=self.max_inflight)
+        self.publisher.start()
+        log.info("gateway %s of site %s: %d meters, spool %s", self.gateway.id, self.site.id,
+                 len(self.gateway.meters), self.spool_path)
+        tasks = [asyncio.create_task(self.scheduler.run(), name="pollers"),
+                 asyncio.create_task(self._publish_loop(), name="publish"),
+                 asyncio.create_task(self._status_loop(), name="status")]
+        self._ready.set()
+        try:
+            await asyncio.gather(*tasks)
+        finally:
+            for t in tasks:
+                t.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+            self._flush()
+            self.publisher.stop(self.health())
+            self._write_status_file()
+            self.spool.close()
+            log.info("gateway %s stopped", self.gateway.id)
+
+    def start(self) -> None:
+        """Run in a background thread (for the in-process demo and tests); returns when running."""
+        def main() -> None:
+            async def body() -> None:
+                self._task = asyncio.current_task()
+                await self.run()
+            with contextlib.suppress(asyncio.CancelledError):
+                asyncio.run(body())
+        self._thread = threading.Thread(target=main, name=f"gateway-{self.gateway.id}", daemon=True)
+        self._thread.start()
+        if not self._ready.wait(30):
+            raise RuntimeError("gateway did not start")
+
+    def stop(self, timeout_s: float = 10.0) -> None:
+        """Stop the background thread started by `start()` (or cancel `run()`)."""
+        if self._loop is not None and self._task is not None and not self._loop.is_closed():
+            self._loop.call_soon_threadsafe(self._task.cancel)
+        if self._thread is not None:
+            self._thread.join(timeout_s)
+            self._thread = None
+
+    # -- readings into the spool -------------------------------------------------------------
+
+    def _on_reading(self, reading: Reading) -> None:
+        if not self._pending:
+            asyncio.get_running_loop().call_soon(self._flush)
+        self._pending.append(reading)
+
+    def _flush(self) -> None:
+        """Commit the readings of this event-loop turn (the spool write precedes any publish)."""
+        if self._pending and self.spool is not None:
+            pending, self._pending = self._pending, []
+            self.spool.add(pending)
+
+    # -- publishing --------------------------------------------------------------------------
+
+    def _on_connect(self) -> None:
+        self._connected_since_ms = now_ms()
+        if self._inflight:
+            # paho resends these on the persistent session; hold new batches until they are acked.
+            self._held = dict(self._inflight)
+            self._held_since = time.monotonic()
+        self._wake.set()
+
+    def _on_disconnect(self) -> None:
+        self._connected_since_ms = None
+
+    def _on_ack(self, mid: int) -> None:
+        batch = self._inflight.pop(mid, None)
+        if batch is None:
+            return
+        self._held.pop(mid, None)
+        assert self.spool is not None
+        self.spool.ack(batch.seq)
+        self.acked_readings += batch.n
+        self._wake.set()
+
+    def _send(self, batch: Batch, backlog: bool) -> None:
+        assert self.publisher is not None
+        payload = encode_batch_body(self.site.id, self.gateway.id, batch.seq, batch.body,
+                                    backlog=backlog, sent_ms=now_ms())
+        self._inflight[self.publisher.publish_batch(payload)] = batch
+        self.published_batches += 1
+
+    def _fill_window(self) -> None:
+        assert self.spool is not None and self.publisher is not None
+        if self._connected_since_ms is None or not self.publisher.connected:
+            return
+        if self._held:
+            if time.monotonic() - self._held_since < self.resend_after_s:
+                return
+            log.warning("%d batches were not acknowledged after reconnecting; republishing them", len(self._held))
+            for mid in list(self._held):
+                self._inflight.pop(mid, None)
+            self._replay.extendleft(sorted(self._held.values(), key=lambda b: b.seq, reverse=True))
+            self._held = {}
+        while len(self._inflight) < self.max_inflight and self._replay:
+            self._send(self._replay.popleft(), backlog=True)
+        self._flush()
+        while len(self._inflight) < self.max_inflight:
+            full = self.spool.queued >= self.gateway.batch_max_readings
+            due = time.monotonic() - self._last_formed >= self.gateway.publish_interval_s
+            if not (full or (due and self.spool.queued)):
+                return
+            batch = self.spool.next_batch(self.gateway.batch_max_readings)
+            if batch is None:
+                return
+            self._last_formed = time.monotonic()
+            self._send(batch, backlog=batch.oldest_ts_ms < self._connected_since_ms - BACKLOG_GRACE_MS)
+
+    async def _publish_loop(self) -> None:
+        while True:
+            self._fill_window()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), self.gateway.publish_interval_s)
+            self._wake.clear()
+
+    # -- health ------------------------------------------------------------------------------
+
+    def health(self) -> dict[str, Any]:
+        """Polls, errors per meter, spool depth and publish lag: the status topic's content."""
+        meters = self.scheduler.health() if self.scheduler else {}
+        out: dict[str, Any] = {
+            "uptime_s": round((now_ms() - self.started_ms) / 1000, 1),
+            "connected": bool(self.publisher and self.publisher.connected),
+            "polls": sum(m["polls"] for m in meters.values()),
+            "poll_errors": sum(m["errors"] for m in meters.values()),
+            "published_batches": self.published_batches,
+            "acked_readings": self.acked_readings,
+            "inflight_batches": len(self._inflight),
+        }
+        if self.spool is not None:
+            out.update(self.spool.stats())
+        out["meters"] = meters
+        return out
+
+    def _write_status_file(self) -> None:
+        path = status_file(self.spool_path)
+        body = {"site": self.site.id, "gateway": self.gateway.id, "pid": os.getpid(), "ts_ms": now_ms(),
+                **self.health()}
+        tmp = path.with_suffix(".tmp")
+        tmp.write_text(json.dumps(body, indent=1))
+        tmp.replace(path)
+
+    async def _status_loop(self) -> None:
+        while True:
+            assert self.spool is not None and self.publisher is not None
+            self.spool.check_size()
+            health = self.health()
+            if self.publisher.connected:
+                self.publisher.publish_status(status_payload(self.site.id, self.gateway.id, "online", **health))
+            if self.spool.alarm:
+                log.warning("spool %s is %d%% full (%d readings waiting)", self.spool_path,
+                            100 * health["spool_bytes"] // max(health["spool_max_bytes"] or 1, 1),
+                            health["spool_depth"])
+            self._write_status_file()
+            await asyncio.sleep(self.status_interval_s)
