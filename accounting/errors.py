@@ -1,0 +1,60 @@
+"""Errors raised by the accounting core.
+
+Every failure that concerns the numbers derives from :class:`AccountingError`, so a caller
+(the ingest service, the API) can catch one class and still tell the cases apart by subclass.
+Data-quality problems that do not stop the computation (a negative unmetered remainder, an
+implausible reading) are *flags* on the results, not exceptions.
+"""
+
+from __future__ import annotations
+
+
+class AccountingError(Exception):
+    """Base class of every accounting error."""
+
+
+class TopologyError(AccountingError):
+    """The site topology is inconsistent (unknown cost centre, duplicate id, missing channel)."""
+
+
+class UnknownChannelError(AccountingError, KeyError):
+    """A (meter_id, channel) key or channel index is not part of the topology."""
+
+    def __str__(self) -> str:  # KeyError quotes its argument; keep the message readable
+        return str(self.args[0]) if self.args else "unknown channel"
+
+
+class ReadingError(AccountingError):
+    """A batch of readings is malformed (length mismatch, non-finite timestamp)."""
+
+
+class FactorDatasetError(AccountingError):
+    """A factor dataset is malformed, or a different dataset is registered under the same version."""
+
+
+class UnknownRegionError(FactorDatasetError, KeyError):
+    """A province or grid region is not known, or a dataset has no factor for the region."""
+
+    def __str__(self) -> str:
+        return str(self.args[0]) if self.args else "unknown region"
+
+
+class MissingFactorError(FactorDatasetError):
+    """A factor needed for an hour or a technology is absent from the dataset."""
+
+
+class InstrumentError(AccountingError):
+    """A market instrument (certificate, contract) is malformed or unknown."""
+
+
+class CertificateAlreadyClaimedError(InstrumentError):
+    """A green certificate serial was claimed before; a serial can be claimed only once."""
+
+    def __init__(self, serial: str, claimed_by: str) -> None:
+        super().__init__(f"certificate {serial!r} is already claimed by {claimed_by!r}")
+        self.serial = serial
+        self.claimed_by = claimed_by
+
+
+class CheckpointError(AccountingError):
+    """A checkpoint cannot be restored (corrupt, or made for another topology or dataset)."""

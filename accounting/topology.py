@@ -1,0 +1,215 @@
+"""Site topology: the plain input model of the accounting engine.
+
+A :class:`SiteTopology` says which meters a site has, what each one measures (its role and
+cost centre), how unmetered and utility energy is shared out, and which products each
+production line makes. It is deliberately free of file parsing: the integrator builds it from
+the site YAML file; tests build it directly.
+
+Channel names carry their unit (``energy_import_kwh``, ``units_total``). Only cumulative
+channels enter the engine; instantaneous ones (``power_kw``) are ignored by it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Literal
+
+from accounting.errors import TopologyError
+
+#: Cumulative energy drawn from the network side of a meter (kWh).
+IMPORT_KWH = "energy_import_kwh"
+#: Cumulative energy fed back towards the network side of a meter (kWh).
+EXPORT_KWH = "energy_export_kwh"
+#: Cumulative production counter (units).
+UNITS_TOTAL = "units_total"
+#: PLC register holding the current production batch number (a state, not a counter).
+BATCH_ID = "batch_id"
+
+#: Channels the engine treats as cumulative counters.
+COUNTER_CHANNELS = frozenset({IMPORT_KWH, EXPORT_KWH, UNITS_TOTAL})
+
+MeterRole = Literal["grid_import", "pv", "submeter", "production_counter"]
+CostCentreKind = Literal["production", "utility"]
+MatchingMode = Literal["annual", "monthly", "hourly"]
+#: How utility energy or the unmetered remainder is shared among production cost centres:
+#: ``energy`` pro rata to their directly metered energy (a physical relationship),
+#: ``units`` pro rata to units produced, ``fixed`` by declared shares (floor area, machine
+#: hours or negotiated fixed shares — all static weights).
+SharingKey = Literal["energy", "units", "fixed"]
+#: How a line's energy is split among the products it made in an hour. ``key_per_unit`` of the
+#: product gives the weight of one unit: 1 for ``units``, kg per unit for ``mass``, standard
+#: minutes per unit for ``standard_time``.
+ProductKey = Literal["units", "mass", "standard_time"]
+
+METER_ROLES = ("grid_import", "pv", "submeter", "production_counter")
+MATCHING_MODES = ("annual", "monthly", "hourly")
+SHARING_KEYS = ("energy", "units", "fixed")
+PRODUCT_KEYS = ("units", "mass", "standard_time")
+
+
+@dataclass(frozen=True)
+class Meter:
+    """One physical meter (or PLC) and the cumulative channels read from it.
+
+    ``rollover_kwh`` is the register's wrap value (0 when it does not wrap);
+    ``max_power_kw`` is the plausible maximum rate (rated current x CT ratio x voltage, with
+    margin) — for a production counter it is read as the maximum units per hour. A reading
+    implying more is rejected as implausible. ``accuracy_class_pct`` is the meter's class
+    (0.5 for class 0.5S, 1.0 for class 1), taken as its 95 % uncertainty.
+    """
+
+    meter_id: str
+    role: MeterRole
+    channels: tuple[str, ...]
+    cost_centre: str | None = None
+    rollover_kwh: float = 0.0
+    max_power_kw: float = 0.0
+    accuracy_class_pct: float = 1.0
+    poll_period_s: float = 60.0
+
+    @property
+    def counter_channels(self) -> tuple[str, ...]:
+        """The channels that carry cumulative counters, in declaration order."""
+        return tuple(c for c in self.channels if c in COUNTER_CHANNELS)
+
+
+@dataclass(frozen=True)
+class CostCentre:
+    """A production line, a process or a utility (compressed air, HVAC).
+
+    Utilities are shared among production cost centres with ``allocation_key``;
+    ``allocation_shares`` gives the static weights for the ``fixed`` key (cost centre id ->
+    weight, normalised by the engine). ``key_uncertainty_pct`` is the declared 95 %
+    uncertainty of that key.
+    """
+
+    cost_centre_id: str
+    kind: CostCentreKind = "production"
+    allocation_key: SharingKey = "energy"
+    allocation_shares: dict[str, float] = field(default_factory=dict)
+    key_uncertainty_pct: float = 0.0
+
+
+@dataclass(frozen=True)
+class Product:
+    """A product made on a production line (cost centre).
+
+    ``units_meter``/``units_channel`` name the production counter giving its units.
+    ``upstream_kgco2e_per_unit`` is the static cradle-to-gate part (bill of materials x
+    supplier PCFs or background factors); ``battery_kwh_per_unit`` the EU battery regulation
+    declared unit (kWh of battery energy per unit), both optional.
+    """
+
+    product_id: str
+    line: str
+    units_meter: str
+    units_channel: str = UNITS_TOTAL
+    allocation_key: ProductKey = "units"
+    key_per_unit: float = 1.0
+    key_uncertainty_pct: float = 0.0
+    upstream_kgco2e_per_unit: float | None = None
+    battery_kwh_per_unit: float | None = None
+    name: str = ""
+
+
+@dataclass(frozen=True)
+class SiteTopology:
+    """A site: meters, cost centres, products and the site's accounting settings.
+
+    ``utc_offset_minutes`` fixes the civil calendar used for matching windows and annual or
+    monthly factors (China: +480, no daylight saving); it must be a whole number of hours so
+    that calendar boundaries fall on hour buckets. ``remainder_key`` shares the unmetered
+    remainder R among production cost centres.
+    """
+
+    site_id: str
+    grid_region: str
+    meters: tuple[Meter, ...]
+    cost_centres: tuple[CostCentre, ...]
+    products: tuple[Product, ...] = ()
+    matching_mode: MatchingMode = "annual"
+    utc_offset_minutes: int = 480
+    remainder_key: SharingKey = "energy"
+    remainder_shares: dict[str, float] = field(default_factory=dict)
+    remainder_key_uncertainty_pct: float = 0.0
+
+    def __post_init__(self) -> None:
+        self.validate()
+
+    def meter(self, meter_id: str) -> Meter:
+        """The meter with this id."""
+        for m in self.meters:
+            if m.meter_id == meter_id:
+                return m
+        raise TopologyError(f"unknown meter {meter_id!r}")
+
+    def counter_keys(self) -> list[tuple[str, str]]:
+        """All (meter_id, channel) counter keys in a stable order (meters, then channels)."""
+        return [(m.meter_id, c) for m in self.meters for c in m.counter_channels]
+
+    def batch_keys(self) -> list[tuple[str, str]]:
+        """All (meter_id, ``batch_id``) batch-number channels."""
+        return [(m.meter_id, BATCH_ID) for m in self.meters if BATCH_ID in m.channels]
+
+    def validate(self) -> None:
+        """Raise :class:`TopologyError` on any inconsistency; called on construction."""
+        if self.matching_mode not in MATCHING_MODES:
+            raise TopologyError(f"matching_mode must be one of {MATCHING_MODES}")
+        if self.utc_offset_minutes % 60:
+            raise TopologyError("utc_offset_minutes must be a whole number of hours")
+        _unique("meter", [m.meter_id for m in self.meters])
+        _unique("cost centre", [c.cost_centre_id for c in self.cost_centres])
+        _unique("product", [p.product_id for p in self.products])
+        centres = {c.cost_centre_id: c for c in self.cost_centres}
+        production = {k for k, c in centres.items() if c.kind == "production"}
+        for c in self.cost_centres:
+            if c.kind not in ("production", "utility"):
+                raise TopologyError(f"cost centre {c.cost_centre_id!r}: bad kind {c.kind!r}")
+            if c.allocation_key not in SHARING_KEYS:
+                raise TopologyError(f"cost centre {c.cost_centre_id!r}: bad key {c.allocation_key!r}")
+            _check_shares(c.cost_centre_id, c.allocation_key, c.allocation_shares, production)
+        if self.remainder_key not in SHARING_KEYS:
+            raise TopologyError(f"bad remainder_key {self.remainder_key!r}")
+        _check_shares("remainder", self.remainder_key, self.remainder_shares, production)
+        if not any(m.role == "grid_import" for m in self.meters):
+            raise TopologyError("a site needs at least one grid_import meter")
+        for m in self.meters:
+            if m.role not in METER_ROLES:
+                raise TopologyError(f"meter {m.meter_id!r}: bad role {m.role!r}")
+            energy = [c for c in m.counter_channels if c != UNITS_TOTAL]
+            if m.role == "production_counter":
+                if energy:
+                    raise TopologyError(f"production counter {m.meter_id!r} has energy channels")
+            elif not energy or UNITS_TOTAL in m.channels:
+                raise TopologyError(f"meter {m.meter_id!r} needs energy channels only")
+            if m.role == "submeter" and m.cost_centre not in centres:
+                raise TopologyError(f"submeter {m.meter_id!r}: unknown cost centre {m.cost_centre!r}")
+            if m.rollover_kwh < 0 or m.max_power_kw < 0 or m.poll_period_s <= 0:
+                raise TopologyError(f"meter {m.meter_id!r}: negative limits or poll period")
+        meters = {m.meter_id: m for m in self.meters}
+        for p in self.products:
+            if p.line not in production:
+                raise TopologyError(f"product {p.product_id!r}: {p.line!r} is not a production line")
+            m = meters.get(p.units_meter)
+            if m is None or p.units_channel not in m.counter_channels:
+                raise TopologyError(f"product {p.product_id!r}: no counter {p.units_meter}/{p.units_channel}")
+            if p.allocation_key not in PRODUCT_KEYS or p.key_per_unit <= 0:
+                raise TopologyError(f"product {p.product_id!r}: bad allocation key")
+
+
+def _unique(what: str, ids: list[str]) -> None:
+    seen: set[str] = set()
+    for i in ids:
+        if i in seen:
+            raise TopologyError(f"duplicate {what} id {i!r}")
+        seen.add(i)
+
+
+def _check_shares(owner: str, key: str, shares: dict[str, float], production: set[str]) -> None:
+    for target, weight in shares.items():
+        if target not in production:
+            raise TopologyError(f"{owner}: share target {target!r} is not a production cost centre")
+        if weight < 0:
+            raise TopologyError(f"{owner}: negative share for {target!r}")
+    if key == "fixed" and sum(shares.values()) <= 0:
+        raise TopologyError(f"{owner}: the fixed key needs positive shares")
