@@ -1,0 +1,40 @@
+"""Ingest counters: what the API shows and what the fault tests compare by exact count."""
+
+from __future__ import annotations
+
+import threading
+from collections import Counter
+from dataclasses import dataclass, field
+from typing import Any
+
+
+@dataclass
+class IngestStats:
+    """Counts since this process started (quarantine totals over all time live in the store).
+
+    `received` counts MQTT readings messages; `accepted` readings stored for the first time;
+    `duplicates` readings dropped as already seen; `quarantined_by_reason` rejected messages per
+    reason code; `seq_gaps` missing batches per gateway; `last_message_ms` the receive time of
+    the newest message.
+    """
+
+    received: int = 0
+    accepted: int = 0
+    duplicates: int = 0
+    quarantined_by_reason: Counter[str] = field(default_factory=Counter)
+    seq_gaps: dict[str, int] = field(default_factory=dict)
+    last_message_ms: int | None = None
+    cycles: int = 0
+    lock: threading.Lock = field(default_factory=threading.Lock, repr=False, compare=False)
+
+    @property
+    def quarantined(self) -> int:
+        return sum(self.quarantined_by_reason.values())
+
+    def to_dict(self) -> dict[str, Any]:
+        with self.lock:
+            return {"received": self.received, "accepted": self.accepted, "duplicates": self.duplicates,
+                    "quarantined": self.quarantined,
+                    "quarantined_by_reason": dict(self.quarantined_by_reason),
+                    "seq_gaps": dict(self.seq_gaps), "last_message_ms": self.last_message_ms,
+                    "cycles": self.cycles}

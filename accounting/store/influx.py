@@ -1,0 +1,277 @@
+"""The production store: InfluxDB 1.8+/2.x/3.x, written through influxdb-client, read with InfluxQL.
+
+Why it is built this way:
+- Readings are formatted to line protocol in bulk with plain string formatting: influxdb-client's
+  `Point` costs ~5x more per reading (docs/storage.md, DESIGN.md).
+- Writes go through the client's *synchronous* write API (gzip on), one HTTP request per
+  `batch_lines` lines. The client's batching mode buffers in memory and reports failures in
+  a callback, which cannot tell ingest when a reading is durable; ingest acknowledges MQTT
+  messages only after `write_readings` returns, so the write must be either accepted by
+  InfluxDB or in the on-disk `SpillQueue` by then.
+- While InfluxDB fails (connection refused, 5xx, 429), every write goes to the spill queue,
+  and a flusher thread replays it in order with exponential backoff when InfluxDB returns.
+  Memory stays bounded (one cycle's lines); the disk queue is bounded by `max_spill_bytes`,
+  beyond which ingest blocks and the broker holds the messages.
+- Exactly once: a point with the same measurement, tag set and timestamp overwrites itself,
+  so replays (a redelivered MQTT message, a spilled write sent twice) are harmless as long as
+  the tags are stable: they are only site, gateway and meter ids from the site files.
+- History is read back with InfluxQL over `/query`, which 1.x, 2.x (bucket mapped to a
+  DBRP) and 3.x all serve.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import random
+import threading
+import urllib.parse
+import urllib.request
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from influxdb_client import InfluxDBClient, WritePrecision
+from influxdb_client.client.write_api import SYNCHRONOUS
+from influxdb_client.rest import ApiException
+
+from accounting.store.base import VALUE_NAMES, QuarantinedMessage, ReadingStore, StoredReading
+from accounting.store.spill import SpilledWrite, SpillQueue
+
+log = logging.getLogger(__name__)
+
+READINGS = "reading"
+FOOTPRINTS = "footprint"
+QUARANTINE = "quarantine"
+QUARANTINE_PAYLOAD_MAX = 64 * 1024
+_TAG_ESCAPE = str.maketrans({",": r"\,", " ": r"\ ", "=": r"\="})
+_PRECISIONS = {"ms": WritePrecision.MS, "ns": WritePrecision.NS}
+
+
+def _tag(value: str) -> str:
+    return value.translate(_TAG_ESCAPE)
+
+
+def _string_field(value: str) -> str:
+    return '"' + value.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n") + '"'
+
+
+def reading_lines(rows: Sequence[StoredReading]) -> str:
+    """Line protocol for readings, ms precision: `reading,site=,gateway=,meter= <values>,quality="" ts`.
+
+    Numbers are always written as floats so a counter that happens to be integral (a PLC's
+    units_total) never conflicts with the field's float type.
+    """
+    out = []
+    for r in rows:
+        fields = [f"{name}={float(v)!r}" for name, v in r.values.items() if v is not None]
+        fields.append(f'quality="{r.quality}"')
+        if r.value_quality:
+            fields.append(f"value_quality={_string_field(json.dumps(r.value_quality))}")
+        out.append(f"{READINGS},site={_tag(r.site)},gateway={_tag(r.gateway)},meter={_tag(r.meter)} "
+                   f"{','.join(fields)} {r.ts_ms}")
+    return "\n".join(out)
+
+
+class InfluxWriteError(Exception):
+    """InfluxDB refused a write for good (4xx other than 429): retrying cannot help."""
+
+
+class InfluxStore(ReadingStore):
+    """A `ReadingStore` on InfluxDB. `database` (for InfluxQL) defaults to the bucket's db part."""
+
+    def __init__(self, url: str, *, token: str = "", org: str = "-", bucket: str, spill_dir: str | Path,
+                 database: str | None = None, batch_lines: int = 5000, max_spill_bytes: int = 2 * 1024**3,
+                 timeout_ms: int = 10_000, max_backoff_s: float = 10.0) -> None:
+        self.url = url.rstrip("/")
+        self.token = token
+        self.org = org
+        self.bucket = bucket
+        self.database = database or bucket.split("/")[0]
+        self.batch_lines = batch_lines
+        self.max_backoff_s = max_backoff_s
+        self.spill = SpillQueue(spill_dir, max_spill_bytes)
+        self._client = InfluxDBClient(url=self.url, token=token, org=org, enable_gzip=True,
+                                      timeout=timeout_ms, retries=False)
+        self._write_api = self._client.write_api(write_options=SYNCHRONOUS)
+        self._submit_lock = threading.Lock()
+        self._quarantine_seq = 0
+        self._stop = threading.Event()
+        self.writes_failed = 0
+        self._flusher = threading.Thread(target=self._flush_loop, name="influx-spill-flusher", daemon=True)
+        self._flusher.start()
+
+    # -- writing --------------------------------------------------------------------------
+
+    def _post(self, body: bytes, precision: str) -> None:
+        try:
+            self._write_api.write(bucket=self.bucket, org=self.org, record=body,
+                                  write_precision=_PRECISIONS[precision])
+        except ApiException as exc:
+            if exc.status is not None and 400 <= exc.status < 500 and exc.status != 429:
+                raise InfluxWriteError(f"InfluxDB refused the write: {exc.status} {exc.body}") from exc
+            raise
+
+    def _submit(self, text: str, precision: str) -> None:
+        """Send now, or spill: after this returns the lines are in InfluxDB or on disk."""
+        if not text:
+            return
+        lines = text.split("\n")
+        chunks = ["\n".join(lines[i:i + self.batch_lines]).encode()
+                  for i in range(0, len(lines), self.batch_lines)]
+        with self._submit_lock:
+            for i, chunk in enumerate(chunks):
+                if len(self.spill) == 0:
+                    try:
+                        self._post(chunk, precision)
+                        continue
+                    except InfluxWriteError:
+                        raise
+                    except Exception as exc:  # connection refused, timeout, 5xx: spill and move on
+                        self.writes_failed += 1
+                        log.warning("InfluxDB write failed (%s); spilling to %s", exc, self.spill.directory)
+                for rest in chunks[i:]:
+                    self.spill.append(rest, precision)
+                return
+
+    def _flush_loop(self) -> None:
+        backoff = 0.2
+        while not self._stop.is_set():
+            if not self.spill.wait_nonempty(0.5):
+                continue
+            writes = self.spill.head(4 * 1024 * 1024)
+            try:
+                self._post(b"\n".join(w.body for w in writes), writes[0].precision)
+            except InfluxWriteError as exc:
+                self._reject(writes, exc)
+                continue
+            except Exception as exc:
+                log.info("InfluxDB still unavailable (%s); %d spilled writes wait, retry in %.1f s",
+                         type(exc).__name__, len(self.spill), backoff)
+                self._stop.wait(backoff * random.uniform(0.8, 1.2))
+                backoff = min(backoff * 2, self.max_backoff_s)
+                continue
+            backoff = 0.2
+            self.spill.remove(writes)
+            if not self.spill:
+                log.info("spill queue drained into InfluxDB")
+
+    def _reject(self, writes: list[SpilledWrite], exc: Exception) -> None:
+        """Move writes InfluxDB will never accept aside (kept for an operator, not retried forever)."""
+        rejected = self.spill.directory / "rejected"
+        rejected.mkdir(exist_ok=True)
+        for w in writes:
+            (rejected / w.path.name).write_bytes(w.body)
+        self.spill.remove(writes)
+        log.error("InfluxDB rejected %d spilled writes for good (%s); kept in %s", len(writes), exc, rejected)
+
+    def write_readings(self, rows: Sequence[StoredReading]) -> int:
+        self._submit(reading_lines(rows), "ms")
+        return len(rows)
+
+    def write_footprints(self, site: str, start_ms: int, end_ms: int, computed_ms: int,
+                         footprints: Sequence[dict[str, Any]]) -> None:
+        lines = []
+        for f in footprints:
+            numbers = [f"{k}={float(v)!r}" for k, v in f.items()
+                       if isinstance(v, int | float) and not isinstance(v, bool) and v == v]
+            fields = ",".join([*numbers, f"end_ms={end_ms}i", f"computed_ms={computed_ms}i",
+                               f"body={_string_field(json.dumps(f, default=str))}"])
+            lines.append(f"{FOOTPRINTS},site={_tag(site)},product={_tag(str(f.get('product_id')))},"
+                         f"dataset_version={_tag(str(f.get('dataset_version') or 'none'))} {fields} {start_ms}")
+        self._submit("\n".join(lines), "ms")
+
+    def quarantine(self, messages: Sequence[QuarantinedMessage]) -> None:
+        lines = []
+        for m in messages:
+            self._quarantine_seq = (self._quarantine_seq + 1) % 1_000_000
+            payload = m.payload[:QUARANTINE_PAYLOAD_MAX].decode("utf-8", "backslashreplace")
+            lines.append(
+                f"{QUARANTINE},reason={_tag(m.reason)},site={_tag(m.site or '_unknown')} "
+                f"topic={_string_field(m.topic)},detail={_string_field(m.detail)},"
+                f"payload={_string_field(payload)},payload_bytes={len(m.payload)}i "
+                f"{m.received_ms * 1_000_000 + self._quarantine_seq}")
+        self._submit("\n".join(lines), "ns")
+
+    def flush(self, timeout_s: float = 30.0) -> bool:
+        return self.spill.wait_empty(timeout_s)
+
+    # -- reading (InfluxQL) ----------------------------------------------------------------
+
+    def query(self, influxql: str) -> list[dict[str, Any]]:
+        """Run InfluxQL; returns the series of the first statement as dicts (name, tags, columns, values)."""
+        params = urllib.parse.urlencode({"db": self.database, "q": influxql, "epoch": "ms"})
+        request = urllib.request.Request(f"{self.url}/query?{params}", method="GET",
+                                         headers={"Authorization": f"Token {self.token}",
+                                                  "Accept": "application/json"})
+        with urllib.request.urlopen(request, timeout=30) as resp:
+            body = json.loads(resp.read())
+        result = body.get("results", [{}])[0]
+        if "error" in result:
+            raise RuntimeError(f"InfluxQL error: {result['error']} in {influxql!r}")
+        return result.get("series", [])
+
+    @staticmethod
+    def _quote(value: str) -> str:
+        return "'" + value.replace("\\", "\\\\").replace("'", "\\'") + "'"
+
+    def _readings(self, series: list[dict[str, Any]]) -> list[StoredReading]:
+        out = []
+        for s in series:
+            cols = s["columns"]
+            tags = s.get("tags", {})
+            for row in s["values"]:
+                rec = dict(zip(cols, row, strict=True)) | tags
+                vq = rec.get("value_quality")
+                out.append(StoredReading(
+                    rec["site"], rec["gateway"], rec["meter"], int(rec["time"]), rec["quality"],
+                    {n: rec[n] for n in VALUE_NAMES if rec.get(n) is not None},
+                    json.loads(vq) if vq else None))
+        return out
+
+    def read_readings(self, site: str, meter: str | None, start_ms: int, end_ms: int) -> list[StoredReading]:
+        where = f"site = {self._quote(site)} AND time >= {start_ms}ms AND time < {end_ms}ms"
+        if meter is not None:
+            where += f" AND meter = {self._quote(meter)}"
+        rows = self._readings(self.query(f"SELECT * FROM {READINGS} WHERE {where}"))
+        return sorted(rows, key=lambda r: (r.ts_ms, r.meter))
+
+    def latest(self, site: str) -> dict[str, StoredReading]:
+        series = self.query(f"SELECT * FROM {READINGS} WHERE site = {self._quote(site)} "
+                            "GROUP BY meter ORDER BY time DESC LIMIT 1")
+        return {r.meter: r for r in self._readings(series)}
+
+    def recent_timestamps(self, site: str, meter: str, limit: int) -> list[int]:
+        series = self.query(f"SELECT quality FROM {READINGS} WHERE site = {self._quote(site)} AND "
+                            f"meter = {self._quote(meter)} ORDER BY time DESC LIMIT {int(limit)}")
+        return sorted(int(row[0]) for s in series for row in s["values"])
+
+    def read_footprints(self, site: str, start_ms: int, end_ms: int) -> list[dict[str, Any]]:
+        series = self.query(f"SELECT body, end_ms FROM {FOOTPRINTS} WHERE site = {self._quote(site)} "
+                            f"AND time >= {start_ms}ms AND time < {end_ms}ms")
+        return [json.loads(row[1]) for s in series for row in s["values"] if row[2] <= end_ms]
+
+    def quarantined(self, limit: int = 100) -> list[QuarantinedMessage]:
+        series = self.query(f"SELECT * FROM {QUARANTINE} ORDER BY time DESC LIMIT {int(limit)}")
+        out = []
+        for s in series:
+            cols = s["columns"]
+            for row in s["values"]:
+                rec = dict(zip(cols, row, strict=True))
+                site = rec.get("site")
+                out.append(QuarantinedMessage(int(rec["time"]),
+                                              rec["topic"], rec["reason"], rec["detail"],
+                                              rec["payload"].encode(), None if site == "_unknown" else site))
+        return out
+
+    def count_readings(self, site: str | None = None) -> int:
+        where = f" WHERE site = {self._quote(site)}" if site is not None else ""
+        series = self.query(f"SELECT COUNT(quality) FROM {READINGS}{where}")
+        return int(series[0]["values"][0][1]) if series else 0
+
+    def close(self) -> None:
+        if self._stop.is_set():
+            return
+        self._stop.set()
+        self._flusher.join(timeout=5)
+        self._client.close()
