@@ -1,0 +1,103 @@
+"""One simulated device as a poller meets it: physics + register map + faults, behind one read().
+
+The Modbus servers only call `read()`; the plant calls `inject()` and `clear()`. All state
+changes happen under the plant's lock, because polls arrive on the server thread while
+tests and the demo ask for the truth or inject faults from theirs.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import threading
+from typing import Any
+
+from simulators.clock import PlantClock
+from simulators.faults import CONDITIONS, FaultState, fault_params
+from simulators.models import DeviceModel
+from simulators.register_bank import ExceptionReply, RegisterBank, wrap_value
+
+
+class NoAnswer(Exception):  # noqa: N818 - a behaviour, not an error
+    """The device stays silent (offline): the poller's timeout is the only answer."""
+
+
+class SimulatedDevice:
+    """A meter, PV inverter or PLC of the plant, addressable by Modbus."""
+
+    def __init__(self, meter_id: str, model: DeviceModel, bank: RegisterBank, clock: PlantClock,
+                 lock: threading.Lock, seed: int) -> None:
+        self.meter_id = meter_id
+        self.model = model
+        self.bank = bank
+        self.clock = clock
+        self.lock = lock
+        self.faults = FaultState()
+        self._garbage = random.Random(seed)
+        self.polls = 0
+
+    async def read(self, function_code: int, address: int, count: int) -> list[int]:
+        """Answer one read request as the real device would, faults included."""
+        with self.lock:
+            active = self.faults.active(self.clock.now())
+        if "offline" in active:
+            raise NoAnswer(self.meter_id)
+        if "slow" in active:
+            await asyncio.sleep(active["slow"]["delay_s"])
+        if "exception" in active and self._garbage.random() < active["exception"]["probability"]:
+            raise ExceptionReply(active["exception"]["code"], "injected fault")
+        with self.lock:
+            now = self.clock.now()
+            self.model.advance(now)
+            values = self.model.values(now)
+            self.polls += 1
+        words = self.bank.read(function_code, address, count, values)
+        if "garbage" in active and self._garbage.random() < active["garbage"]["probability"]:
+            self._corrupt(words)
+        return words
+
+    def _corrupt(self, words: list[int]) -> None:
+        """Overwrite one run of words with noise, as a bus glitch or firmware bug would."""
+        start = self._garbage.randrange(len(words))
+        for i in range(start, min(len(words), start + 2)):
+            words[i] = self._garbage.randrange(0x10000)
+
+    def values(self) -> dict[str, float]:
+        """The physical values the device shows now (for logs, tests and the CLI)."""
+        with self.lock:
+            now = self.clock.now()
+            self.model.advance(now)
+            return self.model.values(now)
+
+    def inject(self, kind: str, duration_s: float | None = None, **params: Any) -> None:
+        """Start a condition (optionally for `duration_s` of plant time) or apply an event now."""
+        params = fault_params(kind, params)
+        with self.lock:
+            now = self.clock.now()
+            if kind in CONDITIONS:
+                self.faults.set(kind, params, None if duration_s is None else now + duration_s)
+            else:
+                self.model.advance(now)
+                if kind == "counter_reset":
+                    for name in self.model.counter_names:
+                        self.model.set_shown(name, params["value"])
+                elif kind == "rollover":
+                    self._preset_near_wrap(int(params["margin"]))
+                else:
+                    self.model.jump_clock(now, float(params["seconds"]))
+            self.model.truth.event(now, self.meter_id, kind, **params)
+
+    def _preset_near_wrap(self, margin: int) -> None:
+        wrapping = [r for r in self.bank.profile.registers
+                    if r.name in self.model.counter_names and wrap_value(r) is not None]
+        if not wrapping:
+            raise ValueError(f"{self.meter_id} ({self.bank.profile.model}) has no integer counter "
+                             "register that can roll over")
+        for reg in wrapping:
+            self.model.set_shown(reg.name, self.bank.physical(reg, wrap_value(reg) - margin))
+
+    def clear(self, kind: str | None = None) -> None:
+        """End one condition, or all of them."""
+        with self.lock:
+            self.faults.clear(kind)
+            self.model.truth.event(self.clock.now(), self.meter_id, f"clear:{kind or 'all'}")
