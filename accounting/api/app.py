@@ -14,7 +14,7 @@ from starlette.middleware import Middleware
 from starlette.responses import Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from accounting.api import dashboard, stream, v1
+from accounting.api import dashboard, pact, recompute, reference, reports, stream, v1
 from accounting.api.errors import install_error_handlers
 from accounting.api.responses import TanjiJSONResponse
 from accounting.api.stream import StreamHub
@@ -83,9 +83,15 @@ def create_app(service: AccountingServiceLike, *, api_token: str | None = None,
     app.state.api_token = api_token
     app.state.pact_clients = dict(pact_clients or {})
     app.state.stream_hub = hub
+    app.state.pact_tokens = pact.TokenStore()
     install_error_handlers(app)
+    app.add_exception_handler(pact.PactError, pact.pact_error_response)
     app.include_router(v1.router)
     app.include_router(stream.router)
+    app.include_router(reference.router)
+    app.include_router(recompute.router)
+    app.include_router(reports.router)
+    app.include_router(pact.router)
     app.include_router(dashboard.router)
     app.mount("/dashboard", dashboard.static_files(), name="dashboard")
 

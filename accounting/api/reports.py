@@ -1,0 +1,167 @@
+"""Documents for export staff: CSV, the EU battery declared unit, and a printable carbon label.
+
+All three are views of `select_footprints`, the same numbers the dashboard shows, with the
+provenance an auditor asks for next to them: factor dataset id and version, matching mode,
+data-quality shares and the 95 % uncertainty.
+"""
+
+from __future__ import annotations
+
+import csv
+import html
+import io
+from datetime import datetime
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Depends, HTTPException
+from fastapi.responses import HTMLResponse, Response
+
+from accounting.api.deps import service, site_or_404, site_tz
+from accounting.api.types import AccountingServiceLike
+from accounting.api.v1 import (
+    EndParam,
+    ProductParam,
+    SiteParam,
+    StartParam,
+    WindowParam,
+    select_footprints,
+)
+from tanji.site import Product, Site
+
+router = APIRouter(prefix="/api/v1/reports", tags=["reports"])
+Service = Annotated[AccountingServiceLike, Depends(service)]
+
+CSV_COLUMNS = (
+    "site_id", "product_id", "window", "window_start_ms", "window_end_ms", "units", "energy_kwh",
+    "kgco2e_location", "kgco2e_market", "kgco2e_per_unit_location", "kgco2e_per_unit_market",
+    "upstream_kgco2e_per_unit", "kgco2e_per_battery_kwh_location", "kgco2e_per_battery_kwh_market",
+    "dataset_id", "dataset_version", "gas_basis", "matching_mode", "residual_mix", "share_metered",
+    "share_allocated", "share_estimated", "primary_data_share", "uncertainty_pct_95",
+    "renewable_share", "cfe_score_hourly", "provisional", "revision", "batch_id")
+
+
+def _product(site: Site, product_id: str) -> Product:
+    for p in site.products:
+        if p.id == product_id:
+            return p
+    raise HTTPException(404, f"site {site.id} has no product {product_id!r}")
+
+
+def battery_figures(fp: dict[str, Any], product: Product) -> dict[str, float | None]:
+    """EU battery regulation declared unit: kgCO2e per kWh of battery energy (gate-to-gate here)."""
+    kwh = product.declared_unit_kwh
+    out: dict[str, float | None] = {}
+    for basis in ("location", "market"):
+        per_unit = fp.get(f"kgco2e_per_unit_{basis}")
+        out[f"kgco2e_per_battery_kwh_{basis}"] = per_unit / kwh if kwh and per_unit is not None else None
+    return out
+
+
+def _products(svc: AccountingServiceLike) -> dict[tuple[str, str], Product]:
+    return {(s.id, p.id): p for s in svc.sites.values() for p in s.products}
+
+
+@router.get("/footprints.csv", response_class=Response, summary="Footprints as CSV (UTF-8, units in column names)",
+            responses={200: {"content": {"text/csv": {}}}})
+def footprints_csv(svc: Service, site: SiteParam = None, product: ProductParam = None,
+                   window: WindowParam = None, start: StartParam = None, end: EndParam = None) -> Response:
+    rows = select_footprints(svc, site, product, window, start, end)
+    products = _products(svc)
+    out = io.StringIO()
+    writer = csv.DictWriter(out, CSV_COLUMNS, extrasaction="ignore", lineterminator="\r\n")
+    writer.writeheader()
+    for fp in rows:
+        p = products.get((fp["site_id"], fp["product_id"]))
+        writer.writerow({**fp, **(battery_figures(fp, p) if p else {})})
+    # The byte-order mark makes spreadsheet programs read the Chinese names as UTF-8.
+    return Response("\ufeff" + out.getvalue(), media_type="text/csv; charset=utf-8",
+                    headers={"Content-Disposition": 'attachment; filename="tanji-footprints.csv"'})
+
+
+@router.get("/battery", summary="EU battery regulation declared unit: kgCO2e per kWh of battery energy")
+def battery(svc: Service, site: SiteParam = None, product: ProductParam = None, window: WindowParam = None,
+            start: StartParam = None, end: EndParam = None) -> list[dict[str, Any]]:
+    """Products with a declared battery energy (`declared_unit_kwh` in the site file) only."""
+    products = _products(svc)
+    out = []
+    for fp in select_footprints(svc, site, product, window, start, end):
+        p = products.get((fp["site_id"], fp["product_id"]))
+        if p is None or not p.declared_unit_kwh:
+            continue
+        out.append({"site_id": fp["site_id"], "product_id": p.id, "declared_unit_kwh": p.declared_unit_kwh,
+                    "window_start_ms": fp.get("window_start_ms"), "window_end_ms": fp.get("window_end_ms"),
+                    "units": fp.get("units"), **battery_figures(fp, p),
+                    "upstream_kgco2e_per_battery_kwh": (p.upstream_kgco2e_per_unit / p.declared_unit_kwh
+                                                        if p.upstream_kgco2e_per_unit is not None else None),
+                    "dataset_id": fp.get("dataset_id"), "dataset_version": fp.get("dataset_version"),
+                    "uncertainty_pct_95": fp.get("uncertainty_pct_95"), "provisional": fp.get("provisional")})
+    if product is not None and not out:
+        raise HTTPException(422, f"product {product!r} has no declared battery energy (declared_unit_kwh)")
+    return out
+
+
+def _num(value: Any, digits: int = 3) -> str:
+    return "–" if not isinstance(value, int | float) else f"{value:,.{digits}f}"
+
+
+def _pct(value: Any) -> str:
+    return "–" if not isinstance(value, int | float) else f"{100 * value:.1f} %"
+
+
+@router.get("/label/{site_id}/{product_id}", response_class=HTMLResponse,
+            summary="Printable carbon label (碳标识) of a product, with its provenance")
+def carbon_label(svc: Service, site_id: str, product_id: str, window: WindowParam = None,
+                 start: StartParam = None, end: EndParam = None) -> HTMLResponse:
+    site = site_or_404(svc, site_id)
+    product = _product(site, product_id)
+    found = select_footprints(svc, site_id, product_id, window, start, end)
+    if not found:
+        raise HTTPException(404, f"no footprint for {product_id} at {site_id} in this window")
+    fp = found[0]
+    tz = site_tz(site)
+
+    def local(ms: Any) -> str:
+        return datetime.fromtimestamp(ms / 1000, tz).strftime("%Y-%m-%d %H:%M") if isinstance(ms, int) else "–"
+
+    battery_rows = ""
+    if product.declared_unit_kwh:
+        b = battery_figures(fp, product)
+        battery_rows = (f"<tr><th>电池声明单位 EU battery declared unit</th><td class=big>"
+                        f"{_num(b['kgco2e_per_battery_kwh_market'])} <small>kgCO2e/kWh (market)</small><br>"
+                        f"{_num(b['kgco2e_per_battery_kwh_location'])} <small>kgCO2e/kWh (location)</small></td></tr>")
+    upstream = product.upstream_kgco2e_per_unit
+    e = html.escape
+    rows = [
+        ("产品 Product", f"{e(product.name)} <small>({e(product.id)})</small>"),
+        ("工厂 Site", f"{e(site.name or site.id)} · {e(site.province)}"),
+        ("核算期 Period", f"{local(fp.get('window_start_ms'))} – {local(fp.get('window_end_ms'))} ({e(str(site.timezone))})"
+                         + (" · 临时 provisional" if fp.get("provisional") else "")),
+        ("产量 Units", _num(fp.get("units"), 0)),
+        ("电量 Electricity", f"{_num(fp.get('energy_kwh'), 1)} kWh"),
+        ("上游 Upstream", f"{_num(upstream)} kgCO2e/unit" if upstream is not None else "未包含 not included (gate-to-gate)"),
+        ("排放因子 Factor dataset", f"{e(str(fp.get('dataset_id')))} v{e(str(fp.get('dataset_version')))} · {e(str(fp.get('gas_basis', '')))}"),
+        ("匹配方式 Matching mode", f"{e(str(fp.get('matching_mode')))} · residual mix: {e(str(fp.get('residual_mix')))}"),
+        ("可再生电力 Renewable share", _pct(fp.get("renewable_share"))),
+        ("数据质量 Data quality", f"metered {_pct(fp.get('share_metered'))} · allocated {_pct(fp.get('share_allocated'))}"
+                                  f" · estimated {_pct(fp.get('share_estimated'))} · primary data {_pct(fp.get('primary_data_share'))}"),
+        ("不确定度 Uncertainty (95 %)", f"± {_num(fp.get('uncertainty_pct_95'), 1)} %"),
+        ("修订 Revision", e(str(fp.get("revision")))),
+    ]
+    body = "".join(f"<tr><th>{k}</th><td>{v}</td></tr>" for k, v in rows)
+    page = f"""<!doctype html>
+<html lang="zh-CN"><head><meta charset="utf-8">
+<title>碳标识 Carbon label · {e(product.name)}</title>
+<link rel="stylesheet" href="/dashboard/label.css"></head>
+<body><article class="label">
+<header><div class="mark">碳足迹<br><small>Carbon footprint</small></div>
+<h1>{e(product.name)}</h1></header>
+<div class="figures">
+ <div><div class="value" data-testid="label-market">{_num(fp.get('kgco2e_per_unit_market'))}</div>
+  <div class="unit">kgCO2e / 件 unit · 基于市场 market-based</div></div>
+ <div><div class="value" data-testid="label-location">{_num(fp.get('kgco2e_per_unit_location'))}</div>
+  <div class="unit">kgCO2e / 件 unit · 基于位置 location-based</div></div>
+</div>
+<table>{battery_rows}{body}</table>
+<footer>GB/T 24067-2024 · ISO 14067 · GHG Protocol Scope 2 · generated by Tanji 碳迹 from on-site meter readings</footer>
+</article></body></html>"""
+    return HTMLResponse(page)
