@@ -9,8 +9,10 @@ One ingest cycle (on the service's worker thread):
 
 Acks after the store write are what make SIGKILL lose nothing: whatever was not acked is
 redelivered by the broker (persistent session), and the store and engine are idempotent on
-(site, meter, ts_ms). On start each engine is rebuilt from the readings in the store, so a
-restart neither loses nor double counts.
+(site, meter, ts_ms). On start each engine is restored from its last checkpoint and the
+store's readings since (or, without a checkpoint, from all stored readings), so a restart
+neither loses nor double counts. A checkpoint is taken only after the readings it holds are
+durable, so "checkpoint + store" always covers everything acknowledged.
 """
 
 from __future__ import annotations
@@ -24,7 +26,10 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
 
+import numpy as np
+
 from accounting.engine.engine import Engine
+from accounting.errors import CheckpointError
 from accounting.factors.dataset import FactorDataset, load_dataset
 from accounting.ingest.admission import Admission, Admitted
 from accounting.ingest.dedup import DedupIndex
@@ -34,6 +39,7 @@ from accounting.ingest.stats import IngestStats
 from accounting.ingest.subscriber import InboundMessage, MqttSubscriber, subscriptions
 from accounting.site_topology import site_topology
 from accounting.store.base import ReadingStore, StoredReading
+from accounting.store.checkpoints import CheckpointStore
 from tanji.site import Site
 
 log = logging.getLogger(__name__)
@@ -86,7 +92,9 @@ class AccountingService:
                  broker_port: int = 1883, client_id: str | None = None, share_group: str | None = None,
                  username: str | None = None, password: str | None = None,
                  cycle_max_messages: int = 500, cycle_wait_s: float = 0.02,
-                 footprint_interval_s: float = 1.0, dedup_window: int = 4096) -> None:
+                 footprint_interval_s: float = 1.0, dedup_window: int = 4096,
+                 checkpoints: CheckpointStore | None = None, checkpoint_interval_s: float = 60.0,
+                 replay_margin_ms: int = 3_600_000) -> None:
         self.sites: dict[str, Site] = {s.id: s for s in sites}
         self.store = store
         self.stats = IngestStats()
@@ -111,6 +119,10 @@ class AccountingService:
         self._stopping = threading.Event()
         self._thread: threading.Thread | None = None
         self._last_footprints = 0.0
+        self.checkpoints = checkpoints
+        self.checkpoint_interval_s = checkpoint_interval_s
+        self.replay_margin_ms = replay_margin_ms
+        self._last_checkpoint = time.monotonic()
 
     # -- lifecycle ------------------------------------------------------------------------
 
@@ -128,27 +140,59 @@ class AccountingService:
         if self._thread is not None:
             self._thread.join(timeout=30)
         self._subscriber.stop()
+        self.checkpoint()
         self.store.close()
+        if self.checkpoints is not None:
+            self.checkpoints.close()
 
     def wait_connected(self, timeout_s: float = 10.0) -> bool:
         return self._subscriber.connected.wait(timeout_s)
 
     def _rebuild(self, site: Site) -> None:
-        engine = Engine(site_topology(site), dataset_for(site))
+        """Engine = last checkpoint + stored readings since (minus a margin for late ones), or all stored."""
+        topology, dataset = site_topology(site), dataset_for(site)
+        engine, since_ms = None, 0
+        saved = self.checkpoints.load(site.id) if self.checkpoints is not None else None
+        if saved is not None:
+            _, meta, blob = saved
+            try:
+                engine = Engine.restore(blob, topology, dataset)
+                since_ms = max(0, int(meta["replay_from_ms"]) - self.replay_margin_ms)
+                self._sequences.restore(meta.get("sequences", {}))
+            except CheckpointError as exc:
+                log.warning("site %s: checkpoint unusable (%s); rebuilding from the store", site.id, exc)
+                engine, since_ms = None, 0
+        engine = engine or Engine(topology, dataset)
         feed = EngineFeed(engine)
-        rows = self.store.read_readings(site.id, None, 0, 2**62)
+        rows = self.store.read_readings(site.id, None, since_ms, 2**62)
         with self._engine_lock:
             self._engines[site.id] = engine
             self._feeds[site.id] = feed
             feed.feed(rows)
-        for r in rows:
-            state = self._meters.get((site.id, r.meter))
+        for meter, r in self.store.latest(site.id).items():
+            state = self._meters.get((site.id, meter))
             if state is not None:
-                state.update(r)
+                state.last_ts_ms, state.last_values, state.last_quality = r.ts_ms, r.values, r.quality
         for meter in site.meters:
             self._dedup.seed(site.id, meter.id,
                              self.store.recent_timestamps(site.id, meter.id, self._dedup.window))
-        log.info("site %s: engine rebuilt from %d stored readings", site.id, len(rows))
+        log.info("site %s: engine %s, %d stored readings replayed", site.id,
+                 "restored from checkpoint" if saved is not None and since_ms else "rebuilt", len(rows))
+
+    def checkpoint(self) -> None:
+        """Save every engine (and the sequence tracker); called periodically and on stop."""
+        if self.checkpoints is None:
+            return
+        self._last_checkpoint = time.monotonic()
+        sequences = self._sequences.state()
+        for site_id, engine in self._engines.items():
+            with self._engine_lock:
+                blob = engine.checkpoint()
+            newest = [st.last_ts_ms for (sid, _), st in self._meters.items()
+                      if sid == site_id and st.last_ts_ms is not None]
+            meta = {"replay_from_ms": min(newest) if newest else 0,
+                    "sequences": {k: v for k, v in sequences.items() if k.startswith(f"{site_id}/")}}
+            self.checkpoints.save(site_id, int(time.time() * 1000), meta, blob)
 
     # -- the ingest cycle -----------------------------------------------------------------
 
@@ -176,6 +220,8 @@ class AccountingService:
                 self._cycle(batch)
             if time.monotonic() - self._last_footprints >= self.footprint_interval_s and self._listeners:
                 self._publish_footprints()
+            if time.monotonic() - self._last_checkpoint >= self.checkpoint_interval_s:
+                self.checkpoint()
 
     def _store(self, admitted: Admitted) -> int:
         """Write until durable; retries forever (nothing is acked meanwhile, so nothing is lost)."""
@@ -274,3 +320,43 @@ class AccountingService:
         return [{"site": s.id, "gateway": g.id, "status": self._gateways.get((s.id, g.id)),
                  "seq_gaps": gaps.get(g.id, 0)}
                 for s in self.sites.values() for g in s.gateways]
+
+    def hourly_series(self, site_id: str, start_ms: int, end_ms: int) -> list[dict[str, Any]]:
+        """Per hour starting in [start_ms, end_ms), for dashboard charts.
+
+        `consumption_kwh`, `allocated_kwh`, `unallocated_kwh` from the engine's site balance;
+        `cost_centres_kwh` the net energy of each cost centre's submeters; `kgco2e_location`,
+        `kgco2e_market` and `covered_kwh` (PV + contracts + certificates) summed over the
+        products, i.e. for the energy allocated to products in that hour; `provisional` until
+        the hour closes.
+        """
+        site = self.sites[site_id]
+        submeters = [(m.id, m.cost_centre) for m in site.meters if m.role == "submeter" and m.cost_centre]
+        with self._engine_lock:
+            engine = self._engines[site_id]
+            balance = engine.site_balance(start_ms, end_ms)
+            centre_kwh: dict[int, dict[str, float]] = {}
+            for meter_id, centre in submeters:
+                hours, imported = engine.hourly_energy(meter_id, "energy_import_kwh", start_ms, end_ms)
+                exported = (engine.hourly_energy(meter_id, "energy_export_kwh", start_ms, end_ms)[1]
+                            if "energy_export_kwh" in engine.topology.meter(meter_id).channels
+                            else np.zeros_like(imported))
+                for h, kwh in zip(hours.tolist(), (imported - exported).tolist(), strict=True):
+                    row = centre_kwh.setdefault(h, {})
+                    row[centre] = row.get(centre, 0.0) + kwh
+            out = []
+            cols = balance.columns
+            for i, h in enumerate(balance.hour_start_ms.tolist()):
+                fps = engine.footprints(h, h + 3_600_000)
+                out.append({
+                    "hour_start_ms": h,
+                    "consumption_kwh": float(cols["consumption_kwh"][i]),
+                    "allocated_kwh": float(cols["allocated_kwh"][i]),
+                    "unallocated_kwh": float(cols["unallocated_kwh"][i]),
+                    "cost_centres_kwh": centre_kwh.get(h, {}),
+                    "kgco2e_location": sum(f.kgco2e_location for f in fps),
+                    "kgco2e_market": sum(f.kgco2e_market for f in fps),
+                    "covered_kwh": sum(f.covered_pv_kwh + f.covered_contract_kwh + f.covered_gec_kwh for f in fps),
+                    "provisional": not bool(balance.closed[i]),
+                })
+        return out

@@ -1,0 +1,121 @@
+"""`tanji accounting`: ingest readings from MQTT into a store and the engine, serve the API.
+
+    tanji accounting --config firmware-config/sites/cq-battery.yaml --store sqlite:/var/lib/tanji/tanji.sqlite
+    TANJI_INFLUX_TOKEN=... tanji accounting --config site.yaml --store influx \\
+        --influx-url http://influx:8086 --influx-org plant --influx-bucket tanji --share-group accounting
+
+Several instances with the same --share-group split the sites' readings between them (MQTT
+shared subscriptions); each needs its own --client-id, stable across restarts, so the broker
+keeps its session (and its unacknowledged messages) while it is down.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import signal
+import threading
+from pathlib import Path
+
+from accounting.embedded_broker import EmbeddedBroker
+from accounting.service import AccountingService
+from accounting.store.base import ReadingStore
+from accounting.store.checkpoints import CheckpointStore
+from tanji.errors import ConfigError
+from tanji.site import load_site
+
+log = logging.getLogger(__name__)
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--config", action="append", required=True, metavar="SITE_FILE",
+                        help="a site file (repeat for several sites)")
+    parser.add_argument("--broker", metavar="HOST:PORT", help="MQTT broker (default: the first site file's broker)")
+    parser.add_argument("--embedded-broker", action="store_true",
+                        help="run an in-process MQTT broker (amqtt) on --broker's address")
+    parser.add_argument("--client-id", help="MQTT client id; keep it stable so the broker keeps the session")
+    parser.add_argument("--share-group", metavar="NAME", help="MQTT shared-subscription group (several instances)")
+    parser.add_argument("--store", default="sqlite:tanji.sqlite", metavar="sqlite:PATH|influx",
+                        help="reading store (default sqlite:tanji.sqlite)")
+    parser.add_argument("--state-dir", metavar="DIR",
+                        help="engine checkpoints and the InfluxDB spill queue (default: beside the SQLite file, "
+                             "or ./tanji-state)")
+    parser.add_argument("--influx-url", default="http://127.0.0.1:8086")
+    parser.add_argument("--influx-org", default="tanji")
+    parser.add_argument("--influx-bucket", default="tanji")
+    parser.add_argument("--influx-database", help="database for InfluxQL reads (default: the bucket's name)")
+    parser.add_argument("--checkpoint-interval", type=float, default=60.0, metavar="SECONDS")
+    parser.add_argument("--http-host", default="127.0.0.1")
+    parser.add_argument("--http-port", type=int, help="serve the HTTP API and dashboard on this port")
+
+
+def _broker(args: argparse.Namespace, default_host: str, default_port: int) -> tuple[str, int]:
+    if not args.broker:
+        return default_host, default_port
+    host, sep, port = args.broker.rpartition(":")
+    if not sep or not port.isdigit():
+        raise ConfigError("--broker", None, "", f"{args.broker!r} is not HOST:PORT", "e.g. --broker 127.0.0.1:1883")
+    return host, int(port)
+
+
+def _store(args: argparse.Namespace) -> tuple[ReadingStore, Path]:
+    if args.store.startswith("sqlite:"):
+        from accounting.store.sqlite import SqliteStore
+        path = Path(args.store.removeprefix("sqlite:"))
+        path.parent.mkdir(parents=True, exist_ok=True)
+        state = Path(args.state_dir) if args.state_dir else path.parent
+        return SqliteStore(path), state
+    if args.store == "influx":
+        from accounting.store.influx import InfluxStore
+        state = Path(args.state_dir or "tanji-state")
+        return InfluxStore(args.influx_url, token=os.environ.get("TANJI_INFLUX_TOKEN", ""), org=args.influx_org,
+                           bucket=args.influx_bucket, database=args.influx_database,
+                           spill_dir=state / "influx-spill"), state
+    raise ConfigError("--store", None, "", f"unknown store {args.store!r}", "use sqlite:PATH or influx")
+
+
+def run(args: argparse.Namespace) -> int:
+    sites = [load_site(path) for path in args.config]
+    host, port = _broker(args, sites[0].broker.host, sites[0].broker.port)
+    broker = EmbeddedBroker(host, port) if args.embedded_broker else None
+    if broker is not None:
+        broker.start()
+    store, state_dir = _store(args)
+    state_dir.mkdir(parents=True, exist_ok=True)
+    service = AccountingService(sites, store, broker_host=host, broker_port=port, client_id=args.client_id,
+                                share_group=args.share_group,
+                                checkpoints=CheckpointStore(state_dir / "checkpoints.sqlite"),
+                                checkpoint_interval_s=args.checkpoint_interval)
+    service.start()
+    log.info("accounting: %d site(s) from %s via %s:%d into %s", len(sites), ", ".join(args.config),
+             host, port, args.store)
+    try:
+        if args.http_port:
+            _serve_http(service, args.http_host, args.http_port)
+        else:
+            _wait_for_signal()
+    finally:
+        service.stop()
+        if broker is not None:
+            broker.stop()
+    return 0
+
+
+def _wait_for_signal() -> None:
+    stop = threading.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda *_: stop.set())
+    stop.wait()
+
+
+def _serve_http(service: AccountingService, host: str, port: int) -> None:
+    """Serve accounting.api when it is installed; uvicorn handles SIGTERM/SIGINT and returns."""
+    try:
+        from accounting.api.app import create_app
+    except ImportError as exc:
+        log.warning("no HTTP API (%s); ingesting without one", exc)
+        _wait_for_signal()
+        return
+    import uvicorn
+    uvicorn.run(create_app(service), host=host, port=port, log_level="warning")
