@@ -1,0 +1,94 @@
+"""docker/ and firmware-config/mosquitto/ stay in step with the code they deploy.
+
+No Docker engine runs here, so the stack is checked where it can break silently: the compose
+file must validate with Debian's docker-compose, the demo site file must describe the same
+plant as the shipped one, the Grafana panels must query measurements and fields the
+accounting store really writes, and the committed broker example must be what
+`tanji broker-config` generates today.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import re
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+import yaml
+
+from tanji.cli import main as tanji
+from tanji.quantities import QUANTITIES
+from tanji.site import Broker, load_site
+
+REPO = Path(__file__).resolve().parents[2]
+DOCKER = REPO / "docker"
+SECRETS = ("TANJI_INFLUX_TOKEN", "INFLUXDB_ADMIN_PASSWORD", "GRAFANA_ADMIN_PASSWORD")
+
+
+def compose(*args: str, env_file: Path) -> subprocess.CompletedProcess[str]:
+    binary = shutil.which("docker-compose")
+    if binary is None:
+        pytest.skip("docker-compose is not installed (apt-get install -y docker-compose)")
+    env = {k: v for k, v in os.environ.items() if k not in SECRETS}
+    return subprocess.run([binary, "--env-file", str(env_file), "-f", str(DOCKER / "docker-compose.yml"), *args],
+                          capture_output=True, text=True, env=env, cwd=DOCKER, timeout=60)
+
+
+def test_compose_file_validates_with_the_example_env() -> None:
+    result = compose("config", env_file=DOCKER / ".env.example")
+    assert result.returncode == 0, result.stderr
+    services = yaml.safe_load(result.stdout)["services"]
+    assert set(services) == {"broker-init", "mosquitto", "influxdb", "accounting", "simulators", "gateway", "grafana"}
+    # The only MQTT port published to the host is the TLS one.
+    assert [p["target"] for p in services["mosquitto"]["ports"]] == [8883]
+    assert services["mosquitto"]["depends_on"]["broker-init"]["condition"] == "service_completed_successfully"
+
+
+def test_compose_refuses_to_start_without_secrets(tmp_path: Path) -> None:
+    empty = tmp_path / "empty.env"
+    empty.write_text("")
+    result = compose("config", env_file=empty)
+    assert result.returncode != 0
+    assert "set INFLUXDB_ADMIN_PASSWORD in docker/.env" in result.stderr or \
+        "set TANJI_INFLUX_TOKEN in docker/.env" in result.stderr
+
+
+def test_demo_site_is_the_shipped_plant_with_compose_addresses() -> None:
+    shipped = load_site(REPO / "firmware-config" / "sites" / "cq-battery.yaml")
+    demo = load_site(DOCKER / "sites" / "cq-battery.yaml")
+    assert demo.broker == Broker(host="mosquitto", port=8883, tls=True, ca_file="/etc/tanji/certs/ca.crt",
+                                 username="gw-cq-01", password_file="/etc/tanji/secrets/gw-cq-01.password")
+    assert {m.host for m in demo.meters} == {"simulators"}
+    moved = demo.with_meter_addresses({m.id: (m.host, m.port) for m in shipped.meters})
+    assert dataclasses.replace(moved, broker=shipped.broker, file=shipped.file) == shipped
+
+
+def test_grafana_queries_what_the_store_writes() -> None:
+    from accounting.engine.engine import ProductFootprint
+    from accounting.store.influx import FOOTPRINTS, READINGS
+
+    datasource = yaml.safe_load((DOCKER / "grafana" / "provisioning" / "datasources" / "influxdb.yaml").read_text())
+    uid = datasource["datasources"][0]["uid"]
+    dashboard = json.loads((DOCKER / "grafana" / "dashboards" / "tanji-plant.json").read_text())
+    fields = {READINGS: set(QUANTITIES), FOOTPRINTS: {f.name for f in dataclasses.fields(ProductFootprint)}}
+    queries = [t["query"] for p in dashboard["panels"] for t in p["targets"]]
+    assert queries and all(p["datasource"]["uid"] == uid for p in dashboard["panels"])
+    for query in queries:
+        measurement = re.search(r'FROM "(\w+)"', query).group(1)
+        used = set(re.findall(r'\("(\w+)"\)', query))
+        assert measurement in fields and used and used <= fields[measurement], query
+
+
+def test_committed_broker_example_is_current(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(REPO)  # the site file's path, as given, is quoted in the generated headers
+    out = tmp_path / "out"
+    assert tanji(["broker-config", "firmware-config/sites/cq-battery.yaml", "--out", str(out),
+                  "--config-dir", "/etc/mosquitto/tanji"]) == 0
+    example = REPO / "firmware-config" / "mosquitto" / "cq-battery"
+    for name in ("acl", "mosquitto.conf"):
+        assert (example / name).read_text() == (out / name).read_text(), \
+            f"regenerate {example / name} (firmware-config/mosquitto/README.md)"
