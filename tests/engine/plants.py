@@ -7,7 +7,12 @@ from dataclasses import dataclass
 
 from hypothesis import strategies as st
 
-from accounting.instruments import GecLedger, GreenCertificate, GreenPowerContract, InstrumentPortfolio
+from accounting.instruments import (
+    GecLedger,
+    GreenCertificate,
+    GreenPowerContract,
+    InstrumentPortfolio,
+)
 from accounting.topology import CostCentre, Meter, Product, SiteTopology
 
 T0 = 1_740_787_200_000  # 2025-03-01T00:00:00Z

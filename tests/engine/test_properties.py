@@ -11,7 +11,7 @@ from hypothesis import strategies as st
 
 from accounting.engine import Engine
 from accounting.factors import load_dataset
-from tests.engine.plants import H, T0, Scenario, scenarios
+from tests.engine.plants import T0, H, Scenario, scenarios
 from tests.engine.reference import reference_footprints
 
 DATASETS = [load_dataset("cn-mee-national-co2", "2022"), load_dataset("cn-mee-regional-co2", "2022"),
