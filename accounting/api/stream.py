@@ -46,12 +46,15 @@ class StreamHub:
         self.min_interval_s = min_interval_s
         self._clients: set[asyncio.Queue[str]] = set()
         self._pending: dict[str, int] = {}
-        self._wake = asyncio.Event()
+        self._wake: asyncio.Event | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._task: asyncio.Task[None] | None = None
 
     async def start(self) -> None:
+        """Bind to the running loop; an app may be started again on a new loop (tests do)."""
         self._loop = asyncio.get_running_loop()
+        self._wake = asyncio.Event()
+        self._pending = {}
         self._task = asyncio.create_task(self._run(), name="tanji-stream-hub")
         self.service.add_listener(self._on_event)
 
@@ -77,9 +80,11 @@ class StreamHub:
 
     def _mark(self, kind: str, stamp: int) -> None:
         self._pending.setdefault(kind, stamp)  # keep the oldest: latency counts from it
+        assert self._wake is not None
         self._wake.set()
 
     async def _run(self) -> None:
+        assert self._wake is not None
         while True:
             await self._wake.wait()
             self._wake.clear()

@@ -16,6 +16,7 @@ from typing import Any
 
 from accounting.api.types import Listener
 from accounting.errors import CertificateAlreadyClaimedError, FactorDatasetError
+from accounting.factors.dataset import dataset_from_dict
 from tanji.site import Site, load_site
 
 SITE_FILE = Path(__file__).resolve().parents[2] / "firmware-config" / "sites" / "cq-battery.yaml"
@@ -65,30 +66,34 @@ class FakeService:
                 loc = energy * 0.2268
                 mkt = loc * 0.6
                 out.append({
-                    "product_id": p.id, "window_start_ms": start_ms, "window_end_ms": end_ms,
+                    "product_id": p.id, "site_id": site.id, "window_start_ms": start_ms, "window_end_ms": end_ms,
                     "units": units, "energy_kwh": energy,
                     "kgco2e_location": loc, "kgco2e_market": mkt,
                     "kgco2e_per_unit_location": loc / units, "kgco2e_per_unit_market": mkt / units,
                     "upstream_kgco2e_per_unit": p.upstream_kgco2e_per_unit,
                     "dataset_id": "cn-mee-regional-co2", "dataset_version": "2022",
-                    "matching_mode": site.matching_mode, "residual_mix": "unavailable",
+                    "gas_basis": "co2", "factor_region": "Southwest", "matching_mode": site.matching_mode, "residual_mix": "unavailable",
                     "share_metered": 0.8, "share_allocated": 0.15, "share_estimated": 0.05,
                     "primary_data_share": 0.95, "uncertainty_pct_95": 5.4, "provisional": True,
                     "revision": 0, "renewable_share": 0.4, "cfe_score_hourly": None,
+                    "covered_pv_kwh": 0.0, "covered_contract_kwh": 0.0, "covered_gec_kwh": 0.4 * energy,
+                    "kgco2e_per_battery_kwh_market": (mkt / units / p.declared_unit_kwh
+                                                      if p.declared_unit_kwh else None),
+                    "batch_id": batch_id,
                 })
         return out
 
     def meter_status(self, site_id: str | None = None) -> list[dict]:
         now = int(time.time() * 1000)
-        return [{"meter_id": m.id, "site_id": s.id, "gateway": m.gateway, "role": m.role,
-                 "cost_centre": m.cost_centre, "last_ts_ms": now - 500,
-                 "values": {"power_kw": 40.0 + self.cycle} if m.role != "production_counter" else {},
-                 "quality": "good", "readings": 100 + self.cycle, "comm_errors": 0}
+        return [{"meter": m.id, "site": s.id, "gateway": m.gateway, "role": m.role,
+                 "last_ts_ms": now - 500,
+                 "last_values": {"power_kw": 40.0 + self.cycle} if m.role != "production_counter" else {},
+                 "last_quality": "good", "readings": 100 + self.cycle, "comm_errors": 0}
                 for s in self.sites.values() if site_id in (None, s.id) for m in s.meters]
 
     def gateway_status(self) -> list[dict]:
-        return [{"gateway": g.id, "site_id": s.id, "last_message_ms": self.stats.last_message_ms,
-                 "seq_gaps": 0} for s in self.sites.values() for g in s.gateways]
+        return [{"site": s.id, "gateway": g.id, "status": None, "seq_gaps": 0}
+                for s in self.sites.values() for g in s.gateways]
 
     def hourly_series(self, site_id: str, start_ms: int, end_ms: int) -> list[dict]:
         site = self.sites[site_id]
@@ -112,6 +117,7 @@ class FakeService:
         return list(self._datasets)
 
     def add_factor_dataset(self, document: dict) -> dict:
+        dataset_from_dict(document)  # the real registry's validation
         key = (document["dataset_id"], document["version"])
         if any((d["dataset_id"], d["version"]) == key for d in self._datasets):
             raise FactorDatasetError(f"dataset {key[0]} version {key[1]} is already loaded")

@@ -94,7 +94,7 @@ def test_sites_products_meters_series(client: TestClient) -> None:
     products = client.get("/api/v1/products").json()
     assert {p["id"]: p["declared_unit_kwh"] for p in products} == {"pack-48v-100ah": 5.12, "ess-5kwh": 5.0}
     meters = client.get("/api/v1/meters", params={"site": "cq-battery"}).json()
-    assert len(meters) == 7 and meters[0]["quality"] == "good"
+    assert len(meters) == 7 and meters[0]["last_quality"] == "good"
     assert client.get("/api/v1/meters", params={"site": "x"}).status_code == 404
     hours = client.get("/api/v1/sites/cq-battery/series", params={"window": "day"}).json()
     assert hours and "consumption_kwh" in hours[0]

@@ -20,6 +20,9 @@ function fmt(v, digits) {
   if (digits === undefined) digits = Math.abs(v) >= 100 ? 0 : Math.abs(v) >= 10 ? 1 : Math.abs(v) >= 1 ? 2 : 3;
   return v.toLocaleString("en-US", { minimumFractionDigits: digits, maximumFractionDigits: digits });
 }
+// Times are shown in the plant's zone, whatever the zone of the screen's computer.
+const siteZone = () => (state.sites[0] && state.sites[0].timezone) || "Asia/Shanghai";
+const siteTime = (ms, opts = {}) => new Date(ms).toLocaleTimeString("zh-CN", { hour12: false, timeZone: siteZone(), ...opts });
 const pct = (v, digits = 0) => (num(v) === null ? "–" : fmt(v * 100, digits) + " %");
 
 function el(tag, attrs = {}, ...children) {
@@ -121,7 +124,7 @@ function renderAll() {
   renderCoverage();
   renderEmissions();
   renderMeters();
-  $("updated").textContent = "更新 updated " + new Date(state.lastUpdate).toLocaleTimeString("zh-CN", { hour12: false });
+  $("updated").textContent = "更新 updated " + siteTime(state.lastUpdate);
 }
 
 function figure(cls, zh, en, value, unit, testid) {
@@ -183,8 +186,8 @@ function sparkline(points) {
   return s;
 }
 
-function meterId(m) { return pick(m, "meter_id", "id", "meter"); }
-function meterValues(m) { return pick(m, "values", "last_values") || {}; }
+function meterId(m) { return pick(m, "meter", "meter_id", "id"); }
+function meterValues(m) { return pick(m, "last_values", "values") || {}; }
 function meterTs(m) { return pick(m, "last_ts_ms", "ts_ms", "last_ms"); }
 
 function seriesCentres(h) { return pick(h, "cost_centres_kwh", "per_cost_centre_kwh", "cost_centres") || {}; }
@@ -193,8 +196,9 @@ function seriesStart(h) { return pick(h, "hour_start_ms", "start_ms", "ts_ms", "
 function renderLines() {
   const power = {}, energy = {};
   for (const m of state.meters) {
-    const cc = pick(m, "cost_centre");
-    if (!cc || pick(m, "role") === "production_counter") continue;
+    const info = meterInfo(meterId(m));
+    const cc = info && info.cost_centre;
+    if (!cc || info.role === "production_counter") continue;
     const p = num(meterValues(m).power_kw);
     if (p !== null) power[cc] = (power[cc] || 0) + p;
   }
@@ -257,7 +261,7 @@ function bars(target, hours, getters, classes, fixedMax) {
       target.append(r);
     });
     const t = svg("text", { x: i * slot + slot / 2, y: H - 4, "text-anchor": "middle" });
-    t.textContent = new Date(h.t).toLocaleTimeString("zh-CN", { hour: "2-digit", minute: "2-digit", hour12: false });
+    t.textContent = siteTime(h.t, { hour: "2-digit", minute: "2-digit" });
     target.append(t);
   });
   const top = svg("text", { x: 4, y: 12 });
@@ -265,16 +269,17 @@ function bars(target, hours, getters, classes, fixedMax) {
   target.append(top);
 }
 
-function meterPeriod(id) {
-  for (const s of state.sites) for (const m of s.meters) if (m.id === id) return m.poll_period_s || 1;
-  return 1;
+function meterInfo(id) {
+  for (const s of state.sites) for (const m of s.meters) if (m.id === id) return m;
+  return null;
 }
+function meterPeriod(id) { const m = meterInfo(id); return (m && m.poll_period_s) || 1; }
 
 function renderMeters() {
   const now = Date.now();
   const warnings = [];
   const rows = state.meters.map((m) => {
-    const id = meterId(m), ts = meterTs(m), quality = pick(m, "quality", "last_quality") || "–";
+    const id = meterId(m), ts = meterTs(m), quality = pick(m, "last_quality", "quality") || "–";
     const age = ts ? (now - ts) / 1000 : null;
     const offline = age === null || age > Math.max(10, 3 * meterPeriod(id) + 5);
     if (offline) warnings.push(["bad", "电表离线 meter offline: " + id + (age === null ? "" : " (" + fmt(age, 0) + " s)")]);
@@ -283,7 +288,7 @@ function renderMeters() {
     return el("tr", { class: offline ? "offline" : "", "data-meter": id },
       el("td", { text: id }), el("td", { text: pick(m, "role") || "" }), el("td", { text: pick(m, "gateway") || "" }),
       el("td", { class: "num", text: fmt(meterValues(m).power_kw, 1) }),
-      el("td", { class: "num", text: ts ? new Date(ts).toLocaleTimeString("zh-CN", { hour12: false }) : "–" }),
+      el("td", { class: "num", text: ts ? siteTime(ts) : "–" }),
       el("td", { class: qcls, text: quality }),
       el("td", { class: "num", text: fmt(pick(m, "comm_errors") || 0, 0) }));
   });
@@ -301,7 +306,7 @@ function renderMeters() {
 }
 
 function tick() {
-  $("clock").textContent = new Date().toLocaleString("zh-CN", { hour12: false });
+  $("clock").textContent = new Date().toLocaleString("zh-CN", { hour12: false, timeZone: siteZone() });
 }
 
 tick();
