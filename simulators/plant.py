@@ -48,10 +48,13 @@ class PlantSimulator:
     """Every meter, PV inverter and PLC counter of a site, with their physics and faults."""
 
     def __init__(self, scenario: Scenario, *, seed: int | None = None, time_scale: float | None = None,
-                 start_s: float | None = None, clock: PlantClock | None = None) -> None:
+                 start_s: float | None = None, clock: PlantClock | None = None,
+                 serial_devices: dict[str, str] | None = None) -> None:
         """Build the plant; nothing listens until start(). `seed`/`time_scale` override the
-        scenario's; `clock` (e.g. a ManualClock in tests) replaces the real-time one."""
+        scenario's; `clock` (e.g. a ManualClock in tests) replaces the real-time one;
+        `serial_devices` maps RS-485 bus ids to the simulator's end of each line (a pty)."""
         self.scenario = scenario
+        self.serial_devices = {**scenario.buses, **(serial_devices or {})}
         self.site = scenario.site
         self.seed = scenario.seed if seed is None else seed
         self.clock = clock or PlantClock(start_s, scenario.time_scale if time_scale is None else time_scale)
@@ -66,9 +69,10 @@ class PlantSimulator:
 
     @classmethod
     def from_site(cls, site: Site, seed: int = 0, time_scale: float = 1.0, start_s: float | None = None,
-                  clock: PlantClock | None = None) -> PlantSimulator:
+                  clock: PlantClock | None = None, serial_devices: dict[str, str] | None = None) -> PlantSimulator:
         """A plant with default behaviour for every meter of `site` (no scenario file needed)."""
-        return cls(Scenario(site=site), seed=seed, time_scale=time_scale, start_s=start_s, clock=clock)
+        return cls(Scenario(site=site), seed=seed, time_scale=time_scale, start_s=start_s, clock=clock,
+                   serial_devices=serial_devices)
 
     # -- building ---------------------------------------------------------------------------
 
@@ -166,7 +170,7 @@ class PlantSimulator:
             return
         gateway = self.site.gateway(meter.gateway)
         bus = next(b for b in gateway.buses if b.id == meter.bus)
-        line = SerialLine(self.scenario.buses.get(bus.id, bus.device), bus.baudrate, bus.parity, bus.stopbits,
+        line = SerialLine(self.serial_devices.get(bus.id, bus.device), bus.baudrate, bus.parity, bus.stopbits,
                           bus.bytesize)
         self.endpoints.add_rtu(line, meter.unit_id, device)
 
