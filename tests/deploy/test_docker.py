@@ -64,7 +64,9 @@ def test_demo_site_is_the_shipped_plant_with_compose_addresses() -> None:
                                  username="gw-cq-01", password_file="/etc/tanji/secrets/gw-cq-01.password")
     assert {m.host for m in demo.meters} == {"simulators"}
     moved = demo.with_meter_addresses({m.id: (m.host, m.port) for m in shipped.meters})
-    assert dataclasses.replace(moved, broker=shipped.broker, file=shipped.file) == shipped
+    assert dataclasses.replace(moved, broker=shipped.broker, file=shipped.file) == shipped, \
+        "docker/sites/cq-battery.yaml must mirror firmware-config/sites/cq-battery.yaml except meter hosts " \
+        "and broker: make the same change there"
 
 
 def test_grafana_queries_what_the_store_writes() -> None:
