@@ -29,7 +29,7 @@ from accounting.engine.history import (
     rebuild_channel,
     sort_batch,
 )
-from accounting.engine.kernels_energy import HOUR_MS, counters_to_hours_many
+from accounting.engine.kernels_energy import HOUR_MS, all_valid, counters_to_hours_many
 from accounting.engine.kernels_market import match_market
 from accounting.errors import CheckpointError, ReadingError, TopologyError
 from accounting.factors.dataset import FactorDataset
@@ -343,27 +343,31 @@ class Engine:
         seen = np.zeros(len(self._keys), dtype=bool)
         a = self._arrays
         for chunk in chunks:
-            ch, ts, val, starts, _ = sort_batch(*(np.ascontiguousarray(x, dtype=d) for x, d in
-                                                 zip(chunk, (np.int64, np.int64, np.float64), strict=True)))
+            ch, ts, val = (np.ascontiguousarray(x, dtype=d) for x, d in
+                           zip(chunk, (np.int64, np.int64, np.float64), strict=True))
+            if not all_valid(val):
+                ok = np.isfinite(val) & (val >= 0)
+                ch, ts, val = ch[ok], ts[ok], val[ok]
+            ch, ts, val, starts, _ = sort_batch(ch, ts, val)
             if len(ch) == 0:
                 continue
             present = ch[starts]
             if seen[present].any():
                 raise ReadingError("a channel's readings are split across chunks; pass one chunk")
             seen[present] = True
-            ok = np.isfinite(val) & (val >= 0)
-            if not ok.all():
-                ch, ts, val, starts, _ = sort_batch(ch[ok], ts[ok], val[ok])
-            counters = ch < self._counters
-            if counters.any():
-                cts = ts[counters]
-                self._ensure_hours(int(cts.min() // HOUR_MS), int((cts.max() - 1) // HOUR_MS))
-                offsets = np.searchsorted(ch[counters], np.arange(self._counters + 1)).astype(np.int64)
-                flags = np.zeros(int(counters.sum()), dtype=np.uint8)
-                counters_to_hours_many(cts, val[counters], flags, offsets, a.rollover_array,
+            n_counter = int(np.searchsorted(ch, self._counters))  # counters sort first
+            if n_counter:
+                cts = ts[:n_counter]
+                firsts = starts[starts < n_counter]
+                lasts = np.append(starts[1:], len(ch))[: len(firsts)] - 1
+                self._ensure_hours(int(cts[firsts].min() // HOUR_MS),
+                                   int((cts[lasts].max() - 1) // HOUR_MS))
+                offsets = np.searchsorted(ch[:n_counter], np.arange(self._counters + 1)).astype(np.int64)
+                flags = np.zeros(n_counter, dtype=np.uint8)
+                counters_to_hours_many(cts, val[:n_counter], flags, offsets, a.rollover_array,
                                        a.max_rate_array, a.gap_ms_array, self._origin,
                                        self._energy, self._est)
-                self._watermark_ms = max(self._watermark_ms, int(cts.max()))
+                self._watermark_ms = max(self._watermark_ms, int(cts[lasts].max()))
             if retain:
                 bounds = np.append(starts, len(ch))
                 summary = IngestSummary()

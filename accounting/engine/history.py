@@ -15,7 +15,12 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from accounting.engine.kernels_energy import FLAG_IMPLAUSIBLE, HOUR_MS, counter_to_hours
+from accounting.engine.kernels_energy import (
+    FLAG_IMPLAUSIBLE,
+    HOUR_MS,
+    counter_to_hours,
+    is_sorted_unique,
+)
 
 
 @dataclass
@@ -116,13 +121,15 @@ def sort_batch(ch: np.ndarray, ts: np.ndarray, val: np.ndarray
 
     Returns (ch, ts, val, group starts, number of in-batch duplicates).
     """
-    order = np.lexsort((ts, ch))  # stable: equal keys keep arrival order
-    ch, ts, val = ch[order], ts[order], val[order]
     if len(ch) == 0:
         return ch, ts, val, np.zeros(0, np.int64), 0
-    first = np.ones(len(ch), dtype=bool)
-    first[1:] = (ch[1:] != ch[:-1]) | (ts[1:] != ts[:-1])
-    dups = int(len(ch) - first.sum())
-    ch, ts, val = ch[first], ts[first], val[first]
+    dups = 0
+    if not is_sorted_unique(ch, ts):
+        order = np.lexsort((ts, ch))  # stable: equal keys keep arrival order
+        ch, ts, val = ch[order], ts[order], val[order]
+        first = np.ones(len(ch), dtype=bool)
+        first[1:] = (ch[1:] != ch[:-1]) | (ts[1:] != ts[:-1])
+        dups = int(len(ch) - first.sum())
+        ch, ts, val = ch[first], ts[first], val[first]
     starts = np.flatnonzero(np.concatenate(([True], ch[1:] != ch[:-1])))
     return ch, ts, val, starts, dups

@@ -75,6 +75,8 @@ def counter_to_hours(ts: np.ndarray, val: np.ndarray, flags: np.ndarray, start: 
         return 0
     prev_t = ts[start]
     prev_v = val[start]
+    hour = prev_t // HOUR_MS  # hour of prev_t, updated incrementally (no division per reading)
+    hour_end = (hour + 1) * HOUR_MS
     accepted = 0
     for k in range(start + 1, stop):
         t = ts[k]
@@ -96,8 +98,15 @@ def counter_to_hours(ts: np.ndarray, val: np.ndarray, flags: np.ndarray, start: 
             flag |= FLAG_GAP_SPREAD
         flags[k] = flag
         if d > 0.0:
-            _spread(prev_t, t, d, (flag & (FLAG_GAP_SPREAD | FLAG_COUNTER_RESET)) != 0,
-                    hour_origin, hour_clip, energy_row, est_row)
+            if prev_t >= hour_end:
+                hour = prev_t // HOUR_MS
+                hour_end = (hour + 1) * HOUR_MS
+            if t <= hour_end and flag == 0:  # the common case: one hour, measured
+                if hour >= hour_clip:
+                    energy_row[hour - hour_origin] += d
+            else:
+                _spread(prev_t, t, d, (flag & (FLAG_GAP_SPREAD | FLAG_COUNTER_RESET)) != 0,
+                        hour_origin, hour_clip, energy_row, est_row)
         prev_t = t
         prev_v = v
         accepted += 1
@@ -121,3 +130,22 @@ def counters_to_hours_many(ts: np.ndarray, val: np.ndarray, flags: np.ndarray,
                                      max_rate_per_h[c], gap_ms[c], hour_origin, hour_origin,
                                      energy[c], est[c])
     return counts.sum()
+
+
+@numba.njit(cache=True)
+def is_sorted_unique(ch: np.ndarray, ts: np.ndarray) -> bool:
+    """Whether readings are strictly increasing by (channel, time) — a store export usually is,
+    and then sorting and de-duplicating can be skipped."""
+    for k in range(1, ch.shape[0]):
+        if ch[k] < ch[k - 1] or (ch[k] == ch[k - 1] and ts[k] <= ts[k - 1]):
+            return False
+    return True
+
+
+@numba.njit(cache=True)
+def all_valid(val: np.ndarray) -> bool:
+    """Whether every value is a finite, non-negative register reading (one pass, no temporaries)."""
+    for v in val:  # noqa: SIM110 -- an explicit loop compiles to a tight numba loop
+        if not (v >= 0.0 and v < np.inf):
+            return False
+    return True
