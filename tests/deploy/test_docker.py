@@ -94,3 +94,15 @@ def test_committed_broker_example_is_current(tmp_path: Path, monkeypatch: pytest
     for name in ("acl", "mosquitto.conf"):
         assert (example / name).read_text() == (out / name).read_text(), \
             f"regenerate {example / name} (firmware-config/mosquitto/README.md)"
+
+
+def test_numba_warm_up_compiles_every_engine_kernel_into_the_cache(tmp_path: Path) -> None:
+    """What Dockerfile.accounting runs at build time; it breaks the build if the engine drifts."""
+    env = {**os.environ, "NUMBA_CACHE_DIR": str(tmp_path / "numba-cache")}
+    result = subprocess.run([str(REPO / ".venv" / "bin" / "python"), str(DOCKER / "warm_numba.py"),
+                             str(REPO / "firmware-config" / "sites" / "cq-battery.yaml")],
+                            capture_output=True, text=True, env=env, cwd=REPO, timeout=300)
+    assert result.returncode == 0, result.stderr
+    for kernel in ("counters_to_hours_many", "allocate_hours", "match_market"):
+        assert kernel in result.stdout
+    assert list((tmp_path / "numba-cache").rglob("*.nbi"))
