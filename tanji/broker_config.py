@@ -128,8 +128,8 @@ def mosquitto_conf(site: Site, layout: BrokerLayout, config_dir: Path) -> str:
         "# Plain TCP (--no-tls): only on a loopback or an isolated network.\n"
     )
     plain = (
-        "# Plain TCP with the same users and ACL, for services on the broker's private network only\n"
-        "# (never publish this port): in docker/ the accounting service, whose client has no TLS yet.\n"
+        "# Plain TCP with the same users and ACL, for services on the broker's own private\n"
+        "# network (the compose network in docker/); never expose this port.\n"
         f"listener {layout.plain_port}\nprotocol mqtt\n\n"
         if layout.plain_port else ""
     )
