@@ -17,6 +17,7 @@ import paho.mqtt.client as mqtt
 import pytest
 import yaml
 
+from simulators.plant import PlantSimulator
 from tanji.profile import load_profiles
 from tanji.site import Site, load_site
 from tanji.wire import decode_batch
@@ -65,6 +66,34 @@ def three_meter_site(tmp_path: Path, fake: FakeMeters, broker_port: int, period_
     fake.add(p1, 2, PROFILES["eastron-sdm630"], SDM630_VALUES)
     fake.add(p2, 1, PROFILES["generic-plc-counter"], PLC_VALUES)
     fake.start()
+    common = {"host": "127.0.0.1", "poll_period_s": period_s, "timeout_s": 0.5}
+    path = write_site(tmp_path, [
+        {"id": "incomer", "profile": "eastron-sdm630", "port": p1, "unit_id": 1, "ct_ratio": 40, **common},
+        {"id": "line-a-meter", "profile": "eastron-sdm630", "port": p1, "unit_id": 2, "ct_ratio": 20, **common},
+        {"id": "plc-a", "role": "production_counter", "cost_centre": "line-a", "profile": "generic-plc-counter",
+         "port": p2, "unit_id": 1, **common},
+    ], broker_port, **gateway)
+    return path, load_site(path)
+
+
+@pytest.fixture
+def plant_factory() -> Iterator[Callable[..., PlantSimulator]]:
+    """`plant_factory(site, **kw)` → a started PlantSimulator for the site; all stopped after."""
+    plants: list[PlantSimulator] = []
+
+    def make(site: Site, **kw: Any) -> PlantSimulator:
+        plant = PlantSimulator.from_site(site, seed=0, **kw)
+        plant.start()
+        plants.append(plant)
+        return plant
+    yield make
+    for plant in plants:
+        plant.stop()
+
+
+def simulated_site(tmp_path: Path, broker_port: int, period_s: float = 0.1, **gateway: Any) -> tuple[Path, Site]:
+    """Two SDM630s (CT 40 and 20) sharing a port and a PLC counter on another, polled every `period_s`."""
+    p1, p2 = free_port(), free_port()
     common = {"host": "127.0.0.1", "poll_period_s": period_s, "timeout_s": 0.5}
     path = write_site(tmp_path, [
         {"id": "incomer", "profile": "eastron-sdm630", "port": p1, "unit_id": 1, "ct_ratio": 40, **common},
@@ -176,3 +205,18 @@ def gateway_process(tmp_path: Path) -> Iterator[Callable[..., GatewayProcess]]:
         if g.proc is not None:
             g.proc.kill()
             g.proc.wait()
+
+
+@pytest.fixture
+def pty_pair(tmp_path: Path) -> Iterator[tuple[str, str]]:
+    """An RS-485 line as two linked pseudo-terminals from socat: (simulator's end, gateway's end)."""
+    sim_end, gateway_end = str(tmp_path / "ttySIM"), str(tmp_path / "ttyGW")
+    proc = subprocess.Popen(["socat", f"pty,raw,echo=0,link={sim_end}", f"pty,raw,echo=0,link={gateway_end}"],
+                            stderr=subprocess.DEVNULL, start_new_session=True)
+    deadline = time.monotonic() + 5
+    while not (os.path.exists(sim_end) and os.path.exists(gateway_end)):
+        assert time.monotonic() < deadline, "socat did not create the pty pair"
+        time.sleep(0.02)
+    yield sim_end, gateway_end
+    os.killpg(proc.pid, signal.SIGTERM)
+    proc.wait(5)

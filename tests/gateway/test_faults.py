@@ -15,7 +15,7 @@ import time
 import pytest
 
 from gateway.service import GatewayService
-from tests.gateway.conftest import three_meter_site
+from tests.gateway.conftest import simulated_site
 from tests.gateway.test_end_to_end import spool_keys
 
 PERIOD_S = 0.1
@@ -32,8 +32,9 @@ def assert_in_order_without_gaps(collector, until_ms: int | None = None, max_gap
 
 @pytest.mark.timeout(120)
 @pytest.mark.parametrize("outage_s", [pytest.param(3, id="3s"), pytest.param(60, id="60s", marks=pytest.mark.slow)])
-def test_broker_outage_loses_nothing(tmp_path, mosquitto, fake_meters, collector_factory, outage_s):
-    site_file, site = three_meter_site(tmp_path, fake_meters, mosquitto.port, period_s=PERIOD_S)
+def test_broker_outage_loses_nothing(tmp_path, mosquitto, plant_factory, collector_factory, outage_s):
+    site_file, site = simulated_site(tmp_path, mosquitto.port, period_s=PERIOD_S)
+    plant_factory(site)
     collector = collector_factory(mosquitto.host, mosquitto.port)
     service = GatewayService(site, spool_path=tmp_path / "spool.sqlite", status_interval_s=0.5)
     service.start()
@@ -59,10 +60,10 @@ def test_broker_outage_loses_nothing(tmp_path, mosquitto, fake_meters, collector
 
 
 @pytest.mark.timeout(120)
-def test_sigkill_while_publishing_loses_nothing(tmp_path, mosquitto, fake_meters, collector_factory,
+def test_sigkill_while_publishing_loses_nothing(tmp_path, mosquitto, plant_factory, collector_factory,
                                                 gateway_process):
-    site_file, _ = three_meter_site(tmp_path, fake_meters, mosquitto.port, period_s=PERIOD_S,
-                                    batch_max_readings=5)
+    site_file, site = simulated_site(tmp_path, mosquitto.port, period_s=PERIOD_S, batch_max_readings=5)
+    plant_factory(site)
     collector = collector_factory(mosquitto.host, mosquitto.port)
     gw = gateway_process(site_file, "--spool", str(tmp_path / "spool.sqlite"))
     gw.start()

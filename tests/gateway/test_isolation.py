@@ -9,30 +9,26 @@ import pytest
 
 from gateway.service import GatewayService
 from tanji.site import load_site
-from tests.gateway.conftest import PROFILES, SDM630_VALUES, write_site
+from tests.gateway.conftest import write_site
 from tests.services import free_port
 
 PERIOD_S = 0.1
 
 
 @pytest.mark.timeout(60)
-def test_bad_meters_do_not_delay_the_good_ones(tmp_path, mosquitto, fake_meters, collector_factory):
-    port, closed_port = free_port(), free_port()
-    for unit in (1, 2, 3, 4):
-        fake_meters.add(port, unit, PROFILES["eastron-sdm630"], SDM630_VALUES)
-    fake_meters.devices[(port, 3)].offline = True      # never answers: every poll times out
-    fake_meters.devices[(port, 4)].delay_s = 0.3       # answers, three periods late
-    fake_meters.start()
-    common = {"profile": "eastron-sdm630", "host": "127.0.0.1", "poll_period_s": PERIOD_S, "timeout_s": 0.5}
-    site_file = write_site(tmp_path, [
-        {"id": "good-1", "port": port, "unit_id": 1, **common},
-        {"id": "good-2", "port": port, "unit_id": 2, **common},
-        {"id": "dead", "port": port, "unit_id": 3, **common},
-        {"id": "slow", "port": port, "unit_id": 4, **common},
-        {"id": "refused", "port": closed_port, "unit_id": 1, **common},
-    ], mosquitto.port)
+def test_bad_meters_do_not_delay_the_good_ones(tmp_path, mosquitto, plant_factory, collector_factory):
+    port = free_port()
+    common = {"profile": "eastron-sdm630", "host": "127.0.0.1", "port": port, "poll_period_s": PERIOD_S,
+              "timeout_s": 0.5}
+    site = load_site(write_site(tmp_path, [{"id": name, "unit_id": unit, **common} for unit, name in enumerate(
+        ["good-1", "good-2", "dead", "slow", "refused"], start=1)], mosquitto.port))
+    plant = plant_factory(site)
+    plant.inject("dead", "offline")                # never answers: every poll times out
+    plant.inject("slow", "slow", delay_s=0.3)      # answers, three periods late
+    # The gateway looks for "refused" on a port where nothing listens.
+    gateway_site = site.with_meter_addresses({"refused": ("127.0.0.1", free_port())})
     collector = collector_factory(mosquitto.host, mosquitto.port)
-    service = GatewayService(load_site(site_file), spool_path=tmp_path / "spool.sqlite", status_interval_s=0.5)
+    service = GatewayService(gateway_site, spool_path=tmp_path / "spool.sqlite", status_interval_s=0.5)
     service.start()
     time.sleep(4.0)
     health = service.health()
