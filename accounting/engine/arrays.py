@@ -9,7 +9,6 @@ from __future__ import annotations
 
 from collections.abc import Hashable, Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
 
 import numpy as np
 
@@ -295,7 +294,3 @@ def build_market_arrays(hour_ms: np.ndarray, topology: SiteTopology, tarrays: To
         rows=tuple(ordered), ineligible=tuple(ineligible),
     )
 
-
-def hour_label(hour_ms: int) -> str:
-    """ISO 8601 UTC label of an hour start (for messages and exports)."""
-    return (datetime(1970, 1, 1, tzinfo=UTC) + timedelta(milliseconds=int(hour_ms))).isoformat()

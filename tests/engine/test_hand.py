@@ -180,3 +180,15 @@ def test_batch_footprint():
     assert fp.energy_kwh == pytest.approx(80.0)
     assert fp.units == pytest.approx(8.0)
     assert fp.batch_id == "8"
+
+
+def test_engine_docstring_example_runs():
+    """The usage example in Engine's docstring is what integrators copy: it must work."""
+    doc = Engine.__doc__
+    code = doc[doc.index("Example::") + len("Example::"):doc.index("Thread safety")]
+    lines = [line[8:] for line in code.splitlines()]
+    namespace: dict = {}
+    exec("\n".join(lines), namespace)
+    fp = namespace["fp"]
+    assert fp.kgco2e_location == pytest.approx(11.34)
+    assert fp.kgco2e_per_unit_location == pytest.approx(1.134)
