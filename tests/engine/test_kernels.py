@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from hypothesis import given
 
+from accounting.engine import Engine
 from accounting.engine.kernels_energy import (
     FLAG_COUNTER_RESET,
     FLAG_GAP_SPREAD,
@@ -14,7 +16,9 @@ from accounting.engine.kernels_energy import (
     counters_to_hours_many,
 )
 from accounting.engine.kernels_market import STAGE_CONTRACT, STAGE_GEC, match_market
-from tests.engine.reference import channel_hourly
+from accounting.factors import load_dataset
+from tests.engine.plants import scenarios
+from tests.engine.reference import channel_hourly, reference_footprints
 
 H = 3_600_000
 T0 = 1_740_787_200_000
@@ -130,3 +134,24 @@ def test_market_kernel_against_plain(pool):
     assert np.allclose(cov[3], rem * 0.5)
     assert np.allclose(cov[0] + cov[1] + cov[2] + rem, cons)
     assert used[0] <= 4.0 and used[1] <= pool + 1e-12
+
+
+@given(scenarios(instruments=False))
+def test_allocation_kernel_against_reference_per_hour(sc):
+    """allocate_hours (through the engine) against reference.allocate_hour, hour by hour."""
+    engine = Engine(sc.topology, load_dataset("cn-mee-national-co2", "2022"))
+    ch = np.array([engine.channel_index(m, c) for m, c, _, _ in sc.readings])
+    engine.ingest(ch, np.array([r[2] for r in sc.readings]), np.array([r[3] for r in sc.readings]))
+    _, hours = reference_footprints(sc.topology, engine.dataset, sc.readings, 0, 1)
+    bal = engine.site_balance()
+    assert [int(h // H) for h in bal.hour_start_ms] == sorted(hours)
+    for i, h in enumerate(sorted(hours)):
+        ref = hours[h]
+        assert bal.columns["consumption_kwh"][i] == pytest.approx(ref.consumption, rel=1e-9, abs=1e-9)
+        assert bal.columns["pv_self_kwh"][i] == pytest.approx(ref.pv_self, rel=1e-9, abs=1e-9)
+        assert bal.columns["unallocated_kwh"][i] == pytest.approx(ref.unallocated, rel=1e-9, abs=1e-9)
+        assert bool(bal.columns["alarm"][i]) == ref.alarm
+        for fp in engine.footprints(h * H, (h + 1) * H):
+            k = fp.product_id
+            assert fp.energy_kwh == pytest.approx(ref.product_energy[k], rel=1e-9, abs=1e-9)
+            assert fp.units == pytest.approx(ref.product_units[k], rel=1e-9, abs=1e-9)
