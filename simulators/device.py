@@ -34,7 +34,6 @@ class SimulatedDevice:
         self.lock = lock
         self.faults = FaultState()
         self._garbage = random.Random(seed)
-        self.polls = 0
 
     async def read(self, function_code: int, address: int, count: int) -> list[int]:
         """Answer one read request as the real device would, faults included."""
@@ -50,7 +49,6 @@ class SimulatedDevice:
             now = self.clock.now()
             self.model.advance(now)
             values = self.model.values(now)
-            self.polls += 1
         words = self.bank.read(function_code, address, count, values)
         if "garbage" in active and self._garbage.random() < active["garbage"]["probability"]:
             self._corrupt(words)

@@ -15,7 +15,6 @@ remainder and minus the PV, so it exports when the sun outshines the load.
 from __future__ import annotations
 
 import asyncio
-import concurrent.futures
 import contextlib
 import logging
 import threading
@@ -64,7 +63,6 @@ class PlantSimulator:
         self.endpoints = ModbusEndpoints()
         self._schedules: dict[str, Schedule] = {}
         self._sources: dict[str, PowerSource] = {}
-        self._fault_task: concurrent.futures.Future | None = None
         self._build()
 
     @classmethod
@@ -182,7 +180,7 @@ class PlantSimulator:
             log.info("serving %s", line)
         self.endpoints.start()
         if self.scenario.faults:
-            self._fault_task = self.endpoints.spawn(self._run_fault_schedule())
+            self.endpoints.spawn(self._run_fault_schedule())
 
     def stop(self) -> None:
         self.endpoints.stop()
