@@ -7,6 +7,8 @@ id, poll period) belong to the site file.
 
 from __future__ import annotations
 
+import os
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -17,7 +19,24 @@ from tanji.quantities import QUANTITIES
 
 FUNCTIONS = {"input": 4, "holding": 3}
 RATIOS = ("none", "ct", "vt", "ctvt")
-PROFILES_DIR = Path(__file__).resolve().parent.parent / "firmware-config" / "profiles"
+
+
+def _profiles_dir() -> Path:
+    """Where the shipped profiles are: $TANJI_PROFILES_DIR, the source tree, or the installed copy.
+
+    A wheel install has no source tree, so pyproject.toml installs the profiles as data files
+    under <prefix>/share/tanji/profiles.
+    """
+    override = os.environ.get("TANJI_PROFILES_DIR")
+    if override:
+        return Path(override)
+    source_tree = Path(__file__).resolve().parent.parent / "firmware-config" / "profiles"
+    if source_tree.is_dir():
+        return source_tree
+    return Path(sys.prefix) / "share" / "tanji" / "profiles"
+
+
+PROFILES_DIR = _profiles_dir()
 
 
 @dataclass(frozen=True, slots=True)

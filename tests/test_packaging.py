@@ -29,6 +29,10 @@ def test_gateway_extra_installs_no_heavy_packages(tmp_path: Path) -> None:
     names = {line.split("==")[0].split(" @ ")[0] for line in frozen.splitlines()}
     assert "pymodbus" in names and "paho-mqtt" in names
     assert not names & set(HEAVY), f"heavy packages in the gateway install: {sorted(names & set(HEAVY))}"
+    # The profiles travel with the wheel: `tanji check` finds them outside the source tree.
+    checked = subprocess.run([str(venv / "bin" / "tanji"), "check"], check=True, capture_output=True,
+                             text=True, cwd=tmp_path).stdout
+    assert "eastron-sdm630" in checked
     help_text = subprocess.run([str(venv / "bin" / "tanji"), "gateway", "--help"], check=True,
                                capture_output=True, text=True, cwd=tmp_path).stdout
     assert "--config" in help_text
