@@ -65,6 +65,7 @@ class Publisher:
         client.on_publish = self._published
         self.client = client
         self.connected = False
+        self._stopping = False
 
     def start(self) -> None:
         log.info("connecting to mqtt%s://%s:%d as %s", "s" if self.broker.tls else "", self.broker.host,
@@ -74,6 +75,7 @@ class Publisher:
 
     def stop(self, health: dict[str, Any] | None = None) -> None:
         """Publish the retained offline status (when connected) and disconnect cleanly."""
+        self._stopping = True
         if self.connected:
             info = self.client.publish(self.status_topic, status_payload(
                 self.site_id, self.gateway_id, "offline", **(health or {})), qos=1, retain=True)
@@ -101,7 +103,7 @@ class Publisher:
     def _disconnected(self, client: mqtt.Client, userdata: Any, flags: Any, reason: Any, props: Any) -> None:
         was = self.connected
         self.connected = False
-        if was:
+        if was and not self._stopping:
             log.warning("disconnected from the broker (%s); spooling until it is back", reason)
         self.loop.call_soon_threadsafe(self._on_disconnect)
 

@@ -1,0 +1,225 @@
+"""Gateway benchmark: poll rate, requests per poll, memory with 200 meters, spool rates.
+
+Runs the real gateway (`tanji gateway --config`, a subprocess) against a minimal Modbus TCP
+server in another subprocess (it answers every read with SDM630 registers encoded from the
+profile, so the server is never the bottleneck) and a real Mosquitto. Prints progress lines,
+then as its LAST line one JSON object:
+
+- ``polls_per_s``: SDM630 polls per second the gateway process sustains over TCP, every poll
+  decoded, spooled (SQLite) and published (MQTT QoS 1) — 100 meters each asking for a poll
+  every 20 ms (5,000/s offered); goal >= 2,000;
+- ``requests_per_poll`` and ``naive_requests_per_poll``: Modbus requests per SDM630 poll with
+  the read plan, and one request per register (the way ThingsBoard's gateway reads), and
+  ``request_reduction`` their ratio; goal >= 5;
+- ``rss_mb_200_meters``: resident memory of the gateway polling 200 meters every second;
+  goal <= 60;
+- ``spool_write_readings_per_s``: SDM630 readings committed to the spool (one transaction per
+  100, as under load), and ``spool_replay_readings_per_s``: readings taken out again in
+  batches of 500, encoded as wire-format payloads and acknowledged;
+- ``backlog_drain_readings_per_s``: a gateway started on a spool holding a 50,000-reading
+  backlog, publishing it to Mosquitto until it is acknowledged.
+
+Usage: ``.venv/bin/python benchmarks/gateway.py [--seconds 10]``
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import struct
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import psutil
+import yaml
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+from gateway.read_plan import naive_request_count, plan_for_profile  # noqa: E402
+from gateway.service import encode_batch_body, status_file  # noqa: E402
+from gateway.spool import Spool  # noqa: E402
+from tanji.codec import encode  # noqa: E402
+from tanji.profile import load_profiles  # noqa: E402
+from tanji.wire import Reading  # noqa: E402
+from tests.services import MosquittoServer, free_port, wait_for_port  # noqa: E402
+
+SDM630 = load_profiles()["eastron-sdm630"]
+
+
+def serve(port: int) -> None:
+    """Server mode (in the subprocess): every unit id answers reads with the same SDM630 registers."""
+    words = [0] * 80
+    for reg in SDM630.registers:
+        words[reg.address:reg.end] = encode(230.0 if "voltage" in reg.name else 12.5, reg.data_type, reg.order)
+
+    async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            while True:
+                tid, _, length, unit = struct.unpack(">HHHB", await reader.readexactly(7))
+                fc, address, count = struct.unpack(">BHH", (await reader.readexactly(length - 1))[:5])
+                body = struct.pack(f">BB{count}H", fc, 2 * count, *words[address:address + count])
+                writer.write(struct.pack(">HHHB", tid, 0, len(body) + 1, unit) + body)
+        except (asyncio.IncompleteReadError, ConnectionError):
+            writer.close()
+
+    async def main() -> None:
+        server = await asyncio.start_server(handle, "127.0.0.1", port, backlog=1024)
+        await server.serve_forever()
+
+    asyncio.run(main())
+
+
+def site_file(workdir: Path, meters: int, period_s: float, modbus_port: int, broker_port: int) -> Path:
+    doc = {
+        "site": {"id": "bench", "province": "Chongqing"},
+        "broker": {"host": "127.0.0.1", "port": broker_port},
+        "gateways": [{"id": "gw-bench", "spool_path": str(workdir / "spool.sqlite"), "meters": [
+            {"id": f"m{i:03d}", "role": "grid_import" if i == 0 else "submeter", "cost_centre": "c",
+             "profile": "eastron-sdm630", "host": "127.0.0.1", "port": modbus_port, "unit_id": 1 + i % 247,
+             "poll_period_s": period_s, "timeout_s": 2.0} for i in range(meters)]}],
+        "cost_centres": [{"id": "c", "kind": "production"}],
+    }
+    path = workdir / "site.yaml"
+    path.write_text(yaml.safe_dump(doc))
+    return path
+
+
+def run_gateway(site: Path, spool: Path, seconds: float) -> tuple[dict, float, float]:
+    """Run `tanji gateway` for `seconds` after a warm-up; returns (final health, polls/s, RSS MB)."""
+    proc = subprocess.Popen([sys.executable, "-m", "tanji", "--log-level", "WARNING", "gateway", "--config",
+                             str(site), "--spool", str(spool)], cwd=REPO)
+    try:
+        time.sleep(3.0)  # connections up, imports done
+        polls0, ts0 = _polls(spool)
+        time.sleep(seconds)
+        polls1, ts1 = _polls(spool)
+        rate = (polls1 - polls0) / ((ts1 - ts0) / 1000)
+        rss_mb = psutil.Process(proc.pid).memory_info().rss / 2**20
+    finally:
+        proc.terminate()
+        proc.wait(30)
+    return json.loads(status_file(spool).read_text()), rate, rss_mb
+
+
+def _polls(spool: Path) -> tuple[int, int]:
+    """(polls so far, when), from the status file the gateway refreshes (waits for a fresh one)."""
+    path = status_file(spool)
+    before = path.stat().st_mtime_ns if path.exists() else 0
+    deadline = time.monotonic() + 15
+    while time.monotonic() < deadline:
+        if path.exists() and path.stat().st_mtime_ns != before:
+            try:
+                status = json.loads(path.read_text())
+                return status["polls"], status["ts_ms"]
+            except (ValueError, KeyError):
+                pass
+        time.sleep(0.01)
+    raise RuntimeError("the gateway stopped writing its status")
+
+
+def sdm630_readings(n: int, start_ms: int) -> list[Reading]:
+    values = {reg.name: 12.5 for reg in SDM630.registers}
+    return [Reading(f"m{i % 100:03d}", start_ms + i, "good", values) for i in range(n)]
+
+
+def spool_rates(workdir: Path, n: int = 50_000) -> tuple[float, float]:
+    spool = Spool(workdir / "rates.sqlite")
+    readings = sdm630_readings(n, int(time.time() * 1000) - n)
+    t0 = time.perf_counter()
+    for i in range(0, n, 100):
+        spool.add(readings[i:i + 100])
+    write = n / (time.perf_counter() - t0)
+    t0 = time.perf_counter()
+    while (batch := spool.next_batch(500)) is not None:
+        encode_batch_body("bench", "gw", batch.seq, batch.body, backlog=True, sent_ms=0)
+        spool.ack(batch.seq)
+    replay = n / (time.perf_counter() - t0)
+    spool.close()
+    return write, replay
+
+
+def backlog_drain(workdir: Path, broker: MosquittoServer, modbus_port: int, n: int = 50_000) -> float:
+    spool_path = workdir / "drain.sqlite"
+    spool = Spool(spool_path)
+    readings = sdm630_readings(n, int(time.time() * 1000) - 10 * n)
+    for i in range(0, n, 1000):
+        spool.add(readings[i:i + 1000])
+    spool.close()
+    site = site_file(workdir, 1, 60.0, modbus_port, broker.port)
+    proc = subprocess.Popen([sys.executable, "-m", "tanji", "--log-level", "WARNING", "gateway", "--config",
+                             str(site), "--spool", str(spool_path)], cwd=REPO)
+    try:
+        t0 = time.monotonic()
+        while True:
+            time.sleep(0.2)
+            left = Spool(spool_path)
+            depth = left.depth
+            left.close()
+            if depth <= 1:
+                return n / (time.monotonic() - t0)
+    finally:
+        proc.terminate()
+        proc.wait(30)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--seconds", type=float, default=10.0, help="measuring time per run (default 10)")
+    parser.add_argument("--serve", type=int, help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.serve:
+        serve(args.serve)
+        return
+
+    plan = plan_for_profile(SDM630)
+    result: dict[str, float | int] = {
+        "requests_per_poll": len(plan),
+        "naive_requests_per_poll": naive_request_count(SDM630),
+        "request_reduction": round(naive_request_count(SDM630) / len(plan), 1),
+    }
+    print(f"read plan: {len(plan)} request(s) per SDM630 poll instead of {naive_request_count(SDM630)}", flush=True)
+    with tempfile.TemporaryDirectory(prefix="tanji-bench-gw-") as tmp:
+        work = Path(tmp)
+        modbus_port = free_port()
+        server = subprocess.Popen([sys.executable, __file__, "--serve", str(modbus_port)])
+        broker = MosquittoServer(work / "mosquitto")
+        try:
+            wait_for_port(modbus_port)
+            broker.start()
+
+            (work / "rate").mkdir()
+            site = site_file(work / "rate", 100, 0.02, modbus_port, broker.port)
+            health, rate, _ = run_gateway(site, work / "rate" / "spool.sqlite", args.seconds)
+            result["polls_per_s"] = round(rate)
+            result["poll_errors"] = health["poll_errors"]
+            print(f"poll rate: {rate:.0f} SDM630 polls/s (100 meters offered 5,000/s), "
+                  f"errors {health['poll_errors']}", flush=True)
+
+            (work / "rss").mkdir()
+            site = site_file(work / "rss", 200, 1.0, modbus_port, broker.port)
+            health, rate, rss = run_gateway(site, work / "rss" / "spool.sqlite", min(args.seconds, 5.0))
+            result["rss_mb_200_meters"] = round(rss, 1)
+            print(f"memory: {rss:.1f} MB RSS polling 200 meters ({rate:.0f} polls/s)", flush=True)
+
+            write, replay = spool_rates(work)
+            result["spool_write_readings_per_s"] = round(write)
+            result["spool_replay_readings_per_s"] = round(replay)
+            print(f"spool: {write:.0f} readings/s written, {replay:.0f} readings/s replayed", flush=True)
+
+            drain = backlog_drain(work, broker, modbus_port)
+            result["backlog_drain_readings_per_s"] = round(drain)
+            print(f"backlog: {drain:.0f} readings/s drained to Mosquitto", flush=True)
+        finally:
+            broker.stop()
+            server.terminate()
+            server.wait(10)
+    print(json.dumps(result))
+
+
+if __name__ == "__main__":
+    main()
