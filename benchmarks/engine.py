@@ -4,6 +4,8 @@ Prints progress lines, then as its LAST line one JSON object:
 
 - ``readings_per_s``: the counters -> hourly energy kernel (``counters_to_hours_many``) on
   sorted 1-minute readings, after compilation;
+- ``live_ingest_readings_per_s``: ``Engine.ingest`` fed one reading of every channel per call
+  (one poll cycle per MQTT batch), the live path with its per-channel bookkeeping;
 - ``python_reference_readings_per_s`` and ``numpy_readings_per_s``: the plain-Python reference
   and a vectorised numpy version of the same step, measured in the same run (baselines);
 - ``year_recompute_s``: ``Engine.recompute`` of a year of 1-minute readings of 1,000 meters
@@ -184,6 +186,17 @@ def main() -> None:
     print(f"python reference: {python_readings_per_s:,.0f}/s", flush=True)
     del ch, ts, val, flags, energy, est, np_energy, sample
 
+    # ---- live path: one ingest call per minute carrying one reading of every channel
+    live = Engine(topo, hourly_dataset(n_hours))
+    batch_ch = np.arange(n_ch, dtype=np.int64)
+    minutes = 60
+    t = time.perf_counter()
+    for k in range(minutes):
+        live.ingest(batch_ch, np.full(n_ch, T0 + k * MINUTE, np.int64), rates * k)
+    live_readings_per_s = minutes * n_ch / (time.perf_counter() - t)
+    print(f"live ingest (1-minute batches of {n_ch} readings): {live_readings_per_s:,.0f}/s", flush=True)
+    del live
+
     # ---- recompute a period from streamed per-meter chunks
     ledger = GecLedger()
     portfolio = InstrumentPortfolio("bench", ledger)
@@ -219,6 +232,7 @@ def main() -> None:
         "readings_per_s": round(readings_per_s),
         "python_reference_readings_per_s": round(python_readings_per_s),
         "numpy_readings_per_s": round(numpy_readings_per_s),
+        "live_ingest_readings_per_s": round(live_readings_per_s),
         "speedup_vs_python": round(readings_per_s / python_readings_per_s, 1),
         "speedup_vs_numpy": round(readings_per_s / numpy_readings_per_s, 1),
         ("year_recompute_s" if not args.quick else "quick_recompute_s"): round(recompute_s, 3),

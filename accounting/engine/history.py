@@ -95,8 +95,9 @@ class ChannelLog:
         while j > 0 and flags[j] & FLAG_IMPLAUSIBLE:
             j -= 1
         clip = int(ts[j] // HOUR_MS)
-        b = j
-        while b > 0 and (ts[b] > clip * HOUR_MS or flags[b] & FLAG_IMPLAUSIBLE):
+        # last reading at or before the start of hour `clip`, stepping back over rejected ones
+        b = max(int(np.searchsorted(ts[: j + 1], clip * HOUR_MS, side="right")) - 1, 0)
+        while b > 0 and flags[b] & FLAG_IMPLAUSIBLE:
             b -= 1
         return b, clip
 
