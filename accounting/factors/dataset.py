@@ -11,7 +11,7 @@ from __future__ import annotations
 import csv
 import hashlib
 import json
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta, timezone
 from importlib import resources
@@ -193,7 +193,7 @@ def shipped_datasets() -> list[FactorDataset]:
 def load_dataset(dataset_id: str, version: str | None = None) -> FactorDataset:
     """A shipped dataset by id, at ``version`` or its latest version.
 
-    >>> load_dataset("cn-mee-regional-co2", "2022").location_factors("Southwest", [0])[0]
+    >>> float(load_dataset("cn-mee-regional-co2", "2022").location_factors("Southwest", [0])[0])
     0.2268
     """
     return default_registry().get(dataset_id, version)
@@ -285,7 +285,8 @@ class FactorRegistry:
         """The known versions of a dataset, sorted."""
         return sorted(v for (i, v) in self._datasets if i == dataset_id)
 
-    def __iter__(self):
+    def __iter__(self) -> Iterator[FactorDataset]:
+        """Every registered dataset version."""
         return iter(self._datasets.values())
 
 
