@@ -5,8 +5,10 @@
   paho on the same session when it comes back;
 - last will: a retained `offline` status, so subscribers learn the gateway died even when it
   could not say so; a clean stop publishes the same retained `offline` itself;
-- TLS (`ca_file`, optional client certificate) and username / password (from a file, so the
-  secret is not in the site file) from the site's `broker:` section;
+- TLS (`ca_file`, optional client certificate `cert_file`/`key_file`) and username / password
+  (from a file, so the secret is not in the site file) from the site's `broker:` section; in
+  `username` and `password_file`, `{gateway}` stands for the gateway id, so one `broker:`
+  section serves a site whose gateways each have their own broker user (`tanji broker-config`);
 - reconnects forever in paho's network thread, with a backoff from 1 s to 60 s.
 
 paho calls back from its own thread; every callback is handed to the gateway's event loop
@@ -55,11 +57,11 @@ class Publisher:
         client.reconnect_delay_set(1, 60)
         client.will_set(self.status_topic, status_payload(site_id, gateway_id, "offline"), qos=1, retain=True)
         if broker.username:
-            client.username_pw_set(broker.username, _read_secret(broker.password_file))
+            password_file = broker.password_file.replace("{gateway}", gateway_id) if broker.password_file else None
+            client.username_pw_set(broker.username.replace("{gateway}", gateway_id), _read_secret(password_file))
         if broker.tls:
-            client.tls_set(ca_certs=broker.ca_file, certfile=getattr(broker, "cert_file", None),
-                           keyfile=getattr(broker, "key_file", None), cert_reqs=ssl.CERT_REQUIRED,
-                           tls_version=ssl.PROTOCOL_TLS_CLIENT)
+            client.tls_set(ca_certs=broker.ca_file, certfile=broker.cert_file, keyfile=broker.key_file,
+                           cert_reqs=ssl.CERT_REQUIRED, tls_version=ssl.PROTOCOL_TLS_CLIENT)
         client.on_connect = self._connected
         client.on_disconnect = self._disconnected
         client.on_publish = self._published

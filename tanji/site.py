@@ -33,6 +33,9 @@ class Broker:
     username: str | None = None
     password_file: str | None = None
     keepalive_s: int = 30
+    # Client certificate for brokers that authenticate gateways by TLS certificate.
+    cert_file: str | None = None
+    key_file: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -176,8 +179,15 @@ def _broker(section: Section | None) -> Broker:
         username=section.get("username", str, None),
         password_file=section.get("password_file", str, None),
         keepalive_s=section.integer("keepalive_s", 30, minimum=5),
+        cert_file=section.get("cert_file", str, None),
+        key_file=section.get("key_file", str, None),
     )
     section.reject_unknown()
+    if broker.cert_file and not broker.tls:
+        raise section.error("cert_file", "a client certificate needs TLS", "add tls: true")
+    if bool(broker.cert_file) != bool(broker.key_file):
+        raise section.error("cert_file" if broker.key_file else "key_file",
+                            "cert_file and key_file go together", "give both, or neither")
     return broker
 
 

@@ -107,7 +107,8 @@ def simulated_site(tmp_path: Path, broker_port: int, period_s: float = 0.1, **ga
 class Collector:
     """A QoS 1 subscriber with a persistent session: what accounting would receive."""
 
-    def __init__(self, host: str, port: int, topic: str = "tanji/v1/#") -> None:
+    def __init__(self, host: str, port: int, topic: str = "tanji/v1/#",
+                 setup: Callable[[mqtt.Client], None] | None = None) -> None:
         self.batches: list[dict[str, Any]] = []
         self.status: list[dict[str, Any]] = []
         self.lock = threading.Lock()
@@ -116,6 +117,8 @@ class Collector:
         self.client.reconnect_delay_set(0.2, 1)
         self.client.on_connect = lambda c, u, f, r, p: c.subscribe(topic, qos=1)
         self.client.on_message = self._message
+        if setup is not None:
+            setup(self.client)
         self.client.connect(host, port)
         self.client.loop_start()
 
@@ -156,11 +159,11 @@ class Collector:
 
 
 @pytest.fixture
-def collector_factory() -> Iterator[Callable[[str, int], Collector]]:
+def collector_factory() -> Iterator[Callable[..., Collector]]:
     made: list[Collector] = []
 
-    def make(host: str, port: int) -> Collector:
-        made.append(Collector(host, port))
+    def make(host: str, port: int, **kw: Any) -> Collector:
+        made.append(Collector(host, port, **kw))
         return made[-1]
     yield make
     for c in made:
