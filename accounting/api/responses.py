@@ -27,7 +27,8 @@ def plain(value: Any) -> Any:
     if isinstance(value, list | tuple | set | frozenset):
         return [plain(v) for v in value]
     if dataclasses.is_dataclass(value) and not isinstance(value, type):
-        return plain(dataclasses.asdict(value))
+        # Field by field, not dataclasses.asdict: that deep-copies, and fails on locks.
+        return {f.name: plain(getattr(value, f.name)) for f in dataclasses.fields(value)}
     if hasattr(value, "tolist"):  # numpy scalar or array
         return plain(value.tolist())
     return str(value)

@@ -45,10 +45,11 @@ except metadata.PackageNotFoundError:  # running from a source tree that was nev
 
 
 def stats_dict(svc: AccountingServiceLike) -> dict[str, Any]:
+    """The service's ingest counters as plain JSON (its own `to_dict()` when it has one: it locks)."""
     stats = getattr(svc, "stats", None)
     if stats is None:
         return {}
-    value = plain(stats)
+    value = plain(stats.to_dict() if hasattr(stats, "to_dict") else stats)
     return value if isinstance(value, dict) else {"value": value}
 
 

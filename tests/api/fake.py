@@ -31,6 +31,14 @@ class FakeStats:
     quarantined_by_reason: dict[str, int] = field(default_factory=dict)
     seq_gaps: dict[str, int] = field(default_factory=dict)
     last_message_ms: int | None = None
+    # Like the real IngestStats: a lock that must never reach the JSON encoder.
+    lock: threading.Lock = field(default_factory=threading.Lock, repr=False, compare=False)
+
+    def to_dict(self) -> dict[str, Any]:
+        with self.lock:
+            return {"received": self.received, "accepted": self.accepted, "duplicates": self.duplicates,
+                    "quarantined_by_reason": dict(self.quarantined_by_reason),
+                    "seq_gaps": dict(self.seq_gaps), "last_message_ms": self.last_message_ms}
 
 
 class FakeService:

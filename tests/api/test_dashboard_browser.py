@@ -1,48 +1,50 @@
-"""The dashboard in a real headless Chromium: it loads, goes live and its numbers change without reload.
+"""Against the running demo (`tanji demo`: simulated plant → gateway → MQTT → accounting → API).
 
-Runs against the real demo (`tanji demo`: simulated plant → gateway → MQTT → accounting →
-this API) when `tanji.demo` exists, otherwise against the in-process fake service ticking
-once a second. Either way the page must load nothing from another host: the content security
-policy would block it and Chromium would log the violation, which fails the test.
+- In a real headless Chromium the dashboard loads, goes live and its numbers change without a
+  reload. The page must load nothing from another host: the content security policy would
+  block it and Chromium would log the violation, which fails the test.
+- A PACT client pulls the demo's footprints with the credentials the demo announces, and every
+  ProductFootprint passes the v3 schema checks.
 """
 
 from __future__ import annotations
 
-import importlib.util
+import json
 import os
 import signal
 import subprocess
 import sys
-import threading
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
+import httpx
+import jsonschema
 import pytest
-import uvicorn
 from selenium.webdriver.common.by import By
 from selenium.webdriver.support.ui import WebDriverWait
 
-from accounting.api import create_app
 from tests.api.browser import chromium
-from tests.api.fake import FakeService
 from tests.services import free_port, wait_for_port
 
 REPO = Path(__file__).resolve().parents[2]
-DEMO_AVAILABLE = importlib.util.find_spec("tanji.demo") is not None
+PACT_SCHEMA = json.loads((Path(__file__).parent / "pact_v3_schema.json").read_text())
 LIVE_TIMEOUT_S = 90
 
 
-def _serve_demo(tmp_path: Path) -> Iterator[str]:
+@pytest.fixture(scope="module")
+def demo(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, Path]]:
+    """The demo on a free port for the module's tests: (base URL, its console log)."""
+    workdir = tmp_path_factory.mktemp("demo")
     port = free_port()
-    log = tmp_path / "demo.log"
+    log = workdir / "demo.log"
     with open(log, "wb") as out:
         proc = subprocess.Popen([sys.executable, "-m", "tanji", "demo", "--http-port", str(port),
-                                 "--duration", "240"], cwd=tmp_path, stdout=out, stderr=subprocess.STDOUT,
-                                start_new_session=True, env={**os.environ, "PYTHONPATH": str(REPO)})
+                                 "--duration", "300", "--workdir", str(workdir / "data")],
+                                cwd=workdir, stdout=out, stderr=subprocess.STDOUT, start_new_session=True,
+                                env={**os.environ, "PYTHONPATH": str(REPO)})
     try:
         wait_for_port(port, timeout_s=120)
-        yield f"http://127.0.0.1:{port}"
+        yield f"http://127.0.0.1:{port}", log
     finally:
         os.killpg(proc.pid, signal.SIGTERM)
         try:
@@ -52,51 +54,26 @@ def _serve_demo(tmp_path: Path) -> Iterator[str]:
             proc.wait()
 
 
-def _serve_fake() -> Iterator[str]:
-    service = FakeService()
-    port = free_port()
-    server = uvicorn.Server(uvicorn.Config(create_app(service), host="127.0.0.1", port=port,
-                                           log_level="warning"))
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    stop = threading.Event()
-
-    def tick() -> None:
-        while not stop.wait(1.0):
-            service.tick()
-
-    ticker = threading.Thread(target=tick, daemon=True)
-    ticker.start()
-    try:
-        wait_for_port(port)
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        stop.set()
-        server.should_exit = True
-        thread.join(10)
-        ticker.join(5)
-
-
-@pytest.fixture
-def base_url(tmp_path: Path) -> Iterator[str]:
-    yield from (_serve_demo(tmp_path) if DEMO_AVAILABLE else _serve_fake())
+def _texts(driver, selector: str) -> list[str]:
+    """Texts read in one script call: the page re-renders on every update, elements go stale."""
+    return driver.execute_script(
+        "return Array.from(document.querySelectorAll(arguments[0])).map(e => e.textContent);", selector)
 
 
 def _numbers(driver) -> list[str]:
-    return [e.text for e in driver.find_elements(
-        By.CSS_SELECTOR, "#products [data-testid=energy], #products [data-testid=loc-per-unit], "
-                         "#products [data-testid=units], #lines [data-testid=power]")]
+    return _texts(driver, "#products [data-testid=energy], #products [data-testid=loc-per-unit], "
+                          "#products [data-testid=units], #lines [data-testid=power]")
 
 
 @pytest.mark.browser
-def test_dashboard_goes_live_and_numbers_change(base_url: str) -> None:
+def test_dashboard_goes_live_and_numbers_change(demo: tuple[str, Path]) -> None:
+    base_url, _ = demo
     with chromium() as driver:
         driver.get(base_url + "/")
         wait = WebDriverWait(driver, LIVE_TIMEOUT_S, poll_frequency=0.5)
         wait.until(lambda d: d.find_element(By.ID, "conn").get_attribute("data-state") == "live")
-        # Products appear with a number once the plant has produced something.
-        wait.until(lambda d: any(e.text not in ("", "–") for e in d.find_elements(
-            By.CSS_SELECTOR, "#products [data-testid=loc-per-unit]")))
+        # Products show a number once the plant has produced something.
+        wait.until(lambda d: any(t not in ("", "–") for t in _texts(d, "#products [data-testid=loc-per-unit]")))
         driver.execute_script("window.__noReload = true;")
         before = _numbers(driver)
         wait.until(lambda d: _numbers(d) != before)
@@ -106,7 +83,24 @@ def test_dashboard_goes_live_and_numbers_change(base_url: str) -> None:
         for label in ("产品碳足迹", "Product carbon footprint", "基于市场", "market-based",
                       "电表状态与数据质量", "Meter status and data quality", "hourly CFE score"):
             assert label in page, label
-        assert driver.find_elements(By.CSS_SELECTOR, "#meters tr[data-meter]"), "no meter rows"
-        assert driver.find_elements(By.CSS_SELECTOR, "#chart-emissions rect"), "no emissions chart"
+        assert _texts(driver, "#meters tr[data-meter]"), "no meter rows"
+        assert _texts(driver, "#chart-emissions rect"), "no emissions chart"
         severe = [e for e in driver.get_log("browser") if e["level"] == "SEVERE"]
         assert not severe, severe
+
+
+def test_pact_client_pulls_valid_v3_footprints_from_the_demo(demo: tuple[str, Path]) -> None:
+    base_url, log = demo
+    assert "auth/token" in log.read_text(), "the demo must announce its PACT credentials"
+    with httpx.Client(base_url=base_url, timeout=30) as client:
+        token = client.post("/auth/token", data={"grant_type": "client_credentials"}, auth=("demo", "demo"))
+        assert token.status_code == 200, token.text
+        headers = {"Authorization": f"Bearer {token.json()['access_token']}"}
+        listed = client.get("/3/footprints", headers=headers)
+        assert listed.status_code == 200
+        data = listed.json()["data"]
+        assert data
+        for pf in data:
+            jsonschema.validate(pf, PACT_SCHEMA)
+        one = client.get(f"/3/footprints/{data[0]['id']}", headers=headers)
+        assert one.status_code == 200 and one.json()["data"]["id"] == data[0]["id"]
