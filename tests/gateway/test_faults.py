@@ -10,12 +10,14 @@ from __future__ import annotations
 import json
 import signal
 import sqlite3
+import subprocess
+import sys
 import time
 
 import pytest
 
 from gateway.service import GatewayService
-from tests.gateway.conftest import simulated_site
+from tests.gateway.conftest import REPO, simulated_site
 from tests.gateway.test_end_to_end import spool_keys
 
 PERIOD_S = 0.1
@@ -79,6 +81,18 @@ def test_sigkill_while_publishing_loses_nothing(tmp_path, mosquitto, plant_facto
     arrived_before = len(collector.batches)
     max_seq_before = max(b["seq"] for b in collector.batches)
     assert spooled, "the kill left readings in the spool"
+    # The broker published the last will: the retained status says offline.
+    collector.wait_for(lambda: collector.status and collector.status[-1]["state"] == "offline", 10)
+    # `tanji gateway status` works with the gateway down, from the spool and the status file.
+    status = subprocess.run([sys.executable, "-m", "tanji", "gateway", "status", "--config", str(site_file),
+                             "--spool", str(tmp_path / "spool.sqlite"), "--json"],
+                            capture_output=True, text=True, cwd=REPO, check=True)
+    health = json.loads(status.stdout)
+    assert health["spool_depth"] == len(spooled) and set(health["meters"]) == {"incomer", "line-a-meter", "plc-a"}
+    text = subprocess.run([sys.executable, "-m", "tanji", "gateway", "status", "--config", str(site_file),
+                           "--spool", str(tmp_path / "spool.sqlite")], capture_output=True, text=True, cwd=REPO,
+                          check=True).stdout
+    assert f"spool: {len(spooled)} readings waiting" in text and "plc-a" in text
 
     gw.start()
     collector.wait_for(lambda: spooled <= {(r["meter"], r["ts_ms"]) for r in collector.readings()}, 30)
