@@ -80,7 +80,8 @@ class AccountingService:
     Threading: `start()` / `stop()` are synchronous; ingest runs on a background thread
     ("accounting-ingest") next to paho's network thread. Query methods may be called from any
     thread (an engine lock serialises them with ingest). Listeners are called on the ingest
-    thread after each cycle with `{"type": "meters", "site": ..., "meters": [...]}` and, at
+    thread after each cycle with `{"type": "meters", "site": ..., "meters": [...]}` (the
+meters that cycle touched, as `meter_status` rows) and, at
     most every `footprint_interval_s`, `{"type": "footprints", "site": ..., "footprints": [...]}`;
     an asyncio consumer must hop threads with `loop.call_soon_threadsafe`.
 
@@ -238,19 +239,26 @@ class AccountingService:
                 delay = min(delay * 2, 10.0)
 
     def _cycle(self, messages: list[InboundMessage]) -> None:
+        t0 = time.perf_counter()
         admitted = self._admission.admit(messages)
+        t1 = time.perf_counter()
         inserted = self._store(admitted)
         for r in admitted.rows:
             self._dedup.add(r.site, r.meter, r.ts_ms)
+        t2 = time.perf_counter()
         by_site: dict[str, list[StoredReading]] = {}
         for r in admitted.rows:
             by_site.setdefault(r.site, []).append(r)
         with self._engine_lock:
             for site_id, rows in by_site.items():
                 self._feeds[site_id].feed(rows)
+        t3 = time.perf_counter()
         self._subscriber.ack(messages)
+        t4 = time.perf_counter()
+        touched: dict[str, set[str]] = {}
         for r in admitted.rows:
             self._meters[(r.site, r.meter)].update(r)
+            touched.setdefault(r.site, set()).add(r.meter)
         self._gateways.update(admitted.statuses)
         with self.stats.lock:
             s = self.stats
@@ -262,8 +270,15 @@ class AccountingService:
             s.seq_gaps = self._sequences.gaps()
             s.last_message_ms = max(m.received_ms for m in messages)
             s.cycles += 1
-        for site_id in by_site:
-            self._emit({"type": "meters", "site": site_id, "meters": self.meter_status(site_id)})
+        if self._listeners:
+            for site_id, meters in touched.items():
+                self._emit({"type": "meters", "site": site_id,
+                            "meters": [self._meter_row(m, self._meters[(site_id, m)]) for m in sorted(meters)]})
+        t5 = time.perf_counter()
+        with self.stats.lock:
+            for stage, seconds in (("admit", t1 - t0), ("store", t2 - t1), ("engine", t3 - t2),
+                                   ("ack", t4 - t3), ("notify", t5 - t4)):
+                self.stats.stage_s[stage] += seconds
 
     def _publish_footprints(self) -> None:
         self._last_footprints = time.monotonic()
@@ -308,11 +323,16 @@ class AccountingService:
         return out
 
     def meter_status(self, site_id: str | None = None) -> list[dict[str, Any]]:
-        """Per meter: id, site, gateway, role, last ts_ms / values / quality, readings, comm_errors."""
-        return [{"meter": meter, "site": st.site, "gateway": st.gateway, "role": st.role,
-                 "last_ts_ms": st.last_ts_ms, "last_values": st.last_values, "last_quality": st.last_quality,
-                 "readings": st.readings, "comm_errors": st.comm_errors}
+        """Per meter: id, site, gateway, role, last ts_ms / values / quality, and since this process
+        started: readings, comm_errors."""
+        return [self._meter_row(meter, st)
                 for (sid, meter), st in list(self._meters.items()) if site_id is None or sid == site_id]
+
+    @staticmethod
+    def _meter_row(meter: str, st: _MeterState) -> dict[str, Any]:
+        return {"meter": meter, "site": st.site, "gateway": st.gateway, "role": st.role,
+                "last_ts_ms": st.last_ts_ms, "last_values": st.last_values, "last_quality": st.last_quality,
+                "readings": st.readings, "comm_errors": st.comm_errors}
 
     def gateway_status(self) -> list[dict[str, Any]]:
         """Per configured gateway: its retained status message (None until one arrives) and missing batches."""

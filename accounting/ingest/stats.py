@@ -15,7 +15,8 @@ class IngestStats:
     `received` counts MQTT readings messages; `accepted` readings stored for the first time;
     `duplicates` readings dropped as already seen; `quarantined_by_reason` rejected messages per
     reason code; `seq_gaps` missing batches per gateway; `last_message_ms` the receive time of
-    the newest message.
+    the newest message; `stage_s` seconds spent per cycle stage (admit, store, engine, ack,
+    notify), which names the bottleneck.
     """
 
     received: int = 0
@@ -25,6 +26,7 @@ class IngestStats:
     seq_gaps: dict[str, int] = field(default_factory=dict)
     last_message_ms: int | None = None
     cycles: int = 0
+    stage_s: Counter[str] = field(default_factory=Counter)
     lock: threading.Lock = field(default_factory=threading.Lock, repr=False, compare=False)
 
     @property
@@ -37,4 +39,4 @@ class IngestStats:
                     "quarantined": self.quarantined,
                     "quarantined_by_reason": dict(self.quarantined_by_reason),
                     "seq_gaps": dict(self.seq_gaps), "last_message_ms": self.last_message_ms,
-                    "cycles": self.cycles}
+                    "cycles": self.cycles, "stage_s": dict(self.stage_s)}
