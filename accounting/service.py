@@ -95,7 +95,7 @@ meters that cycle touched, as `meter_status` rows) and, at
                  cycle_max_messages: int = 500, cycle_wait_s: float = 0.02,
                  footprint_interval_s: float = 1.0, dedup_window: int = 4096,
                  checkpoints: CheckpointStore | None = None, checkpoint_interval_s: float = 60.0,
-                 replay_margin_ms: int = 3_600_000) -> None:
+                 replay_margin_ms: int = 3_600_000, footprint_store_interval_s: float = 60.0) -> None:
         self.sites: dict[str, Site] = {s.id: s for s in sites}
         self.store = store
         self.stats = IngestStats()
@@ -124,6 +124,8 @@ meters that cycle touched, as `meter_status` rows) and, at
         self.checkpoint_interval_s = checkpoint_interval_s
         self.replay_margin_ms = replay_margin_ms
         self._last_checkpoint = time.monotonic()
+        self.footprint_store_interval_s = footprint_store_interval_s
+        self._last_footprint_store = time.monotonic()
 
     # -- lifecycle ------------------------------------------------------------------------
 
@@ -221,6 +223,8 @@ meters that cycle touched, as `meter_status` rows) and, at
                 self._cycle(batch)
             if time.monotonic() - self._last_footprints >= self.footprint_interval_s and self._listeners:
                 self._publish_footprints()
+            if time.monotonic() - self._last_footprint_store >= self.footprint_store_interval_s:
+                self.store_footprints()
             if time.monotonic() - self._last_checkpoint >= self.checkpoint_interval_s:
                 self.checkpoint()
 
@@ -279,6 +283,16 @@ meters that cycle touched, as `meter_status` rows) and, at
             for stage, seconds in (("admit", t1 - t0), ("store", t2 - t1), ("engine", t3 - t2),
                                    ("ack", t4 - t3), ("notify", t5 - t4)):
                 self.stats.stage_s[stage] += seconds
+
+    def store_footprints(self) -> None:
+        """Write the open hour's (provisional) footprints to the store, for Grafana and history."""
+        self._last_footprint_store = time.monotonic()
+        now_ms = int(time.time() * 1000)
+        start = now_ms - now_ms % 3_600_000
+        for site_id in self.sites:
+            fps = self.footprints(site_id, start_ms=start, end_ms=start + 3_600_000)
+            if fps:
+                self.store.write_footprints(site_id, start, start + 3_600_000, now_ms, fps)
 
     def _publish_footprints(self) -> None:
         self._last_footprints = time.monotonic()

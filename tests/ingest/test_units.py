@@ -93,3 +93,20 @@ def test_influx_store_replay_is_exactly_once(cq_site, influx, tmp_path):
     assert store.recent_timestamps(cq_site.id, "incomer", 3) == [t0 + 7000, t0 + 8000, t0 + 9000]
     assert set(store.latest(cq_site.id)) == {m.id for m in cq_site.meters}
     store.close()
+
+
+def test_live_footprints_are_stored_for_the_open_hour(cq_site, tmp_path):
+    from accounting.service import AccountingService
+
+    t0 = hour_start(int(time.time() * 1000))
+    batches = plant_batches(cq_site, start_ms=t0, step_ms=1000, polls=10)
+    store = SqliteStore(tmp_path / "s.sqlite")
+    service = AccountingService([cq_site], store, broker_port=1)  # never started: no broker needed
+    service._rebuild(cq_site)
+    service._cycle([_msg(b.topic, b.payload) for b in batches])
+    service.store_footprints()
+    stored = store.read_footprints(cq_site.id, t0, t0 + HOUR_MS)
+    assert {f["product_id"] for f in stored} == {"pack-48v-100ah", "ess-5kwh"}
+    live = service.footprints(cq_site.id, start_ms=t0, end_ms=t0 + HOUR_MS)
+    assert sorted(stored, key=lambda f: f["product_id"]) == sorted(live, key=lambda f: f["product_id"])
+    store.close()
