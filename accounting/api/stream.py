@@ -89,13 +89,16 @@ class StreamHub:
             await self._wake.wait()
             self._wake.clear()
             pending, self._pending = self._pending, {}
-            for kind, stamp in pending.items():
-                if not self._clients:
-                    continue
-                text = await anyio.to_thread.run_sync(self.message, kind, stamp)
-                for queue in list(self._clients):
-                    _offer(queue, text)
+            if self._clients:
+                # Kinds are built side by side: a quick meters update never waits behind the
+                # heavier footprint computation.
+                await asyncio.gather(*(self._broadcast(kind, stamp) for kind, stamp in pending.items()))
             await asyncio.sleep(self.min_interval_s)
+
+    async def _broadcast(self, kind: str, stamp: int) -> None:
+        text = await anyio.to_thread.run_sync(self.message, kind, stamp)
+        for queue in list(self._clients):
+            _offer(queue, text)
 
     def message(self, kind: str, event_ms: int | None = None) -> str:
         """One message of `kind`, encoded once for every client."""
