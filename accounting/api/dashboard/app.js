@@ -8,7 +8,7 @@ const SVGNS = "http://www.w3.org/2000/svg";
 const HISTORY = 180;         // sparkline points kept per product
 const POLL_MS = 5000;        // polling period while the stream is down
 const state = { sites: [], products: {}, footprints: [], meters: [], gateways: [], series: {},
-                stats: {}, history: {}, lastUpdate: 0, ws: null, pollTimer: null };
+                stats: {}, certificates: null, history: {}, lastUpdate: 0, ws: null, pollTimer: null };
 
 const $ = (id) => document.getElementById(id);
 const pick = (o, ...keys) => { for (const k of keys) if (o && o[k] !== undefined && o[k] !== null) return o[k]; return null; };
@@ -48,8 +48,10 @@ async function getJSON(path) {
 
 // ---------- snapshot ----------
 async function loadSnapshot() {
-  const [sites, fps, meters, health] = await Promise.all([
-    getJSON(API + "/sites"), getJSON(API + "/footprints"), getJSON(API + "/meters"), getJSON(API + "/health")]);
+  const [sites, fps, meters, health, certs] = await Promise.all([
+    getJSON(API + "/sites"), getJSON(API + "/footprints"), getJSON(API + "/meters"), getJSON(API + "/health"),
+    getJSON(API + "/certificates").catch(() => null)]);
+  state.certificates = certs;
   state.sites = sites;
   state.products = {};
   for (const s of sites) for (const p of s.products) state.products[s.id + "/" + p.id] = p;
@@ -238,6 +240,8 @@ function renderCoverage() {
   const cfe = hours.reduce((a, h) => a + (h.cons > 0 ? Math.min(1, h.cov / h.cons) * h.cons : 0), 0);
   $("renewable").textContent = cons > 0 ? pct(cov / cons) : "–";
   $("cfe").textContent = cons > 0 ? pct(cfe / cons) : "–";
+  // One GEC certifies 1 MWh.
+  $("certs").textContent = state.certificates ? state.certificates.length + " MWh" : "–";
   bars($("chart-cfe"), hours, [(h) => (h.cons > 0 ? Math.min(1, h.cov / h.cons) : 0)], ["cfe"], 1);
 }
 
