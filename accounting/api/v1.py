@@ -117,7 +117,7 @@ def select_footprints(svc: AccountingServiceLike, site: str | None = None, produ
     """Footprints per (site, product) for a window; shared by REST, the stream and the reports."""
     chosen = selected_sites(svc, site)
     _check_product(chosen, product)
-    label = window or ("period" if end else "live")
+    label = window or ("period" if end else "day" if start else "live")
     out: list[dict[str, Any]] = []
     for s in chosen:
         if product is not None and not any(p.id == product for p in s.products):
