@@ -34,6 +34,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--broker", metavar="HOST:PORT", help="MQTT broker (default: the first site file's broker)")
     parser.add_argument("--embedded-broker", action="store_true",
                         help="run an in-process MQTT broker (amqtt) on --broker's address")
+    parser.add_argument("--broker-username", metavar="NAME",
+                        help="MQTT user of this accounting instance (see `tanji broker-config`)")
+    parser.add_argument("--broker-password-file", metavar="FILE",
+                        help="file holding that user's password (the password never goes on the command line)")
+    parser.add_argument("--broker-tls", action="store_true", help="connect to the broker over TLS")
+    parser.add_argument("--broker-ca-file", metavar="FILE", help="CA certificate that signed the broker's certificate")
     parser.add_argument("--client-id", help="MQTT client id; keep it stable so the broker keeps the session")
     parser.add_argument("--share-group", metavar="NAME", help="MQTT shared-subscription group (several instances)")
     parser.add_argument("--store", default="sqlite:tanji.sqlite", metavar="sqlite:PATH|influx",
@@ -75,6 +81,14 @@ def _store(args: argparse.Namespace) -> tuple[ReadingStore, Path]:
     raise ConfigError("--store", None, "", f"unknown store {args.store!r}", "use sqlite:PATH or influx")
 
 
+def _read_secret(path: str) -> str:
+    try:
+        return Path(path).read_text(encoding="utf-8").strip()
+    except OSError as exc:
+        raise ConfigError(path, None, "", f"cannot read the broker password file: {exc.strerror}",
+                          "check --broker-password-file and that this user may read it") from None
+
+
 def run(args: argparse.Namespace) -> int:
     sites = [load_site(path) for path in args.config]
     host, port = _broker(args, sites[0].broker.host, sites[0].broker.port)
@@ -83,7 +97,10 @@ def run(args: argparse.Namespace) -> int:
         broker.start()
     store, state_dir = _store(args)
     state_dir.mkdir(parents=True, exist_ok=True)
+    password = _read_secret(args.broker_password_file) if args.broker_password_file else None
     service = AccountingService(sites, store, broker_host=host, broker_port=port, client_id=args.client_id,
+                                username=args.broker_username, password=password,
+                                tls=args.broker_tls, ca_file=args.broker_ca_file,
                                 share_group=args.share_group,
                                 checkpoints=CheckpointStore(state_dir / "checkpoints.sqlite"),
                                 checkpoint_interval_s=args.checkpoint_interval)

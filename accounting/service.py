@@ -44,7 +44,9 @@ from tanji.site import Site
 
 log = logging.getLogger(__name__)
 
-DEFAULT_DATASET = "cn-mee-regional-co2"
+# Product footprints (GB/T 24067 / ISO 14067) need the lifecycle basis: upstream fuel supply and
+# grid losses included (ACCOUNTING.md §3). The MEE CO2-only factors are for Scope 2 reporting.
+DEFAULT_DATASET = "cn-electricity-carbon-footprint"
 Listener = Callable[[dict[str, Any]], None]
 
 
@@ -68,7 +70,7 @@ class _MeterState:
 
 
 def dataset_for(site: Site) -> FactorDataset:
-    """The site's factor dataset (`factor_dataset: id` or `id@version`), else the MEE regional CO2 factors."""
+    """The site's factor dataset (`factor_dataset: id` or `id@version`), else China's electricity carbon footprint factor."""
     spec = site.factor_dataset or DEFAULT_DATASET
     dataset_id, _, version = spec.partition("@")
     return load_dataset(dataset_id, version or None)
@@ -92,6 +94,7 @@ meters that cycle touched, as `meter_status` rows) and, at
     def __init__(self, sites: Iterable[Site], store: ReadingStore, *, broker_host: str = "127.0.0.1",
                  broker_port: int = 1883, client_id: str | None = None, share_group: str | None = None,
                  username: str | None = None, password: str | None = None,
+                 tls: bool = False, ca_file: str | None = None,
                  cycle_max_messages: int = 500, cycle_wait_s: float = 0.02,
                  footprint_interval_s: float = 1.0, dedup_window: int = 4096,
                  checkpoints: CheckpointStore | None = None, checkpoint_interval_s: float = 60.0,
@@ -116,7 +119,7 @@ meters that cycle touched, as `meter_status` rows) and, at
         self._listeners: list[Listener] = []
         self._subscriber = MqttSubscriber(broker_host, broker_port, self.client_id,
                                           subscriptions(sorted(self.sites), share_group),
-                                          username=username, password=password)
+                                          username=username, password=password, tls=tls, ca_file=ca_file)
         self._stopping = threading.Event()
         self._thread: threading.Thread | None = None
         self._last_footprints = 0.0

@@ -23,6 +23,7 @@ from accounting.topology import (
     Product,
     SiteTopology,
 )
+from tanji.profile import Register
 from tanji.site import CostCentre as SiteCostCentre
 from tanji.site import Meter as SiteMeter
 from tanji.site import Site
@@ -37,7 +38,8 @@ def _meter(m: SiteMeter) -> Meter:
     else:
         channels = [c for c in channels if c not in ("units_total", BATCH_ID)]
         counter = "energy_import_kwh"
-    rollover = next((r.rollover for r in m.profile.registers if r.name == counter and r.rollover), 0.0)
+    rollover = next((_rollover_in_channel_units(m, r) for r in m.profile.registers
+                     if r.name == counter and r.rollover), 0.0)
     max_power = m.plausible_max_power_kw() if m.role != "production_counter" else (m.max_power_kw or 0.0)
     return Meter(
         meter_id=m.id,
@@ -49,6 +51,12 @@ def _meter(m: SiteMeter) -> Meter:
         accuracy_class_pct=m.profile.accuracy_pct,
         poll_period_s=m.poll_period_s,
     )
+
+
+def _rollover_in_channel_units(m: SiteMeter, r: Register) -> float:
+    """A profile's rollover is a raw register value; the engine sees scaled, ratio-applied kWh (or units)."""
+    ratio = {"none": 1.0, "ct": m.ct_ratio, "vt": m.vt_ratio, "ctvt": m.ct_ratio * m.vt_ratio}[r.apply_ratio]
+    return float(r.rollover or 0.0) * r.scale * ratio
 
 
 def _cost_centre(c: SiteCostCentre, production: list[SiteCostCentre]) -> CostCentre:
@@ -96,4 +104,7 @@ def site_topology(site: Site) -> SiteTopology:
         products=tuple(products),
         matching_mode=site.matching_mode,  # type: ignore[arg-type]
         utc_offset_minutes=_utc_offset_minutes(site.timezone),
+        remainder_key=site.remainder_key,  # type: ignore[arg-type]  # validated by tanji.site
+        remainder_shares=dict(site.remainder_shares),
+        remainder_key_uncertainty_pct=site.remainder_key_uncertainty_pct,
     )

@@ -19,6 +19,7 @@ ROLES = ("grid_import", "pv", "submeter", "production_counter")
 CENTRE_KINDS = ("production", "utility")
 ALLOCATION_KEYS = ("units", "mass", "machine_hours", "floor_area", "fixed", "standard_time")
 MATCHING_MODES = ("annual", "monthly", "hourly")
+REMAINDER_KEYS = ("energy", "units", "fixed")
 TRANSPORTS = ("tcp", "rtu")
 _ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 _ID_FIX = "use letters, digits, '-', '_' or '.', at most 64 characters (it becomes an MQTT topic level)"
@@ -130,6 +131,9 @@ class Site:
     cost_centres: tuple[CostCentre, ...]
     products: tuple[Product, ...]
     file: str
+    remainder_key: str = "energy"
+    remainder_shares: dict[str, float] = field(default_factory=dict)
+    remainder_key_uncertainty_pct: float = 0.0
 
     @property
     def meters(self) -> tuple[Meter, ...]:
@@ -264,16 +268,18 @@ def _gateway(section: Section, profiles: dict[str, MeterProfile]) -> Gateway:
     return gateway
 
 
+def _shares(section: Section | None) -> dict[str, float]:
+    return {k: float(section.number(k, minimum=0)) for k in section} if section is not None else {}
+
+
 def _cost_centre(section: Section) -> CostCentre:
-    shares_section = section.section("fixed_shares", None)
     centre = CostCentre(
         id=_check_id(section, "id"),
         kind=section.choice("kind", CENTRE_KINDS),
         name=section.get("name", str, ""),
         allocation_key=section.choice("allocation_key", ALLOCATION_KEYS, "units"),
         key_uncertainty_pct=section.number("key_uncertainty_pct", 0.0, minimum=0),
-        fixed_shares={k: float(shares_section.number(k, minimum=0)) for k in shares_section}
-        if shares_section is not None else {},
+        fixed_shares=_shares(section.section("fixed_shares", None)),
         floor_area_m2=section.number("floor_area_m2", None, positive=True),
     )
     section.reject_unknown()
@@ -323,6 +329,9 @@ def parse_site(root: Section, profiles: dict[str, MeterProfile] | None = None) -
         cost_centres=centres,
         products=products,
         file=root.file,
+        remainder_key=site_section.choice("remainder_key", REMAINDER_KEYS, "energy"),
+        remainder_shares=_shares(site_section.section("remainder_shares", None)),
+        remainder_key_uncertainty_pct=site_section.number("remainder_key_uncertainty_pct", 0.0, minimum=0),
     )
     site_section.reject_unknown()
     root.reject_unknown(("site", "broker", "gateways", "cost_centres", "products", "simulation"))
@@ -354,6 +363,16 @@ def _check_references(root: Section, site: Site, product_sections: list[Section]
         if product.counter_channel not in {r.name for r in counter.profile.registers}:
             raise section.error("counter", f"meter {counter.id} ({counter.profile.model}) has no "
                                 f"{product.counter_channel!r}", "use a register its profile maps, e.g. units_total")
+    metered_lines = {m.cost_centre for m in site.meters if m.role == "submeter"}
+    production = [c.id for c in site.cost_centres if c.kind == "production"]
+    site_section = root.section("site")
+    if site.remainder_key == "energy" and production and not metered_lines & set(production):
+        raise site_section.error("remainder_key", "the unmetered remainder is shared by the lines' metered "
+                                 "energy, but no production line has a submeter",
+                                 "set remainder_key: units (or fixed with remainder_shares), or add a submeter")
+    if site.remainder_key == "fixed" and set(site.remainder_shares) != set(production):
+        raise site_section.error("remainder_shares", "fixed remainder shares must name every production line",
+                                 f"give a share for each of: {', '.join(production)}")
     if not any(m.role == "grid_import" for m in site.meters):
         raise root.error("gateways", "the site has no grid_import meter (the incomer)",
                          "give the meter on the grid connection role: grid_import")

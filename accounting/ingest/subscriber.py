@@ -52,7 +52,7 @@ class MqttSubscriber:
 
     def __init__(self, host: str, port: int, client_id: str, topics: list[str], *,
                  username: str | None = None, password: str | None = None, keepalive_s: int = 30,
-                 inbox_size: int = 100_000) -> None:
+                 inbox_size: int = 100_000, tls: bool = False, ca_file: str | None = None) -> None:
         self.host = host
         self.port = port
         self.topics = topics
@@ -64,6 +64,8 @@ class MqttSubscriber:
                                    protocol=mqtt.MQTTv311, manual_ack=True)
         if username:
             self._client.username_pw_set(username, password)
+        if tls or ca_file:
+            self._client.tls_set(ca_certs=ca_file)
         self._client.max_inflight_messages_set(1000)
         self._client.reconnect_delay_set(0.2, 5)
         self._client.on_connect = self._on_connect

@@ -15,16 +15,18 @@ SITE = (REPO / "tests" / "core" / "testcases" / "minimal-site.yaml").read_text()
 
 # (replace this, with that) → error expected: line, key, words in the problem, words in the fix
 CASES = [
-    ("poll_period_s: 1", "pol_period_s: 1", 13, "gateways[0].meters[0].pol_period_s", "unknown key", "poll_period_s"),
-    ("profile: eastron-sdm630", "profile: eastron-sdm63", 13, "gateways[0].meters[0].profile", "no meter profile", "eastron-sdm630"),
-    ("ct_ratio: 40", "ct_ratio: -40", 13, "gateways[0].meters[0].ct_ratio", "must be > 0", "positive"),
-    ("role: grid_import", "role: grid-import", 13, "gateways[0].meters[0].role", "unknown value", "grid_import"),
+    ("poll_period_s: 1", "pol_period_s: 1", 14, "gateways[0].meters[0].pol_period_s", "unknown key", "poll_period_s"),
+    ("profile: eastron-sdm630", "profile: eastron-sdm63", 14, "gateways[0].meters[0].profile", "no meter profile", "eastron-sdm630"),
+    ("ct_ratio: 40", "ct_ratio: -40", 14, "gateways[0].meters[0].ct_ratio", "must be > 0", "positive"),
+    ("role: grid_import", "role: grid-import", 14, "gateways[0].meters[0].role", "unknown value", "grid_import"),
     ("  id: e2e-site", "  id: e2e site", 2, "site.id", "not a valid id", "letters, digits"),
-    ("cost_centre: line, profile: generic", "cost_centre: nowhere, profile: generic", 14,
+    ("cost_centre: line, profile: generic", "cost_centre: nowhere, profile: generic", 15,
      "gateways[0].meters[1].cost_centre", "no cost centre", "cost_centres"),
-    ("port: 1883", "port: 'x'", 8, "broker.port", "expected integer", "integer"),
+    ("port: 1883", "port: 'x'", 9, "broker.port", "expected integer", "integer"),
     ("matching_mode: annual", "matching_mode: yearly", 5, "site.matching_mode", "unknown value", "annual"),
-    ("channel: units_total", "channel: units", 20, "products[0].counter", "has no 'units'", "units_total"),
+    ("remainder_key: units", "remainder_key: energy", 7, "site.remainder_key", "no production line has a submeter",
+     "remainder_key: units"),
+    ("channel: units_total", "channel: units", 21, "products[0].counter", "has no 'units'", "units_total"),
 ]
 
 
