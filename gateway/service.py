@@ -33,6 +33,7 @@ import contextlib
 import json
 import logging
 import os
+import sqlite3
 import threading
 import time
 from collections import deque
@@ -49,6 +50,8 @@ log = logging.getLogger("tanji.gateway")
 # Readings taken up to this long before the connection came up are live, not backlog (at
 # start-up the first polls beat the first CONNACK by a few milliseconds).
 BACKLOG_GRACE_MS = 1000
+# Readings kept in memory while the spool cannot be written (about 20 MB of SDM630 readings).
+MAX_UNSPOOLED = 50_000
 
 
 def encode_batch_body(site: str, gateway: str, seq: int, readings_json: str, *, backlog: bool,
@@ -92,7 +95,10 @@ class GatewayService:
         self.started_ms = now_ms()
         self.published_batches = 0
         self.acked_readings = 0
+        self.spool_errors = 0
+        self.unspooled_dropped = 0
         self._pending: list[Reading] = []
+        self._retry_scheduled = False
         self._inflight: dict[int, Batch] = {}
         self._held: dict[int, Batch] = {}
         self._held_since = 0.0
@@ -138,8 +144,9 @@ class GatewayService:
                 t.cancel()
             await asyncio.gather(*tasks, return_exceptions=True)
             self._flush()
-            self.publisher.stop(self.health())
-            self._write_status_file()
+            health = self.health()
+            self.publisher.stop(health)
+            self._write_status_file(health)
             self.spool.close()
             log.info("gateway %s stopped", self.gateway.id)
 
@@ -172,15 +179,42 @@ class GatewayService:
         self._pending.append(reading)
 
     def _flush(self) -> None:
-        """Commit the readings of this event-loop turn (the spool write precedes any publish)."""
-        if self._pending and self.spool is not None:
-            pending, self._pending = self._pending, []
-            self.spool.add(pending)
+        """Commit the readings of this event-loop turn (the spool write precedes any publish).
+
+        If the disk refuses the write (full, read-only after an SD card error), the readings stay
+        in memory, at most MAX_UNSPOOLED of them, and the write is retried on the next turn:
+        a short disk hiccup loses nothing, a dead disk cannot exhaust the memory.
+        """
+        if not self._pending or self.spool is None:
+            return
+        try:
+            self.spool.add(self._pending)
+        except sqlite3.Error as exc:
+            self.spool_errors += 1
+            excess = len(self._pending) - MAX_UNSPOOLED
+            if excess > 0:
+                del self._pending[:excess]
+                self.unspooled_dropped += excess
+            if self.spool_errors == 1 or self.spool_errors % 100 == 0:
+                log.error("cannot write the spool %s (%s); %d readings held in memory", self.spool_path, exc,
+                          len(self._pending))
+            if not self._retry_scheduled:
+                self._retry_scheduled = True
+                asyncio.get_running_loop().call_later(0.5, self._retry_flush)
+            return
+        self._pending = []
+
+    def _retry_flush(self) -> None:
+        self._retry_scheduled = False
+        self._flush()
 
     # -- publishing --------------------------------------------------------------------------
 
     def _on_connect(self) -> None:
         self._connected_since_ms = now_ms()
+        assert self.publisher is not None
+        # Replace the retained `offline` (last will, or a clean stop) at once, not at the next report.
+        self.publisher.publish_status(status_payload(self.site.id, self.gateway.id, "online", **self.health()))
         if self._inflight:
             # paho resends these on the persistent session; hold new batches until they are acked.
             self._held = dict(self._inflight)
@@ -196,7 +230,11 @@ class GatewayService:
             return
         self._held.pop(mid, None)
         assert self.spool is not None
-        self.spool.ack(batch.seq)
+        try:
+            self.spool.ack(batch.seq)
+        except sqlite3.Error as exc:
+            # The broker has it; the row stays and is replayed after a restart (a harmless duplicate).
+            log.error("cannot delete acknowledged batch %d from the spool: %s", batch.seq, exc)
         self.acked_readings += batch.n
         self._wake.set()
 
@@ -235,7 +273,10 @@ class GatewayService:
 
     async def _publish_loop(self) -> None:
         while True:
-            self._fill_window()
+            try:
+                self._fill_window()
+            except sqlite3.Error as exc:
+                log.error("cannot form a batch from the spool %s: %s; retrying", self.spool_path, exc)
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), self.gateway.publish_interval_s)
             self._wake.clear()
@@ -253,30 +294,40 @@ class GatewayService:
             "published_batches": self.published_batches,
             "acked_readings": self.acked_readings,
             "inflight_batches": len(self._inflight),
+            "spool_write_errors": self.spool_errors,
+            "unspooled_dropped": self.unspooled_dropped,
         }
         if self.spool is not None:
             out.update(self.spool.stats())
         out["meters"] = meters
         return out
 
-    def _write_status_file(self) -> None:
+    def _write_status_file(self, health: dict[str, Any]) -> None:
+        """Atomically replace `<spool>.status.json` (read by `tanji gateway status`)."""
         path = status_file(self.spool_path)
-        body = {"site": self.site.id, "gateway": self.gateway.id, "pid": os.getpid(), "ts_ms": now_ms(),
-                **self.health()}
+        body = {"site": self.site.id, "gateway": self.gateway.id, "pid": os.getpid(), "ts_ms": now_ms(), **health}
         tmp = path.with_suffix(".tmp")
-        tmp.write_text(json.dumps(body, indent=1))
-        tmp.replace(path)
+        try:
+            tmp.write_text(json.dumps(body, indent=1))
+            tmp.replace(path)
+        except OSError as exc:
+            log.error("cannot write %s: %s", path, exc)
 
     async def _status_loop(self) -> None:
         while True:
             assert self.spool is not None and self.publisher is not None
-            self.spool.check_size()
-            health = self.health()
+            try:
+                self.spool.check_size()
+                health = self.health()
+            except sqlite3.Error as exc:
+                log.error("cannot read the spool %s: %s", self.spool_path, exc)
+                await asyncio.sleep(self.status_interval_s)
+                continue
             if self.publisher.connected:
                 self.publisher.publish_status(status_payload(self.site.id, self.gateway.id, "online", **health))
             if self.spool.alarm:
                 log.warning("spool %s is %d%% full (%d readings waiting)", self.spool_path,
                             100 * health["spool_bytes"] // max(health["spool_max_bytes"] or 1, 1),
                             health["spool_depth"])
-            self._write_status_file()
+            self._write_status_file(health)
             await asyncio.sleep(self.status_interval_s)

@@ -26,10 +26,11 @@ the energy between two kept readings is their difference. Every dropped reading 
 
 from __future__ import annotations
 
+import contextlib
 import json
 import sqlite3
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -103,6 +104,17 @@ class Spool:
     def close(self) -> None:
         self.db.close()
 
+    @contextlib.contextmanager
+    def _transaction(self) -> Iterator[None]:
+        """BEGIN … COMMIT, rolled back on any error so the connection stays usable (disk full)."""
+        self.db.execute("BEGIN")
+        try:
+            yield
+            self.db.execute("COMMIT")
+        except BaseException:
+            self.db.execute("ROLLBACK")
+            raise
+
     # -- writing -----------------------------------------------------------------------------
 
     def add(self, readings: Sequence[Reading]) -> None:
@@ -110,9 +122,8 @@ class Spool:
         if not readings:
             return
         rows = [(r.meter, r.ts_ms, int(not _COUNTERS.isdisjoint(r.values)), reading_json(r)) for r in readings]
-        self.db.execute("BEGIN")
-        self.db.executemany("INSERT INTO reading(meter, ts_ms, has_counter, body) VALUES (?, ?, ?, ?)", rows)
-        self.db.execute("COMMIT")
+        with self._transaction():
+            self.db.executemany("INSERT INTO reading(meter, ts_ms, has_counter, body) VALUES (?, ?, ?, ?)", rows)
         self.queued += len(rows)
         self._since_size_check += len(rows)
         if self.max_bytes is not None and self._since_size_check >= 256:
@@ -125,12 +136,11 @@ class Spool:
             return None
         seq = self.next_seq
         batch = Batch(seq, len(rows), min(r[1] for r in rows), "[" + ",".join(r[2] for r in rows) + "]")
-        self.db.execute("BEGIN")
-        self.db.execute("INSERT INTO batch(seq, n, oldest_ts_ms, body) VALUES (?, ?, ?, ?)",
-                        (batch.seq, batch.n, batch.oldest_ts_ms, batch.body))
-        self.db.execute("DELETE FROM reading WHERE id <= ?", (rows[-1][0],))
-        self._set_meta("next_seq", seq + 1)
-        self.db.execute("COMMIT")
+        with self._transaction():
+            self.db.execute("INSERT INTO batch(seq, n, oldest_ts_ms, body) VALUES (?, ?, ?, ?)",
+                            (batch.seq, batch.n, batch.oldest_ts_ms, batch.body))
+            self.db.execute("DELETE FROM reading WHERE id <= ?", (rows[-1][0],))
+            self._set_meta("next_seq", seq + 1)
         self.next_seq = seq + 1
         self.queued -= batch.n
         self.batched += batch.n
@@ -155,9 +165,12 @@ class Spool:
         return self.queued + self.batched
 
     def oldest_ts_ms(self) -> int | None:
-        row = self.db.execute("SELECT MIN(t) FROM (SELECT MIN(oldest_ts_ms) AS t FROM batch "
-                              "UNION ALL SELECT MIN(ts_ms) FROM reading)").fetchone()
-        return row[0]
+        """Timestamp of the oldest unacknowledged reading (by rowid: no scan of a big backlog)."""
+        batch = self.db.execute("SELECT oldest_ts_ms FROM batch ORDER BY seq LIMIT 1").fetchone()
+        if batch is not None:
+            return batch[0]
+        row = self.db.execute("SELECT ts_ms FROM reading ORDER BY id LIMIT 1").fetchone()
+        return row[0] if row else None
 
     def used_bytes(self) -> int:
         pages = self.db.execute("PRAGMA page_count").fetchone()[0]
@@ -177,7 +190,13 @@ class Spool:
         target = used - int(self.max_bytes * 0.9)
         per_row = max(used // max(self.depth, 1), 1)
         want = max(target // per_row, 1)
-        self.db.execute("BEGIN")
+        with self._transaction():
+            dropped = self._make_room(want)
+        self.dropped += dropped
+        self.queued -= dropped
+
+    def _make_room(self, want: int) -> int:
+        """Delete `want` readings by the declared policy (gauges first, then thin counters)."""
         dropped = self.db.execute(
             "DELETE FROM reading WHERE id IN (SELECT id FROM reading WHERE has_counter = 0 ORDER BY id LIMIT ?)",
             (want,)).rowcount
@@ -187,10 +206,8 @@ class Spool:
                 "DELETE FROM reading WHERE id IN (SELECT id FROM (SELECT id, row_number() OVER "
                 "(PARTITION BY meter ORDER BY id) AS k FROM (SELECT id, meter FROM reading ORDER BY id LIMIT ?)) "
                 "WHERE k % 2 = 0)", (oldest_half,)).rowcount
-        self.dropped += dropped
-        self._set_meta("dropped", self.dropped)
-        self.db.execute("COMMIT")
-        self.queued -= dropped
+        self._set_meta("dropped", self.dropped + dropped)
+        return dropped
 
     def stats(self) -> dict[str, int | bool | None]:
         oldest = self.oldest_ts_ms()

@@ -64,12 +64,15 @@ def test_broker_outage_loses_nothing(tmp_path, mosquitto, plant_factory, collect
 @pytest.mark.timeout(120)
 def test_sigkill_while_publishing_loses_nothing(tmp_path, mosquitto, plant_factory, collector_factory,
                                                 gateway_process):
-    site_file, site = simulated_site(tmp_path, mosquitto.port, period_s=PERIOD_S, batch_max_readings=5)
+    site_file, site = simulated_site(tmp_path, mosquitto.port, period_s=PERIOD_S, batch_max_readings=20,
+                                     publish_interval_s=0.5)
     plant_factory(site)
     collector = collector_factory(mosquitto.host, mosquitto.port)
     gw = gateway_process(site_file, "--spool", str(tmp_path / "spool.sqlite"))
     gw.start()
-    collector.wait_for(lambda: len(collector.batches) >= 20)
+    collector.wait_for(lambda: len(collector.batches) >= 6)
+    # Kill it with readings waiting in the spool for their batch.
+    collector.wait_for(lambda: len(spool_keys(tmp_path / "spool.sqlite")) >= 5)
     killed_ms = int(time.time() * 1000)
     assert gw.signal(signal.SIGKILL) == -signal.SIGKILL
     time.sleep(0.5)  # let what was on the wire arrive
@@ -110,3 +113,30 @@ def test_sigkill_while_publishing_loses_nothing(tmp_path, mosquitto, plant_facto
     assert all(s2 > s1 or b2["backlog"] for s1, s2, b2 in zip(seqs, seqs[1:], collector.batches[1:], strict=False)), \
         "seq only goes back for a replay"
     assert max(seqs) > max_seq_before, "numbering continued after the restart"
+
+
+@pytest.mark.timeout(60)
+def test_spool_write_failures_hold_readings_until_the_disk_recovers(tmp_path, mosquitto, plant_factory,
+                                                                    collector_factory):
+    """The spool refuses writes for a while (SQLite's query_only, as a full or read-only disk would):
+    readings wait in memory and none is lost."""
+    site_file, site = simulated_site(tmp_path, mosquitto.port, period_s=PERIOD_S)
+    plant_factory(site)
+    collector = collector_factory(mosquitto.host, mosquitto.port)
+    service = GatewayService(site, spool_path=tmp_path / "spool.sqlite", status_interval_s=0.5)
+    service.start()
+    try:
+        collector.wait_for(lambda: len(collector.batches) >= 3)
+        service.spool.db.execute("PRAGMA query_only = ON")
+        collector.wait_for(lambda: service.health()["spool_write_errors"] >= 3)
+        service.spool.db.execute("PRAGMA query_only = OFF")
+        collector.wait_for(lambda: service.health()["spool_depth"] < 10)
+    finally:
+        service.stop()
+    health = json.loads((tmp_path / "spool.sqlite.status.json").read_text())
+    left = spool_keys(tmp_path / "spool.sqlite")
+    expected = health["polls"] - len(left)
+    collector.wait_for(lambda: sum(map(len, collector.unique().values())) >= expected, 30)
+    assert sum(map(len, collector.unique().values())) == expected
+    assert health["unspooled_dropped"] == 0
+    assert_in_order_without_gaps(collector)
