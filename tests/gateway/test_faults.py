@@ -140,3 +140,28 @@ def test_spool_write_failures_hold_readings_until_the_disk_recovers(tmp_path, mo
     assert sum(map(len, collector.unique().values())) == expected
     assert health["unspooled_dropped"] == 0
     assert_in_order_without_gaps(collector)
+
+
+@pytest.mark.timeout(60)
+def test_broker_down_at_start_then_up(tmp_path, mosquitto, plant_factory, collector_factory):
+    """The gateway starts polling and spooling with no broker, and delivers it all once there is one."""
+    site_file, site = simulated_site(tmp_path, mosquitto.port, period_s=PERIOD_S)
+    plant_factory(site)
+    collector = collector_factory(mosquitto.host, mosquitto.port)
+    collector.wait_for(lambda: collector.client.is_connected())
+    mosquitto.stop()
+    service = GatewayService(site, spool_path=tmp_path / "spool.sqlite", status_interval_s=0.5)
+    service.start()
+    try:
+        time.sleep(2)
+        assert not service.health()["connected"] and service.health()["spool_depth"] >= 30
+        mosquitto.start()
+        collector.wait_for(lambda: service.health()["connected"] and service.health()["spool_depth"] < 10, 30)
+    finally:
+        service.stop()
+    health = json.loads((tmp_path / "spool.sqlite.status.json").read_text())
+    expected = health["polls"] - len(spool_keys(tmp_path / "spool.sqlite"))
+    collector.wait_for(lambda: sum(map(len, collector.unique().values())) >= expected, 30)
+    assert sum(map(len, collector.unique().values())) == expected
+    assert collector.batches[0]["backlog"], "readings from before the first connection are backlog"
+    assert_in_order_without_gaps(collector)
