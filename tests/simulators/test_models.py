@@ -7,6 +7,7 @@ what the device model says it shows (a ManualClock keeps both at one instant).
 from __future__ import annotations
 
 import math
+import struct
 from dataclasses import replace
 
 import pytest
@@ -35,13 +36,14 @@ def test_every_model_at_its_documented_registers(pty_pair, client_for):
         def show(meter_id):
             return plant.device(meter_id).values()
 
-        # Janitza UMG 604: float32 big-endian at 19000.., power in W, energy in Wh (holding).
+        # Janitza UMG 604: float32 big-endian at 19000.., power in W, Q in var at 19042, energy in Wh (holding).
         m = site.meter("incomer")
         w = client_for(m).read_holding_registers(19000, count=78, device_id=m.unit_id).registers
         v = show("incomer")
         assert f32(w, 0) == as_f32(v["voltage_l1_v"])
         assert f32(w, 12) == as_f32(v["current_l1_a"] / m.ct_ratio)
         assert f32(w, 26) == as_f32(v["power_kw"] * 1000 / m.ct_ratio)
+        assert f32(w, 42) == as_f32(v["reactive_power_kvar"] * 1000 / m.ct_ratio)
         assert f32(w, 50) == as_f32(v["frequency_hz"])
         assert f32(w, 68) == as_f32(v["energy_import_kwh"] * 1000 / m.ct_ratio)
         assert f32(w, 76) == as_f32(v["energy_export_kwh"] * 1000 / m.ct_ratio)
@@ -66,15 +68,16 @@ def test_every_model_at_its_documented_registers(pty_pair, client_for):
         assert i32(w, 16) == round(v["power_kw"] * 1000 / m.ct_ratio)
         assert i32(w, 42) == math.floor(v["energy_import_kwh"] / m.ct_ratio * 100 + 1e-6)
 
-        # Carlo Gavazzi EM24: int32 low word first, V*10, A*1000, W*10, kWh*10 (input).
+        # Carlo Gavazzi EM24 E1: int32 low word first, V*10, A*1000, W*10, Hz*10 at 0x33, kWh*10 at 0x34/0x4E (input).
         m = site.meter("smt-2-meter")
-        w = client_for(m).read_input_registers(0, count=64, device_id=m.unit_id).registers
+        w = client_for(m).read_input_registers(0, count=80, device_id=m.unit_id).registers
         v = show("smt-2-meter")
         assert i32(w, 0, low_word_first=True) == round(v["voltage_l1_v"] * 10)
         assert i32(w, 12, low_word_first=True) == round(v["current_l1_a"] / m.ct_ratio * 1000)
         assert i32(w, 40, low_word_first=True) == round(v["power_kw"] * 10000 / m.ct_ratio)
-        assert w[55] == round(v["frequency_hz"] * 10)
-        assert i32(w, 62, low_word_first=True) == math.floor(v["energy_import_kwh"] / m.ct_ratio * 10 + 1e-6)
+        assert w[0x33] == round(v["frequency_hz"] * 10)
+        assert i32(w, 0x34, low_word_first=True) == math.floor(v["energy_import_kwh"] / m.ct_ratio * 10 + 1e-6)
+        assert i32(w, 0x4E, low_word_first=True) == math.floor(v["energy_export_kwh"] / m.ct_ratio * 10 + 1e-6)
         assert w[0:2] == [i32(w, 0, True) & 0xFFFF, i32(w, 0, True) >> 16]  # LSW really comes first
 
         # Two unit ids sharing one RS-485 line, read over a pty with the RTU framer.
@@ -102,3 +105,37 @@ def test_pv_exports_when_generation_exceeds_the_load(pty_pair):
     assert truth.total("incomer", "energy_import_kwh") == 0
     assert truth.total("plc-smt-1", "units_total") == 0
     assert truth.total("pv-roof", "energy_generated_kwh") > truth.total("incomer", "energy_export_kwh")
+
+
+def test_int64_wh_counters_are_exact_beyond_float32_and_uint32(tmp_path):
+    """A 64-bit Wh counter (Janitza-style 'long64', big-endian ABCD) encodes exactly, decoded with struct.
+
+    The profile is synthetic: the shipped Janitza map keeps float32 energy until the int64
+    addresses are confirmed against the unit's address list (see its notes).
+    """
+    from simulators.register_bank import RegisterBank, wrap_value
+    from tanji.profile import load_profile
+
+    path = tmp_path / "int64-meter.yaml"
+    path.write_text(
+        "model: int64-test\nvendor: Test\ntitle: synthetic int64 counter map\n"
+        "source: synthetic, for the simulator test only\naccuracy_class: '0.5'\n"
+        "function: holding\nbyte_order: ABCD\n"
+        "registers:\n"
+        "  - {name: power_kw, address: 100, type: float32, scale: 0.001, unit: kW, apply_ratio: ct}\n"
+        "  - {name: energy_import_kwh, address: 102, type: int64, scale: 0.001, unit: kWh, apply_ratio: ct}\n"
+        "  - {name: energy_export_kwh, address: 106, type: uint64, scale: 0.001, unit: kWh, apply_ratio: ct}\n")
+    profile = load_profile(path)
+    bank = RegisterBank(profile, ct_ratio=200)
+    assert wrap_value(profile.register("energy_import_kwh")) == 1 << 63
+    # 9 870 000 024.6 Wh at the CT secondary (CT 200): past uint32, and float32 could not hold the last Wh.
+    import_kwh, export_kwh = 9_870_000_024.6 * 200 / 1000, 12_345.678 * 200
+    w = bank.read(3, 100, 10, {"power_kw": 1.5, "energy_import_kwh": import_kwh,
+                               "energy_export_kwh": export_kwh})
+    raw_import = struct.unpack(">q", struct.pack(">4H", *w[2:6]))[0]
+    raw_export = struct.unpack(">Q", struct.pack(">4H", *w[6:10]))[0]
+    assert raw_import == math.floor(import_kwh / 200 / 0.001 + 1e-6) == 9_870_000_024
+    assert raw_import > 2**32 and float(struct.unpack(">f", struct.pack(">f", raw_import))[0]) != raw_import
+    assert raw_export == math.floor(export_kwh / 200 / 0.001 + 1e-6) == 12_345_678
+    assert w[2] == raw_import >> 48  # most significant word first (ABCD)
+    assert struct.unpack(">f", struct.pack(">HH", w[0], w[1]))[0] == struct.unpack(">f", struct.pack(">f", 1500 / 200))[0]
