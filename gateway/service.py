@@ -37,12 +37,14 @@ import sqlite3
 import threading
 import time
 from collections import deque
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 from gateway.publisher import MAX_INFLIGHT, Publisher
 from gateway.scheduler import Scheduler, now_ms
 from gateway.spool import Batch, Spool
+from tanji.errors import ConfigError
 from tanji.site import Broker, Site
 from tanji.wire import Reading, status_payload
 
@@ -86,7 +88,6 @@ class GatewayService:
         self.gateway = site.gateway(gateway_id)
         self.spool_path = Path(spool_path if spool_path is not None else self.gateway.spool_path)
         if isinstance(broker, tuple):
-            from dataclasses import replace
             broker = replace(site.broker, host=broker[0], port=int(broker[1]))
         self.broker = broker or site.broker
         self.status_interval_s = status_interval_s
@@ -120,7 +121,12 @@ class GatewayService:
         loop = asyncio.get_running_loop()
         self._loop = loop
         self._wake = asyncio.Event()
-        self.spool = Spool(self.spool_path, int(self.gateway.spool_max_mb * 1024 * 1024))
+        try:
+            self.spool = Spool(self.spool_path, int(self.gateway.spool_max_mb * 1024 * 1024))
+        except (OSError, sqlite3.Error) as exc:
+            raise ConfigError(self.site.file, None, f"gateways.{self.gateway.id}.spool_path",
+                              f"cannot open the spool {self.spool_path}: {exc}",
+                              "point spool_path (or --spool) at a writable file, e.g. under /var/lib/tanji") from None
         self._replay.extend(self.spool.pending_batches())
         if self._replay:
             log.info("replaying %d unacknowledged batches (%d readings) from %s", len(self._replay),
@@ -152,19 +158,28 @@ class GatewayService:
 
     def start(self) -> None:
         """Run in a background thread (for the in-process demo and tests); returns when running."""
+        failure: list[BaseException] = []
+
         def main() -> None:
             async def body() -> None:
                 self._task = asyncio.current_task()
                 await self.run()
-            with contextlib.suppress(asyncio.CancelledError):
+            try:
                 asyncio.run(body())
+            except asyncio.CancelledError:
+                pass
+            except BaseException as exc:  # e.g. an unwritable spool: report it to start()'s caller
+                failure.append(exc)
+                self._ready.set()
         self._thread = threading.Thread(target=main, name=f"gateway-{self.gateway.id}", daemon=True)
         self._thread.start()
         if not self._ready.wait(30):
-            raise RuntimeError("gateway did not start")
+            raise RuntimeError("gateway did not start within 30 s")
+        if failure:
+            raise failure[0]
 
     def stop(self, timeout_s: float = 10.0) -> None:
-        """Stop the background thread started by `start()` (or cancel `run()`)."""
+        """Stop the background thread started by `start()` (to stop `run()`, cancel its task)."""
         if self._loop is not None and self._task is not None and not self._loop.is_closed():
             self._loop.call_soon_threadsafe(self._task.cancel)
         if self._thread is not None:
