@@ -32,6 +32,10 @@ class FactorDatasetError(AccountingError):
     """A factor dataset is malformed, or a different dataset is registered under the same version."""
 
 
+class FactorVersionConflictError(FactorDatasetError):
+    """Different content was offered under a dataset id and version already loaded (append-only)."""
+
+
 class UnknownRegionError(FactorDatasetError, KeyError):
     """A province or grid region is not known, or a dataset has no factor for the region."""
 

@@ -24,22 +24,27 @@ import time
 import uuid
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from accounting.engine.engine import Engine
 from accounting.errors import CheckpointError
-from accounting.factors.dataset import FactorDataset, load_dataset
+from accounting.factors.catalogue import FactorCatalogue
+from accounting.factors.dataset import FactorDataset, FactorRegistry, default_registry
 from accounting.ingest.admission import Admission, Admitted
 from accounting.ingest.dedup import DedupIndex
 from accounting.ingest.engine_feed import EngineFeed
 from accounting.ingest.sequence import SequenceTracker
 from accounting.ingest.stats import IngestStats
 from accounting.ingest.subscriber import InboundMessage, MqttSubscriber, subscriptions
+from accounting.portfolio import Portfolios
+from accounting.recompute import Recomputations
 from accounting.site_topology import site_topology
 from accounting.store.base import ReadingStore, StoredReading
 from accounting.store.checkpoints import CheckpointStore
+from accounting.store.ledger import LedgerStore
 from tanji.site import Site
 
 log = logging.getLogger(__name__)
@@ -69,11 +74,11 @@ class _MeterState:
             self.last_ts_ms, self.last_values, self.last_quality = r.ts_ms, r.values, r.quality
 
 
-def dataset_for(site: Site) -> FactorDataset:
+def dataset_for(site: Site, registry: FactorRegistry | None = None) -> FactorDataset:
     """The site's factor dataset (`factor_dataset: id` or `id@version`), else China's electricity carbon footprint factor."""
     spec = site.factor_dataset or DEFAULT_DATASET
     dataset_id, _, version = spec.partition("@")
-    return load_dataset(dataset_id, version or None)
+    return (registry or default_registry()).get(dataset_id, version or None)
 
 
 class AccountingService:
@@ -98,7 +103,8 @@ meters that cycle touched, as `meter_status` rows) and, at
                  cycle_max_messages: int = 500, cycle_wait_s: float = 0.02,
                  footprint_interval_s: float = 1.0, dedup_window: int = 4096,
                  checkpoints: CheckpointStore | None = None, checkpoint_interval_s: float = 60.0,
-                 replay_margin_ms: int = 3_600_000, footprint_store_interval_s: float = 60.0) -> None:
+                 replay_margin_ms: int = 3_600_000, footprint_store_interval_s: float = 60.0,
+                 ledger: LedgerStore | None = None) -> None:
         self.sites: dict[str, Site] = {s.id: s for s in sites}
         self.store = store
         self.stats = IngestStats()
@@ -129,6 +135,14 @@ meters that cycle touched, as `meter_status` rows) and, at
         self._last_checkpoint = time.monotonic()
         self.footprint_store_interval_s = footprint_store_interval_s
         self._last_footprint_store = time.monotonic()
+        # Write extras (accounting.portfolio / factors.catalogue / recompute): durable beside the
+        # checkpoints unless a ledger is given; in memory when the service keeps no state.
+        self.ledger = ledger or LedgerStore(Path(checkpoints.path).with_name("ledger.sqlite")
+                                            if checkpoints is not None and checkpoints.path != ":memory:"
+                                            else ":memory:")
+        self.factor_catalogue = FactorCatalogue(self.ledger)
+        self.portfolios = Portfolios(self.sites.values(), self.ledger)
+        self.recomputations = Recomputations(self.ledger, self.factor_catalogue)
 
     # -- lifecycle ------------------------------------------------------------------------
 
@@ -150,25 +164,27 @@ meters that cycle touched, as `meter_status` rows) and, at
         self.store.close()
         if self.checkpoints is not None:
             self.checkpoints.close()
+        self.ledger.close()
 
     def wait_connected(self, timeout_s: float = 10.0) -> bool:
         return self._subscriber.connected.wait(timeout_s)
 
     def _rebuild(self, site: Site) -> None:
         """Engine = last checkpoint + stored readings since (minus a margin for late ones), or all stored."""
-        topology, dataset = site_topology(site), dataset_for(site)
+        topology, dataset = site_topology(site), dataset_for(site, self.factor_catalogue.registry)
+        instruments = self.portfolios.portfolio(site.id)
         engine, since_ms = None, 0
         saved = self.checkpoints.load(site.id) if self.checkpoints is not None else None
         if saved is not None:
             _, meta, blob = saved
             try:
-                engine = Engine.restore(blob, topology, dataset)
+                engine = Engine.restore(blob, topology, dataset, instruments=instruments)
                 since_ms = max(0, int(meta["replay_from_ms"]) - self.replay_margin_ms)
                 self._sequences.restore(meta.get("sequences", {}))
             except CheckpointError as exc:
                 log.warning("site %s: checkpoint unusable (%s); rebuilding from the store", site.id, exc)
                 engine, since_ms = None, 0
-        engine = engine or Engine(topology, dataset)
+        engine = engine or Engine(topology, dataset, instruments=instruments)
         feed = EngineFeed(engine)
         rows = self.store.read_readings(site.id, None, since_ms, 2**62)
         with self._engine_lock:
@@ -397,3 +413,63 @@ meters that cycle touched, as `meter_status` rows) and, at
                     "provisional": not bool(balance.closed[i]),
                 })
         return out
+
+    # -- write extras (accounting.api.types): thin delegates to portfolio / catalogue / recompute
+
+    def certificates(self, site_id: str | None = None) -> list[dict[str, Any]]:
+        """Claimed GECs (unbundled and bundled), of one site or all."""
+        return self.portfolios.certificates(site_id)
+
+    def add_certificate(self, certificate: dict[str, Any]) -> dict[str, Any]:
+        """Claim a GEC durably for its site; the site's live market-based numbers include it at once."""
+        site_id = str(certificate.get("site_id"))
+        with self._engine_lock:
+            dataset = self._engines[site_id].dataset if site_id in self._engines else None
+            row = self.portfolios.add_certificate(certificate, dataset or dataset_for(self.sites[site_id]))
+            self._attach_instruments(site_id)
+        return row
+
+    def contracts(self, site_id: str | None = None) -> list[dict[str, Any]]:
+        return self.portfolios.contracts(site_id)
+
+    def add_contract(self, contract: dict[str, Any]) -> dict[str, Any]:
+        """Hold a green-power contract (and claim its bundled GECs) durably for its site."""
+        site_id = str(contract.get("site_id"))
+        with self._engine_lock:
+            dataset = self._engines[site_id].dataset if site_id in self._engines else None
+            row = self.portfolios.add_contract(contract, dataset or dataset_for(self.sites[site_id]))
+            self._attach_instruments(site_id)
+        return row
+
+    def _attach_instruments(self, site_id: str) -> None:
+        """Swap the site's engine for one holding its current portfolio (same readings and clock)."""
+        with self._engine_lock:
+            if site_id in self._engines:
+                engine = self._engines[site_id].with_instruments(self.portfolios.portfolio(site_id))
+                self._engines[site_id], self._feeds[site_id] = engine, EngineFeed(engine)
+
+    def factor_datasets(self) -> list[dict[str, Any]]:
+        """Every factor dataset version (shipped and loaded), with the sites whose live engine uses it."""
+        with self._engine_lock:
+            used: dict[tuple[str, str], list[str]] = {}
+            for sid in sorted(self._engines):
+                ds = self._engines[sid].dataset
+                used.setdefault((ds.dataset_id, ds.version), []).append(sid)
+        return self.factor_catalogue.listing(used)
+
+    def add_factor_dataset(self, document: dict[str, Any]) -> dict[str, Any]:
+        """Load a dataset version (append-only); available for recompute, live engines unchanged."""
+        return self.factor_catalogue.row(self.factor_catalogue.add(document), [])
+
+    def recompute(self, site_id: str, *, start_ms: int, end_ms: int,
+                  dataset_version: str | None = None) -> dict[str, Any]:
+        """Recompute [start_ms, end_ms) from stored readings into a new stored, versioned result.
+        `dataset_version`: a version of the live dataset id, or `id@version`; the live one if None."""
+        return self.recomputations.run(site_id, self._engines[site_id], self.store, self._engine_lock,
+                                       start_ms=start_ms, end_ms=end_ms, dataset_spec=dataset_version)
+
+    def recompute_results(self, site_id: str | None = None) -> list[dict[str, Any]]:
+        return self.recomputations.results(site_id)
+
+    def recompute_result(self, site_id: str, result_version: int) -> dict[str, Any]:
+        return self.recomputations.result(site_id, result_version)

@@ -15,6 +15,7 @@ from accounting import errors as acc
 #: Most specific first: the first matching class decides.
 STATUS: tuple[tuple[type[Exception], int], ...] = (
     (acc.CertificateAlreadyClaimedError, 409),
+    (acc.FactorVersionConflictError, 409),
     (acc.UnknownRegionError, 422),
     (acc.UnknownChannelError, 404),
     (acc.AccountingError, 422),

@@ -596,6 +596,25 @@ class Engine:
                                matching_mode=self.matching_mode, footprints=footprints,
                                instrument_usage=fresh.instrument_usage(), engine=fresh)
 
+    def with_instruments(self, instruments: InstrumentPortfolio | None) -> Engine:
+        """This engine's live state (readings, clock, revisions, result counter) under another
+        instrument portfolio: how an instrument added at run time reaches the market-based
+        numbers. Instrument rows are fixed when an engine is built, hence a new engine."""
+        if not self._retain:
+            raise CheckpointError("an engine built without retained readings cannot be rebuilt")
+        engine = Engine(self.topology, self.dataset, matching_mode=self.matching_mode,
+                        grace_period_s=self.grace_period_s, instruments=instruments,
+                        deliverability=self.deliverability, gap_polls=self.gap_polls)
+        engine._bulk_load([self.readings()], retain=True)
+        engine._watermark_ms = self._watermark_ms
+        engine._result_version = self._result_version
+        revised = np.flatnonzero(self._revision)
+        if len(revised):
+            hours = revised + self._origin
+            engine._ensure_hours(int(hours.min()), int(hours.max()))
+            engine._revision[hours - engine._origin] = self._revision[revised]
+        return engine
+
     def readings(self) -> Readings:
         """All retained readings as ``(channel_index, ts_ms, value)`` arrays, channel-major."""
         ch = np.concatenate([np.full(log.n, c, np.int64) for c, log in enumerate(self._logs)] or [np.zeros(0, np.int64)])

@@ -20,7 +20,12 @@ from typing import Literal
 
 import numpy as np
 
-from accounting.errors import FactorDatasetError, MissingFactorError, UnknownRegionError
+from accounting.errors import (
+    FactorDatasetError,
+    FactorVersionConflictError,
+    MissingFactorError,
+    UnknownRegionError,
+)
 from accounting.factors.regions import NATIONAL
 
 GasBasis = Literal["co2", "co2e_lifecycle"]
@@ -262,7 +267,7 @@ class FactorRegistry:
         known = self._datasets.get(key)
         if known is not None:
             if known.digest != dataset.digest:
-                raise FactorDatasetError(
+                raise FactorVersionConflictError(
                     f"{dataset.dataset_id} version {dataset.version} is already registered with "
                     "different content; publish the correction as a new version")
             return known

@@ -1,0 +1,203 @@
+"""The instruments every site holds, claimed once in one ledger and kept durably.
+
+`Portfolios` is the service's side of `accounting.instruments`: one `GecLedger` for the whole
+deployment, one `InstrumentPortfolio` per site, and the `LedgerStore` that makes every claim
+durable. A certificate is validated first (month, province, technology, earmark), then
+claimed in the database (which refuses a serial claimed before — by any site, product or
+earlier process), and only then held in memory; a restart replays the stored claims, so a
+serial claimed before a restart is still refused after it. Recomputations reuse the site's
+portfolio and never claim anything again (ACCOUNTING.md §4).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterable, Mapping
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from accounting.errors import CertificateAlreadyClaimedError, InstrumentError
+from accounting.factors.dataset import FactorDataset
+from accounting.factors.regions import canonical_province
+from accounting.instruments import (
+    GEC_KWH,
+    GecLedger,
+    GreenCertificate,
+    GreenPowerContract,
+    InstrumentPortfolio,
+)
+from accounting.store.ledger import LedgerStore
+from tanji.site import Site
+
+#: Energy one GEC certifies, in MWh.
+GEC_MWH = GEC_KWH / 1000.0
+
+
+def _earmarks(site: Site) -> set[str]:
+    return {c.id for c in site.cost_centres} | {p.id for p in site.products}
+
+
+def _month_of(period: int | str, granularity: str, utc_offset_minutes: int = 480) -> str:
+    if granularity == "monthly":
+        return str(period)
+    dt = datetime.fromtimestamp(int(period) / 1000, UTC) + timedelta(minutes=utc_offset_minutes)
+    return f"{dt.year:04d}-{dt.month:02d}"
+
+
+class Portfolios:
+    """Per-site instrument portfolios over one ledger, restored from and written to `store`."""
+
+    def __init__(self, sites: Iterable[Site], store: LedgerStore) -> None:
+        self.sites = {s.id: s for s in sites}
+        self.store = store
+        self.ledger = GecLedger()
+        self._portfolios = {sid: InstrumentPortfolio(sid, self.ledger) for sid in self.sites}
+        self._restore()
+
+    def _restore(self) -> None:
+        """Hold again every claim and contract the store kept (claims of unknown sites stay in
+        the ledger, so their serials are still refused)."""
+        bundled: set[str] = set()
+        for doc in self.store.contracts():
+            contract = self._contract(doc)
+            self.ledger.register(self._bundled(contract, doc))
+            bundled.update(contract.bundled_gec_serials)
+            portfolio = self._portfolios.get(doc["site_id"])
+            if portfolio is not None:
+                portfolio.add_contract(contract)
+            else:
+                self.ledger.claim(contract.bundled_gec_serials, f"site:{doc['site_id']}")
+        for row in self.store.claims():
+            if row["serial"] in bundled:
+                continue
+            cert = GreenCertificate(row["serial"], row["generation_month"], row["technology"], row["province"])
+            self.ledger.register([cert])
+            portfolio = self._portfolios.get(row["site_id"])
+            if portfolio is not None:
+                portfolio.add_certificates([cert.serial], earmark=row["earmark"])
+            else:
+                self.ledger.claim([cert.serial], row["claimant"])
+
+    def portfolio(self, site_id: str) -> InstrumentPortfolio:
+        return self._portfolios[site_id]
+
+    # -- certificates ----------------------------------------------------------------------
+
+    def check_certificate(self, doc: Mapping[str, Any], dataset: FactorDataset) -> GreenCertificate:
+        """Validate a certificate for its site (and the site's live dataset); nothing is claimed."""
+        site = self._site(doc.get("site_id"))
+        serial = str(doc.get("serial") or "").strip()
+        if not serial:
+            raise InstrumentError("a certificate needs a serial")
+        mwh = float(doc.get("mwh", GEC_MWH) or GEC_MWH)
+        if mwh != GEC_MWH:
+            raise InstrumentError(f"GEC {serial}: a GEC certifies exactly {GEC_MWH:g} MWh, not {mwh:g}; "
+                                  "register one serial per MWh")
+        cert = GreenCertificate(serial, str(doc.get("generation_month", "")), str(doc.get("technology", "")),
+                                canonical_province(str(doc.get("province", ""))))
+        dataset.technology_factor(cert.technology)  # a lifecycle dataset must know the technology
+        earmark = doc.get("earmark")
+        if earmark is not None and earmark not in _earmarks(site):
+            raise InstrumentError(f"GEC {serial}: earmark {earmark!r} is no cost centre or product of "
+                                  f"site {site.id}; known: {', '.join(sorted(_earmarks(site)))}")
+        claimant = self.ledger.claimant_of(serial) or self.store.claimant_of(serial)
+        if claimant is not None:
+            raise CertificateAlreadyClaimedError(serial, claimant)
+        return cert
+
+    def add_certificate(self, doc: Mapping[str, Any], dataset: FactorDataset) -> dict[str, Any]:
+        """Claim one GEC for its site, durably, then hold it. Returns its listing row."""
+        cert = self.check_certificate(doc, dataset)
+        site_id = str(doc["site_id"])
+        portfolio = self._portfolios[site_id]
+        row = {"serial": cert.serial, "site_id": site_id, "claimant": portfolio.claimant,
+               "generation_month": cert.generation_month, "technology": cert.technology,
+               "province": cert.province, "mwh": GEC_MWH, "earmark": doc.get("earmark"),
+               "contract_id": None, "claimed_ms": int(time.time() * 1000)}
+        self.store.claim([row])
+        self.ledger.register([cert])
+        portfolio.add_certificates([cert.serial], earmark=row["earmark"])
+        return self._listing(row)
+
+    def certificates(self, site_id: str | None = None) -> list[dict[str, Any]]:
+        """Claimed certificates (unbundled and bundled with a contract) of one site or all."""
+        return [self._listing(r) for r in self.store.claims(site_id) if r["site_id"] in self.sites]
+
+    @staticmethod
+    def _listing(row: Mapping[str, Any]) -> dict[str, Any]:
+        return {"serial": row["serial"], "site_id": row["site_id"], "generation_month": row["generation_month"],
+                "technology": row["technology"], "province": row["province"], "mwh": row["mwh"],
+                "earmark": row["earmark"], "contract_id": row["contract_id"], "claimed_ms": row["claimed_ms"]}
+
+    # -- green-power contracts -------------------------------------------------------------
+
+    def add_contract(self, doc: Mapping[str, Any], dataset: FactorDataset) -> dict[str, Any]:
+        """Hold a green-power contract and claim its bundled GECs, durably.
+
+        ``doc``: contract_id, site_id, technology, province, granularity (hourly|monthly),
+        deliveries [[period, kWh], ...], optional bundled_gec_serials and earmark.
+        """
+        site = self._site(doc.get("site_id"))
+        contract = self._contract(doc)
+        dataset.technology_factor(contract.technology)
+        if contract.earmark is not None and contract.earmark not in _earmarks(site):
+            raise InstrumentError(f"contract {contract.contract_id}: earmark {contract.earmark!r} is no "
+                                  f"cost centre or product of site {site.id}")
+        portfolio = self._portfolios[site.id]
+        if any(c.contract_id == contract.contract_id for c in portfolio.contracts) or any(
+                d["contract_id"] == contract.contract_id for d in self.store.contracts()):
+            raise InstrumentError(f"contract {contract.contract_id!r} is already held")
+        certs = self._bundled(contract, doc)
+        for cert in certs:
+            claimant = self.ledger.claimant_of(cert.serial) or self.store.claimant_of(cert.serial)
+            if claimant is not None:
+                raise CertificateAlreadyClaimedError(cert.serial, claimant)
+        now = int(time.time() * 1000)
+        stored = {"contract_id": contract.contract_id, "site_id": site.id, "technology": contract.technology,
+                  "province": contract.province, "granularity": contract.granularity,
+                  "deliveries": [list(d) for d in contract.deliveries],
+                  "bundled_gec_serials": list(contract.bundled_gec_serials), "earmark": contract.earmark}
+        self.store.claim([{"serial": c.serial, "site_id": site.id, "claimant": portfolio.claimant,
+                           "generation_month": c.generation_month, "technology": c.technology,
+                           "province": c.province, "mwh": GEC_MWH, "earmark": contract.earmark,
+                           "contract_id": contract.contract_id, "claimed_ms": now} for c in certs],
+                         contract=stored)
+        self.ledger.register(certs)
+        portfolio.add_contract(contract)
+        return stored
+
+    def contracts(self, site_id: str | None = None) -> list[dict[str, Any]]:
+        return [d for d in self.store.contracts(site_id) if d["site_id"] in self.sites]
+
+    @staticmethod
+    def _contract(doc: Mapping[str, Any]) -> GreenPowerContract:
+        try:
+            granularity = str(doc["granularity"])
+            deliveries = tuple((int(p) if granularity == "hourly" else str(p), float(k))
+                               for p, k in doc["deliveries"])
+            return GreenPowerContract(
+                contract_id=str(doc["contract_id"]), technology=str(doc["technology"]),
+                province=canonical_province(str(doc["province"])), granularity=granularity,  # type: ignore[arg-type]
+                deliveries=deliveries,
+                bundled_gec_serials=tuple(str(s) for s in doc.get("bundled_gec_serials") or ()),
+                earmark=doc.get("earmark"))
+        except (KeyError, TypeError, ValueError) as exc:
+            raise InstrumentError(f"malformed contract: {exc}") from None
+
+    @staticmethod
+    def _bundled(contract: GreenPowerContract, doc: Mapping[str, Any]) -> list[GreenCertificate]:
+        """The bundled GECs, generated in ``generation_month`` or the first delivery's month."""
+        if not contract.bundled_gec_serials:
+            return []
+        month = doc.get("generation_month") or (
+            _month_of(contract.deliveries[0][0], contract.granularity) if contract.deliveries else None)
+        if month is None:
+            raise InstrumentError(f"contract {contract.contract_id}: bundled GECs need a generation_month")
+        return [GreenCertificate(s, str(month), contract.technology, contract.province)
+                for s in contract.bundled_gec_serials]
+
+    def _site(self, site_id: object) -> Site:
+        site = self.sites.get(str(site_id))
+        if site is None:
+            raise InstrumentError(f"no site {site_id!r}; known sites: {', '.join(sorted(self.sites))}")
+        return site
