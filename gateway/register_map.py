@@ -50,7 +50,10 @@ class RegisterMap:
                     flags[reg.name] = "out_of_range"
                     continue
                 scaled = raw * reg.scale
-                values[reg.name] = scaled * ratio if ratio != 1.0 else scaled
+                value = scaled * ratio if ratio != 1.0 else scaled
+                # A float32 holds ~7.2 significant digits; 9 keep every bit of it and spare the
+                # spool and the wire the 17-digit noise of its float64 expansion (231.52345275878906).
+                values[reg.name] = float(f"{value:.9g}") if reg.data_type == "float32" else value
                 if reg.valid_range is not None and not reg.valid_range[0] <= scaled <= reg.valid_range[1]:
                     flags[reg.name] = "out_of_range"
                 elif reg.is_counter:
