@@ -1,11 +1,12 @@
 """The accounting process: MQTT ingest → store(s) + engine, live footprints, stats.
 
-One ingest cycle (on the service's worker thread):
+One ingest cycle (steps 1-2 on the ingest thread, 3-5 on the store thread, pipelined so
+cycle N+1 is admitted while cycle N is written; see `_run`):
 1. take up to `cycle_max_messages` messages from the subscriber's inbox;
 2. admit them (validate, quarantine, dedup, sequence gaps) — `accounting.ingest.admission`;
 3. write quarantine and readings to the store; when that returns they are durable;
-4. feed the same readings to each site's engine;
-5. PUBACK the messages to the broker, then tell listeners.
+4. PUBACK the messages to the broker, in cycle order;
+5. feed the same readings to each site's engine, then tell listeners.
 
 Acks after the store write are what make SIGKILL lose nothing: whatever was not acked is
 redelivered by the broker (persistent session), and the store and engine are idempotent on
@@ -17,6 +18,7 @@ durable, so "checkpoint + store" always covers everything acknowledged.
 
 from __future__ import annotations
 
+import collections
 import logging
 import queue
 import threading
@@ -74,6 +76,19 @@ class _MeterState:
             self.last_ts_ms, self.last_values, self.last_quality = r.ts_ms, r.values, r.quality
 
 
+@dataclass(eq=False)
+class _Cycle:
+    """One ingest cycle on its way through the pipeline (see `AccountingService._run`)."""
+
+    messages: list[InboundMessage]
+    admitted: Admitted
+    inserted: int = 0
+    stored_at: float = 0.0
+
+
+_IDLE = _Cycle([], Admitted())
+
+
 def dataset_for(site: Site, registry: FactorRegistry | None = None) -> FactorDataset:
     """The site's factor dataset (`factor_dataset: id` or `id@version`), else China's electricity carbon footprint factor."""
     spec = site.factor_dataset or DEFAULT_DATASET
@@ -84,10 +99,10 @@ def dataset_for(site: Site, registry: FactorRegistry | None = None) -> FactorDat
 class AccountingService:
     """Ingest, store and engine of one or more sites; what the API and the CLI drive.
 
-    Threading: `start()` / `stop()` are synchronous; ingest runs on a background thread
-    ("accounting-ingest") next to paho's network thread. Query methods may be called from any
-    thread (an engine lock serialises them with ingest). Listeners are called on the ingest
-    thread after each cycle with `{"type": "meters", "site": ..., "meters": [...]}` (the
+    Threading: `start()` / `stop()` are synchronous; ingest runs on two background threads
+    ("accounting-ingest" admits, "accounting-store" writes, acks and feeds the engines) next to
+    paho's network thread. Query methods may be called from any thread (an engine lock
+    serialises them with ingest). Listeners are called on the store thread after each cycle with `{"type": "meters", "site": ..., "meters": [...]}` (the
 meters that cycle touched, as `meter_status` rows) and, at
     most every `footprint_interval_s`, `{"type": "footprints", "site": ..., "footprints": [...]}`;
     an asyncio consumer must hop threads with `loop.call_soon_threadsafe`.
@@ -116,6 +131,7 @@ meters that cycle touched, as `meter_status` rows) and, at
         self._dedup = DedupIndex(dedup_window)
         self._sequences = SequenceTracker()
         self._admission = Admission(self.sites, self._dedup, self._sequences)
+        self._inflight: collections.deque[set[tuple[str, str, int]]] = collections.deque()  # see _admit
         self._engines: dict[str, Engine] = {}
         self._feeds: dict[str, EngineFeed] = {}
         self._engine_lock = threading.RLock()
@@ -217,6 +233,16 @@ meters that cycle touched, as `meter_status` rows) and, at
             self.checkpoints.save(site_id, int(time.time() * 1000), meta, blob)
 
     # -- the ingest cycle -----------------------------------------------------------------
+    # Pipelined on two threads: "accounting-ingest" takes and admits cycle N+1 while
+    # "accounting-store" writes cycle N; the store thread then, cycle by cycle in order, marks
+    # the readings seen, acks the messages, feeds the engines and notifies. Readings admitted
+    # but not yet stored are kept per cycle in `_inflight`, so a copy arriving meanwhile is
+    # still counted as a duplicate; a message is acked only after its own cycle's write and
+    # every earlier one returned. Under a backlog the engine is fed a few cycles at once
+    # (at most `engine_batch_s` late), since its cost is per channel touched, not per reading.
+
+    pipeline_depth = 2  # admitted cycles waiting for the store thread
+    engine_batch_s = 0.25
 
     def _take(self) -> list[InboundMessage]:
         inbox = self._subscriber.inbox
@@ -236,10 +262,45 @@ meters that cycle touched, as `meter_status` rows) and, at
         return batch
 
     def _run(self) -> None:
-        while not self._stopping.is_set():
-            batch = self._take()
-            if batch:
-                self._cycle(batch)
+        cycles: queue.Queue[_Cycle | None] = queue.Queue(self.pipeline_depth)
+        writer = threading.Thread(target=self._write_loop, args=(cycles,), name="accounting-store", daemon=True)
+        writer.start()
+        try:
+            while not self._stopping.is_set() and writer.is_alive():
+                batch = self._take()
+                if batch:
+                    cycle = self._admit(batch)
+                    while writer.is_alive():  # blocks while the store thread is behind
+                        try:
+                            cycles.put(cycle, timeout=0.1)
+                            break
+                        except queue.Full:
+                            pass
+        finally:
+            while writer.is_alive():
+                try:
+                    cycles.put(None, timeout=0.1)
+                    break
+                except queue.Full:
+                    pass
+            writer.join()
+
+    def _write_loop(self, cycles: queue.Queue[_Cycle | None]) -> None:
+        held: list[_Cycle] = []  # stored and acked, engine not yet fed
+        while True:
+            try:
+                cycle = cycles.get(timeout=0.05)
+            except queue.Empty:
+                cycle = None if self._stopping.is_set() else _IDLE
+            if cycle is None:
+                self._feed(held)
+                return
+            if cycle is not _IDLE:
+                self._write(cycle)
+                held.append(cycle)
+            if held and (cycles.empty() or time.monotonic() - held[0].stored_at >= self.engine_batch_s):
+                self._feed(held)
+                held = []
             if time.monotonic() - self._last_footprints >= self.footprint_interval_s and self._listeners:
                 self._publish_footprints()
             if time.monotonic() - self._last_footprint_store >= self.footprint_store_interval_s:
@@ -262,46 +323,81 @@ meters that cycle touched, as `meter_status` rows) and, at
                 delay = min(delay * 2, 10.0)
 
     def _cycle(self, messages: list[InboundMessage]) -> None:
+        """One cycle start to end on the calling thread (what the pipeline does on two)."""
+        cycle = self._admit(messages)
+        self._write(cycle)
+        self._feed([cycle])
+
+    def _admit(self, messages: list[InboundMessage]) -> _Cycle:
         t0 = time.perf_counter()
-        admitted = self._admission.admit(messages)
+        admitted = self._admission.admit(messages, pending=list(self._inflight))
+        self._inflight.append(admitted.keys)
+        with self.stats.lock:
+            self.stats.stage_s["admit"] += time.perf_counter() - t0
+        return _Cycle(messages, admitted)
+
+    def _write(self, cycle: _Cycle) -> None:
+        """Store (durable), remember as seen, ack: in cycle order, on the store thread."""
         t1 = time.perf_counter()
-        inserted = self._store(admitted)
+        admitted = cycle.admitted
+        cycle.inserted = self._store(admitted)
+        add = self._dedup.add
         for r in admitted.rows:
-            self._dedup.add(r.site, r.meter, r.ts_ms)
+            add(r.site, r.meter, r.ts_ms)
+        self._inflight.popleft()
+        cycle.stored_at = time.monotonic()
         t2 = time.perf_counter()
+        self._subscriber.ack(cycle.messages)
+        t3 = time.perf_counter()
+        with self.stats.lock:
+            self.stats.stage_s["store"] += t2 - t1
+            self.stats.stage_s["ack"] += t3 - t2
+
+    def _feed(self, cycles: list[_Cycle]) -> None:
+        """Feed stored cycles to the engines, update meter states and stats, notify listeners."""
+        if not cycles:
+            return
+        t3 = time.perf_counter()
         by_site: dict[str, list[StoredReading]] = {}
-        for r in admitted.rows:
-            by_site.setdefault(r.site, []).append(r)
+        for cycle in cycles:
+            for r in cycle.admitted.rows:
+                rows = by_site.get(r.site)
+                if rows is None:
+                    rows = by_site[r.site] = []
+                rows.append(r)
         with self._engine_lock:
             for site_id, rows in by_site.items():
                 self._feeds[site_id].feed(rows)
-        t3 = time.perf_counter()
-        self._subscriber.ack(messages)
         t4 = time.perf_counter()
         touched: dict[str, set[str]] = {}
-        for r in admitted.rows:
-            self._meters[(r.site, r.meter)].update(r)
-            touched.setdefault(r.site, set()).add(r.meter)
-        self._gateways.update(admitted.statuses)
+        meters = self._meters
+        for site_id, rows in by_site.items():
+            names = touched[site_id] = set()
+            for r in rows:
+                meters[(site_id, r.meter)].update(r)
+                names.add(r.meter)
+        for cycle in cycles:
+            admitted = cycle.admitted
+            self._gateways.update(admitted.statuses)
+            with self.stats.lock:
+                s = self.stats
+                s.received += admitted.readings_messages
+                s.accepted += cycle.inserted
+                s.duplicates += admitted.duplicates + len(admitted.rows) - cycle.inserted
+                for q in admitted.quarantined:
+                    s.quarantined_by_reason[q.reason] += 1
+                s.last_message_ms = max(m.received_ms for m in cycle.messages)
+                s.cycles += 1
         with self.stats.lock:
-            s = self.stats
-            s.received += admitted.readings_messages
-            s.accepted += inserted
-            s.duplicates += admitted.duplicates + len(admitted.rows) - inserted
-            for q in admitted.quarantined:
-                s.quarantined_by_reason[q.reason] += 1
-            s.seq_gaps = self._sequences.gaps()
-            s.last_message_ms = max(m.received_ms for m in messages)
-            s.cycles += 1
+            self.stats.seq_gaps = self._sequences.gaps()
         if self._listeners:
-            for site_id, meters in touched.items():
+            for site_id, names in touched.items():
                 self._emit({"type": "meters", "site": site_id,
-                            "meters": [self._meter_row(m, self._meters[(site_id, m)]) for m in sorted(meters)]})
+                            "meters": [self._meter_row(m, meters[(site_id, m)]) for m in sorted(names)]})
         t5 = time.perf_counter()
         with self.stats.lock:
-            for stage, seconds in (("admit", t1 - t0), ("store", t2 - t1), ("engine", t3 - t2),
-                                   ("ack", t4 - t3), ("notify", t5 - t4)):
-                self.stats.stage_s[stage] += seconds
+            self.stats.stage_s["engine"] += t4 - t3
+            self.stats.stage_s["notify"] += t5 - t4
 
     def store_footprints(self) -> None:
         """Write the open hour's (provisional) footprints to the store, for Grafana and history."""

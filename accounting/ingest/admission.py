@@ -38,6 +38,7 @@ class Admitted:
     statuses: dict[tuple[str, str], dict[str, Any]] = field(default_factory=dict)
     readings_messages: int = 0
     duplicates: int = 0
+    keys: set[tuple[str, str, int]] = field(default_factory=set)  # (site, meter, ts_ms) of `rows`
 
 
 class Admission:
@@ -47,12 +48,17 @@ class Admission:
         self.sites = sites
         self.dedup = dedup
         self.sequences = sequences
+        self._pending: list[set[tuple[str, str, int]]] = []
         self._meters = {(s.id, g.id): frozenset(m.id for m in g.meters) for s in sites.values() for g in s.gateways}
 
-    def admit(self, messages: list[InboundMessage], now_ms: int | None = None) -> Admitted:
+    def admit(self, messages: list[InboundMessage], now_ms: int | None = None,
+              pending: list[set[tuple[str, str, int]]] | None = None) -> Admitted:
+        """Admit one cycle's messages. `pending`: the `keys` of earlier cycles admitted but not yet
+        stored (so not yet in the dedup index); their readings count as duplicates too."""
         now_ms = now_ms if now_ms is not None else int(time.time() * 1000)
         out = Admitted()
-        in_cycle: set[tuple[str, str, int]] = set()
+        in_cycle = out.keys
+        self._pending = pending or []
         for m in messages:
             try:
                 self._admit_one(m, now_ms, out, in_cycle)
@@ -83,9 +89,10 @@ class Admission:
                                       f"readings[{i}].meter {r['meter']!r} is not a meter of {site_id}/{gateway_id}")
         self.sequences.observe(site_id, gateway_id, body["seq"])
         dedup = self.dedup
+        pending = self._pending
         for r in readings:
             key = (site_id, r["meter"], r["ts_ms"])
-            if key in in_cycle or dedup.contains(*key):
+            if key in in_cycle or dedup.contains(*key) or (pending and any(key in p for p in pending)):
                 out.duplicates += 1
                 continue
             in_cycle.add(key)
