@@ -32,6 +32,7 @@ from typing import Any
 import numpy as np
 
 from accounting.engine.engine import Engine
+from accounting.engine.warmup import warm_kernels
 from accounting.errors import CheckpointError
 from accounting.factors.catalogue import FactorCatalogue
 from accounting.factors.dataset import FactorDataset, FactorRegistry, default_registry
@@ -163,8 +164,9 @@ meters that cycle touched, as `meter_status` rows) and, at
     # -- lifecycle ------------------------------------------------------------------------
 
     def start(self) -> None:
-        """Rebuild engines and dedup state from the store, then subscribe and start ingesting."""
+        """Compile the kernels, rebuild engines and dedup state from the store, then subscribe and ingest."""
         for site in self.sites.values():
+            warm_kernels(site_topology(site), dataset_for(site))
             self._rebuild(site)
         self._subscriber.start()
         self._thread = threading.Thread(target=self._run, name="accounting-ingest", daemon=True)

@@ -19,33 +19,20 @@ import sys
 from pathlib import Path
 
 import numba
-import numpy as np
 
 from accounting.engine import kernels_allocation, kernels_energy, kernels_market
-from accounting.engine.engine import Engine
-from accounting.factors.dataset import load_dataset
+from accounting.engine.warmup import warm_kernels
+from accounting.service import dataset_for
 from accounting.site_topology import site_topology
 from tanji.site import load_site
 
-HOUR_MS = 3_600_000
-T0_MS = 1_735_689_600_000  # 2025-01-01T00:00Z
 KERNEL_MODULES = (kernels_energy, kernels_allocation, kernels_market)
 
 
 def warm(site_file: str) -> list[str]:
     """Run the engine once; returns the kernels that were compiled."""
     site = load_site(site_file)
-    engine = Engine(site_topology(site), load_dataset("cn-mee-regional-co2"))
-    ts = np.arange(T0_MS, T0_MS + 2 * HOUR_MS + 1, 60_000, dtype=np.int64)
-    channels, times, values = [], [], []
-    for index in range(len(engine.channel_keys)):
-        channels.append(np.full(ts.size, index, dtype=np.int64))
-        times.append(ts)
-        values.append(np.linspace(0.0, 100.0, ts.size))
-    readings = (np.concatenate(channels), np.concatenate(times), np.concatenate(values))
-    engine.ingest(*readings)  # the live path
-    engine.footprints(T0_MS, T0_MS + 2 * HOUR_MS)
-    engine.recompute(readings)  # the bulk path: restarts and recomputation from the store
+    warm_kernels(site_topology(site), dataset_for(site))
     return [f"{module.__name__}.{name}" for module in KERNEL_MODULES
             for name, obj in vars(module).items()
             if isinstance(obj, numba.core.registry.CPUDispatcher) and obj.signatures]
