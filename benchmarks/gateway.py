@@ -7,7 +7,7 @@ then as its LAST line one JSON object:
 
 - ``polls_per_s``: SDM630 polls per second the gateway process sustains over TCP, every poll
   decoded, spooled (SQLite) and published (MQTT QoS 1) — 100 meters each asking for a poll
-  every 20 ms (5,000/s offered); goal >= 2,000;
+  every 10 ms (10,000/s offered, more than one process can take); goal >= 2,000;
 - ``requests_per_poll`` and ``naive_requests_per_poll``: Modbus requests per SDM630 poll with
   the read plan, and one request per register (the way ThingsBoard's gateway reads), and
   ``request_reduction`` their ratio; goal >= 5;
@@ -150,18 +150,19 @@ def backlog_drain(workdir: Path, broker: MosquittoServer, modbus_port: int, n: i
     for i in range(0, n, 1000):
         spool.add(readings[i:i + 1000])
     spool.close()
-    site = site_file(workdir, 1, 60.0, modbus_port, broker.port)
+    site = site_file(workdir, 2, 60.0, modbus_port, broker.port)
     proc = subprocess.Popen([sys.executable, "-m", "tanji", "--log-level", "WARNING", "gateway", "--config",
                              str(site), "--spool", str(spool_path)], cwd=REPO)
     try:
         t0 = time.monotonic()
-        while True:
+        while proc.poll() is None:
             time.sleep(0.2)
             left = Spool(spool_path)
             depth = left.depth
             left.close()
-            if depth <= 1:
+            if depth <= 2:
                 return n / (time.monotonic() - t0)
+        raise RuntimeError(f"the gateway exited with code {proc.returncode} before draining its backlog")
     finally:
         proc.terminate()
         proc.wait(30)
@@ -193,11 +194,11 @@ def main() -> None:
             broker.start()
 
             (work / "rate").mkdir()
-            site = site_file(work / "rate", 100, 0.02, modbus_port, broker.port)
+            site = site_file(work / "rate", 100, 0.01, modbus_port, broker.port)
             health, rate, _ = run_gateway(site, work / "rate" / "spool.sqlite", args.seconds)
             result["polls_per_s"] = round(rate)
             result["poll_errors"] = health["poll_errors"]
-            print(f"poll rate: {rate:.0f} SDM630 polls/s (100 meters offered 5,000/s), "
+            print(f"poll rate: {rate:.0f} SDM630 polls/s (100 meters offered 10,000/s), "
                   f"errors {health['poll_errors']}", flush=True)
 
             (work / "rss").mkdir()
