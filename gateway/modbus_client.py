@@ -97,7 +97,7 @@ class BusLink:
                 await asyncio.sleep(pause)
             try:
                 self.requests += 1
-                return await _read(self.client, request, unit_id, min(timeout_s, self.bus.timeout_s))
+                return await _read(self.client, request, unit_id, timeout_s)
             finally:
                 self._quiet_until = time.monotonic() + self._delay_s
 

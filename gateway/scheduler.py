@@ -135,6 +135,7 @@ class Scheduler:
             plan = plan_for_profile(meter.profile)
             if meter.transport == "rtu":
                 bus = self.buses[meter.bus or ""]
+                # The bus' response timeout governs: it is a property of the line (baud rate, length).
                 self.pollers.append(MeterPoller(meter, _SharedBus(bus), plan, sink,
                                                 timeout_s=min(meter.timeout_s, bus.bus.timeout_s)))
             else:
