@@ -13,7 +13,6 @@ import json
 import time
 
 import jsonschema
-import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -122,10 +121,6 @@ def test_invalid_batches_fail_both(body, kind, data):
     assert not wire_ok(bad), (kind, bad)
 
 
-@pytest.mark.xfail(strict=True, reason="wire-v1.json does not constrain value_quality's keys (no propertyNames); "
-                   "validate_batch refuses a key that names no value. Adding propertyNames with the quantity "
-                   "enum to the schema fixes the unknown-name half; 'must name a value of this reading' is "
-                   "beyond JSON Schema and stays validate_batch's alone.")
 def test_value_quality_naming_an_unknown_quantity_fails_both():
     body = {"v": 1, "site": "s", "gateway": "g", "seq": 0, "sent_ms": NOW_MS, "backlog": False,
             "readings": [{"meter": "m", "ts_ms": NOW_MS, "quality": "good", "values": {"power_kw": 1.0},
