@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import os
+import signal
+import subprocess
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -50,3 +53,18 @@ def influx_private(tmp_path: Path) -> Iterator[InfluxServer]:
     server.db = "tanji"
     yield server
     server.stop()
+
+
+@pytest.fixture
+def pty_pair(tmp_path: Path) -> Iterator[tuple[str, str]]:
+    """An RS-485 line as two linked pseudo-terminals from socat: (simulator's end, poller's end)."""
+    sim_end, poller_end = str(tmp_path / "ttySIM"), str(tmp_path / "ttyGW")
+    proc = subprocess.Popen(["socat", f"pty,raw,echo=0,link={sim_end}", f"pty,raw,echo=0,link={poller_end}"],
+                            stderr=subprocess.DEVNULL, start_new_session=True)
+    deadline = time.monotonic() + 5
+    while not (os.path.exists(sim_end) and os.path.exists(poller_end)):
+        assert time.monotonic() < deadline, "socat did not create the pty pair"
+        time.sleep(0.02)
+    yield sim_end, poller_end
+    os.killpg(proc.pid, signal.SIGTERM)
+    proc.wait(5)

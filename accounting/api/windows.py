@@ -13,6 +13,8 @@ from datetime import datetime, timedelta
 from typing import Literal
 from zoneinfo import ZoneInfo
 
+from accounting.engine.windows import window_bounds as engine_window_bounds
+
 Window = Literal["live", "hour", "shift", "day", "month", "year"]
 WINDOWS: tuple[str, ...] = ("live", "hour", "shift", "day", "month", "year")
 
@@ -53,29 +55,17 @@ def parse_instant(value: str, name: str) -> int:
 
 
 def window_bounds(window: str, at_ms: int, tz: ZoneInfo) -> tuple[int, int]:
-    """The calendar window of kind `window` that contains the instant `at_ms` (whole window)."""
-    local = datetime.fromtimestamp(at_ms / 1000, tz)
-    if window == "hour":
-        start = local.replace(minute=0, second=0, microsecond=0)
-        end = start + timedelta(hours=1)
-    elif window == "shift":
-        start = local.replace(hour=local.hour - local.hour % SHIFT_HOURS, minute=0, second=0,
-                              microsecond=0)
-        end = start + timedelta(hours=SHIFT_HOURS)
-    elif window in ("day", "live"):
-        start = local.replace(hour=0, minute=0, second=0, microsecond=0)
-        end = start + timedelta(days=1)
-    elif window == "month":
-        start = local.replace(day=1, hour=0, minute=0, second=0, microsecond=0)
-        end = start.replace(year=start.year + start.month // 12, month=start.month % 12 + 1)
-    elif window == "year":
-        start = local.replace(month=1, day=1, hour=0, minute=0, second=0, microsecond=0)
-        end = start.replace(year=start.year + 1)
-    else:
+    """The calendar window of kind `window` that contains the instant `at_ms` (whole window).
+
+    The engine owns what a window is (its hour buckets use the site's UTC offset); the API
+    only names the zone and maps `live` to the day, so the two can never disagree.
+    """
+    if window not in WINDOWS:
         raise WindowError(f"window={window!r} is unknown; use one of {', '.join(WINDOWS)}")
-    # Re-attach the zone after arithmetic so DST-observing zones land on the right offset.
-    return (int(start.replace(tzinfo=None).replace(tzinfo=tz).timestamp() * 1000),
-            int(end.replace(tzinfo=None).replace(tzinfo=tz).timestamp() * 1000))
+    offset = datetime.fromtimestamp(at_ms / 1000, tz).utcoffset() or timedelta(0)
+    return engine_window_bounds("day" if window == "live" else window, at_ms,
+                                utc_offset_minutes=int(offset.total_seconds() // 60),
+                                shift_hours=SHIFT_HOURS, first_shift_local_hour=0)
 
 
 def resolve(window: str | None, start: str | None, end: str | None, tz: ZoneInfo,

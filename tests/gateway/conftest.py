@@ -208,18 +208,3 @@ def gateway_process(tmp_path: Path) -> Iterator[Callable[..., GatewayProcess]]:
         if g.proc is not None:
             g.proc.kill()
             g.proc.wait()
-
-
-@pytest.fixture
-def pty_pair(tmp_path: Path) -> Iterator[tuple[str, str]]:
-    """An RS-485 line as two linked pseudo-terminals from socat: (simulator's end, gateway's end)."""
-    sim_end, gateway_end = str(tmp_path / "ttySIM"), str(tmp_path / "ttyGW")
-    proc = subprocess.Popen(["socat", f"pty,raw,echo=0,link={sim_end}", f"pty,raw,echo=0,link={gateway_end}"],
-                            stderr=subprocess.DEVNULL, start_new_session=True)
-    deadline = time.monotonic() + 5
-    while not (os.path.exists(sim_end) and os.path.exists(gateway_end)):
-        assert time.monotonic() < deadline, "socat did not create the pty pair"
-        time.sleep(0.02)
-    yield sim_end, gateway_end
-    os.killpg(proc.pid, signal.SIGTERM)
-    proc.wait(5)

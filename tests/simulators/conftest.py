@@ -57,26 +57,6 @@ def as_f32(value: float) -> float:
     return struct.unpack(">f", struct.pack(">f", value))[0]
 
 
-@pytest.fixture
-def pty_pair(tmp_path: Path) -> Iterator[tuple[str, str]]:
-    """Two linked pseudo-terminals from socat: (simulator's end, poller's end) of an RS-485 line."""
-    import os
-    import signal
-    import subprocess
-    import time
-
-    sim_end, poller_end = str(tmp_path / "ttySIM"), str(tmp_path / "ttyGW")
-    proc = subprocess.Popen(["socat", f"pty,raw,echo=0,link={sim_end}", f"pty,raw,echo=0,link={poller_end}"],
-                            stderr=subprocess.DEVNULL, start_new_session=True)
-    deadline = time.monotonic() + 5
-    while not (os.path.exists(sim_end) and os.path.exists(poller_end)):
-        assert time.monotonic() < deadline, "socat did not create the pty pair"
-        time.sleep(0.02)
-    yield sim_end, poller_end
-    os.killpg(proc.pid, signal.SIGTERM)
-    proc.wait(5)
-
-
 def i32(words: list[int], at: int, low_word_first: bool = False) -> int:
     """A signed 32-bit integer from two registers, decoded here and not by tanji.codec."""
     hi, lo = (words[at + 1], words[at]) if low_word_first else (words[at], words[at + 1])
