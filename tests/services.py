@@ -1,9 +1,9 @@
 """Real Mosquitto and real InfluxDB, started on free ports in temporary directories.
 
 Test-only code. InfluxDB here is Debian's 1.6.7, which lacks `/api/v2/write`; `V2WriteBridge`
-does what InfluxDB 1.8 does natively (../shared/DESIGN.md): it maps
-`/api/v2/write?org=&bucket=&precision=` to `/write?db=&rp=&precision=` and passes everything
-else (`/query`, `/ping`) through. influxdb-client's real write path and influxd's real
+runs `influx_bridge.py`, which does what InfluxDB 1.8 does natively (../shared/DESIGN.md): it
+maps `/api/v2/write?org=&bucket=&precision=` to `/write?db=&rp=&precision=` and passes
+everything else (`/query`, `/ping`) through, in a process of its own. influxdb-client's real write path and influxd's real
 storage and query engine are both exercised; nothing is mocked.
 """
 
@@ -11,13 +11,12 @@ from __future__ import annotations
 
 import contextlib
 import http.client
-import http.server
 import os
 import shutil
 import signal
 import socket
 import subprocess
-import threading
+import sys
 import time
 import urllib.parse
 from pathlib import Path
@@ -110,84 +109,13 @@ class MosquittoServer(Process):
                          self.workdir / "mosquitto.log")
 
 
-class V2WriteBridge:
-    """Serves the InfluxDB 2.x write endpoint in front of an InfluxDB 1.6 server (test-only)."""
+class V2WriteBridge(Process):
+    """`tests/influx_bridge.py` in its own process: InfluxDB 1.8's v2 write endpoint (test-only)."""
 
-    def __init__(self, upstream_port: int, port: int | None = None) -> None:
-        self.upstream_port = upstream_port
-        self.port = port or free_port()
-        self.server: http.server.ThreadingHTTPServer | None = None
-        self.writes = 0
-
-    def start(self) -> None:
-        bridge = self
-
-        class Handler(http.server.BaseHTTPRequestHandler):
-            protocol_version = "HTTP/1.1"
-
-            def log_message(self, *args: object) -> None:
-                pass
-
-            def _forward(self, method: str) -> None:
-                parsed = urllib.parse.urlsplit(self.path)
-                query = urllib.parse.parse_qs(parsed.query)
-                length = int(self.headers.get("Content-Length") or 0)
-                body = self.rfile.read(length) if length else None
-                headers = {k: v for k, v in self.headers.items()
-                           if k.lower() in ("content-type", "content-encoding", "accept", "accept-encoding")}
-                path = parsed.path
-                if path == "/health":
-                    self._reply(200, b'{"status":"pass","message":"ready for queries and writes"}')
-                    return
-                if path == "/api/v2/write":
-                    bucket = query.get("bucket", [""])[0]
-                    db, _, rp = bucket.partition("/")
-                    precision = {"ns": "n", "us": "u", "ms": "ms", "s": "s"}[query.get("precision", ["ns"])[0]]
-                    params = {"db": db, "precision": precision}
-                    if rp:
-                        params["rp"] = rp
-                    path = "/write?" + urllib.parse.urlencode(params)
-                    bridge.writes += 1
-                elif parsed.query:
-                    path = f"{path}?{parsed.query}"
-                try:
-                    conn = http.client.HTTPConnection("127.0.0.1", bridge.upstream_port, timeout=30)
-                    conn.request(method, path, body=body, headers=headers)
-                    resp = conn.getresponse()
-                    data = resp.read()
-                    status = resp.status
-                    ctype = resp.getheader("Content-Type", "application/json")
-                    conn.close()
-                except OSError:
-                    self._reply(503, b'{"code":"unavailable","message":"influxd is down"}')
-                    return
-                if parsed.path == "/api/v2/write" and status >= 400:
-                    data = b'{"code":"invalid","message":' + data.replace(b"\n", b" ")[:2000].__repr__().encode() + b"}"
-                self._reply(status, data, ctype)
-
-            def _reply(self, status: int, data: bytes, ctype: str = "application/json") -> None:
-                self.send_response(status)
-                self.send_header("Content-Type", ctype)
-                self.send_header("Content-Length", str(len(data)))
-                self.end_headers()
-                if data:
-                    self.wfile.write(data)
-
-            def do_GET(self) -> None:  # noqa: N802
-                self._forward("GET")
-
-            def do_POST(self) -> None:  # noqa: N802
-                self._forward("POST")
-
-        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", self.port), Handler)
-        self.server.daemon_threads = True
-        threading.Thread(target=self.server.serve_forever, daemon=True, name="v2-bridge").start()
-
-    def stop(self) -> None:
-        if self.server is not None:
-            self.server.shutdown()
-            self.server.server_close()
-            self.server = None
+    def __init__(self, upstream_port: int, log: Path, port: int | None = None) -> None:
+        port = port or free_port()
+        super().__init__([sys.executable, str(Path(__file__).with_name("influx_bridge.py")),
+                          "--upstream-port", str(upstream_port), "--port", str(port)], port, log)
 
 
 class InfluxServer:
@@ -223,7 +151,7 @@ bind-address = "127.0.0.1:{self.rpc_port}"
 """)
         self.influxd = Process([require_binary("influxd", "influxdb"), "-config", str(conf)],
                                self.http_port, self.workdir / "influxd.log")
-        self.bridge = V2WriteBridge(self.http_port)
+        self.bridge = V2WriteBridge(self.http_port, self.workdir / "bridge.log")
 
     @property
     def url(self) -> str:
@@ -236,7 +164,7 @@ bind-address = "127.0.0.1:{self.rpc_port}"
     def start(self) -> None:
         self.influxd.start()
         self._wait_ready()
-        if self.bridge.server is None:
+        if not self.bridge.running:
             self.bridge.start()
 
     def _wait_ready(self, timeout_s: float = 20.0) -> None:

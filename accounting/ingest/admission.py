@@ -3,14 +3,15 @@
 Checks, in order (each failure is a quarantine reason code):
 - topic shape `tanji/v1/<site>/<gateway>/<kind>` (`bad_topic`), a configured site
   (`unknown_site`), a gateway of that site (`unknown_gateway`);
-- the wire format via `tanji.wire.decode_batch`: size limit (`too_large`), JSON (`not_json`),
+- the wire format via `batch_decoder.decode_batch` (reasons from `tanji.wire`): size limit (`too_large`), JSON (`not_json`),
   schema and types (`schema`, `version`, `unknown_quantity`), finite numbers (`not_finite`),
   timestamps within bounds (`timestamp`), topic ids equal to the payload's (`topic_mismatch`);
 - every meter belongs to the publishing gateway (`unknown_meter`). This also bounds the tag
   cardinality of the store to the meters of the site files.
 
 A message is admitted or quarantined whole: a half-stored batch would be hard to explain to
-an auditor. Duplicates within the batch and against the dedup index are dropped and counted.
+an auditor. Duplicates within the batch and against the dedup index are dropped and counted;
+the index learns each admitted reading at once (accounting/ingest/dedup.py says why that is safe).
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
+from accounting.ingest import batch_decoder
 from accounting.ingest.dedup import DedupIndex
 from accounting.ingest.sequence import SequenceTracker
 from accounting.ingest.subscriber import InboundMessage
@@ -27,6 +29,11 @@ from accounting.store.base import QuarantinedMessage, StoredReading
 from tanji import wire
 from tanji.errors import WireFormatError
 from tanji.site import Site
+
+
+def _row(fields: tuple) -> StoredReading:
+    """StoredReading from a tuple of its fields, without the namedtuple's Python-level __new__."""
+    return tuple.__new__(StoredReading, fields)
 
 
 @dataclass
@@ -38,7 +45,6 @@ class Admitted:
     statuses: dict[tuple[str, str], dict[str, Any]] = field(default_factory=dict)
     readings_messages: int = 0
     duplicates: int = 0
-    keys: set[tuple[str, str, int]] = field(default_factory=set)  # (site, meter, ts_ms) of `rows`
 
 
 class Admission:
@@ -48,20 +54,15 @@ class Admission:
         self.sites = sites
         self.dedup = dedup
         self.sequences = sequences
-        self._pending: list[set[tuple[str, str, int]]] = []
         self._meters = {(s.id, g.id): frozenset(m.id for m in g.meters) for s in sites.values() for g in s.gateways}
 
-    def admit(self, messages: list[InboundMessage], now_ms: int | None = None,
-              pending: list[set[tuple[str, str, int]]] | None = None) -> Admitted:
-        """Admit one cycle's messages. `pending`: the `keys` of earlier cycles admitted but not yet
-        stored (so not yet in the dedup index); their readings count as duplicates too."""
+    def admit(self, messages: list[InboundMessage], now_ms: int | None = None) -> Admitted:
+        """Admit one cycle's messages."""
         now_ms = now_ms if now_ms is not None else int(time.time() * 1000)
         out = Admitted()
-        in_cycle = out.keys
-        self._pending = pending or []
         for m in messages:
             try:
-                self._admit_one(m, now_ms, out, in_cycle)
+                self._admit_one(m, now_ms, out)
             except WireFormatError as exc:
                 site = m.topic.split("/")[2] if m.topic.count("/") >= 2 else None
                 out.quarantined.append(QuarantinedMessage(
@@ -69,8 +70,7 @@ class Admission:
                     site if site in self.sites else None))
         return out
 
-    def _admit_one(self, m: InboundMessage, now_ms: int, out: Admitted,
-                   in_cycle: set[tuple[str, str, int]]) -> None:
+    def _admit_one(self, m: InboundMessage, now_ms: int, out: Admitted) -> None:
         site_id, gateway_id, kind = wire.parse_topic(m.topic)
         if kind == "status":
             self._status(m, site_id, gateway_id, out)
@@ -81,23 +81,17 @@ class Admission:
         meters = self._meters.get((site_id, gateway_id))
         if meters is None:
             raise WireFormatError("unknown_gateway", f"site {site_id} has no gateway {gateway_id!r}")
-        body = wire.decode_batch(m.payload, m.topic, now_ms)
-        readings = body["readings"]
+        batch = batch_decoder.decode_batch(m.payload, site_id, gateway_id, now_ms)
+        readings = batch.readings
         for i, r in enumerate(readings):
-            if r["meter"] not in meters:
+            if r.meter not in meters:
                 raise WireFormatError("unknown_meter",
-                                      f"readings[{i}].meter {r['meter']!r} is not a meter of {site_id}/{gateway_id}")
-        self.sequences.observe(site_id, gateway_id, body["seq"])
-        dedup = self.dedup
-        pending = self._pending
-        for r in readings:
-            key = (site_id, r["meter"], r["ts_ms"])
-            if key in in_cycle or dedup.contains(*key) or (pending and any(key in p for p in pending)):
-                out.duplicates += 1
-                continue
-            in_cycle.add(key)
-            out.rows.append(StoredReading(site_id, gateway_id, r["meter"], r["ts_ms"], r["quality"],
-                                          r["values"], r.get("value_quality")))
+                                      f"readings[{i}].meter {r.meter!r} is not a meter of {site_id}/{gateway_id}")
+        self.sequences.observe(site_id, gateway_id, batch.seq)
+        fresh = self.dedup.fresh(site_id, readings)
+        out.duplicates += len(readings) - len(fresh)
+        out.rows.extend([_row((site_id, gateway_id, r.meter, r.ts_ms, r.quality, r.values, r.value_quality))
+                         for r in fresh])
 
     def _status(self, m: InboundMessage, site_id: str, gateway_id: str, out: Admitted) -> None:
         if not m.payload:

@@ -5,11 +5,28 @@ PUBACK, and from our own restart (messages stored but not yet acked are sent aga
 index remembers the last `window` timestamps admitted per meter, which covers all of these;
 a copy of a reading evicted since (a gateway re-sending hours of backlog) is passed on, and
 the idempotent store and engine absorb it. Memory is bounded: `window` timestamps per meter.
+
+Admission remembers a reading as it admits it, before the store has it. That is safe because
+the service writes admitted cycles in order and retries a failing write until it is durable:
+a reading admitted is stored before any later copy of it could be acknowledged, or the process
+ends and takes the index with it (a restart seeds it from the store).
 """
 
 from __future__ import annotations
 
 from collections import deque
+from collections.abc import Iterable
+from typing import Protocol, TypeVar
+
+
+class _Timestamped(Protocol):
+    @property
+    def meter(self) -> str: ...
+    @property
+    def ts_ms(self) -> int: ...
+
+
+R = TypeVar("R", bound=_Timestamped)
 
 
 class _MeterIndex:
@@ -36,14 +53,42 @@ class DedupIndex:
         index = self._meters.get((site, meter))
         return index is not None and ts_ms in index.seen
 
+    def fresh(self, site: str, readings: Iterable[R]) -> list[R]:
+        """The readings not seen before, in order; remembered from now on (ingest's hot loop)."""
+        meters = self._meters
+        window = self.window
+        out: list[R] = []
+        for r in readings:
+            meter, ts_ms = r.meter, r.ts_ms
+            index = meters.get((site, meter))
+            if index is None:
+                index = meters[(site, meter)] = _MeterIndex()
+            seen = index.seen
+            if ts_ms in seen:
+                continue
+            seen.add(ts_ms)
+            order = index.order
+            order.append(ts_ms)
+            if len(order) > window:
+                seen.discard(order.popleft())
+            out.append(r)
+        return out
+
     def add(self, site: str, meter: str, ts_ms: int) -> None:
-        """Remember a reading; called once it is durably stored, never before."""
+        """Remember a reading."""
+        self.admit(site, meter, ts_ms)
+
+    def admit(self, site: str, meter: str, ts_ms: int) -> bool:
+        """Remember a reading; False when it was already remembered (a duplicate)."""
         index = self._meters.get((site, meter))
         if index is None:
             index = self._meters[(site, meter)] = _MeterIndex()
-        if ts_ms in index.seen:
-            return
-        index.seen.add(ts_ms)
-        index.order.append(ts_ms)
-        if len(index.order) > self.window:
-            index.seen.discard(index.order.popleft())
+        seen = index.seen
+        if ts_ms in seen:
+            return False
+        seen.add(ts_ms)
+        order = index.order
+        order.append(ts_ms)
+        if len(order) > self.window:
+            seen.discard(order.popleft())
+        return True

@@ -31,6 +31,13 @@ class StoredReading(NamedTuple):
     value_quality: dict[str, str] | None = None
 
 
+class EncodedReadings(NamedTuple):
+    """Rows made ready for one store's write by `ReadingStore.encode_readings`."""
+
+    rows: Sequence[StoredReading]
+    payload: Any = None
+
+
 class QuarantinedMessage(NamedTuple):
     """A message that failed validation: kept verbatim with its reason, never silently dropped."""
 
@@ -54,6 +61,15 @@ class ReadingStore(ABC):
     @abstractmethod
     def write_readings(self, rows: Sequence[StoredReading]) -> int:
         """Durably store rows; idempotent on (site, meter, ts_ms)."""
+
+    def encode_readings(self, rows: Sequence[StoredReading]) -> EncodedReadings:
+        """The CPU part of a write (formatting), split from the I/O so that ingest can do it
+        while the previous cycle's write waits on the database. Default: nothing ahead."""
+        return EncodedReadings(rows)
+
+    def write_encoded(self, encoded: EncodedReadings) -> int:
+        """`write_readings` for rows `encode_readings` prepared, with the same contract."""
+        return self.write_readings(encoded.rows)
 
     @abstractmethod
     def read_readings(self, site: str, meter: str | None, start_ms: int, end_ms: int) -> list[StoredReading]:

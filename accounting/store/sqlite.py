@@ -15,7 +15,13 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from accounting.store.base import VALUE_NAMES, QuarantinedMessage, ReadingStore, StoredReading
+from accounting.store.base import (
+    VALUE_NAMES,
+    EncodedReadings,
+    QuarantinedMessage,
+    ReadingStore,
+    StoredReading,
+)
 
 _VALUE_COLUMNS = ", ".join(f"{name} REAL" for name in VALUE_NAMES)
 SCHEMA = f"""
@@ -94,14 +100,20 @@ class SqliteStore(ReadingStore):
         return conn
 
     def write_readings(self, rows: Sequence[StoredReading]) -> int:
-        if not rows:
+        return self.write_encoded(self.encode_readings(rows))
+
+    def encode_readings(self, rows: Sequence[StoredReading]) -> EncodedReadings:
+        return EncodedReadings(rows, [_row(r) for r in rows])
+
+    def write_encoded(self, encoded: EncodedReadings) -> int:
+        if not encoded.rows:
             return 0
         conn = self._conn()
         with self._write_lock:
             before = conn.total_changes
             conn.execute("BEGIN IMMEDIATE")
             try:
-                conn.executemany(_INSERT, map(_row, rows))
+                conn.executemany(_INSERT, encoded.payload)
             except BaseException:
                 conn.execute("ROLLBACK")
                 raise

@@ -1,0 +1,100 @@
+"""Wire format v1 at ingest speed: msgspec decodes and type-checks a batch in one pass.
+
+`tanji.wire.decode_batch` (json.loads, then `validate_batch` over Python dicts) is the
+reference: it is what the JSON Schema is checked against, and it stays dependency-free for the
+gateway. At ingest it costs ~2.5 µs per reading, a third of the whole budget; msgspec parses
+straight into typed structs with the same structural rules in ~0.5 µs. The few rules msgspec
+cannot express (quantity names, timestamp bounds, value_quality naming a value) are checked
+here on the structs.
+
+Only acceptance takes the fast path. Whenever it rejects, the reference runs on the same bytes
+and gives the reason and detail that quarantine records, so every reason code and message is
+the reference's own. If the reference accepts what the fast path rejected (a difference the
+agreement tests in tests/ingest/test_batch_decoder.py exist to catch, e.g. a `seq` beyond
+64 bits), the reference's reading of the message is used and the difference is logged: the
+message is ingested, never lost.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Annotated, Any, Literal
+
+import msgspec
+
+from tanji import wire
+from tanji.quantities import QUANTITIES
+
+log = logging.getLogger(__name__)
+
+_Id = Annotated[str, msgspec.Meta(min_length=1, max_length=64)]
+_Quality = Literal["good", "stale", "comm_error", "out_of_range", "counter_reset_suspected"]
+_QUANTITY_NAMES = frozenset(QUANTITIES)
+_QUALITY_CODES = frozenset(wire.QUALITY_CODES)
+
+
+class Reading(msgspec.Struct, forbid_unknown_fields=True, gc=False):
+    meter: _Id
+    ts_ms: int
+    quality: _Quality
+    values: dict[str, float | None]
+    value_quality: dict[str, _Quality] | None = None
+
+
+class Batch(msgspec.Struct, forbid_unknown_fields=True):
+    v: Literal[1]
+    site: _Id
+    gateway: _Id
+    seq: Annotated[int, msgspec.Meta(ge=0)]
+    sent_ms: int
+    backlog: bool
+    readings: Annotated[list[Reading], msgspec.Meta(max_length=wire.MAX_READINGS_PER_BATCH)]
+
+
+_decoder = msgspec.json.Decoder(Batch)
+
+
+class _Rejected(Exception):
+    """The fast path says no (as msgspec's own errors do); the reference says why."""
+
+
+def decode_batch(payload: bytes, site: str, gateway: str, now_ms: int) -> Batch:
+    """A readings message published on `tanji/v1/<site>/<gateway>/readings`, validated.
+
+    Raises `tanji.errors.WireFormatError` with the reference's reason code.
+    """
+    try:
+        if len(payload) > wire.MAX_PAYLOAD_BYTES:
+            raise _Rejected
+        batch = _decoder.decode(payload)
+        _check(batch, site, gateway, now_ms)
+        return batch
+    except Exception:  # noqa: BLE001 - any doubt at all goes to the reference, which names it
+        pass
+    body = wire.decode_batch(payload, wire.readings_topic(site, gateway), now_ms)  # raises the reason
+    log.warning("wire decoders disagree: the reference accepts a %s/%s message the fast path rejects; "
+                "ingesting the reference's reading of it", site, gateway)
+    return from_reference(body)
+
+
+def _check(batch: Batch, site: str, gateway: str, now_ms: int) -> None:
+    """The rules of wire v1 that msgspec's types do not carry."""
+    if batch.site != site or batch.gateway != gateway:
+        raise _Rejected
+    lo, hi = now_ms - wire.MAX_AGE_MS, now_ms + wire.MAX_FUTURE_MS
+    names = _QUANTITY_NAMES
+    for r in batch.readings:
+        if not lo <= r.ts_ms <= hi or not r.values.keys() <= names:
+            raise _Rejected
+        vq = r.value_quality
+        if vq is not None and not vq.keys() <= r.values.keys():
+            raise _Rejected
+
+
+def from_reference(body: dict[str, Any]) -> Batch:
+    """A batch the reference validated, as the structs the fast path makes (no re-validation)."""
+    return Batch(v=body["v"], site=body["site"], gateway=body["gateway"], seq=body["seq"],
+                 sent_ms=body["sent_ms"], backlog=body["backlog"],
+                 readings=[Reading(meter=r["meter"], ts_ms=r["ts_ms"], quality=r["quality"],
+                                   values=r["values"], value_quality=r.get("value_quality"))
+                           for r in body["readings"]])
