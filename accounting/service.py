@@ -1,9 +1,10 @@
 """The accounting process: MQTT ingest → store(s) + engine, live footprints, stats.
 
-One ingest cycle (steps 1-2 on the ingest thread, 3-5 on the store thread, pipelined so
-cycle N+1 is admitted while cycle N is written; see `_run`):
+One ingest cycle (steps 1-2 on the ingest thread, 3-4 on the store thread, 5 on the engine
+thread, pipelined so cycle N+1 is admitted while cycle N is written; see `_run`):
 1. take up to `cycle_max_messages` messages from the subscriber's inbox;
-2. admit them (validate, quarantine, dedup, sequence gaps) — `accounting.ingest.admission`;
+2. admit them (validate, quarantine, dedup, sequence gaps) — `accounting.ingest.admission` —
+   and format them for the store (`ReadingStore.encode_readings`);
 3. write quarantine and readings to the store; when that returns they are durable;
 4. PUBACK the messages to the broker, in cycle order;
 5. feed the same readings to each site's engine, then tell listeners.
@@ -18,6 +19,7 @@ durable, so "checkpoint + store" always covers everything acknowledged.
 
 from __future__ import annotations
 
+import collections
 import gc
 import logging
 import queue
@@ -70,10 +72,10 @@ class _MeterState:
     readings: int = 0
     comm_errors: int = 0
 
-    def update(self, r: StoredReading) -> None:
-        self.readings += 1
-        if r.quality == "comm_error":
-            self.comm_errors += 1
+    def update(self, r: StoredReading, readings: int, comm_errors: int) -> None:
+        """Count `readings` new readings, `comm_errors` of them failed; `r` is the newest of them."""
+        self.readings += readings
+        self.comm_errors += comm_errors
         if self.last_ts_ms is None or r.ts_ms >= self.last_ts_ms:
             self.last_ts_ms, self.last_values, self.last_quality = r.ts_ms, r.values, r.quality
 
@@ -118,10 +120,10 @@ def dataset_for(site: Site, registry: FactorRegistry | None = None) -> FactorDat
 class AccountingService:
     """Ingest, store and engine of one or more sites; what the API and the CLI drive.
 
-    Threading: `start()` / `stop()` are synchronous; ingest runs on two background threads
-    ("accounting-ingest" admits, "accounting-store" writes, acks and feeds the engines) next to
-    paho's network thread. Query methods may be called from any thread (an engine lock
-    serialises them with ingest). Listeners are called on the store thread after each cycle with `{"type": "meters", "site": ..., "meters": [...]}` (the
+    Threading: `start()` / `stop()` are synchronous; ingest runs on three background threads
+    ("accounting-ingest" admits and formats, "accounting-store" writes and acks,
+    "accounting-engine" feeds the engines) next to paho's network thread. Query methods may be called from any thread (an engine lock
+    serialises them with ingest). Listeners are called on the engine thread after each cycle with `{"type": "meters", "site": ..., "meters": [...]}` (the
 meters that cycle touched, as `meter_status` rows) and, at
     most every `footprint_interval_s`, `{"type": "footprints", "site": ..., "footprints": [...]}`;
     an asyncio consumer must hop threads with `loop.call_soon_threadsafe`.
@@ -253,16 +255,22 @@ meters that cycle touched, as `meter_status` rows) and, at
             self.checkpoints.save(site_id, int(time.time() * 1000), meta, blob)
 
     # -- the ingest cycle -----------------------------------------------------------------
-    # Pipelined on two threads: "accounting-ingest" takes and admits cycle N+1 while
-    # "accounting-store" writes cycle N; the store thread then, cycle by cycle in order, acks
-    # the messages, feeds the engines and notifies. The dedup index learns readings as they are
-    # admitted (safe because cycles are written in order and retried until durable), so a copy
-    # arriving meanwhile still counts as a duplicate; a message is acked only after its own
-    # cycle's write and every earlier one returned. Under a backlog the engine is fed a few cycles at once
-    # (at most `engine_batch_s` late), since its cost is per channel touched, not per reading.
+    # Pipelined on three threads, each handing cycles to the next through a bounded queue (a
+    # slow stage blocks the ones before it, and in the end the broker holds the backlog):
+    # - "accounting-ingest" takes and admits cycle N+2 and formats it for the store;
+    # - "accounting-store" writes cycle N+1 and, once it is durable, acks its messages;
+    # - "accounting-engine" feeds cycle N to the engines, updates meter states and stats,
+    #   notifies listeners, and runs the periodic work (footprint events and writes, checkpoints).
+    # The store thread mostly waits on the database, so the other two have the interpreter
+    # meanwhile. The dedup index learns readings as they are admitted (safe because cycles are
+    # written in order and retried until durable), so a copy arriving meanwhile still counts as
+    # a duplicate; a message is acked only after its own cycle's write and every earlier one
+    # returned. Under a backlog the engine is fed many cycles at once (at most `engine_batch_s`
+    # late), since its cost is per channel touched, not per reading; once caught up, at once.
 
     pipeline_depth = 2  # admitted cycles waiting for the store thread
-    engine_batch_s = 0.25
+    engine_queue_depth = 8  # stored cycles waiting for the engine thread
+    engine_batch_s = 1.0
 
     def _take(self) -> list[InboundMessage]:
         inbox = self._subscriber.inbox
@@ -281,44 +289,68 @@ meters that cycle touched, as `meter_status` rows) and, at
                 time.sleep(0.001)
         return batch
 
+    @staticmethod
+    def _hand_over(q: queue.Queue[_Cycle | None], item: _Cycle | None, consumer: threading.Thread) -> None:
+        """Put, waiting while the consumer is behind; give up only if it has died."""
+        while consumer.is_alive():
+            try:
+                q.put(item, timeout=0.1)
+                return
+            except queue.Full:
+                pass
+
     def _run(self) -> None:
-        cycles: queue.Queue[_Cycle | None] = queue.Queue(self.pipeline_depth)
-        writer = threading.Thread(target=self._write_loop, args=(cycles,), name="accounting-store", daemon=True)
+        admitted: queue.Queue[_Cycle | None] = queue.Queue(self.pipeline_depth)
+        stored: queue.Queue[_Cycle | None] = queue.Queue(self.engine_queue_depth)
+        feeder = threading.Thread(target=self._engine_loop, args=(stored,), name="accounting-engine", daemon=True)
+        writer = threading.Thread(target=self._write_loop, args=(admitted, stored, feeder),
+                                  name="accounting-store", daemon=True)
+        feeder.start()
         writer.start()
         try:
             while not self._stopping.is_set() and writer.is_alive():
                 batch = self._take()
                 if batch:
-                    cycle = self._admit(batch)
-                    while writer.is_alive():  # blocks while the store thread is behind
-                        try:
-                            cycles.put(cycle, timeout=0.1)
-                            break
-                        except queue.Full:
-                            pass
+                    self._hand_over(admitted, self._admit(batch), writer)
         finally:
-            while writer.is_alive():
-                try:
-                    cycles.put(None, timeout=0.1)
-                    break
-                except queue.Full:
-                    pass
+            self._hand_over(admitted, None, writer)
             writer.join()
+            feeder.join()
 
-    def _write_loop(self, cycles: queue.Queue[_Cycle | None]) -> None:
+    def _write_loop(self, admitted: queue.Queue[_Cycle | None], stored: queue.Queue[_Cycle | None],
+                    feeder: threading.Thread) -> None:
+        try:
+            while True:
+                try:
+                    cycle = admitted.get(timeout=0.05)
+                except queue.Empty:
+                    if self._stopping.is_set():
+                        return
+                    continue
+                if cycle is None:
+                    return
+                self._write(cycle)
+                self._hand_over(stored, cycle, feeder)
+        finally:
+            self._hand_over(stored, None, feeder)
+
+    def _caught_up(self, stored: queue.Queue[_Cycle | None]) -> bool:
+        """Nothing stored waits and less than a cycle's worth is in the inbox: feed now, not later."""
+        return stored.empty() and self._subscriber.inbox.qsize() < self.cycle_max_messages
+
+    def _engine_loop(self, stored: queue.Queue[_Cycle | None]) -> None:
         held: list[_Cycle] = []  # stored and acked, engine not yet fed
         while True:
             try:
-                cycle = cycles.get(timeout=0.05)
+                cycle = stored.get(timeout=0.05)
             except queue.Empty:
-                cycle = None if self._stopping.is_set() else _IDLE
+                cycle = _IDLE
             if cycle is None:
                 self._feed(held)
                 return
             if cycle is not _IDLE:
-                self._write(cycle)
                 held.append(cycle)
-            if held and (cycles.empty() or time.monotonic() - held[0].stored_at >= self.engine_batch_s):
+            if held and (self._caught_up(stored) or time.monotonic() - held[0].stored_at >= self.engine_batch_s):
                 self._feed(held)
                 held = []
             if time.monotonic() - self._last_footprints >= self.footprint_interval_s and self._listeners:
@@ -388,13 +420,20 @@ meters that cycle touched, as `meter_status` rows) and, at
             for site_id, rows in by_site.items():
                 self._feeds[site_id].feed(rows)
         t4 = time.perf_counter()
-        touched: dict[str, set[str]] = {}
+        touched: dict[str, list[str]] = {}
         meters = self._meters
         for site_id, rows in by_site.items():
-            names = touched[site_id] = set()
+            newest: dict[str, StoredReading] = {}
             for r in rows:
-                meters[(site_id, r.meter)].update(r)
-                names.add(r.meter)
+                meter = r.meter
+                seen = newest.get(meter)
+                if seen is None or r.ts_ms >= seen.ts_ms:
+                    newest[meter] = r
+            counts = collections.Counter([r.meter for r in rows])
+            comm_errors = collections.Counter([r.meter for r in rows if r.quality == "comm_error"])
+            for meter, r in newest.items():
+                meters[(site_id, meter)].update(r, counts[meter], comm_errors[meter])
+            touched[site_id] = sorted(newest)
         for cycle in cycles:
             admitted = cycle.admitted
             self._gateways.update(admitted.statuses)
@@ -412,7 +451,7 @@ meters that cycle touched, as `meter_status` rows) and, at
         if self._listeners:
             for site_id, names in touched.items():
                 self._emit({"type": "meters", "site": site_id,
-                            "meters": [self._meter_row(m, meters[(site_id, m)]) for m in sorted(names)]})
+                            "meters": [self._meter_row(m, meters[(site_id, m)]) for m in names]})
         t5 = time.perf_counter()
         with self.stats.lock:
             self.stats.stage_s["engine"] += t4 - t3

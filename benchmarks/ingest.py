@@ -82,6 +82,7 @@ def main() -> int:
     parser.add_argument("--meters", type=int, default=100, help="meters per gateway (readings per message)")
     parser.add_argument("--rounds", type=int, default=40, help="backlog polls of every meter (phase 1)")
     parser.add_argument("--live-s", type=int, default=15, help="seconds of real-time publishing (phase 2)")
+    parser.add_argument("--gzip-level", type=int, default=1, help="InfluxStore gzip level (0: plain text)")
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING)
 
@@ -100,7 +101,8 @@ def main() -> int:
             _open_session(broker.host, broker.port, subscriptions([site.id], GROUP))
 
             backlog = fleet.publish(args.rounds, start_ms=int(time.time() * 1000) - (args.rounds + 5) * 1000)
-            store = InfluxStore(influx.url, token="bench", org="tanji", bucket="bench", spill_dir=tmp_path / "spill")
+            store = InfluxStore(influx.url, token="bench", org="tanji", bucket="bench", spill_dir=tmp_path / "spill",
+                                gzip_level=args.gzip_level)
             service = AccountingService([site], store, broker_host=broker.host, broker_port=broker.port,
                                         client_id=CLIENT_ID, share_group=GROUP, cycle_max_messages=200)
             service.start()
@@ -150,6 +152,7 @@ def main() -> int:
         "readings_published": total,
         "readings_per_s": round(rate),
         "goal_readings_per_s": 100_000,
+        "gzip_level": args.gzip_level,
         "lost": total - stored,
         "duplicates": service.stats.duplicates,
         "p99_freshness_s": round(p99, 3) if p99 is not None else None,

@@ -32,21 +32,19 @@ class EngineFeed:
         ts: list[int] = []
         val: list[float] = []
         bad: list[int] = []
-        for r in rows:
-            pairs = self._channels.get(r.meter)
+        channels = self._channels
+        for _, _, meter, ts_ms, quality, values, vq in rows:
+            pairs = channels.get(meter)
             if not pairs:
                 continue
-            values = r.values
-            vq = r.value_quality
             for channel, index in pairs:
                 v = values.get(channel)
                 if v is None:
                     continue
-                good = (vq.get(channel, "good") if vq else r.quality) == "good"
                 idx.append(index)
-                ts.append(r.ts_ms)
+                ts.append(ts_ms)
                 val.append(v)
-                bad.append(0 if good else 1)
+                bad.append(0 if (vq.get(channel, "good") if vq else quality) == "good" else 1)
         if idx:
             self.engine.ingest(np.array(idx, dtype=np.int64), np.array(ts, dtype=np.int64),
                                np.array(val, dtype=np.float64), np.array(bad, dtype=np.int8))
