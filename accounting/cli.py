@@ -51,6 +51,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--influx-org", default="tanji")
     parser.add_argument("--influx-bucket", default="tanji")
     parser.add_argument("--influx-database", help="database for InfluxQL reads (default: the bucket's name)")
+    parser.add_argument("--influx-gzip-level", type=int, choices=range(10), metavar="0-9",
+                        help="gzip level of writes (default: 1, or 0 when InfluxDB is on loopback)")
     parser.add_argument("--checkpoint-interval", type=float, default=60.0, metavar="SECONDS")
     parser.add_argument("--http-host", default="127.0.0.1")
     parser.add_argument("--http-port", type=int, help="serve the HTTP API and dashboard on this port")
@@ -77,7 +79,7 @@ def _store(args: argparse.Namespace) -> tuple[ReadingStore, Path]:
         state = Path(args.state_dir or "tanji-state")
         return InfluxStore(args.influx_url, token=os.environ.get("TANJI_INFLUX_TOKEN", ""), org=args.influx_org,
                            bucket=args.influx_bucket, database=args.influx_database,
-                           spill_dir=state / "influx-spill"), state
+                           gzip_level=args.influx_gzip_level, spill_dir=state / "influx-spill"), state
     raise ConfigError("--store", None, "", f"unknown store {args.store!r}", "use sqlite:PATH or influx")
 
 

@@ -89,10 +89,12 @@ class Fleet:
         try:
             for r in range(rounds):
                 ts_ms = first_ms + r * period_ms
+                # Made before their time and sent at it, as a gateway sends a poll's readings as
+                # soon as it has them: the generator's own cost must not count as latency.
+                payloads = [(gateway, self._batch(gateway, ts_ms)) for gateway in self.gateway_ids]
                 if realtime:
                     time.sleep(max(0.0, (ts_ms - time.time() * 1000) / 1000.0))
-                for gateway in self.gateway_ids:
-                    payload = self._batch(gateway, ts_ms)
+                for gateway, payload in payloads:
                     pending.append(client.publish(readings_topic(self.site_id, gateway), payload, qos=1))
                     batches += 1
                     readings += len(self.meter_ids[gateway])
