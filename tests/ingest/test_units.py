@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import collections
 import time
 
 from accounting.ingest.admission import Admission
@@ -41,6 +42,16 @@ def test_dedup_window_is_bounded_and_exact_within_it():
     assert d.contains("s", "m", 4) and d.contains("s", "m", 2)
     assert not d.contains("s", "m", 1)          # evicted: the idempotent store decides
     assert not d.contains("s", "other", 4)
+
+
+def test_dedup_fresh_keeps_first_copies_in_order_and_remembers_them():
+    d = DedupIndex(window=2)
+    R = collections.namedtuple("R", "meter ts_ms")
+    batch = [R("a", 1), R("b", 1), R("a", 1), R("a", 2), R("a", 3)]
+    assert d.fresh("s", batch) == [R("a", 1), R("b", 1), R("a", 2), R("a", 3)]
+    assert d.fresh("s", [R("a", 3), R("b", 1), R("a", 1), R("c", 1)]) == [R("a", 1), R("c", 1)]  # a@1 evicted
+    assert d.fresh("other-site", [R("a", 3)]) == [R("a", 3)]
+    assert not d.admit("s", "c", 1) and d.admit("s", "c", 2)
 
 
 def test_admission_drops_duplicates_and_names_reasons(cq_site):

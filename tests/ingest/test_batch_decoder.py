@@ -1,0 +1,149 @@
+"""accounting.ingest.batch_decoder (msgspec) against the reference, tanji.wire.decode_batch.
+
+The fast path may only accept what the reference accepts, and must read it the same way; when
+it refuses, the reference names the reason. Generated valid batches, the wire-schema test's
+mutations, byte-level damage and the known corner cases are all checked.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from accounting.ingest import batch_decoder
+from tanji import wire
+from tanji.errors import WireFormatError
+from tests.gateway.test_wire_schema import MUTATIONS, NOW_MS, batch, mutate
+
+
+def fast_accepts(payload: bytes, site: str, gateway: str) -> batch_decoder.Batch | None:
+    """The fast path alone, without the fallback to the reference."""
+    try:
+        decoded = batch_decoder._decoder.decode(payload)
+        batch_decoder._check(decoded, site, gateway, NOW_MS)
+    except Exception:  # noqa: BLE001 - any refusal counts as a refusal here
+        return None
+    return decoded
+
+
+def reference(payload: bytes, site: str, gateway: str) -> dict | WireFormatError:
+    try:
+        return wire.decode_batch(payload, wire.readings_topic(site, gateway), NOW_MS)
+    except WireFormatError as exc:
+        return exc
+
+
+def as_reference(b: batch_decoder.Batch) -> dict:
+    """A decoded Batch in the reference's shape, for comparison (absent value_quality omitted)."""
+    readings = []
+    for r in b.readings:
+        d = {"meter": r.meter, "ts_ms": r.ts_ms, "quality": r.quality, "values": r.values}
+        if r.value_quality is not None:
+            d["value_quality"] = r.value_quality
+        readings.append(d)
+    return {"v": b.v, "site": b.site, "gateway": b.gateway, "seq": b.seq, "sent_ms": b.sent_ms,
+            "backlog": b.backlog, "readings": readings}
+
+
+def _topic_ids(body: object) -> tuple[str, str]:
+    """The topic a gateway would publish this body on (ids that do not fit a topic get placeholders)."""
+    if isinstance(body, dict) and all(isinstance(body.get(k), str) and body[k] and "/" not in body[k]
+                                      and "+" not in body[k] and "#" not in body[k] for k in ("site", "gateway")):
+        return body["site"], body["gateway"]
+    return "site", "gw"
+
+
+@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(batch())
+def test_valid_batches_take_the_fast_path_and_read_as_the_reference_reads_them(body):
+    site, gateway = _topic_ids(body)
+    body = {**body, "site": site, "gateway": gateway}
+    payload = json.dumps(body).encode()
+    fast = fast_accepts(payload, site, gateway)
+    ref = reference(payload, site, gateway)
+    assert not isinstance(ref, WireFormatError), ref
+    assert fast is not None
+    assert as_reference(fast) == ref
+    assert as_reference(batch_decoder.decode_batch(payload, site, gateway, NOW_MS)) == ref
+
+
+@settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(batch(), st.sampled_from(MUTATIONS), st.data())
+def test_mutated_batches_are_refused_with_the_reference_reason(body, kind, data):
+    bad = mutate(body, kind, data.draw)
+    if bad is None:
+        return
+    site, gateway = _topic_ids(bad)
+    payload = json.dumps(bad).encode()
+    ref = reference(payload, site, gateway)
+    assert isinstance(ref, WireFormatError), (kind, bad)
+    assert fast_accepts(payload, site, gateway) is None, (kind, bad)
+    with pytest.raises(WireFormatError) as caught:
+        batch_decoder.decode_batch(payload, site, gateway, NOW_MS)
+    assert (caught.value.reason, caught.value.detail) == (ref.reason, ref.detail)
+
+
+VALID = json.dumps({"v": 1, "site": "s", "gateway": "g", "seq": 3, "sent_ms": NOW_MS, "backlog": False,
+                    "readings": [{"meter": "m1", "ts_ms": NOW_MS - 1000, "quality": "good",
+                                  "values": {"energy_import_kwh": 1234.5, "power_kw": 7}},
+                                 {"meter": "m2", "ts_ms": NOW_MS - 1000, "quality": "stale",
+                                  "values": {"energy_import_kwh": None},
+                                  "value_quality": {"energy_import_kwh": "stale"}}]},
+                   separators=(",", ":")).encode()
+assert wire.decode_batch(VALID, "tanji/v1/s/g/readings", NOW_MS)
+
+
+@settings(max_examples=500, deadline=None)
+@given(st.lists(st.tuples(st.integers(0, len(VALID) - 1), st.integers(0, 255)), min_size=1, max_size=6),
+       st.integers(1, len(VALID)))
+def test_damaged_bytes_never_pass_the_fast_path_unless_the_reference_agrees(flips, cut):
+    raw = bytearray(VALID[:cut])
+    for pos, byte in flips:
+        if pos < len(raw):
+            raw[pos] = byte
+    payload = bytes(raw)
+    ref = reference(payload, "s", "g")
+    fast = fast_accepts(payload, "s", "g")
+    if fast is not None:
+        assert not isinstance(ref, WireFormatError), payload
+        assert as_reference(fast) == ref
+    if isinstance(ref, WireFormatError):
+        with pytest.raises(WireFormatError) as caught:
+            batch_decoder.decode_batch(payload, "s", "g", NOW_MS)
+        assert caught.value.reason == ref.reason
+
+
+@pytest.mark.parametrize(("payload", "reason"), [
+    (VALID.replace(b'"power_kw":7', b'"power_kw":NaN'), "not_finite"),
+    (VALID.replace(b'"power_kw":7', b'"power_kw":1e400'), "not_finite"),
+    (VALID.replace(b'"power_kw":7', b'"power_kw":true'), "schema"),
+    (VALID.replace(b'"power_kw":7', b'"power_w":7'), "unknown_quantity"),
+    (VALID.replace(b'"ts_ms":%d' % (NOW_MS - 1000), b'"ts_ms":%d' % (NOW_MS + 600_000), 1), "timestamp"),
+    (VALID.replace(b'"ts_ms":%d' % (NOW_MS - 1000), b'"ts_ms":%d' % 2**70, 1), "timestamp"),
+    (VALID.replace(b'"gateway":"g"', b'"gateway":"h"'), "topic_mismatch"),
+    (VALID.replace(b'"v":1', b'"v":2'), "version"),
+    (VALID.replace(b'"value_quality":{"energy_import_kwh"', b'"value_quality":{"power_kw"'), "schema"),
+    (b"\xff" + VALID, "not_json"),
+    (b" " * (wire.MAX_PAYLOAD_BYTES + 1), "too_large"),
+])
+def test_each_refusal_carries_the_reference_reason(payload, reason):
+    with pytest.raises(WireFormatError) as caught:
+        batch_decoder.decode_batch(payload, "s", "g", NOW_MS)
+    assert caught.value.reason == reason
+    assert fast_accepts(payload, "s", "g") is None
+
+
+@pytest.mark.parametrize("payload", [
+    VALID.replace(b'"v":1', b'"v":1.0'),        # the reference compares v == 1
+    VALID.decode().encode("utf-16-le"),         # json.loads detects UTF-16; msgspec reads UTF-8 only
+])
+def test_what_only_the_reference_accepts_is_still_ingested_and_logged(payload, caplog):
+    assert fast_accepts(payload, "s", "g") is None
+    with caplog.at_level(logging.WARNING, logger="accounting.ingest.batch_decoder"):
+        decoded = batch_decoder.decode_batch(payload, "s", "g", NOW_MS)
+    assert as_reference(decoded) == reference(payload, "s", "g")
+    assert "disagree" in caplog.text
