@@ -86,12 +86,12 @@ class _Cycle:
 
     messages: list[InboundMessage]
     admitted: Admitted
-    encoded: EncodedReadings | None = None  # the store's formatting of admitted.rows
+    encoded: EncodedReadings  # the store's formatting of admitted.rows
     inserted: int = 0
     stored_at: float = 0.0
 
 
-_IDLE = _Cycle([], Admitted())
+_IDLE = _Cycle([], Admitted(), EncodedReadings(()))
 
 
 def _quiet_gc() -> None:
@@ -363,11 +363,10 @@ meters that cycle touched, as `meter_status` rows) and, at
     def _store(self, cycle: _Cycle) -> int:
         """Write until durable; retries forever (nothing is acked meanwhile, so nothing is lost)."""
         delay = 0.1
-        encoded = cycle.encoded or self.store.encode_readings(cycle.admitted.rows)
         while True:
             try:
                 self.store.quarantine(cycle.admitted.quarantined)
-                return self.store.write_encoded(encoded)
+                return self.store.write_encoded(cycle.encoded)
             except Exception:
                 if self._stopping.is_set():
                     raise
@@ -393,7 +392,7 @@ meters that cycle touched, as `meter_status` rows) and, at
         return _Cycle(messages, admitted, encoded)
 
     def _write(self, cycle: _Cycle) -> None:
-        """Store (durable), remember as seen, ack: in cycle order, on the store thread."""
+        """Store (durable), then ack: in cycle order, on the store thread."""
         t1 = time.perf_counter()
         cycle.inserted = self._store(cycle)
         cycle.stored_at = time.monotonic()

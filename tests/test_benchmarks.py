@@ -13,11 +13,15 @@ from pathlib import Path
 
 import pytest
 
+from tests.services import require_binary
+
 REPO = Path(__file__).resolve().parent.parent
 
 
 @pytest.mark.timeout(300)
-def test_ingest_benchmark_prints_its_result_and_loses_nothing(mosquitto):  # fixture: mosquitto installed
+def test_ingest_benchmark_prints_its_result_and_loses_nothing():
+    require_binary("mosquitto", "mosquitto")  # the benchmark starts its own servers
+    require_binary("influxd", "influxdb")
     out = subprocess.run([sys.executable, str(REPO / "benchmarks" / "ingest.py"), "--gateways", "3", "--meters", "10",
                           "--rounds", "5", "--live-s", "2"], capture_output=True, text=True, timeout=280, cwd=REPO)
     assert out.returncode == 0, out.stderr[-3000:]

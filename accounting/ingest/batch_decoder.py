@@ -10,8 +10,8 @@ here on the structs.
 Only acceptance takes the fast path. Whenever it rejects, the reference runs on the same bytes
 and gives the reason and detail that quarantine records, so every reason code and message is
 the reference's own. If the reference accepts what the fast path rejected (a difference the
-agreement tests in tests/ingest/test_batch_decoder.py exist to catch, e.g. a `seq` beyond
-64 bits), the reference's reading of the message is used and the difference is logged: the
+agreement tests in tests/ingest/test_batch_decoder.py exist to catch; known: `"v": 1.0` and
+UTF-16 JSON, which only `json.loads` takes), the reference's reading of the message is used and the difference is logged: the
 message is ingested, never lost.
 """
 
@@ -28,9 +28,8 @@ from tanji.quantities import QUANTITIES
 log = logging.getLogger(__name__)
 
 _Id = Annotated[str, msgspec.Meta(min_length=1, max_length=64)]
-_Quality = Literal["good", "stale", "comm_error", "out_of_range", "counter_reset_suspected"]
+_Quality = Literal[wire.QUALITY_CODES]  # the tuple's codes, as Literal["good", "stale", ...]
 _QUANTITY_NAMES = frozenset(QUANTITIES)
-_QUALITY_CODES = frozenset(wire.QUALITY_CODES)
 
 
 class Reading(msgspec.Struct, forbid_unknown_fields=True, gc=False):

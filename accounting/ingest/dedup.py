@@ -16,7 +16,7 @@ from __future__ import annotations
 
 from collections import deque
 from collections.abc import Iterable
-from typing import Protocol, TypeVar
+from typing import NamedTuple, Protocol, TypeVar
 
 
 class _Timestamped(Protocol):
@@ -27,6 +27,11 @@ class _Timestamped(Protocol):
 
 
 R = TypeVar("R", bound=_Timestamped)
+
+
+class _Key(NamedTuple):
+    meter: str
+    ts_ms: int
 
 
 class _MeterIndex:
@@ -46,8 +51,7 @@ class DedupIndex:
 
     def seed(self, site: str, meter: str, timestamps: list[int]) -> None:
         """Remember timestamps already stored (on restart, from the store)."""
-        for ts in sorted(timestamps)[-self.window:]:
-            self.add(site, meter, ts)
+        self.fresh(site, [_Key(meter, ts) for ts in sorted(timestamps)[-self.window:]])
 
     def contains(self, site: str, meter: str, ts_ms: int) -> bool:
         index = self._meters.get((site, meter))
@@ -75,20 +79,5 @@ class DedupIndex:
         return out
 
     def add(self, site: str, meter: str, ts_ms: int) -> None:
-        """Remember a reading."""
-        self.admit(site, meter, ts_ms)
-
-    def admit(self, site: str, meter: str, ts_ms: int) -> bool:
-        """Remember a reading; False when it was already remembered (a duplicate)."""
-        index = self._meters.get((site, meter))
-        if index is None:
-            index = self._meters[(site, meter)] = _MeterIndex()
-        seen = index.seen
-        if ts_ms in seen:
-            return False
-        seen.add(ts_ms)
-        order = index.order
-        order.append(ts_ms)
-        if len(order) > self.window:
-            seen.discard(order.popleft())
-        return True
+        """Remember one reading."""
+        self.fresh(site, [_Key(meter, ts_ms)])

@@ -58,18 +58,18 @@ class ReadingStore(ABC):
     half-open [start_ms, end_ms).
     """
 
-    @abstractmethod
     def write_readings(self, rows: Sequence[StoredReading]) -> int:
         """Durably store rows; idempotent on (site, meter, ts_ms)."""
+        return self.write_encoded(self.encode_readings(rows))
 
     def encode_readings(self, rows: Sequence[StoredReading]) -> EncodedReadings:
         """The CPU part of a write (formatting), split from the I/O so that ingest can do it
         while the previous cycle's write waits on the database. Default: nothing ahead."""
         return EncodedReadings(rows)
 
+    @abstractmethod
     def write_encoded(self, encoded: EncodedReadings) -> int:
         """`write_readings` for rows `encode_readings` prepared, with the same contract."""
-        return self.write_readings(encoded.rows)
 
     @abstractmethod
     def read_readings(self, site: str, meter: str | None, start_ms: int, end_ms: int) -> list[StoredReading]:

@@ -230,9 +230,6 @@ class InfluxStore(ReadingStore):
         self.spill.remove(writes)
         log.error("InfluxDB rejected %d spilled writes for good (%s); kept in %s", len(writes), exc, rejected)
 
-    def write_readings(self, rows: Sequence[StoredReading]) -> int:
-        return self.write_encoded(self.encode_readings(rows))
-
     def encode_readings(self, rows: Sequence[StoredReading]) -> EncodedReadings:
         return EncodedReadings(rows, self._chunks(reading_lines(rows)))
 

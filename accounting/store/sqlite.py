@@ -99,9 +99,6 @@ class SqliteStore(ReadingStore):
                 self._connections.append(conn)
         return conn
 
-    def write_readings(self, rows: Sequence[StoredReading]) -> int:
-        return self.write_encoded(self.encode_readings(rows))
-
     def encode_readings(self, rows: Sequence[StoredReading]) -> EncodedReadings:
         return EncodedReadings(rows, [_row(r) for r in rows])
 

@@ -51,7 +51,8 @@ def test_dedup_fresh_keeps_first_copies_in_order_and_remembers_them():
     assert d.fresh("s", batch) == [R("a", 1), R("b", 1), R("a", 2), R("a", 3)]
     assert d.fresh("s", [R("a", 3), R("b", 1), R("a", 1), R("c", 1)]) == [R("a", 1), R("c", 1)]  # a@1 evicted
     assert d.fresh("other-site", [R("a", 3)]) == [R("a", 3)]
-    assert not d.admit("s", "c", 1) and d.admit("s", "c", 2)
+    d.add("s", "c", 2)
+    assert d.contains("s", "c", 1) and d.contains("s", "c", 2) and d.fresh("s", [R("c", 2)]) == []
 
 
 def test_admission_drops_duplicates_and_names_reasons(cq_site):
