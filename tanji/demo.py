@@ -144,14 +144,17 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _watch(service, stop: threading.Event, duration: float | None) -> None:  # noqa: ANN001
-    """Wait, logging a progress line every 10 s so the operator sees the plant is alive."""
+    """Wait, logging a progress line every 10 s so the operator sees the plant is alive.
+
+    The figures are the dashboard's: every product over the live window (the local day so far).
+    """
+    from accounting.api.v1 import live_footprints
+
     end = time.monotonic() + duration if duration is not None else None
     while not stop.is_set():
         timeout = 10.0 if end is None else max(0.0, min(10.0, end - time.monotonic()))
         if stop.wait(timeout) or (end is not None and time.monotonic() >= end):
             return
-        now_ms = int(time.time() * 1000)
-        day_start = now_ms - now_ms % 86_400_000
         parts = [f"{f['product_id']} {f['kgco2e_per_unit_location']:.3f} kgCO2e/unit ({f['units']:.0f} units)"
-                 for f in service.footprints(start_ms=day_start, end_ms=now_ms) if f.get("units")]
+                 for f in live_footprints(service) if f.get("units")]
         log.info("ingested %d readings; %s", service.stats.accepted, "; ".join(parts) or "no units yet")

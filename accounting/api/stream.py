@@ -1,6 +1,6 @@
 """The live stream: footprint and meter updates pushed to dashboards, over WebSocket or SSE.
 
-The service calls its listeners from its ingest thread after each cycle. The hub turns those
+The service calls its listeners from its engine thread (accounting/live/events.py). The hub turns those
 calls into messages on the event loop, coalescing bursts: whatever the number of clients, a
 burst of events costs one footprint computation and one JSON encoding, and a slow client only
 loses intermediate states of its own queue (each message is a full snapshot), never slows the

@@ -2,5 +2,5 @@
 
 `subscriber` receives (QoS 1, persistent session, shared subscription, manual acks),
 `admission` validates and quarantines, `dedup` and `sequence` catch duplicates and gaps,
-`stats` counts all of it. The accounting service (accounting/service.py) runs the cycle.
+`stats` counts all of it; `pipeline` runs the cycle (admit, store then ack, deliver) on three threads.
 """

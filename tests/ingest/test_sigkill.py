@@ -20,7 +20,7 @@ import pytest
 
 from accounting.engine.engine import Engine
 from accounting.ingest.engine_feed import EngineFeed
-from accounting.service import dataset_for
+from accounting.live.engine_state import dataset_for
 from accounting.site_topology import site_topology
 from accounting.store.base import StoredReading
 from accounting.store.checkpoints import CheckpointStore

@@ -114,8 +114,8 @@ def test_live_footprints_are_stored_for_the_open_hour(cq_site, tmp_path):
     batches = plant_batches(cq_site, start_ms=t0, step_ms=1000, polls=10)
     store = SqliteStore(tmp_path / "s.sqlite")
     service = AccountingService([cq_site], store, broker_port=1)  # never started: no broker needed
-    service._rebuild(cq_site)
-    service._cycle([_msg(b.topic, b.payload) for b in batches])
+    service.restore()
+    service.pipeline.run_cycle([_msg(b.topic, b.payload) for b in batches])
     service.store_footprints()
     stored = store.read_footprints(cq_site.id, t0, t0 + HOUR_MS)
     assert {f["product_id"] for f in stored} == {"pack-48v-100ah", "ess-5kwh"}
