@@ -47,15 +47,21 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--state-dir", metavar="DIR",
                         help="engine checkpoints and the InfluxDB spill queue (default: beside the SQLite file, "
                              "or ./tanji-state)")
-    parser.add_argument("--influx-url", default="http://127.0.0.1:8086")
-    parser.add_argument("--influx-org", default="tanji")
-    parser.add_argument("--influx-bucket", default="tanji")
+    parser.add_argument("--influx-url", default="http://127.0.0.1:8086", metavar="URL",
+                        help="InfluxDB for --store influx (default http://127.0.0.1:8086); its token comes from "
+                             "the environment variable TANJI_INFLUX_TOKEN, never the command line")
+    parser.add_argument("--influx-org", default="tanji", metavar="ORG", help="InfluxDB organisation (default tanji)")
+    parser.add_argument("--influx-bucket", default="tanji", metavar="BUCKET", help="InfluxDB bucket (default tanji)")
     parser.add_argument("--influx-database", help="database for InfluxQL reads (default: the bucket's name)")
     parser.add_argument("--influx-gzip-level", type=int, choices=range(10), metavar="0-9",
                         help="gzip level of writes (default: 1, or 0 when InfluxDB is on loopback)")
-    parser.add_argument("--checkpoint-interval", type=float, default=60.0, metavar="SECONDS")
-    parser.add_argument("--http-host", default="127.0.0.1")
-    parser.add_argument("--http-port", type=int, help="serve the HTTP API and dashboard on this port")
+    parser.add_argument("--checkpoint-interval", type=float, default=60.0, metavar="SECONDS",
+                        help="how often the engines are checkpointed, bounding the replay after a restart "
+                             "(default 60)")
+    parser.add_argument("--http-host", default="127.0.0.1", metavar="ADDRESS",
+                        help="address the HTTP API and dashboard listen on (default 127.0.0.1)")
+    parser.add_argument("--http-port", type=int, metavar="PORT",
+                        help="serve the HTTP API and dashboard on this port (default: no HTTP)")
 
 
 def _broker(args: argparse.Namespace, default_host: str, default_port: int) -> tuple[str, int]:

@@ -5,7 +5,8 @@
 
 `status` reads the health the running gateway writes next to its spool
 (`<spool>.status.json`, refreshed every few seconds) and the spool itself, so it works on
-the edge box without a broker.
+the edge box without a broker. It exits 0 when the gateway runs, reaches its broker and
+every meter answers, and 1 when any of that is down (scripts and monitoring can rely on it).
 """
 
 from __future__ import annotations
@@ -14,12 +15,14 @@ import argparse
 import asyncio
 import contextlib
 import json
+import os
 import signal
 import sqlite3
 import time
 from pathlib import Path
 from typing import Any
 
+from tanji.cli import EXIT_DOWN
 from tanji.errors import ConfigError
 from tanji.site import Site, load_site
 
@@ -31,7 +34,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--gateway", metavar="ID", help="gateway id in the site file (default: the only one)")
     parser.add_argument("--spool", metavar="PATH", help="spool file (default: the gateway's spool_path)")
     parser.add_argument("--broker", metavar="HOST:PORT", help="MQTT broker (default: the site file's broker)")
-    parser.add_argument("--json", action="store_true", help="status: print the raw JSON")
+    parser.add_argument("--json", action="store_true", help="status: print the health as JSON (with `problems`, empty when all is well)")
 
 
 def _gateway_id(site: Site, wanted: str | None) -> str:
@@ -76,13 +79,43 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
+#: A status file older than this means the gateway is not running (it rewrites it every 5 s).
+STALE_AFTER_S = 30.0
+
+
+def _process_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # alive, owned by another user (status run as root or as an operator)
+        return True
+    return True
+
+
+def problems(health: dict[str, Any]) -> list[str]:
+    """What is down, in words; empty when the gateway runs, reaches its broker and every meter answers."""
+    out = []
+    if health["status_age_s"] > STALE_AFTER_S or not _process_alive(int(health["pid"])):
+        out.append(f"the gateway is not running (status {health['status_age_s']:.0f} s old, pid {health['pid']})")
+    elif not health["connected"]:
+        out.append("the broker is unreachable or refuses the gateway (readings wait in the spool)")
+    failing = [name for name, m in health["meters"].items() if m["consecutive_errors"]]
+    if failing:
+        out.append(f"meters not answering: {', '.join(failing)}")
+    if health.get("spool_alarm"):
+        out.append("the spool is nearly full")
+    return out
+
+
 def _status(spool: str, as_json: bool) -> int:
+    """Print the gateway's health; exit 0 when all is well, 1 when anything it reports is down."""
     from gateway.service import status_file
 
     path = status_file(spool)
     if not path.exists():
         print(f"no status at {path}: the gateway has not run with spool {spool}")
-        return 1
+        return EXIT_DOWN
     health: dict[str, Any] = json.loads(path.read_text())
     if Path(spool).exists():
         # The spool is the truth about what is waiting, even when the gateway is down.
@@ -93,9 +126,11 @@ def _status(spool: str, as_json: bool) -> int:
         health["spool_depth"] = queued + batched
     age_s = (time.time() * 1000 - health["ts_ms"]) / 1000
     health["status_age_s"] = round(age_s, 1)
+    down = problems(health)
+    health["problems"] = down
     if as_json:
         print(json.dumps(health, indent=1))
-        return 0
+        return EXIT_DOWN if down else 0
     print(f"gateway {health['gateway']} of site {health['site']} (pid {health['pid']}), status {age_s:.0f} s old")
     print(f"  broker connected: {health['connected']}   polls: {health['polls']}   poll errors: {health['poll_errors']}")
     print(f"  spool: {health['spool_depth']} readings waiting, {health['spool_bytes'] / 1e6:.1f} MB"
@@ -104,4 +139,7 @@ def _status(spool: str, as_json: bool) -> int:
     for meter, m in health["meters"].items():
         state = "ok" if not m["consecutive_errors"] else f"FAILING ({m['last_error']})"
         print(f"  {meter:<24} polls {m['polls']:>8}  errors {m['errors']:>6}  last {m['last_duration_ms']:>6} ms  {state}")
-    return 0
+    for problem in down:
+        print(f"DOWN: {problem}")
+    print("OK" if not down else f"exit {EXIT_DOWN}: see DOWN above")
+    return EXIT_DOWN if down else 0

@@ -162,11 +162,8 @@ def parse_yaml(text: str, file: str) -> Section:
     try:
         node = yaml.compose(text, Loader=yaml.SafeLoader)
     except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        line = mark.line + 1 if mark is not None else None
-        problem = getattr(exc, "problem", None) or str(exc)
-        raise ConfigError(file, line, "", f"YAML syntax error: {problem}",
-                          "check indentation (spaces, not tabs) and that every 'key: value' has a space after the colon") from None
+        line, problem, fix = _syntax_error(exc)
+        raise ConfigError(file, line, "", f"YAML syntax error: {problem}", fix) from None
     if node is None:
         raise ConfigError(file, 1, "", "the file is empty", "see the sample files in firmware-config/")
     root = _convert(node, file, "")
@@ -174,6 +171,36 @@ def parse_yaml(text: str, file: str) -> Section:
         raise ConfigError(file, 1, "", "the top level must be a mapping (key: value lines)",
                           "see the sample files in firmware-config/")
     return root
+
+
+def _syntax_error(exc: yaml.YAMLError) -> tuple[int | None, str, str]:
+    """The line an operator must edit, the problem, and the fix, from a PyYAML error.
+
+    PyYAML marks where it gave up, which is often the line after the mistake: `name:value`
+    (no space) is reported where the next key starts, an unclosed quote or bracket where the
+    file or the block ends. Its context mark is where the broken token started, so for those
+    errors that is the line to name.
+    """
+    problem_mark = getattr(exc, "problem_mark", None)
+    context_mark = getattr(exc, "context_mark", None)
+    problem = getattr(exc, "problem", None) or str(exc)
+    context = getattr(exc, "context", None) or ""
+    line = problem_mark.line + 1 if problem_mark is not None else None
+    fix = "check indentation (spaces, not tabs) and that every 'key: value' has a space after the colon"
+    if context_mark is not None and (context.startswith("while scanning") or "flow" in context):
+        started = context_mark.line + 1
+        if line is not None and line != started:
+            problem = f"{problem} (line {line}), {context} that starts here"
+        line = started
+        if "simple key" in context:
+            fix = "write 'key: value' with a space after the colon, or quote a value that contains ': '"
+        elif "quoted scalar" in context:
+            fix = "close the quote opened on this line"
+        elif "flow" in context:
+            fix = "close the [ or { opened on this line, and separate its items with ', '"
+    elif "'\\t'" in problem:
+        fix = "indent with spaces, not tabs"
+    return line, problem, fix
 
 
 def load_yaml(path: str | Path) -> Section:

@@ -21,6 +21,8 @@ ALLOCATION_KEYS = ("units", "mass", "machine_hours", "floor_area", "fixed", "sta
 MATCHING_MODES = ("annual", "monthly", "hourly")
 REMAINDER_KEYS = ("energy", "units", "fixed")
 TRANSPORTS = ("tcp", "rtu")
+#: Rates a serial port and a Modbus meter can both be set to; anything else is a typo (9601).
+BAUDRATES = (300, 600, 1200, 2400, 4800, 9600, 19200, 38400, 57600, 115200, 230400)
 _ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 _ID_FIX = "use letters, digits, '-', '_' or '.', at most 64 characters (it becomes an MQTT topic level)"
 
@@ -195,11 +197,21 @@ def _broker(section: Section | None) -> Broker:
     return broker
 
 
+def _baudrate(section: Section) -> int:
+    value = section.integer("baudrate", 9600)
+    if value not in BAUDRATES:
+        nearest = min(BAUDRATES, key=lambda rate: abs(rate - value))
+        raise section.error("baudrate", f"{value} is not a standard baud rate",
+                            f"did you mean {nearest}? (use the rate set on the meters: "
+                            f"{', '.join(map(str, BAUDRATES))})")
+    return value
+
+
 def _bus(section: Section) -> Bus:
     bus = Bus(
         id=_check_id(section, "id"),
         device=section.get("device", str, fix="name the serial device, e.g. device: /dev/ttyUSB0"),
-        baudrate=section.integer("baudrate", 9600, minimum=300),
+        baudrate=_baudrate(section),
         parity=section.choice("parity", ("N", "E", "O"), "N"),
         stopbits=section.integer("stopbits", 1, minimum=1, maximum=2),
         bytesize=section.integer("bytesize", 8, minimum=7, maximum=8),
@@ -250,9 +262,22 @@ def _meter(section: Section, gateway_id: str, profiles: dict[str, MeterProfile],
     return meter
 
 
+def _unique(sections: list[Section], ids: list[str], what: str) -> None:
+    """Refuse an id used twice, naming where it was first defined."""
+    first: dict[str, Section] = {}
+    for section, item_id in zip(sections, ids, strict=True):
+        if item_id in first:
+            where = first[item_id]
+            raise section.error("id", f"{what} id {item_id!r} is used twice (first defined at "
+                                f"{where.file}:{where.line_of('id')})", f"give every {what} its own id")
+        first[item_id] = section
+
+
 def _gateway(section: Section, profiles: dict[str, MeterProfile]) -> Gateway:
     gateway_id = _check_id(section, "id")
-    buses = tuple(_bus(b) for b in section.sections("buses", []))
+    bus_sections = section.sections("buses", [])
+    buses = tuple(_bus(b) for b in bus_sections)
+    _unique(bus_sections, [b.id for b in buses], "bus")
     bus_ids = {b.id for b in buses}
     meters = tuple(_meter(m, gateway_id, profiles, bus_ids) for m in section.sections("meters"))
     gateway = Gateway(
@@ -339,18 +364,36 @@ def parse_site(root: Section, profiles: dict[str, MeterProfile] | None = None) -
     return site
 
 
+def device_address(meter: Meter) -> str:
+    """Where a meter answers: `host:port unit N` (TCP) or `gateway/bus unit N` (RS-485)."""
+    if meter.transport == "tcp":
+        return f"{meter.host}:{meter.port} unit {meter.unit_id}"
+    return f"bus {meter.gateway}/{meter.bus} unit {meter.unit_id}"
+
+
 def _check_references(root: Section, site: Site, product_sections: list[Section]) -> None:
+    gateway_sections = root.sections("gateways")
+    _unique(gateway_sections, [g.id for g in site.gateways], "gateway")
     meter_ids: dict[str, str] = {}
-    for g_section, g in zip(root.sections("gateways"), site.gateways, strict=True):
-        for m_section, m in zip(g_section.sections("meters"), g.meters, strict=True):
-            if m.id in meter_ids:
-                raise m_section.error("id", f"meter id {m.id!r} is used twice", "give every meter its own id")
-            meter_ids[m.id] = m.role
-            if m.cost_centre is not None and m.cost_centre not in {c.id for c in site.cost_centres}:
-                raise m_section.error("cost_centre", f"no cost centre {m.cost_centre!r}",
-                                      "define it under cost_centres:")
-    if len({g.id for g in site.gateways}) != len(site.gateways):
-        raise root.error("gateways", "two gateways share an id", "give every gateway its own id")
+    meter_sections = [m for g in gateway_sections for m in g.sections("meters")]
+    _unique(meter_sections, [m.id for m in site.meters], "meter")
+    addresses: dict[tuple[str, str], tuple[Meter, Section]] = {}
+    for m_section, m in zip(meter_sections, site.meters, strict=True):
+        meter_ids[m.id] = m.role
+        if m.cost_centre is not None and m.cost_centre not in {c.id for c in site.cost_centres}:
+            raise m_section.error("cost_centre", f"no cost centre {m.cost_centre!r}",
+                                  "define it under cost_centres:")
+        # Two meters at one address would poll one device twice and count its energy twice.
+        # Addresses are per gateway: two edge boxes may each have their own 192.168.1.20.
+        address = device_address(m)
+        if (m.gateway, address) in addresses:
+            other, where = addresses[(m.gateway, address)]
+            raise m_section.error("unit_id", f"meter {m.id!r} is at {address}, like meter {other.id!r} "
+                                  f"({where.file}:{where.line_of('unit_id')})",
+                                  "give each device its own unit id (or address), or remove the duplicate meter")
+        addresses[(m.gateway, address)] = (m, m_section)
+    _unique(root.sections("cost_centres", []), [c.id for c in site.cost_centres], "cost centre")
+    _unique(product_sections, [p.id for p in site.products], "product")
     centre_ids = {c.id for c in site.cost_centres}
     for section, product in zip(product_sections, site.products, strict=True):
         if product.cost_centre not in centre_ids:
