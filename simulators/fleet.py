@@ -119,6 +119,8 @@ class Fleet:
             lines.append(f"  - id: {gateway}\n    meters:")
             for i, meter_id in enumerate(meter_ids):
                 role = "grid_import" if i == 0 else "submeter, cost_centre: load"
-                lines.append(f"      - {{id: {meter_id}, role: {role}, profile: eastron-sdm630, host: 127.0.0.1}}")
+                # Virtual meters are never polled, but a site file gives each device its own address.
+                lines.append(f"      - {{id: {meter_id}, role: {role}, profile: eastron-sdm630, host: 127.0.0.1, "
+                             f"port: {502 + i // 247}, unit_id: {i % 247 + 1}}}")
         lines.append("cost_centres:\n  - {id: load, kind: production}")
         return "\n".join(lines) + "\n"
