@@ -16,9 +16,13 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from accounting.api import dashboard, pact, recompute, reference, reports, stream, v1
 from accounting.api.errors import install_error_handlers
+from accounting.api.limits import BodyLimit
 from accounting.api.responses import TanjiJSONResponse
 from accounting.api.stream import StreamHub
 from accounting.api.types import AccountingServiceLike
+from accounting.pact.clients import PactClients
+from accounting.pact.ratelimit import AuthLimiter
+from accounting.pact.tokens import TokenStore
 
 #: The dashboard loads only from this server (a plant has no internet; no CDN may sneak in).
 CONTENT_SECURITY_POLICY = ("default-src 'self'; connect-src 'self' ws: wss:; img-src 'self' data:; "
@@ -48,8 +52,8 @@ class SecurityHeaders:
 
 
 def middleware() -> list[Middleware]:
-    """The middleware stack, outermost first."""
-    return [Middleware(SecurityHeaders)]
+    """The middleware stack, outermost first: body limits before anything reads a body."""
+    return [Middleware(BodyLimit), Middleware(SecurityHeaders)]
 
 
 def create_app(service: AccountingServiceLike, *, api_token: str | None = None,
@@ -81,9 +85,8 @@ def create_app(service: AccountingServiceLike, *, api_token: str | None = None,
     )
     app.state.service = service
     app.state.api_token = api_token
-    app.state.pact_clients = dict(pact_clients or {})
     app.state.stream_hub = hub
-    app.state.pact_tokens = pact.TokenStore()
+    app.state.pact_auth = pact.PactAuth(PactClients.from_secrets(pact_clients or {}), TokenStore(), AuthLimiter())
     install_error_handlers(app)
     app.add_exception_handler(pact.PactError, pact.pact_error_response)
     app.include_router(v1.router)

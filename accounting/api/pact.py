@@ -24,9 +24,7 @@ from __future__ import annotations
 
 import base64
 import binascii
-import secrets
-import threading
-import time
+import math
 import urllib.parse
 import uuid
 from dataclasses import dataclass
@@ -40,12 +38,12 @@ from accounting.api import windows
 from accounting.api.deps import selected_sites, service, site_tz
 from accounting.api.responses import TanjiJSONResponse
 from accounting.api.types import AccountingServiceLike
+from accounting.pact.clients import PactClients
+from accounting.pact.ratelimit import AuthLimiter
+from accounting.pact.tokens import TokenStore
 from tanji.site import Product, Site
 
 SPEC_VERSION = "3.0.0"
-TOKEN_LIFETIME_S = 3600
-#: Tokens kept at most (oldest dropped first): a flood of logins cannot exhaust memory.
-MAX_TOKENS = 10_000
 #: GetFootprint resolves ids of this many past months (the current one included).
 MONTHS_SERVED = 24
 #: ListFootprints lists the current and the previous month.
@@ -70,31 +68,13 @@ class Period:
         return str(uuid.uuid5(ID_NAMESPACE, f"{self.site.id}/{self.product.id}/{self.start_ms}"))
 
 
-class TokenStore:
-    """Bearer tokens issued to PACT clients, in memory (a restart makes clients log in again)."""
+@dataclass
+class PactAuth:
+    """Who may log in (clients), their tokens, and the limiter of failed logins."""
 
-    def __init__(self) -> None:
-        self._tokens: dict[str, tuple[str, float]] = {}
-        self._lock = threading.Lock()
-
-    def issue(self, client_id: str) -> str:
-        token = secrets.token_urlsafe(32)
-        now = time.monotonic()
-        with self._lock:
-            for t in [t for t, (_, exp) in self._tokens.items() if exp <= now]:
-                del self._tokens[t]
-            while len(self._tokens) >= MAX_TOKENS:
-                del self._tokens[next(iter(self._tokens))]
-            self._tokens[token] = (client_id, now + TOKEN_LIFETIME_S)
-        return token
-
-    def check(self, token: str) -> str | None:
-        """'ok', 'expired', or None for a token never issued."""
-        with self._lock:
-            entry = self._tokens.get(token)
-        if entry is None:
-            return None
-        return "ok" if entry[1] > time.monotonic() else "expired"
+    clients: PactClients
+    tokens: TokenStore
+    limiter: AuthLimiter
 
 
 class PactError(Exception):
@@ -148,15 +128,24 @@ async def token(request: Request) -> JSONResponse:
     credentials = _basic_credentials(request.headers.get("authorization"))
     if credentials is None and "client_id" in form:
         credentials = (form["client_id"][0], form.get("client_secret", [""])[0])
-    clients: dict[str, str] = request.app.state.pact_clients
     if credentials is None:
         return _oauth_error(401, "invalid_client", "give client credentials by HTTP Basic authentication")
     client_id, secret = credentials
-    expected = clients.get(client_id)
-    if expected is None or not secrets.compare_digest(secret.encode(), expected.encode()):
+    host: PactAuth = request.app.state.pact_auth
+    address = request.client.host if request.client else "?"
+    claimed = client_id if host.clients.get(client_id) is not None else None
+    wait = host.limiter.wait_s(claimed, address)
+    if wait > 0:
+        return JSONResponse({"error": "invalid_request",
+                             "error_description": f"too many attempts; retry in {math.ceil(wait)} s"},
+                            status_code=429, headers={"Retry-After": str(math.ceil(wait))})
+    client = host.clients.verify(client_id, secret)
+    if client is None:
+        host.limiter.failed(claimed, address)
         return _oauth_error(401, "invalid_client", "Client authentication failed")
-    issued = request.app.state.pact_tokens.issue(client_id)
-    return JSONResponse({"access_token": issued, "token_type": "Bearer", "expires_in": TOKEN_LIFETIME_S},
+    host.limiter.succeeded(client.client_id)
+    issued = host.tokens.issue(client.client_id)
+    return JSONResponse({"access_token": issued, "token_type": "Bearer", "expires_in": host.tokens.lifetime_s},
                         headers={"Cache-Control": "no-store"})
 
 
@@ -165,10 +154,10 @@ def require_pact_token(request: Request) -> None:
     scheme, _, value = header.partition(" ")
     if scheme.lower() != "bearer" or not value.strip():
         raise PactError(400, "BadRequest", "missing bearer token: get one from POST /auth/token")
-    state = request.app.state.pact_tokens.check(value.strip())
-    if state is None:
+    checked = request.app.state.pact_auth.tokens.check(value.strip())
+    if checked is None:
         raise PactError(400, "BadRequest", "Invalid token provided")
-    if state == "expired":
+    if checked[0] == "expired":
         raise PactError(401, "TokenExpired", "the access token expired: get a new one from POST /auth/token")
 
 
