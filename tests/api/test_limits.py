@@ -104,7 +104,7 @@ def _send_big(port: int, path: str) -> tuple[str, int]:
                   "Transfer-Encoding: chunked\r\n\r\n".encode())
         chunk = f"{CHUNK:x}\r\n".encode() + b"a" * CHUNK + b"\r\n"
         s.setblocking(False)
-        answer = b""
+        answer, pending = b"", b""
         while sent < BIG:
             try:
                 answer += s.recv(4096)
@@ -112,8 +112,10 @@ def _send_big(port: int, path: str) -> tuple[str, int]:
                     break
             except BlockingIOError:
                 pass
+            pending = pending or chunk
             try:
-                sent += s.send(chunk)
+                n = s.send(pending)  # may be partial: keep the chunk framing intact
+                pending, sent = pending[n:], sent + n
             except BlockingIOError:
                 time.sleep(0.001)
             except (BrokenPipeError, ConnectionResetError):
