@@ -26,7 +26,7 @@ from tanji.errors import TanjiError
 
 # subcommand → (module, one-line help); modules are imported lazily.
 SUBCOMMANDS: dict[str, tuple[str, str]] = {
-    "demo": ("tanji.demo", "run a simulated plant, gateway, accounting and dashboard on this machine"),
+    "demo": ("demo.cli", "run a simulated plant, gateway, accounting and dashboard on this machine"),
     "simulate": ("simulators.cli", "serve simulated meters, PLC counters and PV over Modbus TCP/RTU"),
     "gateway": ("gateway.cli", "poll Modbus meters, spool readings durably and publish them over MQTT"),
     "accounting": ("accounting.cli", "ingest readings from MQTT, compute footprints, serve the API"),

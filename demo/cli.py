@@ -19,6 +19,17 @@ import time
 from dataclasses import replace
 from pathlib import Path
 
+import uvicorn
+
+from accounting.api.app import create_app
+from accounting.api.v1 import live_footprints
+from accounting.embedded_broker import EmbeddedBroker
+from accounting.service import AccountingService
+from accounting.store.checkpoints import CheckpointStore
+from accounting.store.sqlite import SqliteStore
+from gateway.service import GatewayService
+from simulators.plant import PlantSimulator
+from simulators.scenario import Scenario, load_scenario
 from tanji.site import Broker
 
 log = logging.getLogger("tanji.demo")
@@ -46,7 +57,7 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def _relocate(scenario):  # noqa: ANN001, ANN202 - simulators types are imported lazily
+def _relocate(scenario: Scenario) -> tuple[Scenario, Broker]:
     """Move every TCP meter and the broker to free local ports (meters sharing a port still share)."""
     site = scenario.site
     rtu = [m.id for m in site.meters if m.transport != "tcp"]
@@ -64,17 +75,6 @@ def _relocate(scenario):  # noqa: ANN001, ANN202 - simulators types are imported
 
 
 def run(args: argparse.Namespace) -> int:
-    import uvicorn
-
-    from accounting.api.app import create_app
-    from accounting.embedded_broker import EmbeddedBroker
-    from accounting.service import AccountingService
-    from accounting.store.checkpoints import CheckpointStore
-    from accounting.store.sqlite import SqliteStore
-    from gateway.service import GatewayService
-    from simulators.plant import PlantSimulator
-    from simulators.scenario import load_scenario
-
     # amqtt logs every session state change at INFO; an operator wants the plant's lines instead.
     for noisy in ("amqtt", "transitions"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
@@ -143,13 +143,11 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-def _watch(service, stop: threading.Event, duration: float | None) -> None:  # noqa: ANN001
+def _watch(service: AccountingService, stop: threading.Event, duration: float | None) -> None:
     """Wait, logging a progress line every 10 s so the operator sees the plant is alive.
 
     The figures are the dashboard's: every product over the live window (the local day so far).
     """
-    from accounting.api.v1 import live_footprints
-
     end = time.monotonic() + duration if duration is not None else None
     while not stop.is_set():
         timeout = 10.0 if end is None else max(0.0, min(10.0, end - time.monotonic()))

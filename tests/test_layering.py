@@ -1,0 +1,77 @@
+"""Who may import whom: the shared core imports no part, parts never import each other.
+
+    tanji/        the shared core (PyYAML and the standard library only)
+    gateway/      tanji only, and nothing an edge box cannot carry (no numpy, numba, FastAPI,
+                  InfluxDB client)
+    simulators/   tanji only
+    accounting/   tanji only
+    demo/         everything: the one process that holds all parts
+
+Read from the source (every import statement, lazy ones inside functions too), so a new
+upward import fails here before it breaks an edge install.
+"""
+
+from __future__ import annotations
+
+import ast
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parent.parent
+PARTS = ("tanji", "gateway", "simulators", "accounting", "demo")
+MAY_IMPORT = {
+    "tanji": set(),
+    "gateway": {"tanji"},
+    "simulators": {"tanji"},
+    "accounting": {"tanji"},
+    "demo": {"tanji", "gateway", "simulators", "accounting"},
+}
+NOT_ON_THE_EDGE = {"numpy", "numba", "llvmlite", "fastapi", "starlette", "uvicorn", "influxdb_client",
+                   "msgspec", "amqtt"}
+CORE_THIRD_PARTY = {"yaml"}
+
+
+def _imports(path: Path) -> set[str]:
+    """Top-level names of every module `path` imports (relative imports stay in its own part)."""
+    names: set[str] = set()
+    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"), str(path))):
+        if isinstance(node, ast.Import):
+            names.update(alias.name.split(".")[0] for alias in node.names)
+        elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+            names.add(node.module.split(".")[0])
+    return names
+
+
+def _modules(part: str) -> list[Path]:
+    return sorted((REPO / part).rglob("*.py"))
+
+
+@pytest.mark.parametrize("part", PARTS)
+def test_a_part_imports_only_the_parts_below_it(part: str) -> None:
+    assert _modules(part), f"no modules found in {part}/"
+    wrong = {}
+    for path in _modules(part):
+        above = (_imports(path) & set(PARTS)) - MAY_IMPORT[part] - {part}
+        if above:
+            wrong[str(path.relative_to(REPO))] = sorted(above)
+    assert not wrong, f"{part}/ may import only {sorted(MAY_IMPORT[part]) or 'nothing of the other parts'}: {wrong}"
+
+
+def test_the_gateway_imports_nothing_an_edge_box_cannot_carry() -> None:
+    heavy = {str(p.relative_to(REPO)): sorted(_imports(p) & NOT_ON_THE_EDGE) for p in _modules("gateway")}
+    assert not {k: v for k, v in heavy.items() if v}
+
+
+def test_the_core_needs_pyyaml_and_the_standard_library_only() -> None:
+    allowed = set(sys.stdlib_module_names) | CORE_THIRD_PARTY | {"tanji", "__future__"}
+    extra = {str(p.relative_to(REPO)): sorted(_imports(p) - allowed) for p in _modules("tanji")}
+    assert not {k: v for k, v in extra.items() if v}
+
+
+def test_the_rule_catches_an_upward_import(tmp_path: Path) -> None:
+    """The scanner sees lazy imports inside functions, the way tanji/demo.py once hid its own."""
+    module = tmp_path / "m.py"
+    module.write_text("def run():\n    from accounting.service import AccountingService\n    import gateway.cli\n")
+    assert _imports(module) >= {"accounting", "gateway"}
