@@ -60,5 +60,21 @@ class CertificateAlreadyClaimedError(InstrumentError):
         self.claimed_by = claimed_by
 
 
+class CertificateValidityError(InstrumentError):
+    """A certificate used outside its validity (GEC rules: two years from the production month)."""
+
+
+class CertificateExpiredError(CertificateValidityError):
+    """The certificate's validity ended before the claim date; the platform cancels it (核销)."""
+
+
+class CertificateNotYetValidError(CertificateValidityError):
+    """The claim date is before the certificate's production month."""
+
+
+class CertificateNotTransferableError(InstrumentError):
+    """A non-tradable certificate claimed by someone other than the generating project's owner."""
+
+
 class CheckpointError(AccountingError):
     """A checkpoint cannot be restored (corrupt, or made for another topology or dataset)."""

@@ -14,6 +14,7 @@ from zoneinfo import ZoneInfo
 
 from accounting.errors import TopologyError
 from accounting.factors.regions import grid_region_for_province
+from accounting.factors.selection import effective_matching_mode
 from accounting.topology import (
     BATCH_ID,
     COUNTER_CHANNELS,
@@ -102,7 +103,7 @@ def site_topology(site: Site) -> SiteTopology:
         meters=tuple(_meter(m) for m in site.meters),
         cost_centres=tuple(_cost_centre(c, production) for c in site.cost_centres),
         products=tuple(products),
-        matching_mode=site.matching_mode,  # type: ignore[arg-type]
+        matching_mode=effective_matching_mode(site),  # type: ignore[arg-type]  # hourly exemption applied
         utc_offset_minutes=_utc_offset_minutes(site.timezone),
         remainder_key=site.remainder_key,  # type: ignore[arg-type]  # validated by tanji.site
         remainder_shares=dict(site.remainder_shares),

@@ -10,6 +10,7 @@ from __future__ import annotations
 import math
 import re
 from dataclasses import dataclass, field, replace
+from datetime import date
 from pathlib import Path
 
 from tanji.config_file import Section, load_yaml, parse_yaml
@@ -19,6 +20,9 @@ ROLES = ("grid_import", "pv", "submeter", "production_counter")
 CENTRE_KINDS = ("production", "utility")
 ALLOCATION_KEYS = ("units", "mass", "machine_hours", "floor_area", "fixed", "standard_time")
 MATCHING_MODES = ("annual", "monthly", "hourly")
+#: What unmatched energy gets in market-based results (GHG Protocol Scope 2 revision options).
+UNCOVERED_RULES = ("residual_mix", "fossil_only", "grid_average")
+_DATE = re.compile(r"^\d{4}-(0[1-9]|1[0-2])-(0[1-9]|[12]\d|3[01])$")
 REMAINDER_KEYS = ("energy", "units", "fixed")
 TRANSPORTS = ("tcp", "rtu")
 #: Rates a serial port and a Modbus meter can both be set to; anything else is a typo (9601).
@@ -120,6 +124,27 @@ class Product:
 
 
 @dataclass(frozen=True, slots=True)
+class Market:
+    """Market-based options of the Scope 2 revision, always disclosed with the results.
+
+    ``uncovered``: what unmatched energy gets (residual mix where published, else the grid
+    average; the published fossil-only factor; or the grid average). Hourly matching with an
+    exemption: a site whose declared annual consumption is below ``hourly_exemption_mwh`` may
+    match ``exempt_matching_mode`` (monthly or annual) instead. Contracts signed before
+    ``legacy_contracts_signed_before`` keep their monthly settlement under hourly matching.
+    ``own_generation_projects``: the GEC project codes of the site's own metered PV, whose
+    certificates are not counted on top of its self-consumption.
+    """
+
+    uncovered: str = "residual_mix"
+    hourly_exemption_mwh: float | None = None
+    exempt_matching_mode: str = "monthly"
+    annual_consumption_mwh: float | None = None
+    legacy_contracts_signed_before: str | None = None
+    own_generation_projects: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
 class Site:
     id: str
     name: str
@@ -136,6 +161,7 @@ class Site:
     remainder_key: str = "energy"
     remainder_shares: dict[str, float] = field(default_factory=dict)
     remainder_key_uncertainty_pct: float = 0.0
+    market: Market = field(default_factory=Market)
 
     @property
     def meters(self) -> tuple[Meter, ...]:
@@ -314,6 +340,33 @@ def _cost_centre(section: Section) -> CostCentre:
     return centre
 
 
+def _market(section: Section | None) -> Market:
+    if section is None:
+        return Market()
+    legacy = section.get("legacy_contracts_signed_before", (str, date), None)
+    legacy = legacy.isoformat() if isinstance(legacy, date) else legacy
+    if legacy is not None and not _DATE.match(legacy):
+        raise section.error("legacy_contracts_signed_before", f"{legacy!r} is not a date",
+                            "write it as YYYY-MM-DD, e.g. legacy_contracts_signed_before: \"2027-01-01\"")
+    projects = section.get("own_generation_projects", list, [])
+    if not all(isinstance(p, str) and p.strip() for p in projects):
+        raise section.error("own_generation_projects", "project codes must be non-empty strings",
+                            "list the GEC project codes of the site's own PV, e.g. [\"PV-320500-0001\"]")
+    market = Market(
+        uncovered=section.choice("uncovered", UNCOVERED_RULES, "residual_mix"),
+        hourly_exemption_mwh=section.number("hourly_exemption_mwh", None, minimum=0),
+        exempt_matching_mode=section.choice("exempt_matching_mode", ("annual", "monthly"), "monthly"),
+        annual_consumption_mwh=section.number("annual_consumption_mwh", None, minimum=0),
+        legacy_contracts_signed_before=legacy,
+        own_generation_projects=tuple(p.strip() for p in projects),
+    )
+    if market.hourly_exemption_mwh is not None and market.annual_consumption_mwh is None:
+        raise section.error("hourly_exemption_mwh", "an hourly-matching exemption needs the site's annual consumption",
+                            "add annual_consumption_mwh: (the site's consumption in MWh per year)")
+    section.reject_unknown()
+    return market
+
+
 def _product(section: Section) -> Product:
     counter = section.section("counter", fix="name the PLC counter: counter: {meter: plc-a, channel: units_total}")
     product = Product(
@@ -357,6 +410,7 @@ def parse_site(root: Section, profiles: dict[str, MeterProfile] | None = None) -
         remainder_key=site_section.choice("remainder_key", REMAINDER_KEYS, "energy"),
         remainder_shares=_shares(site_section.section("remainder_shares", None)),
         remainder_key_uncertainty_pct=site_section.number("remainder_key_uncertainty_pct", 0.0, minimum=0),
+        market=_market(site_section.section("market", None)),
     )
     site_section.reject_unknown()
     root.reject_unknown(("site", "broker", "gateways", "cost_centres", "products", "simulation"))

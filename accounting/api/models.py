@@ -95,7 +95,10 @@ class Footprint(BaseModel):
     provisional: bool | None
     revision: int | None
     renewable_share: float | None
-    cfe_score_hourly: float | None
+    hourly_matched_share: float | None = Field(None, description="hourly mode: share of consumption matched "
+                                               "hour by hour by PV and instruments (no grid carbon-free term)")
+    uncovered_basis: str | None = Field(None, description="residual_mix, fossil_only or grid_average")
+    factor_selection: str | None = Field(None, description="latest_per_hour or pinned")
 
 
 FOOTPRINT_LIST: dict[int | str, dict[str, Any]] = {

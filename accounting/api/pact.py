@@ -256,8 +256,8 @@ def product_footprint(period: Period, fp: dict[str, Any], now_ms: int) -> dict[s
                 "units", "energy_kwh", "kgco2e_location", "kgco2e_market", "kgco2e_per_unit_location",
                 "kgco2e_per_unit_market", "upstream_kgco2e_per_unit", "dataset_id", "dataset_version",
                 "gas_basis", "matching_mode", "residual_mix", "share_metered", "share_allocated",
-                "share_estimated", "uncertainty_pct_95", "renewable_share", "cfe_score_hourly",
-                "provisional", "revision")},
+                "share_estimated", "uncertainty_pct_95", "renewable_share", "hourly_matched_share",
+                "provisional", "revision", "factor_region", "factor_selection", "uncovered_basis")},
         }],
     }
 

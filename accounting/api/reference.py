@@ -56,6 +56,8 @@ class CertificateIn(BaseModel):
     technology: str = Field(min_length=1, max_length=32, examples=["wind", "solar_pv", "hydro"])
     province: str = Field(min_length=1, max_length=32, examples=["Sichuan"])
     earmark: str | None = Field(None, max_length=64, description="cost centre or product it covers first")
+    tradable: bool = Field(True, description="false for certificates of self-consumed energy or old hydro")
+    project_id: str | None = Field(None, max_length=64, description="generating project's code (建档立卡)")
 
     @field_validator("generation_month")
     @classmethod

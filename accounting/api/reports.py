@@ -26,6 +26,7 @@ from accounting.api.v1 import (
     WindowParam,
     select_footprints,
 )
+from accounting.factors.selection import factor_rule_text, uncovered_rule_text
 from tanji.site import Product, Site
 
 router = APIRouter(prefix="/api/v1/reports", tags=["reports"])
@@ -37,7 +38,8 @@ CSV_COLUMNS = (
     "upstream_kgco2e_per_unit", "kgco2e_per_battery_kwh_location", "kgco2e_per_battery_kwh_market",
     "dataset_id", "dataset_version", "gas_basis", "matching_mode", "residual_mix", "share_metered",
     "share_allocated", "share_estimated", "primary_data_share", "uncertainty_pct_95",
-    "renewable_share", "cfe_score_hourly", "provisional", "revision", "batch_id")
+    "renewable_share", "hourly_matched_share", "provisional", "revision", "batch_id",
+    "factor_region", "factor_selection", "uncovered_basis")
 
 
 def _product(site: Site, product_id: str) -> Product:
@@ -139,8 +141,8 @@ def carbon_label(svc: Service, site_id: str, product_id: str, window: WindowPara
         ("产量 Units", _num(fp.get("units"), 0)),
         ("电量 Electricity", f"{_num(fp.get('energy_kwh'), 1)} kWh"),
         ("上游 Upstream", f"{_num(upstream)} kgCO2e/unit" if upstream is not None else "未包含 not included (gate-to-gate)"),
-        ("排放因子 Factor dataset", f"{e(str(fp.get('dataset_id')))} v{e(str(fp.get('dataset_version')))} · {e(str(fp.get('gas_basis', '')))}"),
-        ("匹配方式 Matching mode", f"{e(str(fp.get('matching_mode')))} · residual mix: {e(str(fp.get('residual_mix')))}"),
+        ("排放因子 Factor", e(factor_rule_text(fp))),
+        ("匹配方式 Matching mode", f"{e(str(fp.get('matching_mode')))} · {e(uncovered_rule_text(fp))}"),
         ("可再生电力 Renewable share", _pct(fp.get("renewable_share"))),
         ("数据质量 Data quality", f"metered {_pct(fp.get('share_metered'))} · allocated {_pct(fp.get('share_allocated'))}"
                                   f" · estimated {_pct(fp.get('share_estimated'))} · primary data {_pct(fp.get('primary_data_share'))}"),

@@ -203,18 +203,30 @@ def instrument_rows(portfolio: InstrumentPortfolio | None, topology: SiteTopolog
         if not deliverable(contract.province, topology.grid_region, deliverability):  # type: ignore[arg-type]
             ineligible.append((contract.contract_id, "not deliverable"))
             continue
-        if mode == "hourly" and contract.granularity != "hourly":
+        legacy = mode == "hourly" and contract.granularity != "hourly" and portfolio.is_legacy(contract)
+        if mode == "hourly" and contract.granularity != "hourly" and not legacy:
             ineligible.append((contract.contract_id, "no hourly settlement data"))
             continue
-        factor = dataset.technology_factor(contract.technology)
         for period, kwh in contract.deliveries:
             start = int(period) if contract.granularity == "hourly" else period_start_ms(str(period), off)
+            factor = dataset.technology_factor(contract.technology, start)
+            if legacy:  # legacy clause: the month's delivery at a flat profile over its hours
+                end = period_start_ms(_next_month(str(period)), off)
+                hours = range(start, end, HOUR_MS)
+                for h in hours:
+                    rows.append(InstrumentRow("contract", (contract.contract_id,), h,
+                                              int(civil_period_index(np.array([h]), mode, off)[0]),
+                                              float(kwh) / len(hours), contract.earmark, factor))
+                continue
             window = int(civil_period_index(np.array([start]), mode, off)[0])
             rows.append(InstrumentRow("contract", (contract.contract_id,), start, window,
                                       float(kwh), contract.earmark, factor))
     lots: dict[tuple, list[str]] = {}
     for held in portfolio.certificates:
         cert = held.certificate
+        if not held.counted:  # the site's own PV self-consumption, already counted as such
+            ineligible.append((cert.serial, held.reason))
+            continue
         if not deliverable(cert.province, topology.grid_region, deliverability):  # type: ignore[arg-type]
             ineligible.append((cert.serial, "not deliverable"))
             continue
@@ -226,8 +238,13 @@ def instrument_rows(portfolio: InstrumentPortfolio | None, topology: SiteTopolog
         start = period_start_ms(month, off)
         window = int(civil_period_index(np.array([start]), mode, off)[0])
         rows.append(InstrumentRow("gec", tuple(serials), start, window, GEC_KWH * len(serials),
-                                  earmark, dataset.technology_factor(tech)))
+                                  earmark, dataset.technology_factor(tech, start)))
     return rows, ineligible
+
+
+def _next_month(month: str) -> str:
+    year, mon = (int(x) for x in month.split("-"))
+    return f"{year + mon // 12:04d}-{mon % 12 + 1:02d}"
 
 
 def build_market_arrays(hour_ms: np.ndarray, topology: SiteTopology, tarrays: TopologyArrays,

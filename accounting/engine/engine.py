@@ -73,12 +73,17 @@ class ProductFootprint:
     provisional: bool
     revision: int
     renewable_share: float
-    cfe_score_hourly: float | None
+    hourly_matched_share: float | None
     covered_pv_kwh: float
     covered_contract_kwh: float
     covered_gec_kwh: float
     kgco2e_per_battery_kwh_market: float | None = None
     batch_id: str | None = None
+    #: what uncovered energy got: ``residual_mix``, ``fossil_only`` or ``grid_average`` (disclosed)
+    uncovered_basis: str = "grid_average"
+    #: how the factor was chosen: ``latest_per_hour`` (each hour the latest published vintage
+    #: for it, `dataset_version` names every vintage used) or ``pinned`` (one version)
+    factor_selection: str = "pinned"
 
     def to_dict(self) -> dict[str, object]:
         """A JSON-ready dict (field names carry the units)."""
@@ -545,9 +550,11 @@ class Engine:
             share_metered=metered, share_allocated=allocated, share_estimated=estimated,
             primary_data_share=primary, uncertainty_pct_95=uncertainty,
             provisional=provisional, revision=revision, renewable_share=renewable,
-            cfe_score_hourly=renewable if self.matching_mode == "hourly" else None,
+            hourly_matched_share=renewable if self.matching_mode == "hourly" else None,
             covered_pv_kwh=covered[0], covered_contract_kwh=covered[1], covered_gec_kwh=covered[2],
-            kgco2e_per_battery_kwh_market=battery, batch_id=batch)
+            kgco2e_per_battery_kwh_market=battery, batch_id=batch,
+            uncovered_basis=self.dataset.uncovered_basis(self.topology.grid_region),
+            factor_selection=self.dataset.selection)
 
     def instrument_usage(self) -> list[dict[str, object]]:
         """kWh available and used of every instrument row (certificate lots, contract deliveries),

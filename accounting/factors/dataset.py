@@ -12,7 +12,7 @@ import csv
 import hashlib
 import json
 from collections.abc import Iterable, Iterator, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta, timezone
 from importlib import resources
 from pathlib import Path
@@ -27,10 +27,19 @@ from accounting.errors import (
     UnknownRegionError,
 )
 from accounting.factors.regions import NATIONAL
+from tanji.site import UNCOVERED_RULES
 
 GasBasis = Literal["co2", "co2e_lifecycle"]
 Granularity = Literal["annual", "monthly", "hourly"]
+#: What uncovered (unmatched) energy gets in market-based results, a site setting:
+#: ``residual_mix`` (the dataset's residual mix where published, else the grid average),
+#: ``fossil_only`` (the published fossil-only factor) or ``grid_average`` (the location factor).
+UncoveredRule = Literal["residual_mix", "fossil_only", "grid_average"]
 HOUR_MS = 3_600_000
+#: Technologies an announcement publishes one factor for, and the finer names Tanji accepts
+#: for them (Tanji's mapping: the announcements give one wind and one PV factor).
+TECHNOLOGY_ALIASES = {"wind_onshore": "wind", "wind_offshore": "wind",
+                      "solar_pv_utility": "solar_pv", "solar_pv_rooftop": "solar_pv"}
 
 
 @dataclass(frozen=True)
@@ -59,17 +68,45 @@ class FactorDataset:
     uncertainty_pct_95: float = 5.0
     notes: str = ""
     extra: Mapping[str, object] = field(default_factory=dict)
+    #: the published fossil-only factor (China: 全国化石能源电力二氧化碳排放因子), region → period → kg/kWh
+    fossil_only: Mapping[str, Mapping[str | int, float]] = field(default_factory=dict)
+    #: transmission and distribution footprint factors (``excluding_losses``, ``including_losses``);
+    #: informative: the national average already includes the grid
+    transmission_distribution: Mapping[str, float] = field(default_factory=dict)
+    #: provenance: the announcement (title, number, publishers, date, url), how each value was
+    #: verified, and what was published but is not shipped (with the reason)
+    document: Mapping[str, object] = field(default_factory=dict)
+    verification: tuple[Mapping[str, object], ...] = ()
+    not_published: tuple[str, ...] = ()
+    superseded_by: str | None = None
+    #: a view for one site (not content: the digest ignores them): its province, which comes
+    #: before its grid region when the dataset has a provincial factor, and its uncovered rule
+    site_province: str | None = None
+    uncovered_rule: UncoveredRule = "residual_mix"
+    #: ``pinned`` (one version, named by the site) or ``latest_per_hour`` (`FactorRegistry.series`)
+    selection: str = "pinned"
+    #: for a series over several versions: period start (UTC ms) → technology factors in force
+    technology_series: tuple[tuple[int, Mapping[str, float]], ...] = ()
 
     def __post_init__(self) -> None:
         if self.gas_basis not in ("co2", "co2e_lifecycle"):
             raise FactorDatasetError(f"{self.dataset_id}: bad gas basis {self.gas_basis!r}")
         if self.granularity not in ("annual", "monthly", "hourly"):
             raise FactorDatasetError(f"{self.dataset_id}: bad granularity {self.granularity!r}")
-        for table in (self.factors, self.residual_mix):
+        if self.uncovered_rule not in UNCOVERED_RULES:
+            raise FactorDatasetError(f"{self.dataset_id}: bad uncovered rule {self.uncovered_rule!r}; "
+                                     f"use one of {', '.join(UNCOVERED_RULES)}")
+        if not self.factors:
+            raise FactorDatasetError(f"{self.dataset_id} {self.version}: no factors")
+        for table in (self.factors, self.residual_mix, self.fossil_only):
             for region, series in table.items():
                 for value in series.values():
-                    if not (value >= 0.0 and np.isfinite(value)):
-                        raise FactorDatasetError(f"{self.dataset_id}: bad factor for {region}")
+                    if not (isinstance(value, (int, float)) and value >= 0.0 and np.isfinite(value)):
+                        raise FactorDatasetError(f"{self.dataset_id} {self.version}: bad factor "
+                                                 f"{value!r} for {region}")
+        for name, value in [*self.technology_factors.items(), *self.transmission_distribution.items()]:
+            if not (isinstance(value, (int, float)) and value >= 0.0 and np.isfinite(value)):
+                raise FactorDatasetError(f"{self.dataset_id} {self.version}: bad factor {value!r} for {name}")
 
     @property
     def regions(self) -> tuple[str, ...]:
@@ -78,26 +115,72 @@ class FactorDataset:
 
     @property
     def digest(self) -> str:
-        """A content hash: two datasets with the same id and version must have the same digest."""
-        payload = json.dumps(
-            [self.dataset_id, self.version, self.gas_basis, self.granularity,
-             _plain(self.factors), _plain(self.residual_mix), dict(self.technology_factors),
-             self.uncertainty_pct_95],
-            sort_keys=True,
-        )
+        """A content hash: two datasets with the same id and version must have the same digest.
+
+        Tables added after the first release enter the hash only when present, so the digests
+        of the datasets shipped before them (recorded in checkpoints and results) are unchanged.
+        """
+        content: list[object] = [self.dataset_id, self.version, self.gas_basis, self.granularity,
+                                 _plain(self.factors), _plain(self.residual_mix),
+                                 dict(self.technology_factors), self.uncertainty_pct_95]
+        if self.fossil_only:
+            content.append({"fossil_only": _plain(self.fossil_only)})
+        if self.transmission_distribution:
+            content.append({"transmission_distribution": dict(self.transmission_distribution)})
+        if self.technology_series:
+            content.append({"technology_series": [[t, dict(f)] for t, f in self.technology_series]})
+        payload = json.dumps(content, sort_keys=True)
         return hashlib.sha256(payload.encode()).hexdigest()
 
+    @property
+    def ref(self) -> str:
+        """``id@version``: how a site file, the CLI and the API name this dataset version."""
+        return f"{self.dataset_id}@{self.version}"
+
     def region_for(self, grid_region: str) -> str:
-        """The dataset region used for a site: its grid region if present, else the national one."""
+        """The dataset region used for a site: its province when the dataset has a provincial
+        factor (and this is a view for a site in that province), else its grid region if
+        present, else the national one."""
+        if self.site_province is not None and self.site_province in self.factors:
+            return self.site_province
         if grid_region in self.factors:
             return grid_region
         if NATIONAL in self.factors:
             return NATIONAL
         raise UnknownRegionError(f"{self.dataset_id} {self.version} has no factor for {grid_region!r}")
 
+    def _table_region(self, table: Mapping[str, object], grid_region: str) -> str | None:
+        """The region of ``table`` used for a site: the one of its location factor, else national."""
+        region = self.region_for(grid_region)
+        if region in table:
+            return region
+        if region in (self.site_province, grid_region) and NATIONAL in table and NATIONAL in self.factors:
+            return NATIONAL  # a national-only table (China: 表4, 表5) covers every region
+        return None
+
+    def uncovered_basis(self, grid_region: str) -> str:
+        """What uncovered energy gets for this site: ``residual_mix``, ``fossil_only`` or ``grid_average``."""
+        if self.uncovered_rule == "fossil_only" and self._table_region(self.fossil_only, grid_region):
+            return "fossil_only"
+        if self.uncovered_rule == "residual_mix" and self._table_region(self.residual_mix, grid_region):
+            return "residual_mix"
+        return "grid_average"
+
     def has_residual_mix(self, grid_region: str) -> bool:
-        """Whether a residual-mix factor exists for the region used for this site."""
-        return self.region_for(grid_region) in self.residual_mix
+        """Whether uncovered energy gets a factor other than the grid average for this site."""
+        return self.uncovered_basis(grid_region) != "grid_average"
+
+    def for_site(self, *, province: str | None = None,
+                 uncovered_rule: UncoveredRule = "residual_mix") -> FactorDataset:
+        """This dataset as one site sees it: its province's factor where published, and its
+        rule for uncovered energy. A site that asks for the fossil-only fallback on a dataset
+        without one is a configuration error, not a silent grid average."""
+        if uncovered_rule == "fossil_only" and not self.fossil_only:
+            raise FactorDatasetError(
+                f"{self.ref} publishes no fossil-only factor, so uncovered energy cannot get one; "
+                "use a dataset with one (cn-mee-co2, cn-mee-national-co2@2023) or "
+                "market.uncovered: residual_mix / grid_average")
+        return replace(self, site_province=province, uncovered_rule=uncovered_rule)
 
     def location_factors(self, grid_region: str, hour_start_ms: np.ndarray,
                          utc_offset_minutes: int = 480) -> np.ndarray:
@@ -107,22 +190,31 @@ class FactorDataset:
 
     def residual_factors(self, grid_region: str, hour_start_ms: np.ndarray,
                          utc_offset_minutes: int = 480) -> np.ndarray | None:
-        """Residual-mix factor of each hour, or ``None`` when the dataset has none."""
-        region = self.region_for(grid_region)
-        if region not in self.residual_mix:
+        """Factor of each hour for uncovered energy under the site's rule (`uncovered_basis`),
+        or ``None`` when it is the grid average (the location factor)."""
+        basis = self.uncovered_basis(grid_region)
+        if basis == "grid_average":
             return None
-        return self._lookup(self.residual_mix[region], hour_start_ms, utc_offset_minutes)
+        table = self.fossil_only if basis == "fossil_only" else self.residual_mix
+        region = self._table_region(table, grid_region)
+        return self._lookup(table[region], hour_start_ms, utc_offset_minutes)  # type: ignore[index]
 
-    def technology_factor(self, technology: str) -> float:
-        """Factor of energy covered by an instrument: 0 for ``co2``; the life-cycle factor otherwise."""
+    def technology_factor(self, technology: str, at_ms: int | None = None) -> float:
+        """Factor of energy covered by an instrument: 0 for ``co2``; the life-cycle factor otherwise
+        (for a series over versions, the one in force at ``at_ms``)."""
         if self.gas_basis == "co2":
             return 0.0
-        try:
-            return float(self.technology_factors[technology])
-        except KeyError:
-            raise MissingFactorError(
-                f"{self.dataset_id} {self.version} has no life-cycle factor for {technology!r}"
-            ) from None
+        table = self.technology_factors
+        if self.technology_series and at_ms is not None:
+            for start, factors in self.technology_series:
+                if start <= at_ms:
+                    table = factors
+        for name in (technology, TECHNOLOGY_ALIASES.get(technology)):
+            if name is not None and name in table:
+                return float(table[name])
+        raise MissingFactorError(
+            f"{self.dataset_id} {self.version} has no life-cycle factor for {technology!r}; it publishes "
+            f"{', '.join(sorted(table)) or 'none'}")
 
     def _lookup(self, series: Mapping[str | int, float], hour_start_ms: np.ndarray,
                 utc_offset_minutes: int) -> np.ndarray:
@@ -167,6 +259,8 @@ def _plain(table: Mapping[str, Mapping[str | int, float]]) -> dict[str, dict[str
 
 def dataset_from_dict(doc: Mapping[str, object]) -> FactorDataset:
     """Build a dataset from its JSON document (the format of the shipped data files)."""
+    if not isinstance(doc, Mapping):
+        raise FactorDatasetError("a factor dataset document is a JSON object")
     try:
         return FactorDataset(
             dataset_id=str(doc["dataset_id"]),
@@ -182,10 +276,19 @@ def dataset_from_dict(doc: Mapping[str, object]) -> FactorDataset:
             technology_factors=doc.get("technology_factors", {}),  # type: ignore[arg-type]
             uncertainty_pct_95=float(doc.get("uncertainty_pct_95", 5.0)),  # type: ignore[arg-type]
             notes=str(doc.get("notes", "")),
-            extra={k: v for k, v in doc.items() if k in ("extra_factors", "technology_factors_source")},
+            extra={k: v for k, v in doc.items()
+                   if k in ("extra_factors", "technology_factors_source", "cpcd_product_ids")},
+            fossil_only=doc.get("fossil_only") or {},  # type: ignore[arg-type]
+            transmission_distribution=doc.get("transmission_distribution") or {},  # type: ignore[arg-type]
+            document=doc.get("document") or {},  # type: ignore[arg-type]
+            verification=tuple(doc.get("verification") or ()),  # type: ignore[arg-type]
+            not_published=tuple(doc.get("not_published") or ()),  # type: ignore[arg-type]
+            superseded_by=doc.get("superseded_by"),  # type: ignore[arg-type]
         )
     except KeyError as exc:
         raise FactorDatasetError(f"factor dataset document lacks {exc}") from None
+    except (TypeError, ValueError, AttributeError) as exc:
+        raise FactorDatasetError(f"malformed factor dataset document: {exc}") from None
 
 
 def shipped_datasets() -> list[FactorDataset]:
@@ -289,6 +392,61 @@ class FactorRegistry:
     def versions(self, dataset_id: str) -> list[str]:
         """The known versions of a dataset, sorted."""
         return sorted(v for (i, v) in self._datasets if i == dataset_id)
+
+    def series(self, dataset_id: str, versions: Iterable[str] | None = None) -> FactorDataset:
+        """The latest published factor for each hour: every version's periods in one dataset.
+
+        Versions are merged oldest first, so a period published again by a newer version (a
+        correction) takes the newer value; a version another one supersedes is left out. Each
+        hour then takes the latest period starting at or before it (`FactorDataset._lookup`):
+        the factor of its own year once published, else the newest earlier one. The version of
+        the result names exactly the versions it is made of (``2023.1+2024``), so a result
+        still says which published numbers produced it.
+        """
+        chosen = sorted(versions) if versions is not None else self.versions(dataset_id)
+        parts = [self.get(dataset_id, v) for v in chosen]
+        if not parts:
+            raise FactorDatasetError(f"unknown dataset {dataset_id}")
+        live = [d for d in parts if d.superseded_by not in chosen] if len(parts) > 1 else parts
+        if len(live) == 1:
+            return replace(live[0], selection="latest_per_hour")
+        first = live[0]
+        for d in live[1:]:
+            if (d.gas_basis, d.granularity, d.unit) != (first.gas_basis, first.granularity, first.unit):
+                raise FactorDatasetError(f"{dataset_id}: versions {first.version} and {d.version} differ "
+                                         "in gas basis, granularity or unit and cannot form one series")
+        tables: dict[str, dict[str, dict[str | int, float]]] = {"factors": {}, "residual_mix": {}, "fossil_only": {}}
+        tech_series: list[tuple[int, Mapping[str, float]]] = []
+        for d in live:
+            for name in tables:
+                for region, periods in getattr(d, name).items():
+                    tables[name].setdefault(region, {}).update(periods)
+            if d.technology_factors and d.granularity != "hourly":
+                start = min(period_start_ms(str(p)) for periods in d.factors.values() for p in periods)
+                tech_series.append((start, dict(d.technology_factors)))
+        last = live[-1]
+        return replace(
+            last, version="+".join(d.version for d in live),
+            source_reference=" | ".join(f"{d.version}: {d.source_reference}" for d in live),
+            factors=tables["factors"], residual_mix=tables["residual_mix"], fossil_only=tables["fossil_only"],
+            uncertainty_pct_95=max(d.uncertainty_pct_95 for d in live),
+            technology_series=tuple(sorted(tech_series, key=lambda t: t[0])),
+            verification=tuple(v for d in live for v in d.verification),
+            not_published=tuple(dict.fromkeys(n for d in live for n in d.not_published)),
+            superseded_by=None, selection="latest_per_hour")
+
+    def resolve(self, spec: str) -> FactorDataset:
+        """A dataset as a site file or the CLI names it: ``id`` → the latest published factor for
+        each hour (`series`); ``id@version`` → that version only (pinned); ``id@v1+v2`` → the
+        series of exactly those versions."""
+        dataset_id, at, version = spec.strip().partition("@")
+        if not dataset_id:
+            raise FactorDatasetError(f"bad dataset reference {spec!r}; use ID or ID@VERSION")
+        if not at:
+            return self.series(dataset_id)
+        if "+" in version:
+            return self.series(dataset_id, version.split("+"))
+        return self.get(dataset_id, version)
 
     def __iter__(self) -> Iterator[FactorDataset]:
         """Every registered dataset version."""

@@ -16,7 +16,8 @@ from typing import Any
 
 from accounting.engine.engine import Engine
 from accounting.errors import CheckpointError
-from accounting.factors.dataset import FactorDataset, FactorRegistry, default_registry
+from accounting.factors import selection
+from accounting.factors.dataset import FactorDataset, FactorRegistry
 from accounting.instruments import InstrumentPortfolio
 from accounting.site_topology import site_topology
 from accounting.store.base import ReadingStore, StoredReading
@@ -27,14 +28,12 @@ log = logging.getLogger(__name__)
 
 # Product footprints (GB/T 24067 / ISO 14067) need the lifecycle basis: upstream fuel supply and
 # grid losses included (ACCOUNTING.md §3). The MEE CO2-only factors are for Scope 2 reporting.
-DEFAULT_DATASET = "cn-electricity-carbon-footprint"
+DEFAULT_DATASET = selection.DEFAULT_DATASET
 
 
 def dataset_for(site: Site, registry: FactorRegistry | None = None) -> FactorDataset:
-    """The site's factor dataset (`factor_dataset: id` or `id@version`), else China's electricity carbon footprint factor."""
-    spec = site.factor_dataset or DEFAULT_DATASET
-    dataset_id, _, version = spec.partition("@")
-    return (registry or default_registry()).get(dataset_id, version or None)
+    """The site's factor dataset as it uses it (`accounting.factors.selection.dataset_for`)."""
+    return selection.dataset_for(site, registry)
 
 
 @dataclass

@@ -40,7 +40,7 @@ _SCHEMA = (
         PRIMARY KEY (site_id, result_version))""",
 )
 _CLAIM_COLUMNS = ("serial", "site_id", "claimant", "generation_month", "technology", "province",
-                  "mwh", "earmark", "contract_id", "claimed_ms")
+                  "mwh", "earmark", "contract_id", "claimed_ms", "detail")
 
 
 def _now_ms() -> int:
@@ -63,6 +63,9 @@ class LedgerStore:
         self._conn.execute("PRAGMA synchronous=FULL")
         for statement in _SCHEMA:
             self._conn.execute(statement)
+        # `detail` (JSON: tradable, project, cancellation period, counted) came after the first release
+        if "detail" not in {r[1] for r in self._conn.execute("PRAGMA table_info(claims)")}:
+            self._conn.execute("ALTER TABLE claims ADD COLUMN detail TEXT")
 
     # -- certificate claims --------------------------------------------------------------
 
@@ -79,7 +82,8 @@ class LedgerStore:
                         raise CertificateAlreadyClaimedError(row["serial"], known[0])
                     self._conn.execute(
                         f"INSERT INTO claims ({', '.join(_CLAIM_COLUMNS)}) VALUES ({', '.join('?' * len(_CLAIM_COLUMNS))})",
-                        tuple(row.get(c) for c in _CLAIM_COLUMNS))
+                        tuple(json.dumps(row.get(c)) if c == "detail" and row.get(c) is not None
+                              else row.get(c) for c in _CLAIM_COLUMNS))
                 if contract is not None:
                     self._conn.execute("INSERT INTO contracts VALUES (?, ?, ?, ?)",
                                        (contract["contract_id"], contract["site_id"],
@@ -102,7 +106,10 @@ class LedgerStore:
             sql, args = sql + " WHERE site_id = ?", (site_id,)
         with self._lock:
             rows = self._conn.execute(sql + " ORDER BY claimed_ms, rowid", args).fetchall()
-        return [dict(zip(_CLAIM_COLUMNS, r, strict=True)) for r in rows]
+        out = [dict(zip(_CLAIM_COLUMNS, r, strict=True)) for r in rows]
+        for row in out:
+            row["detail"] = json.loads(row["detail"]) if row["detail"] else None
+        return out
 
     def contracts(self, site_id: str | None = None) -> list[dict[str, Any]]:
         sql, args = "SELECT document FROM contracts", ()

@@ -81,7 +81,7 @@ def test_dashboard_goes_live_and_numbers_change(demo: tuple[str, Path]) -> None:
 
         page = driver.find_element(By.TAG_NAME, "body").text
         for label in ("产品碳足迹", "Product carbon footprint", "基于市场", "market-based",
-                      "电表状态与数据质量", "Meter status and data quality", "hourly CFE score"):
+                      "电表状态与数据质量", "Meter status and data quality", "hourly-matched share"):
             assert label in page, label
         assert _texts(driver, "#meters tr[data-meter]"), "no meter rows"
         assert _texts(driver, "#chart-emissions rect"), "no emissions chart"

@@ -34,7 +34,7 @@ def test_shipped_datasets_have_provenance():
         assert d.publisher and d.publication_date and d.source_reference and d.unit
     regional = load_dataset("cn-mee-regional-co2", "2022")
     assert regional.location_factors("Southwest", np.array([T0]))[0] == 0.2268
-    assert load_dataset("cn-mee-national-co2").version == "2022"
+    assert load_dataset("cn-mee-national-co2").version == "2023"  # the latest version
     assert load_dataset("cn-mee-national-co2", "2021").location_factors("East", np.array([T0]))[0] == 0.5568
     assert load_dataset("cn-electricity-carbon-footprint").gas_basis == "co2e_lifecycle"
 

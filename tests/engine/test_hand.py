@@ -62,7 +62,7 @@ def test_worked_example(mode):
     assert (a.share_metered, a.share_allocated, a.share_estimated) == pytest.approx((2 / 3, 1 / 3, 0))
     assert a.uncertainty_pct_95 == pytest.approx(5.0999, abs=1e-3)
     assert a.primary_data_share == pytest.approx(32.196 / (32.196 + 90.0))
-    assert a.cfe_score_hourly == (pytest.approx(50 / 60) if mode == "hourly" else None)
+    assert a.hourly_matched_share == (pytest.approx(50 / 60) if mode == "hourly" else None)
     assert (a.dataset_id, a.dataset_version, a.matching_mode) == ("cn-mee-national-co2", "2022", mode)
     used = [u for u in engine.instrument_usage() if u["kind"] == "contract"]
     assert used[0]["used_kwh"] == pytest.approx(30.0)
@@ -147,7 +147,7 @@ def test_hourly_matching_excludes_certificates():
     assert annual.footprints(T0, T0 + H)[0].kgco2e_market == pytest.approx(0.0)
     fp = hourly.footprints(T0, T0 + H)[0]
     assert fp.kgco2e_market == pytest.approx(100 * 0.5856)
-    assert fp.cfe_score_hourly == 0.0
+    assert fp.hourly_matched_share == 0.0
     assert any(u["kind"] == "ineligible" for u in hourly.instrument_usage())
 
 

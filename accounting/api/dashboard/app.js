@@ -237,12 +237,13 @@ function renderCoverage() {
   const hours = hourly();
   const cons = hours.reduce((a, h) => a + h.cons, 0);
   const cov = hours.reduce((a, h) => a + Math.min(h.cov, h.cons), 0);
-  const cfe = hours.reduce((a, h) => a + (h.cons > 0 ? Math.min(1, h.cov / h.cons) * h.cons : 0), 0);
+  // hourly-matched share: PV and instruments matched hour by hour (no grid carbon-free term)
+  const matched = hours.reduce((a, h) => a + (h.cons > 0 ? Math.min(1, h.cov / h.cons) * h.cons : 0), 0);
   $("renewable").textContent = cons > 0 ? pct(cov / cons) : "–";
-  $("cfe").textContent = cons > 0 ? pct(cfe / cons) : "–";
+  $("hourly-matched").textContent = cons > 0 ? pct(matched / cons) : "–";
   // One GEC certifies 1 MWh.
   $("certs").textContent = state.certificates ? state.certificates.length + " MWh" : "–";
-  bars($("chart-cfe"), hours, [(h) => (h.cons > 0 ? Math.min(1, h.cov / h.cons) : 0)], ["cfe"], 1);
+  bars($("chart-hourly-matched"), hours, [(h) => (h.cons > 0 ? Math.min(1, h.cov / h.cons) : 0)], ["matched"], 1);
 }
 
 function renderEmissions() {
