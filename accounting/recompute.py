@@ -39,10 +39,11 @@ def resolve_dataset(catalogue: FactorCatalogue, live: FactorDataset, spec: str |
     ``id@version`` → that dataset. Unknown ones raise FactorDatasetError (422)."""
     if not spec:
         return live
-    dataset_id, at, version = spec.partition("@")
-    if not at:
-        dataset_id, version = live.dataset_id, spec
-    return catalogue.get(dataset_id, version or None)
+    if "@" not in spec:
+        spec = f"{live.dataset_id}@{spec}"
+    # the site's view (province first, its uncovered-energy rule) carries over to the new version
+    return catalogue.resolve(spec).for_site(province=live.site_province,
+                                            uncovered_rule=live.uncovered_rule)
 
 
 def readings_arrays(engine: Engine, rows: Sequence[StoredReading]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:

@@ -27,7 +27,9 @@ from accounting.engine.engine import Engine
 from accounting.engine.warmup import warm_kernels
 from accounting.engine.windows import window_bounds
 from accounting.factors.catalogue import FactorCatalogue
+from accounting.factors import selection
 from accounting.factors.dataset import FactorDataset
+from accounting.factors.diff import factor_diff
 from accounting.ingest.admission import Admission
 from accounting.ingest.dedup import DedupIndex
 from accounting.ingest.pipeline import Cycle, Pipeline
@@ -262,6 +264,36 @@ class AccountingService:
     def factor_datasets(self) -> list[dict[str, Any]]:
         """Every factor dataset version (shipped and loaded), with the sites whose live engine uses it."""
         return self.factor_catalogue.listing(self.engines.datasets_in_use())
+
+    def factor_dataset(self, spec: str) -> dict[str, Any]:
+        """One dataset version or series with its values, provenance and verification."""
+        return self.factor_catalogue.show(spec)
+
+    def factor_diff(self, site_id: str, old: str, new: str, *, start_ms: int, end_ms: int) -> dict[str, Any]:
+        """What ``new`` changes against ``old`` for each product of a site over a period."""
+        site = self.sites[site_id]
+        with self.engines.lock:
+            portfolio = self.portfolios.portfolio(site_id)
+        view = self._dataset(site_id)
+        datasets = [self.factor_catalogue.resolve(spec).for_site(
+            province=view.site_province, uncovered_rule=view.uncovered_rule) for spec in (old, new)]
+        return factor_diff(site, self.store, *datasets, start_ms=start_ms, end_ms=end_ms, instruments=portfolio)
+
+    def market_rules(self, site_id: str) -> dict[str, Any]:
+        """The site's factor dataset as used, and its market-based settings (disclosed)."""
+        site = self.sites[site_id]
+        ds = self._dataset(site_id)
+        return {"site_id": site_id, "factor_dataset": ds.ref, "factor_selection": ds.selection,
+                "factor_region": ds.region_for(site_topology(site).grid_region),
+                "uncovered_basis": ds.uncovered_basis(site_topology(site).grid_region),
+                **selection.market_rules(site)}
+
+    def import_certificates(self, site_id: str, text: str) -> list[dict[str, Any]]:
+        """Claim a CSV certificate list for a site, all or none (`Portfolios.import_certificates`)."""
+        with self.engines.lock:
+            rows = self.portfolios.import_certificates(site_id, text, self._dataset(site_id))
+            self._attach_instruments(site_id)
+        return rows
 
     def add_factor_dataset(self, document: dict[str, Any]) -> dict[str, Any]:
         """Load a dataset version (append-only); available for recompute, live engines unchanged."""

@@ -14,7 +14,7 @@ from starlette.middleware import Middleware
 from starlette.responses import Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from accounting.api import dashboard, pact, recompute, reference, reports, stream, v1
+from accounting.api import dashboard, factors, pact, recompute, reference, reports, stream, v1
 from accounting.api.errors import install_error_handlers
 from accounting.api.limits import BodyLimit
 from accounting.api.responses import TanjiJSONResponse
@@ -92,6 +92,7 @@ def create_app(service: AccountingServiceLike, *, api_token: str | None = None,
     app.include_router(v1.router)
     app.include_router(stream.router)
     app.include_router(reference.router)
+    app.include_router(factors.router)
     app.include_router(recompute.router)
     app.include_router(reports.router)
     app.include_router(pact.router)

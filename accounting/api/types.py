@@ -63,3 +63,17 @@ class RecomputeLike(Protocol):
 
     def recompute(self, site_id: str, *, start_ms: int, end_ms: int,
                   dataset_version: str | None = None) -> dict: ...
+
+
+@runtime_checkable
+class FactorToolsLike(Protocol):
+    """Factor versions shown in full, their effect on a site's products, the site's market rules,
+    and certificate lists imported at once (`accounting.api.factors`)."""
+
+    def factor_dataset(self, spec: str) -> dict: ...
+
+    def factor_diff(self, site_id: str, old: str, new: str, *, start_ms: int, end_ms: int) -> dict: ...
+
+    def market_rules(self, site_id: str) -> dict: ...
+
+    def import_certificates(self, site_id: str, text: str) -> list[dict]: ...

@@ -32,7 +32,12 @@ def dataset_document(ds: FactorDataset) -> dict[str, Any]:
             "factors": {r: {str(k): float(v) for k, v in s.items()} for r, s in ds.factors.items()},
             "residual_mix": {r: {str(k): float(v) for k, v in s.items()} for r, s in ds.residual_mix.items()},
             "technology_factors": {k: float(v) for k, v in ds.technology_factors.items()},
-            "uncertainty_pct_95": ds.uncertainty_pct_95, "notes": ds.notes}
+            "uncertainty_pct_95": ds.uncertainty_pct_95, "notes": ds.notes,
+            "fossil_only": {r: {str(k): float(v) for k, v in s.items()} for r, s in ds.fossil_only.items()},
+            "transmission_distribution": dict(ds.transmission_distribution),
+            "document": dict(ds.document), "verification": [dict(v) for v in ds.verification],
+            "not_published": list(ds.not_published), "superseded_by": ds.superseded_by,
+            **{k: v for k, v in ds.extra.items() if k == "cpcd_product_ids"}}
 
 
 class FactorCatalogue:
@@ -48,6 +53,17 @@ class FactorCatalogue:
 
     def get(self, dataset_id: str, version: str | None = None) -> FactorDataset:
         return self.registry.get(dataset_id, version)
+
+    def resolve(self, spec: str) -> FactorDataset:
+        """``id`` (latest published factor for each hour), ``id@version`` or ``id@v1+v2``."""
+        return self.registry.resolve(spec)
+
+    def show(self, spec: str) -> dict[str, Any]:
+        """Everything about one dataset version or series: values, provenance, verification."""
+        ds = self.resolve(spec)
+        return {**dataset_document(ds), "ref": ds.ref, "selection": ds.selection, "digest": ds.digest,
+                "origin": "loaded" if (ds.dataset_id, ds.version) in self._added else "shipped",
+                "versions": self.registry.versions(ds.dataset_id)}
 
     def add(self, document: Mapping[str, Any]) -> FactorDataset:
         """Load a dataset version from its JSON document (validated by `dataset_from_dict`)."""
@@ -73,6 +89,8 @@ class FactorCatalogue:
                 "publication_date": ds.publication_date, "source_reference": ds.source_reference,
                 "unit": ds.unit, "gas_basis": ds.gas_basis, "granularity": ds.granularity,
                 "regions": list(ds.regions), "uncertainty_pct_95": ds.uncertainty_pct_95,
-                "has_residual_mix": bool(ds.residual_mix), "digest": ds.digest,
+                "has_residual_mix": bool(ds.residual_mix), "has_fossil_only": bool(ds.fossil_only),
+                "document_number": ds.document.get("number"), "superseded_by": ds.superseded_by,
+                "digest": ds.digest,
                 "origin": "shipped" if added is None else "loaded", "added_ms": added,
                 "in_use_by": in_use_by}

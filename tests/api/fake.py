@@ -84,6 +84,7 @@ class FakeService:
                     "share_metered": 0.8, "share_allocated": 0.15, "share_estimated": 0.05,
                     "primary_data_share": 0.95, "uncertainty_pct_95": 5.4, "provisional": True,
                     "revision": 0, "renewable_share": 0.4, "hourly_matched_share": None,
+                    "uncovered_basis": "grid_average", "factor_selection": "pinned",
                     "covered_pv_kwh": 0.0, "covered_contract_kwh": 0.0, "covered_gec_kwh": 0.4 * energy,
                     "kgco2e_per_battery_kwh_market": (mkt / units / p.declared_unit_kwh
                                                       if p.declared_unit_kwh else None),

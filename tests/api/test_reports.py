@@ -38,7 +38,8 @@ def test_carbon_label_shows_number_and_provenance(client: TestClient) -> None:
     fp = client.get("/api/v1/footprints", params={"product": "ess-5kwh"}).json()[0]
     text = r.text
     assert f"{fp['kgco2e_per_unit_market']:,.3f}" in text
-    for needle in ("cn-mee-regional-co2 v2022", "annual", "metered 80.0 %", "± 5.4 %", "kgCO2e/kWh", "碳足迹"):
+    for needle in ("cn-mee-regional-co2@2022 · region Southwest · co2 · pinned version",
+                   "unmatched energy: grid average", "annual", "metered 80.0 %", "± 5.4 %", "kgCO2e/kWh", "碳足迹"):
         assert needle in text, needle
     assert "://" not in text.replace("label.css", "")
     assert client.get("/dashboard/label.css").status_code == 200
