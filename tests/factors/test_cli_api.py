@@ -78,8 +78,8 @@ def plant_app(tmp_path: Path):
     from accounting.service import AccountingService
     from accounting.store.checkpoints import CheckpointStore
     from accounting.store.sqlite import SqliteStore
-    from tests.factors.test_rules import SITE
     from tanji.site import parse_site_text
+    from tests.factors.test_rules import SITE
 
     site = parse_site_text(SITE.format(id="s1", province="Jiangsu", mode="annual", dataset="cn-mee-co2",
                                        market='{uncovered: fossil_only, own_generation_projects: ["PV-1"]}'))
