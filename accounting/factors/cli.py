@@ -103,15 +103,12 @@ def _run(args: argparse.Namespace) -> int:
         return _diff(args)
     catalogue = _catalogue(args, writing=action == "import")
     if action == "list":
-        rows = catalogue.listing({})
-        for r in rows:
-            r["ref"] = f"{r['dataset_id']}@{r['version']}"
-            r["regions"] = len(r["regions"])
+        rows = [{"ref": f"{r['dataset_id']}@{r['version']}", **r} for r in catalogue.listing({})]
         if args.json:
             json.dump(rows, sys.stdout, ensure_ascii=False, indent=1)
             print()
         else:
-            _print(rows, ["ref", "gas_basis", "unit", "publication_date", "document_number", "regions",
+            _print([{**r, "regions": len(r["regions"])} for r in rows], ["ref", "gas_basis", "unit", "publication_date", "document_number", "regions",
                           "has_residual_mix", "has_fossil_only", "superseded_by", "origin"])
         return 0
     if action == "show":

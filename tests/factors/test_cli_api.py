@@ -112,3 +112,36 @@ def test_http_api(plant_app) -> None:
                                                      "end": "2025-04-01T00:00:00+08:00"})
     assert diff.status_code == 200, diff.text
     assert diff.json()["old"]["factor_region"] == "Jiangsu" and diff.json()["readings"] == 0
+
+
+def test_diff_on_stored_readings_gives_the_hand_ratio(tmp_path: Path) -> None:
+    """A reference month in an SQLite store, diffed 2023.1 → 2024 with the CLI as an operator would."""
+    from accounting.store.base import StoredReading
+    from accounting.store.sqlite import SqliteStore
+    from tests.factors.test_rules import REF_HOURS, REF_MONTH, SITE, H
+
+    site_file = tmp_path / "site.yaml"
+    site_file.write_text(SITE.format(id="s1", province="Jiangsu", mode="annual",
+                                     dataset="cn-electricity-carbon-footprint", market="{}"), encoding="utf-8")
+    store = SqliteStore(tmp_path / "r.sqlite")
+    rows = []
+    for h in range(REF_HOURS + 1):
+        t = REF_MONTH + h * H
+        rows += [StoredReading("s1", "gw", "incomer", t, "good", {"energy_import_kwh": 100.0 * h}),
+                 StoredReading("s1", "gw", "plc-a", t, "good", {"units_total": 10.0 * h})]
+    store.write_readings(rows)
+    store.close()
+    r = tanji("factors", "diff", "cn-electricity-carbon-footprint@2023.1", "cn-electricity-carbon-footprint@2024",
+              "--site", str(site_file), "--from", "2025-03-01", "--to", "2025-04-01",
+              "--store", f"sqlite:{tmp_path / 'r.sqlite'}", "--json")
+    assert r.returncode == 0, r.stderr
+    result = json.loads(r.stdout)
+    [widget] = result["products"]
+    assert widget["energy_kwh"] == pytest.approx(100.0 * REF_HOURS)
+    loc = widget["kgco2e_location"]
+    assert loc["old"] == pytest.approx(100.0 * REF_HOURS * 0.6205)  # 46 165.2 kg
+    assert loc["new"] / loc["old"] == pytest.approx(0.5777 / 0.6205, rel=1e-12)
+    assert loc["delta_pct"] == pytest.approx(100 * (0.5777 / 0.6205 - 1))  # -6.9 %
+    table = tanji("factors", "diff", "cn-mee-co2@2022", "cn-mee-co2@2023", "--site", str(site_file),
+                  "--from", "2025-03-01", "--to", "2025-04-01", "--store", f"sqlite:{tmp_path / 'r.sqlite'}")
+    assert table.returncode == 0 and "region Jiangsu" in table.stdout and "widget" in table.stdout

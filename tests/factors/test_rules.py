@@ -240,3 +240,19 @@ def test_own_pv_certificate_is_not_counted_on_top_of_pv_self_consumption(tmp_pat
     assert bought["covered_gec_kwh"] == pytest.approx(100.0)
     assert bought["kgco2e_market"] < without["kgco2e_market"]
     assert bought["uncovered_basis"] == "residual_mix" and bought["factor_selection"] == "latest_per_hour"
+
+
+def test_legacy_monthly_contract_under_hourly_matching(tmp_path: Path) -> None:
+    contract = {"contract_id": "PPA-2025", "site_id": "s1", "technology": "wind", "province": "Gansu",
+                "granularity": "monthly", "deliveries": [["2025-03", 744.0]], "signed_date": "2025-01-10"}
+    legacy = site(mode="hourly", market='{legacy_contracts_signed_before: 2027-01-01}')
+    p = _portfolios(tmp_path, legacy, ms(2025, 4, 2))
+    p.add_contract(contract, dataset_for(legacy))
+    fp = _pv_site_engine(p.portfolio("s1"), legacy)
+    # 744 kWh over March's 744 hours at a flat profile: 1 kWh in the measured hour
+    assert fp["covered_contract_kwh"] == pytest.approx(1.0) and fp["matching_mode"] == "hourly"
+    (tmp_path / "b").mkdir()
+    strict = site(mode="hourly", market='{legacy_contracts_signed_before: 2025-01-01}')  # signed after: not legacy
+    q = _portfolios(tmp_path / "b", strict, ms(2025, 4, 2))
+    q.add_contract(contract, dataset_for(strict))
+    assert _pv_site_engine(q.portfolio("s1"), strict)["covered_contract_kwh"] == 0.0
