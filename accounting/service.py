@@ -26,8 +26,8 @@ from typing import Any
 from accounting.engine.engine import Engine
 from accounting.engine.warmup import warm_kernels
 from accounting.engine.windows import window_bounds
-from accounting.factors.catalogue import FactorCatalogue
 from accounting.factors import selection
+from accounting.factors.catalogue import FactorCatalogue
 from accounting.factors.dataset import FactorDataset
 from accounting.factors.diff import factor_diff
 from accounting.ingest.admission import Admission
