@@ -38,12 +38,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     p = sub.add_parser("show", help="one version (ID@VERSION) or the latest-per-hour series (ID) in full",
                        description="Show a dataset's values and provenance. ID alone is the latest published "
                                    "factor for each hour; ID@VERSION is one version.")
-    p.add_argument("ref", metavar="ID[@VERSION]")
+    p.add_argument("ref", metavar="ID[@VERSION]", help="a dataset id (latest published factor for each hour) or ID@VERSION")
     _json_flag(p)
     p = sub.add_parser("import", help="import a published table (CSV with provenance, or JSON); append-only",
                        description="Validate a published table and add it as a new version (see "
                                    "accounting/factors/tables.py for the CSV format).")
-    p.add_argument("file", metavar="FILE")
+    p.add_argument("file", metavar="FILE", help="a CSV table with its provenance, or a JSON data file")
     _json_flag(p)
     p = sub.add_parser("diff", help="what a new version changes for each product of a site over a period",
                        description="Recompute a site's period from its stored readings with OLD and NEW and "
