@@ -26,7 +26,7 @@ from accounting.api.v1 import (
     WindowParam,
     select_footprints,
 )
-from accounting.factors.selection import factor_rule_text, uncovered_rule_text
+from accounting.factors.selection import exemption_text, factor_rule_text, uncovered_rule_text
 from tanji.site import Product, Site
 
 router = APIRouter(prefix="/api/v1/reports", tags=["reports"])
@@ -142,7 +142,7 @@ def carbon_label(svc: Service, site_id: str, product_id: str, window: WindowPara
         ("电量 Electricity", f"{_num(fp.get('energy_kwh'), 1)} kWh"),
         ("上游 Upstream", f"{_num(upstream)} kgCO2e/unit" if upstream is not None else "未包含 not included (gate-to-gate)"),
         ("排放因子 Factor", e(factor_rule_text(fp))),
-        ("匹配方式 Matching mode", f"{e(str(fp.get('matching_mode')))} · {e(uncovered_rule_text(fp))}"),
+        ("匹配方式 Matching mode", f"{e(str(fp.get('matching_mode')))}{e(exemption_text(site))} · {e(uncovered_rule_text(fp))}"),
         ("可再生电力 Renewable share", _pct(fp.get("renewable_share"))),
         ("数据质量 Data quality", f"metered {_pct(fp.get('share_metered'))} · allocated {_pct(fp.get('share_allocated'))}"
                                   f" · estimated {_pct(fp.get('share_estimated'))} · primary data {_pct(fp.get('primary_data_share'))}"),

@@ -72,3 +72,12 @@ def uncovered_rule_text(fp: Mapping[str, object]) -> str:
     """What the unmatched energy of a footprint record got, in words."""
     basis = str(fp.get("uncovered_basis"))
     return f"unmatched energy: {_UNCOVERED.get(basis, basis)}"
+
+
+def exemption_text(site: Site) -> str:
+    """`` (hourly exemption: ...)`` when the site's hourly-matching exemption applies, else ``""``."""
+    m = site.market
+    if effective_matching_mode(site) == site.matching_mode:
+        return ""
+    return (f" (hourly-matching exemption: declared {m.annual_consumption_mwh:g} MWh/yr "
+            f"< {m.hourly_exemption_mwh:g} MWh/yr)")

@@ -256,3 +256,15 @@ def test_legacy_monthly_contract_under_hourly_matching(tmp_path: Path) -> None:
     q = _portfolios(tmp_path / "b", strict, ms(2025, 4, 2))
     q.add_contract(contract, dataset_for(strict))
     assert _pv_site_engine(q.portfolio("s1"), strict)["covered_contract_kwh"] == 0.0
+
+
+def test_the_exemption_is_disclosed_in_words() -> None:
+    from accounting.factors.selection import exemption_text, factor_rule_text, uncovered_rule_text
+    small = site(mode="hourly", market="{hourly_exemption_mwh: 5000, annual_consumption_mwh: 1200}")
+    assert exemption_text(small) == " (hourly-matching exemption: declared 1200 MWh/yr < 5000 MWh/yr)"
+    assert exemption_text(site(mode="hourly")) == ""
+    fp = {"dataset_id": "cn-mee-co2", "dataset_version": "2021+2022+2023", "factor_region": "Jiangsu",
+          "gas_basis": "co2", "factor_selection": "latest_per_hour", "uncovered_basis": "fossil_only"}
+    assert factor_rule_text(fp) == ("cn-mee-co2@2021+2022+2023 · region Jiangsu · co2 · "
+                                    "latest published factor for each hour")
+    assert uncovered_rule_text(fp) == "unmatched energy: fossil-only factor"
