@@ -22,6 +22,8 @@ ROUTE_LIMITS: tuple[tuple[str, int], ...] = (
     ("/auth/token", 16 << 10),
     ("/3/events", 4 << 20),
     ("/api/v1/factor-datasets", 32 << 20),
+    ("/api/v1/factors", 32 << 20),
+    ("/api/v1/certificates/import", 4 << 20),  # a certificate list, ~60 bytes a row
     ("/api/v1/certificates", 64 << 10),
     ("/api/v1/recompute", 64 << 10),
 )
