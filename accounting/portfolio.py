@@ -48,6 +48,26 @@ _TRUE = {"1", "true", "yes", "y", "可交易"}
 _FALSE = {"0", "false", "no", "n", "不可交易"}
 
 
+#: A national GEC code has 32 characters: the generating project's 建档立卡 code (17), then the
+#: production date, a sequence number, the energy class and the trading class (15) — as the
+#: platform's operator describes it (易碳家 / 中国碳交易网, 2025-03-26). The per-field widths of
+#: the last 15 are not published, so Tanji reads only the project code from it.
+GEC_CODE_LENGTH = 32
+GEC_PROJECT_CODE_LENGTH = 17
+
+
+def project_of(serial: str, given: str) -> str:
+    """The generating project of a certificate: the given code, checked against a national
+    32-character serial when it is one, else the serial's first 17 characters."""
+    if len(serial) != GEC_CODE_LENGTH or not serial.isalnum():
+        return given
+    code = serial[:GEC_PROJECT_CODE_LENGTH]
+    if given and given != code:
+        raise InstrumentError(f"GEC {serial}: project_id {given!r} is not the project code its serial carries "
+                              f"({code!r}, the first {GEC_PROJECT_CODE_LENGTH} characters of a national GEC code)")
+    return code
+
+
 def _civil_month(ms: int, utc_offset_minutes: int = 480) -> str:
     dt = datetime.fromtimestamp(ms / 1000, UTC) + timedelta(minutes=utc_offset_minutes)
     return f"{dt.year:04d}-{dt.month:02d}"
@@ -129,7 +149,7 @@ class Portfolios:
             raise InstrumentError(f"GEC {serial}: tradable must be true or false, not {tradable!r}")
         cert = GreenCertificate(serial, str(doc.get("generation_month", "")), str(doc.get("technology", "")),
                                 canonical_province(str(doc.get("province", ""))), tradable=tradable,
-                                project_id=str(doc.get("project_id") or "").strip())
+                                project_id=project_of(serial, str(doc.get("project_id") or "").strip()))
         # the rules first: a certificate used outside its validity, or a non-tradable one of
         # another project, is refused with the reason before anything else is looked at
         cert.check_valid(_civil_month(self.clock()))

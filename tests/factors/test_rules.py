@@ -268,3 +268,16 @@ def test_the_exemption_is_disclosed_in_words() -> None:
     assert factor_rule_text(fp) == ("cn-mee-co2@2021+2022+2023 · region Jiangsu · co2 · "
                                     "latest published factor for each hour")
     assert uncovered_rule_text(fp) == "unmatched energy: fossil-only factor"
+
+
+def test_a_national_gec_code_carries_its_project(tmp_path: Path) -> None:
+    s = site(market='{own_generation_projects: ["P3205000000000001"]}')
+    p = _portfolios(tmp_path, s, ms(2025, 4, 2))
+    serial = "P3205000000000001" + "202503000000101"  # 17-character project code + 15 characters
+    row = p.add_certificate(_cert(serial, "2025-03", tradable=False, technology="solar_pv", province="Jiangsu"),
+                            dataset_for(s))
+    assert row["project_id"] == "P3205000000000001" and row["counted"] is False  # own PV, found from the code
+    from accounting.errors import InstrumentError
+    with pytest.raises(InstrumentError, match="not the project code its serial carries"):
+        p.add_certificate(_cert("W6200000000000009" + "202503000000102", "2025-03", project_id="OTHER"),
+                          dataset_for(s))
