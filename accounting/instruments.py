@@ -3,7 +3,7 @@
 On-site PV needs no instrument object: it is metered, hourly by nature, and its
 self-consumption is computed from the meters by the engine.
 
-The rules of the national GEC system (发改能源〔2023〕1044号, NDRC, MoF and NEA, 2023-07-25;
+The rules of the national GEC system (发改能源〔2023〕1044号, NDRC, MoF and NEA, July 2023;
 NEA, 《可再生能源绿色电力证书核发和交易规则》, 2024-09-05), as Tanji applies them:
 
 - 1 GEC = 1,000 kWh (`GEC_KWH`).
