@@ -19,13 +19,21 @@ import logging
 import math
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
-from gateway.modbus_client import BusLink, Link, PollError, TcpLink
+from gateway.links import (
+    Dlt645Link,
+    MbapConnection,
+    ModbusRtuLink,
+    ModbusTcpLink,
+    PollError,
+    SerialBusLine,
+    TcpSerialLine,
+)
 from gateway.read_plan import ReadRequest, plan_for_profile
-from gateway.register_map import RegisterMap
-from tanji.site import Gateway, Meter
+from gateway.register_map import Dlt645Map, RegisterMap
+from tanji.site import Endpoint, Gateway, Meter
 from tanji.wire import Reading
 
 log = logging.getLogger("tanji.gateway.scheduler")
@@ -55,35 +63,68 @@ class MeterHealth:
                 "last_duration_ms": round(self.last_duration_ms, 1), "next_delay_s": round(self.next_delay_s, 3)}
 
 
+class ModbusReader:
+    """One Modbus meter's poll: its read plan over its link, decoded by its register map."""
+
+    def __init__(self, meter: Meter, link: Any, plan: tuple[ReadRequest, ...]) -> None:
+        self.link = link
+        self.plan = plan
+        self.map = RegisterMap(meter, plan)
+
+    async def read(self, timeout_s: float) -> Reading:
+        responses = [await self.link.read(req.function_code, req.address, req.count, timeout_s) for req in self.plan]
+        return self.map.decode(responses, now_ms())
+
+    def failed(self, ts_ms: int) -> Reading:
+        return self.map.failed(ts_ms)
+
+    def describe(self) -> str:
+        return f"{len(self.plan)} requests: " + "; ".join(r.describe() for r in self.plan)
+
+
+class Dlt645Reader:
+    """One DL/T 645 meter's poll: one read frame per data identifier of its profile."""
+
+    def __init__(self, meter: Meter, link: Dlt645Link) -> None:
+        self.link = link
+        self.map = Dlt645Map(meter)
+        self.dis = tuple(reg.di for reg, _ in self.map.items)
+
+    async def read(self, timeout_s: float) -> Reading:
+        answers = [await self.link.read(di, timeout_s) for di in self.dis]
+        return self.map.decode(answers, now_ms())
+
+    def failed(self, ts_ms: int) -> Reading:
+        return self.map.failed(ts_ms)
+
+    def describe(self) -> str:
+        return f"{len(self.dis)} requests: DI " + ",".join(f"{di:08X}" for di in self.dis)
+
+
 class MeterPoller:
     """Polls one meter forever on its period and hands each reading to `sink`."""
 
-    def __init__(self, meter: Meter, link: Link, plan: tuple[ReadRequest, ...],
-                 sink: Callable[[Reading], None], *, timeout_s: float | None = None,
-                 max_backoff_s: float = MAX_BACKOFF_S) -> None:
+    def __init__(self, meter: Meter, reader: ModbusReader | Dlt645Reader, sink: Callable[[Reading], None], *,
+                 timeout_s: float | None = None, max_backoff_s: float = MAX_BACKOFF_S) -> None:
         self.meter = meter
-        self.link = link
-        self.plan = plan
+        self.reader = reader
         self.sink = sink
         self.timeout_s = timeout_s if timeout_s is not None else meter.timeout_s
         self.max_backoff_s = max(max_backoff_s, meter.poll_period_s)
-        self.map = RegisterMap(meter, plan)
         self.health = MeterHealth()
 
     async def poll_once(self) -> Reading:
         started = time.perf_counter()
-        unit = self.meter.unit_id
         try:
-            responses = [await self.link.read(req, unit, self.timeout_s) for req in self.plan]
+            reading = await self.reader.read(self.timeout_s)
         except PollError as exc:
-            reading = self.map.failed(now_ms())
+            reading = self.reader.failed(now_ms())
             self.health.errors += 1
             self.health.consecutive_errors += 1
             if self.health.last_error != str(exc) or self.health.consecutive_errors == 1:
                 log.warning("meter %s: poll failed (%s)", self.meter.id, exc)
             self.health.last_error = str(exc)
         else:
-            reading = self.map.decode(responses, now_ms())
             if self.health.consecutive_errors:
                 log.info("meter %s: answering again after %d failed polls", self.meter.id,
                          self.health.consecutive_errors)
@@ -121,33 +162,55 @@ class MeterPoller:
                     due += missed * period
                 self.health.next_delay_s = max(0.0, due - now)
         finally:
-            self.link.close()
+            pass  # lines are shared: the Scheduler closes them once every poller has stopped
 
 
 class Scheduler:
-    """All pollers of one gateway: the TCP links, the bus links and each meter's read plan."""
+    """All pollers of one gateway over its lines: buses, device servers, Modbus TCP connections.
+
+    Meters that share a serial bus, or a host:port, share one line (one connection); the line's
+    settings come from the bus or the endpoint the meters name (a host:port no endpoint names
+    is a plain Modbus TCP connection with defaults).
+    """
 
     def __init__(self, gateway: Gateway, sink: Callable[[Reading], None]) -> None:
         self.gateway = gateway
-        self.buses = {bus.id: BusLink(bus) for bus in gateway.buses}
+        self.buses: dict[str, SerialBusLine] = {bus.id: SerialBusLine(bus) for bus in gateway.buses}
+        self.lines: dict[tuple[str | None, int | None], TcpSerialLine | MbapConnection] = {}
         self.pollers: list[MeterPoller] = []
         for meter in gateway.meters:
-            plan = plan_for_profile(meter.profile)
             if meter.transport == "rtu":
                 bus = self.buses[meter.bus or ""]
+                line: Any = bus
                 # The bus' response timeout governs: it is a property of the line (baud rate, length).
-                self.pollers.append(MeterPoller(meter, _SharedBus(bus), plan, sink,
-                                                timeout_s=min(meter.timeout_s, bus.bus.timeout_s)))
+                timeout = min(meter.timeout_s, bus.bus.timeout_s)
             else:
-                self.pollers.append(MeterPoller(meter, TcpLink(meter), plan, sink))
+                endpoint = gateway.endpoint(meter.endpoint) or Endpoint(
+                    id=f"{meter.host}:{meter.port}", host=meter.host or "127.0.0.1", port=meter.port or 502,
+                    timeout_s=meter.timeout_s)
+                key = (meter.host, meter.port)
+                if key not in self.lines:
+                    # with_meter_addresses (tests, the demo) may have moved the meter: its host/port win
+                    endpoint = replace(endpoint, host=meter.host or endpoint.host, port=meter.port or endpoint.port)
+                    self.lines[key] = (TcpSerialLine(endpoint) if endpoint.framing == "rtu"
+                                       else MbapConnection(endpoint))
+                line = self.lines[key]
+                timeout = min(meter.timeout_s, endpoint.timeout_s) if meter.endpoint else meter.timeout_s
+            if meter.protocol == "dlt645":
+                reader: ModbusReader | Dlt645Reader = Dlt645Reader(meter, Dlt645Link(line, meter.address or ""))
+            else:
+                link = ModbusTcpLink(line, meter.unit_id) if isinstance(line, MbapConnection) \
+                    else ModbusRtuLink(line, meter.unit_id)
+                reader = ModbusReader(meter, link, plan_for_profile(meter.profile))
+            self.pollers.append(MeterPoller(meter, reader, sink, timeout_s=timeout))
 
     def log_plan(self) -> None:
         """The read plan at start-up: what each meter costs per poll, for the installer's log."""
         for p in self.pollers:
             where = f"bus {p.meter.bus}" if p.meter.transport == "rtu" else f"{p.meter.host}:{p.meter.port}"
-            log.info("read plan %s (%s, %s unit %d, every %gs): %d requests for %d registers: %s",
-                     p.meter.id, p.meter.profile.model, where, p.meter.unit_id, p.meter.poll_period_s,
-                     len(p.plan), len(p.meter.profile.registers), "; ".join(r.describe() for r in p.plan))
+            who = f"address {p.meter.address}" if p.meter.protocol == "dlt645" else f"unit {p.meter.unit_id}"
+            log.info("read plan %s (%s, %s %s, every %gs): %s", p.meter.id, p.meter.profile.model, where, who,
+                     p.meter.poll_period_s, p.reader.describe())
 
     async def run(self) -> None:
         """Run every poller until cancelled; start times spread over each meter's period."""
@@ -160,21 +223,13 @@ class Scheduler:
             for t in tasks:
                 t.cancel()
             await asyncio.gather(*tasks, return_exceptions=True)
-            for bus in self.buses.values():
-                bus.close()
+            for line in [*self.buses.values(), *self.lines.values()]:
+                line.close()
 
     def health(self) -> dict[str, dict[str, Any]]:
         return {p.meter.id: p.health.to_json() for p in self.pollers}
 
-
-class _SharedBus:
-    """A meter's view of its bus: closing it must not close the line for the other meters."""
-
-    def __init__(self, bus: BusLink) -> None:
-        self.bus = bus
-
-    async def read(self, request: ReadRequest, unit_id: int, timeout_s: float) -> list[int]:
-        return await self.bus.read(request, unit_id, timeout_s)
-
-    def close(self) -> None:
-        """The Scheduler closes the bus once, after every meter on it has stopped."""
+    def line_health(self) -> dict[str, dict[str, int]]:
+        """Per line: connections opened, requests sent, requests that timed out."""
+        return {line.name: {"connects": line.connects, "requests": line.requests, "timeouts": line.timeouts}
+                for line in [*self.buses.values(), *self.lines.values()]}

@@ -12,12 +12,14 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
+from tanji import dlt645
 from tanji.codec import DATA_TYPES, ORDERS, word_count
 from tanji.config_file import Section, load_yaml
 from tanji.errors import ConfigError
 from tanji.quantities import QUANTITIES
 
 FUNCTIONS = {"input": 4, "holding": 3}
+PROTOCOLS = ("modbus", "dlt645")
 RATIOS = ("none", "ct", "vt", "ctvt")
 
 
@@ -41,7 +43,11 @@ PROFILES_DIR = _profiles_dir()
 
 @dataclass(frozen=True, slots=True)
 class Register:
-    """One value of the map. `address` is the 0-based protocol address (manual's 30073 → 72)."""
+    """One value of the map. `address` is the 0-based protocol address (manual's 30073 → 72).
+
+    A DL/T 645 value has `di` (its data identifier, e.g. 0x00010000) and its BCD format as
+    `data_type` (e.g. "XXXXXX.XX"); `address`, `order` and `function` mean nothing there.
+    """
 
     name: str
     address: int
@@ -52,10 +58,11 @@ class Register:
     apply_ratio: str
     rollover: float | None
     valid_range: tuple[float, float] | None
+    di: int | None = None
 
     @property
     def words(self) -> int:
-        return word_count(self.data_type)
+        return 0 if self.di is not None else word_count(self.data_type)
 
     @property
     def end(self) -> int:
@@ -81,6 +88,7 @@ class MeterProfile:
     max_current_a: float | None
     nominal_voltage_v: float | None
     file: str
+    protocol: str = "modbus"
 
     def register(self, name: str) -> Register:
         for reg in self.registers:
@@ -97,6 +105,9 @@ class MeterProfile:
 def parse_profile(root: Section) -> MeterProfile:
     """Validate a parsed profile file; every error names the file, the line and the fix."""
     model = root.get("model", str)
+    protocol = root.choice("protocol", PROTOCOLS, "modbus")
+    if protocol == "dlt645":
+        return _parse_dlt645(root, model)
     function = root.choice("function", tuple(FUNCTIONS), "holding")
     default_order = root.choice("byte_order", ORDERS, "ABCD")
     registers = []
@@ -163,6 +174,60 @@ def parse_profile(root: Section) -> MeterProfile:
         if reg.words > profile.max_registers_per_request:
             raise ConfigError(root.file, None, f"registers.{reg.name}", "value is wider than max_registers_per_request",
                               "raise max_registers_per_request")
+    return profile
+
+
+def _parse_dlt645(root: Section, model: str) -> MeterProfile:
+    """A DL/T 645-2007 profile: data identifiers and BCD formats instead of register addresses."""
+    registers = []
+    seen: set[str] = set()
+    dis: set[int] = set()
+    for item in root.sections("registers"):
+        name = item.get("name", str)
+        if name not in QUANTITIES:
+            raise item.error("name", f"unknown quantity {name!r}",
+                             "use a name from tanji/quantities.py (units in the name, e.g. energy_import_kwh)")
+        if name in seen:
+            raise item.error("name", f"{name!r} is mapped twice", "keep one data identifier per quantity")
+        seen.add(name)
+        text = str(item.get("di", str, fix='write the data identifier as 8 hex digits, e.g. di: "00010000"'))
+        text = text.replace(" ", "")
+        if len(text) != 8 or any(c not in "0123456789abcdefABCDEF" for c in text):
+            raise item.error("di", f"{text!r} is not a data identifier",
+                             'write DI3 DI2 DI1 DI0 as 8 hex digits, e.g. di: "00010000" (forward active total)')
+        di = int(text, 16)
+        if di in dis:
+            raise item.error("di", f"data identifier {text} is read twice", "map each DI once")
+        dis.add(di)
+        fmt = item.choice("format", tuple(dlt645.FORMATS))
+        valid = item.get("range", list, None)
+        if valid is not None and (len(valid) != 2 or not all(isinstance(v, int | float) for v in valid)):
+            raise item.error("range", "must be [min, max]", "write e.g. range: [0, 500]")
+        counter = QUANTITIES[name].kind == "counter"
+        registers.append(Register(
+            name=name, address=0, data_type=fmt, order="ABCD", scale=item.number("scale", 1.0),
+            function="dlt645", apply_ratio=item.choice("apply_ratio", RATIOS, "none"),
+            rollover=item.number("rollover", dlt645.rollover(fmt) if counter and not dlt645.FORMATS[fmt][2] else None,
+                                 positive=True),
+            valid_range=tuple(valid) if valid is not None else None, di=di))
+        unit = item.get("unit", str, None)
+        item.get("doc", str, None)
+        item.reject_unknown()
+        if unit is not None and unit != QUANTITIES[name].unit:
+            raise item.error("unit", f"{name} is in {QUANTITIES[name].unit}, not {unit}",
+                             f"use scale to convert the value to {QUANTITIES[name].unit}")
+    if not registers:
+        raise root.error("registers", "a profile needs at least one register", "list the data identifiers to read")
+    profile = MeterProfile(
+        model=model, vendor=root.get("vendor", str), title=root.get("title", str),
+        source=root.get("source", str, fix="cite the standard or vendor manual the data identifiers come from"),
+        accuracy_class=str(root.get("accuracy_class", (str, int, float))),
+        registers=tuple(registers), max_registers_per_request=1, max_gap_registers=0, forbidden_ranges=(),
+        max_current_a=root.number("max_current_a", None, positive=True),
+        nominal_voltage_v=root.number("nominal_voltage_v", None, positive=True),
+        file=root.file, protocol="dlt645")
+    root.get("notes", str, None)
+    root.reject_unknown()
     return profile
 
 

@@ -24,6 +24,12 @@ _CATALOGUE = [
     Quantity("energy_import_kwh", "kWh", "counter", "cumulative active energy drawn from the grid side of the meter"),
     Quantity("energy_export_kwh", "kWh", "counter", "cumulative active energy fed back through the meter"),
     Quantity("energy_generated_kwh", "kWh", "counter", "cumulative energy produced by a PV inverter"),
+    # Per-tariff registers of multi-tariff meters (DL/T 645 DI 00 01 0t 00 / 00 02 0t 00): parts of
+    # energy_import_kwh / energy_export_kwh, never to be added to them.
+    *(Quantity(f"energy_import_t{t}_kwh", "kWh", "counter", f"cumulative imported energy in tariff {t}")
+      for t in (1, 2, 3, 4)),
+    *(Quantity(f"energy_export_t{t}_kwh", "kWh", "counter", f"cumulative exported energy in tariff {t}")
+      for t in (1, 2, 3, 4)),
     Quantity("power_kw", "kW", "gauge", "total active power, positive when importing"),
     Quantity("reactive_power_kvar", "kvar", "gauge", "total reactive power"),
     Quantity("power_factor", "1", "gauge", "total power factor"),

@@ -13,6 +13,7 @@ from dataclasses import dataclass, field, replace
 from datetime import date
 from pathlib import Path
 
+from tanji import dlt645
 from tanji.config_file import Section, load_yaml, parse_yaml
 from tanji.profile import PROFILES_DIR, MeterProfile, load_profiles
 
@@ -27,6 +28,7 @@ REMAINDER_KEYS = ("energy", "units", "fixed")
 TRANSPORTS = ("tcp", "rtu")
 #: Rates a serial port and a Modbus meter can both be set to; anything else is a typo (9601).
 BAUDRATES = (300, 600, 1200, 2400, 4800, 9600, 19200, 38400, 57600, 115200, 230400)
+FRAMINGS = ("tcp", "rtu")
 _ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 _ID_FIX = "use letters, digits, '-', '_' or '.', at most 64 characters (it becomes an MQTT topic level)"
 
@@ -60,6 +62,30 @@ class Bus:
 
 
 @dataclass(frozen=True, slots=True)
+class Endpoint:
+    """A TCP address several meters may sit behind: a serial device server (TCP ↔ RS-485) or
+    a Modbus TCP gateway. Its meters share one connection.
+
+    `framing`: `tcp` speaks Modbus TCP (MBAP header); `rtu` passes the serial frames through
+    unchanged (a device server in transparent / "RTU over TCP" mode), which is also how DL/T 645
+    meters are reached over TCP. `max_in_flight` > 1 lets a Modbus TCP gateway that queues
+    requests by transaction id work on several at once; with `rtu` framing one frame is on
+    the wire at a time. `baudrate` is the device server's serial side (documentation, bus-time
+    figures and the simulator's timing).
+    """
+
+    id: str
+    host: str
+    port: int
+    framing: str = "tcp"
+    timeout_s: float = 1.0
+    connect_pause_ms: float = 0.0
+    request_pause_ms: float = 0.0
+    max_in_flight: int = 1
+    baudrate: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
 class Meter:
     id: str
     gateway: str
@@ -76,6 +102,14 @@ class Meter:
     vt_ratio: float = 1.0
     timeout_s: float = 1.0
     max_power_kw: float | None = None
+    # DL/T 645 meters: the 12-digit address (nameplate number); Modbus meters use unit_id.
+    address: str | None = None
+    endpoint: str | None = None
+
+    @property
+    def protocol(self) -> str:
+        """"modbus" or "dlt645": the meter model's (its profile's) protocol."""
+        return self.profile.protocol
 
     def plausible_max_power_kw(self) -> float:
         """ACCOUNTING.md §1: rated current × CT ratio × voltage, three phases, with 50% margin."""
@@ -96,6 +130,10 @@ class Gateway:
     spool_max_mb: float
     batch_max_readings: int
     publish_interval_s: float
+    endpoints: tuple[Endpoint, ...] = ()
+
+    def endpoint(self, endpoint_id: str | None) -> Endpoint | None:
+        return next((e for e in self.endpoints if e.id == endpoint_id), None)
 
 
 @dataclass(frozen=True, slots=True)
@@ -248,15 +286,46 @@ def _bus(section: Section) -> Bus:
     return bus
 
 
-def _meter(section: Section, gateway_id: str, profiles: dict[str, MeterProfile], buses: set[str]) -> Meter:
+def _endpoint(section: Section) -> Endpoint:
+    endpoint = Endpoint(
+        id=_check_id(section, "id"),
+        host=section.get("host", str, fix="give the device server's IP address, e.g. host: 192.168.1.30"),
+        port=section.integer("port", 502, minimum=1, maximum=65535),
+        framing=section.choice("framing", FRAMINGS, "tcp"),
+        timeout_s=section.number("timeout_s", 1.0, positive=True),
+        connect_pause_ms=section.number("connect_pause_ms", 0.0, minimum=0),
+        request_pause_ms=section.number("request_pause_ms", 0.0, minimum=0),
+        max_in_flight=section.integer("max_in_flight", 1, minimum=1, maximum=64),
+        baudrate=section.integer("baudrate", None, minimum=300),
+    )
+    section.reject_unknown()
+    if endpoint.framing == "rtu" and endpoint.max_in_flight != 1:
+        raise section.error("max_in_flight", "serial frames carry no transaction id: one at a time on the wire",
+                            "remove max_in_flight (or use framing: tcp for a Modbus TCP gateway)")
+    return endpoint
+
+
+def _meter(section: Section, gateway_id: str, profiles: dict[str, MeterProfile], buses: set[str],
+           endpoints: dict[str, Endpoint] | None = None) -> Meter:
+    endpoints = endpoints or {}
     meter_id = _check_id(section, "id")
     model = section.get("profile", str)
     if model not in profiles:
         raise section.error("profile", f"no meter profile {model!r}",
                             f"add firmware-config/profiles/{model}.yaml or use one of: {', '.join(sorted(profiles))}")
     transport = section.choice("transport", TRANSPORTS, "tcp")
-    host = port = bus = None
-    if transport == "tcp":
+    host = port = bus = endpoint = None
+    if transport == "tcp" and "endpoint" in section:
+        endpoint = section.get("endpoint", str)
+        if endpoint not in endpoints:
+            raise section.error("endpoint", f"no endpoint {endpoint!r} on gateway {gateway_id}",
+                                f"define it under endpoints: or use one of: {', '.join(sorted(endpoints)) or '(none)'}")
+        for key in ("host", "port"):
+            if key in section:
+                raise section.error(key, f"the meter is reached through endpoint {endpoint}",
+                                    f"remove {key} (the endpoint has it) or remove endpoint")
+        host, port = endpoints[endpoint].host, endpoints[endpoint].port
+    elif transport == "tcp":
         host = section.get("host", str, fix="give the meter's IP address, e.g. host: 192.168.1.20")
         port = section.integer("port", 502, minimum=1, maximum=65535)
     else:
@@ -280,8 +349,15 @@ def _meter(section: Section, gateway_id: str, profiles: dict[str, MeterProfile],
         vt_ratio=section.number("vt_ratio", 1.0, positive=True),
         timeout_s=section.number("timeout_s", 1.0, positive=True),
         max_power_kw=section.number("max_power_kw", None, positive=True),
+        address=_dlt645_address(section, profiles[model]),
+        endpoint=endpoint,
     )
     section.reject_unknown()
+    if meter.protocol == "dlt645" and transport == "tcp" and (
+            endpoint is None or endpoints[endpoint].framing != "rtu"):
+        raise section.error("endpoint" if endpoint else "transport",
+                            "a DL/T 645 meter over TCP needs a serial device server passing frames through",
+                            "define an endpoint with framing: rtu (transparent mode) and set endpoint: <its id>")
     if meter.role == "submeter" and not meter.cost_centre:
         raise section.error("cost_centre", "a submeter must name the cost centre it measures",
                             "add cost_centre: <id from cost_centres:>")
@@ -299,13 +375,35 @@ def _unique(sections: list[Section], ids: list[str], what: str) -> None:
         first[item_id] = section
 
 
+def _dlt645_address(section: Section, profile: MeterProfile) -> str | None:
+    if profile.protocol != "dlt645":
+        if "address" in section:
+            raise section.error("address", f"{profile.model} speaks Modbus: it has a unit_id, not an address",
+                                "remove address and give unit_id")
+        return None
+    raw = section.data.get("address")
+    if not isinstance(raw, str):
+        raise section.error("address", "a DL/T 645 meter needs its 12-digit address as a quoted string",
+                            'write e.g. address: "000012345678" (quoted, so leading zeros are kept)')
+    try:
+        return dlt645.check_address(section.get("address", str))
+    except dlt645.FrameError as exc:
+        raise section.error("address", str(exc), 'write e.g. address: "000012345678"') from None
+
+
 def _gateway(section: Section, profiles: dict[str, MeterProfile]) -> Gateway:
     gateway_id = _check_id(section, "id")
     bus_sections = section.sections("buses", [])
     buses = tuple(_bus(b) for b in bus_sections)
     _unique(bus_sections, [b.id for b in buses], "bus")
     bus_ids = {b.id for b in buses}
-    meters = tuple(_meter(m, gateway_id, profiles, bus_ids) for m in section.sections("meters"))
+    endpoint_sections = section.sections("endpoints", [])
+    endpoints = tuple(_endpoint(e) for e in endpoint_sections)
+    _unique(endpoint_sections, [e.id for e in endpoints], "endpoint")
+    endpoint_ids = {e.id: e for e in endpoints}
+    meter_sections = section.sections("meters")
+    meters = tuple(_meter(m, gateway_id, profiles, bus_ids, endpoint_ids) for m in meter_sections)
+    _check_shared_lines(meter_sections, meters)
     gateway = Gateway(
         id=gateway_id,
         meters=meters,
@@ -314,9 +412,32 @@ def _gateway(section: Section, profiles: dict[str, MeterProfile]) -> Gateway:
         spool_max_mb=section.number("spool_max_mb", 512.0, positive=True),
         batch_max_readings=section.integer("batch_max_readings", 500, minimum=1, maximum=5000),
         publish_interval_s=section.number("publish_interval_s", 0.2, positive=True),
+        endpoints=endpoints,
     )
     section.reject_unknown()
     return gateway
+
+
+def _check_shared_lines(sections: list[Section], meters: tuple[Meter, ...]) -> None:
+    """Meters behind one host:port share its connection: they must agree on how it is spoken,
+    and two meters cannot answer to one unit id (or DL/T 645 address) on one line."""
+    by_address: dict[tuple[str | None, int | None], str | None] = {}
+    taken: dict[tuple[object, ...], str] = {}
+    for section, m in zip(sections, meters, strict=True):
+        line: tuple[object, ...] = ("bus", m.bus) if m.transport == "rtu" else ("tcp", m.host, m.port)
+        if m.transport == "tcp":
+            key = (m.host, m.port)
+            if key in by_address and by_address[key] != m.endpoint:
+                raise section.error("endpoint" if m.endpoint else "host",
+                                    f"{m.host}:{m.port} is also reached as endpoint {by_address[key] or '(none)'} "
+                                    "by another meter", "reach every meter at this address through the same endpoint")
+            by_address[key] = m.endpoint
+        who = (*line, m.protocol, m.address if m.protocol == "dlt645" else m.unit_id)
+        if who in taken:
+            what = f"address {m.address}" if m.protocol == "dlt645" else f"unit id {m.unit_id}"
+            raise section.error("address" if m.protocol == "dlt645" else "unit_id",
+                                f"{what} on this line is already meter {taken[who]}", "give each meter its own")
+        taken[who] = m.id
 
 
 def _shares(section: Section | None) -> dict[str, float]:

@@ -123,7 +123,7 @@ def validate_batch(body: Any, now_ms: int | None = None) -> None:
     """Check a decoded batch against wire format v1 (the same rules as schemas/wire-v1.json)."""
     if not isinstance(body, dict):
         _fail("schema", "payload is not a JSON object")
-    if body.get("v") != VERSION:
+    if body.get("v") != VERSION or isinstance(body.get("v"), bool):  # True == 1 in Python, not in JSON
         _fail("version", f"unsupported version {body.get('v')!r}; this reader speaks v{VERSION}")
     missing = _BATCH_KEYS - body.keys()
     if missing:

@@ -87,6 +87,14 @@ class SqliteStore(ReadingStore):
         self._connections: list[sqlite3.Connection] = []
         self._connections_lock = threading.Lock()
         self._conn().executescript(SCHEMA)
+        self._add_new_value_columns()
+
+    def _add_new_value_columns(self) -> None:
+        """A store written before a quantity joined tanji/quantities.py gets its column (NULL so far)."""
+        have = {row[1] for row in self._conn().execute("PRAGMA table_info(readings)")}
+        for name in VALUE_NAMES:
+            if name not in have:
+                self._conn().execute(f"ALTER TABLE readings ADD COLUMN {name} REAL")
 
     def _conn(self) -> sqlite3.Connection:
         conn = getattr(self._local, "conn", None)

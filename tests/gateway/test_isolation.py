@@ -1,4 +1,10 @@
-"""A dead, a refusing and a slow meter do not change the poll period of the others."""
+"""A dead, a refusing and a slow meter do not change the poll period of the others.
+
+Each Modbus TCP meter has its own address here, as meters with their own Ethernet port do;
+meters sharing one address share its connection (tests/gateway/test_serial_server.py), unless
+the endpoint lets a Modbus TCP gateway work on several requests at once (`max_in_flight`,
+the second test).
+"""
 
 from __future__ import annotations
 
@@ -15,13 +21,22 @@ from tests.services import free_port
 PERIOD_S = 0.1
 
 
+NAMES = ["good-1", "good-2", "dead", "slow", "refused"]
+
+
 @pytest.mark.timeout(60)
-def test_bad_meters_do_not_delay_the_good_ones(tmp_path, mosquitto, plant_factory, collector_factory):
-    port = free_port()
-    common = {"profile": "eastron-sdm630", "host": "127.0.0.1", "port": port, "poll_period_s": PERIOD_S,
-              "timeout_s": 0.5}
-    site = load_site(write_site(tmp_path, [{"id": name, "unit_id": unit, **common} for unit, name in enumerate(
-        ["good-1", "good-2", "dead", "slow", "refused"], start=1)], mosquitto.port))
+@pytest.mark.parametrize("layout", ["own-address", "gateway-max-in-flight"])
+def test_bad_meters_do_not_delay_the_good_ones(tmp_path, mosquitto, plant_factory, collector_factory, layout):
+    common = {"profile": "eastron-sdm630", "poll_period_s": PERIOD_S, "timeout_s": 0.5}
+    if layout == "own-address":
+        meters = [{"id": name, "unit_id": 1, "host": "127.0.0.1", "port": free_port(), **common} for name in NAMES]
+        extra = {}
+    else:  # one Modbus TCP gateway address, 5 unit ids, requests matched by transaction id
+        meters = [{"id": name, "unit_id": unit, "endpoint": "mgate", **common}
+                  for unit, name in enumerate(NAMES, start=1)]
+        extra = {"endpoints": [{"id": "mgate", "host": "127.0.0.1", "port": free_port(), "framing": "tcp",
+                                "max_in_flight": 5}]}
+    site = load_site(write_site(tmp_path, meters, mosquitto.port, **extra))
     plant = plant_factory(site)
     plant.inject("dead", "offline")                # never answers: every poll times out
     plant.inject("slow", "slow", delay_s=0.3)      # answers, three periods late
