@@ -15,7 +15,7 @@ from typing import Any
 from simulators.clock import PlantClock
 from simulators.faults import CONDITIONS, FaultState, fault_params
 from simulators.models import DeviceModel
-from simulators.register_bank import ExceptionReply, RegisterBank, wrap_value
+from simulators.register_bank import Dlt645Bank, ExceptionReply, RegisterBank, wrap_value
 
 
 class NoAnswer(Exception):  # noqa: N818 - a behaviour, not an error
@@ -25,7 +25,7 @@ class NoAnswer(Exception):  # noqa: N818 - a behaviour, not an error
 class SimulatedDevice:
     """A meter, PV inverter or PLC of the plant, addressable by Modbus."""
 
-    def __init__(self, meter_id: str, model: DeviceModel, bank: RegisterBank, clock: PlantClock,
+    def __init__(self, meter_id: str, model: DeviceModel, bank: RegisterBank | Dlt645Bank, clock: PlantClock,
                  lock: threading.Lock, seed: int) -> None:
         self.meter_id = meter_id
         self.model = model
@@ -53,6 +53,30 @@ class SimulatedDevice:
         if "garbage" in active and self._garbage.random() < active["garbage"]["probability"]:
             self._corrupt(words)
         return words
+
+    async def read_di(self, di: int) -> bytes:
+        """Answer a DL/T 645 read of data identifier `di` (value bytes, before the +0x33), faults included.
+
+        `exception` becomes an error answer (ExceptionReply: the server sends error word `code`),
+        `garbage` value bytes that are not BCD.
+        """
+        with self.lock:
+            active = self.faults.active(self.clock.now())
+        if "offline" in active:
+            raise NoAnswer(self.meter_id)
+        if "slow" in active:
+            await asyncio.sleep(active["slow"]["delay_s"])
+        if "exception" in active and self._garbage.random() < active["exception"]["probability"]:
+            raise ExceptionReply(active["exception"]["code"], "injected fault")
+        with self.lock:
+            now = self.clock.now()
+            self.model.advance(now)
+            values = self.model.values(now)
+        assert isinstance(self.bank, Dlt645Bank)
+        raw = self.bank.read(di, values)
+        if "garbage" in active and self._garbage.random() < active["garbage"]["probability"]:
+            raw = bytes(0xA0 | self._garbage.randrange(6) for _ in raw)  # nibbles A-F: not BCD
+        return raw
 
     def _corrupt(self, words: list[int]) -> None:
         """Overwrite one run of words with noise, as a bus glitch or firmware bug would."""
@@ -86,6 +110,14 @@ class SimulatedDevice:
             self.model.truth.event(now, self.meter_id, kind, **params)
 
     def _preset_near_wrap(self, margin: int) -> None:
+        if isinstance(self.bank, Dlt645Bank):  # BCD counters wrap at 10^digits, e.g. 999999.99 → 0
+            counters = [r for r in self.bank.profile.registers
+                        if r.name in self.model.counter_names and r.rollover is not None]
+            if not counters:
+                raise ValueError(f"{self.meter_id} has no counter that can roll over")
+            for reg in counters:
+                self.model.set_shown(reg.name, self.bank.physical(reg, reg.rollover - margin * 0.01))
+            return
         wrapping = [r for r in self.bank.profile.registers
                     if r.name in self.model.counter_names and wrap_value(r) is not None]
         if not wrapping:

@@ -15,7 +15,7 @@ from __future__ import annotations
 import math
 
 from simulators.ground_truth import GroundTruth
-from simulators.load_profile import PowerSource, Schedule, cell_start
+from simulators.load_profile import CHINA_UTC_OFFSET_S, PowerSource, Schedule, cell_start
 from simulators.randomness import signed, uniform
 
 
@@ -126,6 +126,25 @@ class ElectricMeter(DeviceModel):
         for name in self.counter_names:
             out[name] = self.shown(name)
         return out
+
+
+# A time-of-use table as Chinese provincial grids publish them (尖 sharp, 峰 peak, 平 flat,
+# 谷 valley → tariffs 1-4 of a DL/T 645 meter), by local hour.
+TARIFF_BY_HOUR = (4, 4, 4, 4, 4, 4, 4, 4, 2, 2, 2, 3, 3, 3, 3, 3, 3, 2, 2, 1, 1, 2, 2, 4)
+
+
+class TariffMeter(ElectricMeter):
+    """A multi-tariff meter: besides the totals it counts each tariff's share (which add up to them)."""
+
+    counter_names = ("energy_import_kwh", "energy_export_kwh",
+                     *(f"energy_{d}_t{t}_kwh" for d in ("import", "export") for t in (1, 2, 3, 4)))
+
+    def _accumulate(self, a: float, b: float, plant_t: float) -> None:
+        kwh = self.source.power_kw(a) * (b - a) / 3600.0
+        tariff = TARIFF_BY_HOUR[int(((a + CHINA_UTC_OFFSET_S) % 86400.0) // 3600)]
+        direction = "import" if kwh >= 0 else "export"
+        self._count(f"energy_{direction}_kwh", abs(kwh), plant_t)
+        self._count(f"energy_{direction}_t{tariff}_kwh", abs(kwh), plant_t)
 
 
 class PvInverter(ElectricMeter):

@@ -24,9 +24,9 @@ from simulators.clock import PlantClock
 from simulators.device import SimulatedDevice
 from simulators.ground_truth import GroundTruth, TruthSnapshot
 from simulators.load_profile import Daylight, Load, NetFlow, PowerSource, Schedule, Shifts
-from simulators.models import DeviceModel, ElectricMeter, ProductionCounter, PvInverter
+from simulators.models import DeviceModel, ElectricMeter, ProductionCounter, PvInverter, TariffMeter
 from simulators.randomness import derive_seed, uniform
-from simulators.register_bank import RegisterBank
+from simulators.register_bank import Dlt645Bank, RegisterBank
 from simulators.scenario import LineBehaviour, MeterBehaviour, Scenario
 from simulators.server import ModbusEndpoints, SerialLine
 from tanji.site import Meter, Site
@@ -155,22 +155,39 @@ class PlantSimulator:
             return model
         if meter.role == "pv":  # a plain meter on the PV feeder: generation flows out through it
             source = NetFlow((), (source,))
-        model = ElectricMeter(meter.id, self.truth_record, start, step, source, seed, nominal_v)
-        model.set_shown("energy_import_kwh", _pick(b.initial, round(1000 + uniform(seed, 9) * 50000, 1)))
+        kind = TariffMeter if "energy_import_t1_kwh" in names else ElectricMeter
+        model = kind(meter.id, self.truth_record, start, step, source, seed, nominal_v)
+        initial = _pick(b.initial, round(1000 + uniform(seed, 9) * 50000, 1))
+        model.set_shown("energy_import_kwh", initial)
+        if isinstance(model, TariffMeter):  # the tariff registers add up to the total from the start
+            shares = (0.1, 0.3, 0.4, 0.2)
+            for t, share in enumerate(shares[:-1], start=1):
+                model.set_shown(f"energy_import_t{t}_kwh", round(initial * share, 2))
+            model.set_shown("energy_import_t4_kwh", initial - sum(round(initial * x, 2) for x in shares[:-1]))
         return model
 
     def _add_device(self, meter: Meter, model: DeviceModel) -> None:
-        bank = RegisterBank(meter.profile, meter.ct_ratio, meter.vt_ratio)
+        dlt = meter.protocol == "dlt645"
+        bank = (Dlt645Bank if dlt else RegisterBank)(meter.profile, meter.ct_ratio, meter.vt_ratio)
         device = SimulatedDevice(meter.id, model, bank, self.clock, self.lock, self._seed(meter))
         self.devices[meter.id] = device
-        if meter.transport == "tcp":
-            self.endpoints.add_tcp(meter.host, meter.port, meter.unit_id, device)
-            return
+        who = {"address": meter.address} if dlt else {"unit_id": meter.unit_id}
         gateway = self.site.gateway(meter.gateway)
+        if meter.transport == "tcp":
+            endpoint = gateway.endpoint(meter.endpoint)
+            if dlt or (endpoint is not None and endpoint.framing == "rtu"):
+                self.endpoints.add_serial_tcp(meter.host, meter.port, device,
+                                              baudrate=endpoint.baudrate if endpoint else None, **who)
+            else:
+                self.endpoints.add_tcp(meter.host, meter.port, meter.unit_id, device)
+            return
         bus = next(b for b in gateway.buses if b.id == meter.bus)
         line = SerialLine(self.serial_devices.get(bus.id, bus.device), bus.baudrate, bus.parity, bus.stopbits,
                           bus.bytesize)
-        self.endpoints.add_rtu(line, meter.unit_id, device)
+        if any(m.protocol == "dlt645" for m in gateway.meters if m.bus == bus.id):
+            self.endpoints.add_serial_pty(line, device, **who)
+        else:
+            self.endpoints.add_rtu(line, meter.unit_id, device)
 
     # -- running ----------------------------------------------------------------------------
 
@@ -209,6 +226,8 @@ class PlantSimulator:
         for line, units in self.endpoints.rtu.items():
             out.append(f"rtu {line.device} {line.baudrate} {line.parity}{line.bytesize}{line.stopbits} " + ", ".join(
                 f"unit {u}={d.meter_id} ({d.bank.profile.model})" for u, d in sorted(units.items())))
+        for server in [*self.endpoints.serial_tcp.values(), *self.endpoints.serial_pty.values()]:
+            out.append(server.describe())
         return out
 
     # -- faults and truth -------------------------------------------------------------------

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import math
 
+from tanji import dlt645
 from tanji.codec import encode
 from tanji.profile import FUNCTIONS, MeterProfile, Register
 
@@ -100,3 +101,26 @@ class RegisterBank:
                 if 0 <= at < count:
                     words[at] = word
         return words
+
+
+class Dlt645Bank:
+    """What a DL/T 645 meter answers per data identifier: BCD of the shown value, ratios removed."""
+
+    def __init__(self, profile: MeterProfile, ct_ratio: float = 1.0, vt_ratio: float = 1.0) -> None:
+        self.profile = profile
+        self.by_di = {r.di: r for r in profile.registers}
+        self.divisor = {r.name: r.scale * _ratio(r, ct_ratio, vt_ratio) for r in profile.registers}
+
+    def read(self, di: int, values: dict[str, float]) -> bytes:
+        """The value bytes answering a read of `di`; an unknown DI raises ExceptionReply(0x02)."""
+        reg = self.by_di.get(di)
+        if reg is None:
+            raise ExceptionReply(0x02, f"{self.profile.model} has no data identifier {di:08X}")
+        raw = values.get(reg.name, 0.0) / self.divisor[reg.name]
+        if reg.is_counter:  # a counter shows completed increments of its last digit
+            step = 10 ** dlt645.FORMATS[reg.data_type][1]
+            raw = math.floor(raw * step + 1e-6) / step
+        return dlt645.encode_value(raw, reg.data_type)
+
+    def physical(self, reg: Register, raw: float) -> float:
+        return raw * self.divisor[reg.name]

@@ -28,6 +28,7 @@ from pymodbus.simulator import DataType, SimData, SimDevice
 
 from simulators.device import NoAnswer, SimulatedDevice
 from simulators.register_bank import ILLEGAL_FUNCTION, ExceptionReply
+from simulators.serial_server import SerialLineServer
 
 log = logging.getLogger(__name__)
 
@@ -102,6 +103,9 @@ class ModbusEndpoints:
     def __init__(self) -> None:
         self.tcp: dict[tuple[str, int], dict[int, SimulatedDevice]] = {}
         self.rtu: dict[SerialLine, dict[int, SimulatedDevice]] = {}
+        # Lines with DL/T 645 meters, or behind a serial device server (frames over TCP).
+        self.serial_tcp: dict[tuple[str, int], SerialLineServer] = {}
+        self.serial_pty: dict[str, SerialLineServer] = {}
         self._loop: asyncio.AbstractEventLoop | None = None
         self._thread: threading.Thread | None = None
         self._servers: list[Any] = []
@@ -111,6 +115,20 @@ class ModbusEndpoints:
 
     def add_rtu(self, line: SerialLine, unit_id: int, device: SimulatedDevice) -> None:
         self._add(self.rtu.setdefault(line, {}), unit_id, device, line.device)
+
+    def add_serial_tcp(self, host: str, port: int, device: SimulatedDevice, *, unit_id: int | None = None,
+                       address: str | None = None, baudrate: int | None = None) -> SerialLineServer:
+        """A device behind a serial device server at host:port (transparent mode, frames over TCP)."""
+        line = self.serial_tcp.setdefault((host, port), SerialLineServer(f"{host}:{port}", baudrate))
+        line.add(device, unit_id, address)
+        return line
+
+    def add_serial_pty(self, line: SerialLine, device: SimulatedDevice, *, unit_id: int | None = None,
+                       address: str | None = None) -> SerialLineServer:
+        """A device on an RS-485 line that carries DL/T 645 (alone or beside Modbus RTU)."""
+        server = self.serial_pty.setdefault(line.device, SerialLineServer(line.device))
+        server.add(device, unit_id, address)
+        return server
 
     @staticmethod
     def _add(units: dict[int, SimulatedDevice], unit_id: int, device: SimulatedDevice, where: str) -> None:
@@ -131,6 +149,10 @@ class ModbusEndpoints:
                     await self._listen(_TcpServer(units, host, port), f"tcp {host}:{port}")
                 for line, units in self.rtu.items():
                     await self._listen(_RtuServer(units, line), f"rtu {line.device}")
+                for (host, port), server in self.serial_tcp.items():
+                    await server.serve_tcp(host, port)
+                for device, server in self.serial_pty.items():
+                    await server.serve_pty(device)
             except BaseException as exc:  # noqa: BLE001 - handed to the starting thread
                 failure.append(exc)
             finally:
@@ -173,6 +195,8 @@ class ModbusEndpoints:
             for server in self._servers:
                 await server.shutdown()
             self._servers.clear()
+            for line in [*self.serial_tcp.values(), *self.serial_pty.values()]:
+                await line.close()
 
         if self._thread is not None and self._thread.is_alive():
             asyncio.run_coroutine_threadsafe(close_all(), loop).result(10)

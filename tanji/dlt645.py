@@ -179,8 +179,7 @@ def encode_value(value: float, fmt: str) -> bytes:
     """Number → BCD bytes of format `fmt` (least significant first); out of range raises FrameError."""
     size, decimals, signed = FORMATS[fmt]
     scaled = round(abs(value) * 10 ** decimals)
-    digits = 2 * size - (1 if signed else 0)
-    if scaled >= 10 ** digits and signed:
+    if signed and scaled >= 8 * 10 ** (2 * size - 1):  # the top bit of the top digit is the sign
         raise FrameError(f"{value} does not fit {fmt}")
     if not signed:
         scaled %= 10 ** (2 * size)  # a counter shows its low digits and wraps, as the meter does

@@ -44,7 +44,9 @@ def write_site(tmp_path: Path, meters: list[dict[str, Any]], broker_port: int, *
         "broker": {"host": "127.0.0.1", "port": broker_port},
         "gateways": [{"id": "gw-1", "spool_path": str(tmp_path / "spool.sqlite"), "publish_interval_s": 0.1,
                       **gateway, "meters": meters}],
-        "cost_centres": [{"id": "line-a", "kind": "production"}],
+        # A site without a submeter has no line to share its remainder by energy: no production centre.
+        "cost_centres": [{"id": "line-a", "kind": "production" if any(m["role"] == "submeter" for m in meters)
+                          else "utility"}],
     }
     path = tmp_path / "site.yaml"
     path.write_text(yaml.safe_dump(doc, sort_keys=False))
