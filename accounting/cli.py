@@ -111,7 +111,8 @@ def run(args: argparse.Namespace) -> int:
                                 tls=args.broker_tls, ca_file=args.broker_ca_file,
                                 share_group=args.share_group,
                                 checkpoints=CheckpointStore(state_dir / "checkpoints.sqlite"),
-                                checkpoint_interval_s=args.checkpoint_interval)
+                                checkpoint_interval_s=args.checkpoint_interval,
+                                mqtt_version="3.1.1" if broker is not None else "5")  # amqtt: no MQTT 5
     service.start()
     log.info("accounting: %d site(s) from %s via %s:%d into %s", len(sites), ", ".join(args.config),
              host, port, args.store)

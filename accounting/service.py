@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import logging
 import time
-import uuid
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
@@ -35,7 +34,7 @@ from accounting.ingest.dedup import DedupIndex
 from accounting.ingest.pipeline import Cycle, Pipeline
 from accounting.ingest.sequence import SequenceTracker
 from accounting.ingest.stats import IngestStats
-from accounting.ingest.subscriber import MqttSubscriber, subscriptions
+from accounting.ingest.subscriber import MqttSubscriber, default_client_id, subscriptions
 from accounting.live.engine_state import EngineState, dataset_for
 from accounting.live.engines import LiveEngines
 from accounting.live.events import Listener, Listeners, footprints_event, meters_event
@@ -72,12 +71,14 @@ class AccountingService:
                  footprint_interval_s: float = 1.0, dedup_window: int = 4096,
                  checkpoints: CheckpointStore | None = None, checkpoint_interval_s: float = 60.0,
                  replay_margin_ms: int = 3_600_000, footprint_store_interval_s: float = 60.0,
-                 ledger: LedgerStore | None = None) -> None:
+                 ledger: LedgerStore | None = None, mqtt_version: str = "5") -> None:
         self.sites: dict[str, Site] = {s.id: s for s in sites}
         self.store = store
         self.stats = IngestStats()
         self.share_group = share_group
-        self.client_id = client_id or f"tanji-accounting-{share_group or 'solo'}-{uuid.uuid4().hex[:8]}"
+        self.client_id = client_id or default_client_id(  # stable: persisted beside the checkpoints
+            Path(checkpoints.path).parent if checkpoints is not None and checkpoints.path != ":memory:" else None,
+            share_group)
         self.checkpoints = checkpoints
         # Write extras (accounting.portfolio / factors.catalogue / recompute): durable beside the
         # checkpoints unless a ledger is given; in memory when the service keeps no state.
@@ -96,7 +97,8 @@ class AccountingService:
         self._sequences = SequenceTracker()
         self._subscriber = MqttSubscriber(broker_host, broker_port, self.client_id,
                                           subscriptions(sorted(self.sites), share_group),
-                                          username=username, password=password, tls=tls, ca_file=ca_file)
+                                          username=username, password=password, tls=tls, ca_file=ca_file,
+                                          mqtt_version=mqtt_version)
         self.pipeline = Pipeline(self._subscriber, Admission(self.sites, self._dedup, self._sequences),
                                  store, self.stats, deliver=self._deliver, notify=self._notify,
                                  tick=self._tick, cycle_max_messages=cycle_max_messages,

@@ -101,13 +101,14 @@ def run(args: argparse.Namespace) -> int:
         log.info("accounting: preparing the engine (compiles numba kernels on the first run)")
         service = AccountingService([site], SqliteStore(workdir / "tanji.sqlite"),
                                     broker_host=broker_addr.host, broker_port=broker_addr.port,
-                                    client_id="tanji-demo-accounting",
+                                    client_id="tanji-demo-accounting", mqtt_version="3.1.1",
                                     checkpoints=CheckpointStore(workdir / "checkpoints.sqlite"))
         service.start()
         started.append(service.stop)
 
         gateway = GatewayService(site, spool_path=workdir / f"spool-{site.gateways[0].id}.sqlite",
-                                 broker=(broker_addr.host, broker_addr.port))
+                                 broker=replace(site.broker, host=broker_addr.host, port=broker_addr.port,
+                                                mqtt_version="3.1.1"))  # amqtt speaks no MQTT 5
         gateway.start()
         started.append(gateway.stop)
 

@@ -1,8 +1,11 @@
-"""The MQTT side of the gateway: paho-mqtt 2.x with a persistent session, QoS 1, last will.
+"""The MQTT side of the gateway: paho-mqtt 2.x, MQTT 5, a persistent session, QoS 1, last will.
 
-- client id `tanji-<site>-<gateway>` (stable, so the broker keeps the session across restarts)
-  and `clean_session=False`, so QoS 1 messages in flight during a disconnect are resent by
-  paho on the same session when it comes back;
+- MQTT 5, so the broker can say no: a publish its ACL refuses is answered with PUBACK reason
+  code 135 (not authorized) instead of the plain PUBACK MQTT 3.1.1 sends for it, and the
+  readings stay in the spool (`on_ack(mid, refused_reason)`);
+- client id `tanji-<site>-<gateway>` (stable, so the broker keeps the session across restarts),
+  clean start off and a session expiry interval (`broker.session_expiry_s`), so QoS 1 messages
+  in flight during a disconnect are resent by paho on the same session when it comes back;
 - last will: a retained `offline` status, so subscribers learn the gateway died even when it
   could not say so; a clean stop publishes the same retained `offline` itself;
 - TLS (`ca_file`, optional client certificate `cert_file`/`key_file`) and username / password
@@ -25,6 +28,8 @@ from pathlib import Path
 from typing import Any
 
 import paho.mqtt.client as mqtt
+from paho.mqtt.packettypes import PacketTypes
+from paho.mqtt.properties import Properties
 
 from tanji.errors import ConfigError
 from tanji.site import Broker
@@ -39,7 +44,9 @@ class Publisher:
 
     def __init__(self, site_id: str, gateway_id: str, broker: Broker, loop: asyncio.AbstractEventLoop, *,
                  on_connect: Callable[[], None], on_disconnect: Callable[[], None],
-                 on_ack: Callable[[int], None], max_inflight: int = MAX_INFLIGHT) -> None:
+                 on_ack: Callable[[int, str | None], None], max_inflight: int = MAX_INFLIGHT,
+                 on_message: Callable[[str, bytes], None] | None = None,
+                 subscriptions: tuple[str, ...] = ()) -> None:
         self.site_id = site_id
         self.gateway_id = gateway_id
         self.broker = broker
@@ -50,8 +57,14 @@ class Publisher:
         self._on_connect = on_connect
         self._on_disconnect = on_disconnect
         self._on_ack = on_ack
-        client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=self.client_id,
-                             clean_session=False, protocol=mqtt.MQTTv311)
+        self._on_message = on_message
+        self.subscriptions = subscriptions
+        self.v5 = broker.mqtt_version == "5"
+        if self.v5:
+            client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=self.client_id, protocol=mqtt.MQTTv5)
+        else:  # MQTT 3.1.1 acknowledges refused publishes like accepted ones: only for brokers without 5
+            client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=self.client_id, clean_session=False,
+                                 protocol=mqtt.MQTTv311)
         client.max_inflight_messages_set(max_inflight)
         client.max_queued_messages_set(0)
         client.reconnect_delay_set(1, 60)
@@ -65,6 +78,7 @@ class Publisher:
         client.on_connect = self._connected
         client.on_disconnect = self._disconnected
         client.on_publish = self._published
+        client.on_message = self._message
         self.client = client
         self.connected = False
         self._stopping = False
@@ -72,7 +86,13 @@ class Publisher:
     def start(self) -> None:
         log.info("connecting to mqtt%s://%s:%d as %s", "s" if self.broker.tls else "", self.broker.host,
                  self.broker.port, self.client_id)
-        self.client.connect_async(self.broker.host, self.broker.port, keepalive=self.broker.keepalive_s)
+        if not self.v5:
+            self.client.connect_async(self.broker.host, self.broker.port, keepalive=self.broker.keepalive_s)
+        else:
+            properties = Properties(PacketTypes.CONNECT)
+            properties.SessionExpiryInterval = self.broker.session_expiry_s
+            self.client.connect_async(self.broker.host, self.broker.port, keepalive=self.broker.keepalive_s,
+                                      clean_start=False, properties=properties)
         self.client.loop_start()
 
     def stop(self, health: dict[str, Any] | None = None) -> None:
@@ -100,7 +120,9 @@ class Publisher:
             return
         self.connected = True
         log.info("connected to the broker (session present: %s)", flags.session_present)
-        self.loop.call_soon_threadsafe(self._on_connect)
+        if self.subscriptions:
+            client.subscribe([(topic, 1) for topic in self.subscriptions])
+        self.loop.call_soon_threadsafe(self._on_connect, bool(flags.session_present))
 
     def _disconnected(self, client: mqtt.Client, userdata: Any, flags: Any, reason: Any, props: Any) -> None:
         was = self.connected
@@ -110,7 +132,14 @@ class Publisher:
         self.loop.call_soon_threadsafe(self._on_disconnect)
 
     def _published(self, client: mqtt.Client, userdata: Any, mid: int, reason: Any, props: Any) -> None:
-        self.loop.call_soon_threadsafe(self._on_ack, mid)
+        # MQTT 5: a PUBACK with a reason code >= 128 means the broker did NOT take the message
+        # (135: not authorized by the ACL; 151: quota exceeded; 153: payload format invalid).
+        refused = str(reason) if reason is not None and getattr(reason, "is_failure", False) else None
+        self.loop.call_soon_threadsafe(self._on_ack, mid, refused)
+
+    def _message(self, client: mqtt.Client, userdata: Any, message: mqtt.MQTTMessage) -> None:
+        if self._on_message is not None:
+            self.loop.call_soon_threadsafe(self._on_message, message.topic, message.payload)
 
 
 def _read_secret(path: str | None) -> str | None:

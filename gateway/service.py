@@ -43,17 +43,23 @@ from typing import Any
 
 from gateway.publisher import MAX_INFLIGHT, Publisher
 from gateway.scheduler import Scheduler, now_ms
-from gateway.spool import Batch, Spool
+from gateway.spool import _COUNTERS, Batch, Spool
 from tanji.errors import ConfigError
 from tanji.site import Broker, Site
-from tanji.wire import Reading, status_payload
+from tanji.wire import Reading, confirm_topic, decode_confirm, status_payload
 
 log = logging.getLogger("tanji.gateway")
 # Readings taken up to this long before the connection came up are live, not backlog (at
 # start-up the first polls beat the first CONNACK by a few milliseconds).
 BACKLOG_GRACE_MS = 1000
-# Readings kept in memory while the spool cannot be written (about 20 MB of SDM630 readings).
+# Readings kept in memory while the spool cannot be written (about 20 MB of SDM630 readings);
+# past it the same policy as the spool's applies (gauges first, then every second counter reading).
 MAX_UNSPOOLED = 50_000
+# A refused publish (MQTT 5 reason code >= 128) is retried after this, doubling up to 60 s.
+REFUSED_RETRY_S = 2.0
+# A published batch not confirmed while newer ones are, for this long, was lost on the way
+# (a broker that forgot it): it is published again.
+CONFIRM_GRACE_S = 30.0
 
 
 def encode_batch_body(site: str, gateway: str, seq: int, readings_json: str, *, backlog: bool,
@@ -78,7 +84,8 @@ class GatewayService:
 
     def __init__(self, site: Site, gateway_id: str | None = None, *, spool_path: str | Path | None = None,
                  broker: tuple[str, int] | Broker | None = None, status_interval_s: float = 5.0,
-                 max_inflight: int = MAX_INFLIGHT, resend_after_s: float = 10.0) -> None:
+                 max_inflight: int = MAX_INFLIGHT, resend_after_s: float = 10.0,
+                 confirm_grace_s: float = CONFIRM_GRACE_S, max_spool_pages: int | None = None) -> None:
         if gateway_id is None:
             if len(site.gateways) != 1:
                 raise ValueError(f"site {site.id} has {len(site.gateways)} gateways; name one "
@@ -93,7 +100,17 @@ class GatewayService:
         self.status_interval_s = status_interval_s
         self.max_inflight = max_inflight
         self.resend_after_s = resend_after_s
+        self.confirm_grace_s = confirm_grace_s
+        self.max_spool_pages = max_spool_pages
+        self.confirmed = self.gateway.delivery == "confirmed"
         self.started_ms = now_ms()
+        self.published_refused = 0
+        self.refused_reason: str | None = None
+        self._refused_until = 0.0
+        self._refused_backoff = REFUSED_RETRY_S
+        self.confirmed_readings = 0
+        self.republished_batches = 0
+        self._awaiting: dict[int, float] = {}  # published, unconfirmed batch seq → when last sent
         self.published_batches = 0
         self.acked_readings = 0
         self.spool_errors = 0
@@ -122,12 +139,17 @@ class GatewayService:
         self._loop = loop
         self._wake = asyncio.Event()
         try:
-            self.spool = Spool(self.spool_path, int(self.gateway.spool_max_mb * 1024 * 1024))
+            self.spool = Spool(self.spool_path, int(self.gateway.spool_max_mb * 1024 * 1024),
+                               max_pages=self.max_spool_pages)
         except (OSError, sqlite3.Error) as exc:
             raise ConfigError(self.site.file, None, f"gateways.{self.gateway.id}.spool_path",
                               f"cannot open the spool {self.spool_path}: {exc}",
                               "point spool_path (or --spool) at a writable file, e.g. under /var/lib/tanji") from None
-        self._replay.extend(self.spool.pending_batches())
+        for batch in self.spool.pending_batches():
+            if batch.published:
+                self._awaiting[batch.seq] = time.monotonic()
+            else:
+                self._replay.append(batch)
         if self._replay:
             log.info("replaying %d unacknowledged batches (%d readings) from %s", len(self._replay),
                      sum(b.n for b in self._replay), self.spool_path)
@@ -135,7 +157,9 @@ class GatewayService:
         self.scheduler.log_plan()
         self.publisher = Publisher(self.site.id, self.gateway.id, self.broker, loop,
                                    on_connect=self._on_connect, on_disconnect=self._on_disconnect,
-                                   on_ack=self._on_ack, max_inflight=self.max_inflight)
+                                   on_ack=self._on_ack, max_inflight=self.max_inflight,
+                                   on_message=self._on_confirm,
+                                   subscriptions=(confirm_topic(self.site.id, self.gateway.id),) if self.confirmed else ())
         self.publisher.start()
         log.info("gateway %s of site %s: %d meters, spool %s", self.gateway.id, self.site.id,
                  len(self.gateway.meters), self.spool_path)
@@ -206,10 +230,8 @@ class GatewayService:
             self.spool.add(self._pending)
         except sqlite3.Error as exc:
             self.spool_errors += 1
-            excess = len(self._pending) - MAX_UNSPOOLED
-            if excess > 0:
-                del self._pending[:excess]
-                self.unspooled_dropped += excess
+            if len(self._pending) > MAX_UNSPOOLED:
+                self._thin_pending()
             if self.spool_errors == 1 or self.spool_errors % 100 == 0:
                 log.error("cannot write the spool %s (%s); %d readings held in memory", self.spool_path, exc,
                           len(self._pending))
@@ -219,14 +241,36 @@ class GatewayService:
             return
         self._pending = []
 
+    def _thin_pending(self) -> None:
+        """Held in memory too long: drop gauge-only readings, then every second counter reading
+        per meter of the oldest half (counters are cumulative: time resolution is lost, not energy)."""
+        before = len(self._pending)
+        kept = [r for r in self._pending if not _COUNTERS.isdisjoint(r.values)]
+        if len(kept) > MAX_UNSPOOLED * 0.9:
+            half = len(kept) // 2
+            seen: dict[str, int] = {}
+            old = []
+            for r in kept[:half]:
+                seen[r.meter] = seen.get(r.meter, 0) + 1
+                if seen[r.meter] % 2:
+                    old.append(r)
+            kept = old + kept[half:]
+        self._pending = kept
+        self.unspooled_dropped += before - len(kept)
+
     def _retry_flush(self) -> None:
         self._retry_scheduled = False
         self._flush()
 
     # -- publishing --------------------------------------------------------------------------
 
-    def _on_connect(self) -> None:
+    def _on_connect(self, session_present: bool = True) -> None:
         self._connected_since_ms = now_ms()
+        if not session_present and self._awaiting:
+            # The broker has no session of ours: it lost its state, maybe with batches it had
+            # acknowledged but not yet delivered to accounting. Send every unconfirmed one again.
+            log.warning("the broker lost our session: republishing %d unconfirmed batches", len(self._awaiting))
+            self._republish(list(self._awaiting))
         assert self.publisher is not None
         # Replace the retained `offline` (last will, or a clean stop) at once, not at the next report.
         self.publisher.publish_status(status_payload(self.site.id, self.gateway.id, "online", **self.health()))
@@ -239,19 +283,79 @@ class GatewayService:
     def _on_disconnect(self) -> None:
         self._connected_since_ms = None
 
-    def _on_ack(self, mid: int) -> None:
+    def _on_ack(self, mid: int, refused: str | None = None) -> None:
         batch = self._inflight.pop(mid, None)
         if batch is None:
             return
         self._held.pop(mid, None)
         assert self.spool is not None
+        if refused is not None:
+            # The broker did not take it (MQTT 5 reason code, e.g. 135 not authorized): keep
+            # the readings, raise the alarm, try again later, in sequence order.
+            self.published_refused += 1
+            if self.refused_reason is None:
+                log.error("ALARM: the broker refused batch %d (%s); its %d readings stay in the spool, "
+                          "retrying every %g-60 s (check the broker's ACL for this gateway)",
+                          batch.seq, refused, batch.n, REFUSED_RETRY_S)
+            self.refused_reason = refused
+            self._replay = deque(sorted([*self._replay, batch], key=lambda b: b.seq))
+            now = time.monotonic()
+            if self._refused_until <= now:
+                self._refused_until = now + self._refused_backoff
+                self._refused_backoff = min(self._refused_backoff * 2, 60.0)
+            return
+        if self.refused_reason is not None:
+            log.info("the broker takes our batches again")
+            self.refused_reason = None
+        self._refused_backoff = REFUSED_RETRY_S
         try:
-            self.spool.ack(batch.seq)
+            if self.confirmed:
+                self.spool.mark_published(batch.seq)
+                self._awaiting[batch.seq] = time.monotonic()
+            else:
+                self.spool.ack(batch.seq)
         except sqlite3.Error as exc:
             # The broker has it; the row stays and is replayed after a restart (a harmless duplicate).
-            log.error("cannot delete acknowledged batch %d from the spool: %s", batch.seq, exc)
+            log.error("cannot update acknowledged batch %d in the spool: %s", batch.seq, exc)
         self.acked_readings += batch.n
         self._wake.set()
+
+    def _on_confirm(self, topic: str, payload: bytes) -> None:
+        """Accounting stored these batches durably: only now do they leave the spool."""
+        if self.spool is None:
+            return
+        seqs = [s for s in decode_confirm(payload) if s < self.spool.next_seq]
+        if not seqs:
+            return
+        try:
+            self.confirmed_readings += self.spool.confirm(seqs)
+        except sqlite3.Error as exc:
+            log.error("cannot delete confirmed batches from the spool: %s", exc)
+            return
+        for seq in seqs:
+            self._awaiting.pop(seq, None)
+        done = set(seqs)
+        if any(b.seq in done for b in self._replay):
+            self._replay = deque(b for b in self._replay if b.seq not in done)
+        newest, now = max(seqs), time.monotonic()
+        lost = [seq for seq, sent in self._awaiting.items() if seq < newest and now - sent > self.confirm_grace_s]
+        if lost:
+            log.warning("%d published batches (seq %d..%d) were never confirmed while newer ones were: "
+                        "republishing them", len(lost), min(lost), max(lost))
+            self._republish(lost)
+
+    def _republish(self, seqs: list[int]) -> None:
+        assert self.spool is not None
+        batches = [b for seq in sorted(seqs) if (b := self.spool.batch(seq)) is not None]
+        now = time.monotonic()
+        for b in batches:
+            self._awaiting[b.seq] = now
+        self.republished_batches += len(batches)
+        queued = {b.seq for b in self._replay}
+        self._replay = deque(sorted([*self._replay, *(b for b in batches if b.seq not in queued)],
+                                    key=lambda b: b.seq))
+        if self._loop is not None:
+            self._wake.set()
 
     def _send(self, batch: Batch, backlog: bool) -> None:
         assert self.publisher is not None
@@ -263,6 +367,8 @@ class GatewayService:
     def _fill_window(self) -> None:
         assert self.spool is not None and self.publisher is not None
         if self._connected_since_ms is None or not self.publisher.connected:
+            return
+        if time.monotonic() < self._refused_until:
             return
         if self._held:
             if time.monotonic() - self._held_since < self.resend_after_s:
@@ -311,6 +417,12 @@ class GatewayService:
             "inflight_batches": len(self._inflight),
             "spool_write_errors": self.spool_errors,
             "unspooled_dropped": self.unspooled_dropped,
+            "publish_refused": self.published_refused,
+            "publish_refused_alarm": self.refused_reason,
+            "delivery": self.gateway.delivery,
+            "awaiting_confirmation": len(self._awaiting),
+            "confirmed_readings": self.confirmed_readings,
+            "republished_batches": self.republished_batches,
         }
         if self.spool is not None:
             out.update(self.spool.stats())

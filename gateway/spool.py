@@ -10,9 +10,21 @@ Life of a reading:
 1. `add` inserts it into `reading` (committed before anything can publish it);
 2. `next_batch` moves the oldest readings into one `batch` row, giving it the next per-gateway
    sequence number (persisted in `meta`, so numbers keep rising across restarts);
-3. `ack(seq)` deletes the batch once the broker has acknowledged it (PUBACK).
+3. with `delivery: broker`, `ack(seq)` deletes the batch once the broker has acknowledged it
+   (PUBACK); with `delivery: confirmed` (the default) the PUBACK only marks it `published`
+   (`mark_published`) and `confirm(seqs)` deletes it once accounting reports it stored durably.
 A batch that was formed but never acknowledged is replayed, with its original seq, after a
 restart (`pending_batches`), so consumers can see a replay is a replay.
+
+Sequence numbers never go back: the next one is persisted in the spool and, as a high-water
+mark, in a small state file beside it (`<spool>.seq`). A spool that cannot be opened (corrupt),
+or that is empty while the state file shows batches were made (a 0-byte or replaced file), is
+moved aside to `<spool>.bad-<time>` and reported (`set_aside`, an alarm on the status topic),
+never silently replaced; the fresh spool continues from the high-water mark.
+
+A full disk (SQLITE_FULL, or the spool's own page cap) never blocks publishing: the write is
+retried after making room by the size policy below, and the real error is reported (a failed
+COMMIT rolls back by itself, so no "cannot rollback" hides it).
 
 Bounded disk use, the declared policy: `max_bytes` caps the pages in use (the file never
 grows past it plus SQLite's WAL, since freed pages are reused). At `alarm_fraction` (80%)
@@ -28,15 +40,18 @@ from __future__ import annotations
 
 import contextlib
 import json
+import logging
+import os
 import sqlite3
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 from tanji.quantities import QUANTITIES
 from tanji.wire import Reading
 
+log = logging.getLogger("tanji.gateway.spool")
 ALARM_FRACTION = 0.8
 _COUNTERS = frozenset(name for name, q in QUANTITIES.items() if q.kind == "counter")
 _SCHEMA = """
@@ -51,7 +66,8 @@ CREATE TABLE IF NOT EXISTS batch (
     seq INTEGER PRIMARY KEY,
     n INTEGER NOT NULL,
     oldest_ts_ms INTEGER NOT NULL,
-    body TEXT NOT NULL
+    body TEXT NOT NULL,
+    published INTEGER NOT NULL DEFAULT 0
 );
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value INTEGER NOT NULL);
 """
@@ -65,6 +81,7 @@ class Batch:
     n: int
     oldest_ts_ms: int
     body: str
+    published: bool = False
 
 
 def reading_json(reading: Reading) -> str:
@@ -74,24 +91,77 @@ def reading_json(reading: Reading) -> str:
 class Spool:
     """One gateway's spool file. Not thread-safe: the gateway uses it from its event loop only."""
 
-    def __init__(self, path: str | Path, max_bytes: int | None = None, alarm_fraction: float = ALARM_FRACTION) -> None:
+    def __init__(self, path: str | Path, max_bytes: int | None = None, alarm_fraction: float = ALARM_FRACTION,
+                 max_pages: int | None = None) -> None:
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self.max_bytes = max_bytes
         self.alarm_fraction = alarm_fraction
-        self.db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
-        self.db.execute("PRAGMA journal_mode=WAL")
-        self.db.execute("PRAGMA synchronous=NORMAL")
-        self.db.execute("PRAGMA journal_size_limit=4194304")
-        self.db.executescript(_SCHEMA)
-        self.page_size = self.db.execute("PRAGMA page_size").fetchone()[0]
+        self.seq_file = Path(f"{self.path}.seq")
+        self.set_aside: str | None = None
+        high_water = self._read_high_water()
+        try:
+            self._open(max_pages)
+            if self._fresh and high_water > 0:
+                raise sqlite3.DatabaseError(f"the spool is empty, but batches up to seq {high_water - 1} were made")
+        except sqlite3.DatabaseError as exc:
+            self._set_aside(exc)
+            self._open(max_pages)
         self.queued = self.db.execute("SELECT COUNT(*) FROM reading").fetchone()[0]
         self.batched = self.db.execute("SELECT COALESCE(SUM(n), 0) FROM batch").fetchone()[0]
-        self.next_seq = self._meta("next_seq")
+        self.next_seq = max(self._meta("next_seq"), high_water)
         self.dropped = self._meta("dropped")
         self.alarm = False
+        self.full_errors = 0
         self._since_size_check = 0
         self.check_size()
+
+    def _open(self, max_pages: int | None) -> None:
+        self.db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
+        try:
+            self.db.execute("PRAGMA journal_mode=WAL")
+            self.db.execute("PRAGMA synchronous=NORMAL")
+            self.db.execute("PRAGMA journal_size_limit=4194304")
+            if max_pages is not None:  # tests: a disk that fills up at a chosen size
+                self.db.execute(f"PRAGMA max_page_count={int(max_pages)}")
+            self.db.executescript(_SCHEMA)
+            self._fresh = self.db.execute("SELECT COUNT(*) FROM meta").fetchone()[0] == 0
+            self.page_size = self.db.execute("PRAGMA page_size").fetchone()[0]
+            columns = {row[1] for row in self.db.execute("PRAGMA table_info(batch)")}
+            if "published" not in columns:  # a spool written before end-to-end confirmation
+                self.db.execute("ALTER TABLE batch ADD COLUMN published INTEGER NOT NULL DEFAULT 0")
+            self.db.execute("INSERT OR IGNORE INTO meta(key, value) VALUES('next_seq', 0)")
+            if self.db.execute("PRAGMA quick_check").fetchone()[0] != "ok":
+                raise sqlite3.DatabaseError("integrity check failed")
+        except sqlite3.DatabaseError:
+            self.db.close()
+            raise
+
+    def _set_aside(self, why: Exception) -> None:
+        """Keep an unusable spool for inspection (and recovery), and say so loudly."""
+        aside = self.path.with_name(f"{self.path.name}.bad-{time.strftime('%Y%m%dT%H%M%S')}")
+        for suffix in ("", "-wal", "-shm"):
+            source = Path(f"{self.path}{suffix}")
+            if source.exists():
+                os.replace(source, f"{aside}{suffix}")
+        self.set_aside = str(aside)
+        log.error("ALARM: the spool %s is unusable (%s); kept as %s, starting a new spool that continues "
+                  "the sequence numbers; readings in it were not published: recover them from the kept file",
+                  self.path, why, aside)
+
+    def _read_high_water(self) -> int:
+        try:
+            return int(json.loads(self.seq_file.read_text())["next_seq"])
+        except (OSError, ValueError, KeyError, TypeError):
+            return 0
+
+    def _write_high_water(self) -> None:
+        tmp = self.seq_file.with_name(self.seq_file.name + ".tmp")
+        try:
+            tmp.write_text(json.dumps({"next_seq": self.next_seq}))
+            os.replace(tmp, self.seq_file)
+        except OSError as exc:  # the spool's own meta row still holds it
+            log.warning("cannot write %s: %s", self.seq_file, exc)
 
     def _meta(self, key: str) -> int:
         row = self.db.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()
@@ -106,14 +176,38 @@ class Spool:
 
     @contextlib.contextmanager
     def _transaction(self) -> Iterator[None]:
-        """BEGIN … COMMIT, rolled back on any error so the connection stays usable (disk full)."""
+        """BEGIN … COMMIT, rolled back on any error so the connection stays usable (disk full).
+
+        SQLite rolls a transaction back by itself when a write fails with SQLITE_FULL, so a
+        ROLLBACK is only sent when one is still open: the error raised is the real one.
+        """
         self.db.execute("BEGIN")
         try:
             yield
             self.db.execute("COMMIT")
         except BaseException:
-            self.db.execute("ROLLBACK")
+            if self.db.in_transaction:
+                with contextlib.suppress(sqlite3.Error):
+                    self.db.execute("ROLLBACK")
             raise
+
+    def _retry_when_full(self, write: Callable[[], None]) -> None:
+        """Run `write`; if the disk (or page cap) is full, make room by the size policy and retry once."""
+        try:
+            with self._transaction():
+                write()
+            return
+        except sqlite3.OperationalError as exc:
+            if "full" not in str(exc).lower():
+                raise
+            self.full_errors += 1
+            log.error("the spool %s is full (%s): making room by the size policy", self.path, exc)
+        with self._transaction():
+            dropped = self._make_room(max(self.depth // 10, 100))
+        self.dropped += dropped
+        self.queued -= dropped
+        with self._transaction():
+            write()
 
     # -- writing -----------------------------------------------------------------------------
 
@@ -122,8 +216,8 @@ class Spool:
         if not readings:
             return
         rows = [(r.meter, r.ts_ms, int(not _COUNTERS.isdisjoint(r.values)), reading_json(r)) for r in readings]
-        with self._transaction():
-            self.db.executemany("INSERT INTO reading(meter, ts_ms, has_counter, body) VALUES (?, ?, ?, ?)", rows)
+        self._retry_when_full(lambda: self.db.executemany(
+            "INSERT INTO reading(meter, ts_ms, has_counter, body) VALUES (?, ?, ?, ?)", rows))
         self.queued += len(rows)
         self._since_size_check += len(rows)
         if self.max_bytes is not None and self._since_size_check >= 256:
@@ -136,12 +230,17 @@ class Spool:
             return None
         seq = self.next_seq
         batch = Batch(seq, len(rows), min(r[1] for r in rows), "[" + ",".join(r[2] for r in rows) + "]")
-        with self._transaction():
+        ids = [r[0] for r in rows]
+
+        def move() -> None:
+            # Delete first: on a full disk the freed pages make room for the batch row.
+            self.db.executemany("DELETE FROM reading WHERE id = ?", [(i,) for i in ids])
             self.db.execute("INSERT INTO batch(seq, n, oldest_ts_ms, body) VALUES (?, ?, ?, ?)",
                             (batch.seq, batch.n, batch.oldest_ts_ms, batch.body))
-            self.db.execute("DELETE FROM reading WHERE id <= ?", (rows[-1][0],))
             self._set_meta("next_seq", seq + 1)
+        self._retry_when_full(move)
         self.next_seq = seq + 1
+        self._write_high_water()
         self.queued -= batch.n
         self.batched += batch.n
         return batch
@@ -153,9 +252,29 @@ class Spool:
             self.db.execute("DELETE FROM batch WHERE seq = ?", (seq,))
             self.batched -= row[0]
 
+    def mark_published(self, seq: int) -> None:
+        """The broker has the batch; it stays until accounting confirms it stored it."""
+        self.db.execute("UPDATE batch SET published = 1 WHERE seq = ?", (seq,))
+
+    def confirm(self, seqs: Sequence[int]) -> int:
+        """Accounting stored these batches durably: forget them; returns how many readings left."""
+        gone = 0
+        with self._transaction():
+            for seq in seqs:
+                row = self.db.execute("DELETE FROM batch WHERE seq = ? RETURNING n", (seq,)).fetchone()
+                gone += row[0] if row else 0
+        self.batched -= gone
+        return gone
+
+    def batch(self, seq: int) -> Batch | None:
+        row = self.db.execute("SELECT seq, n, oldest_ts_ms, body, published FROM batch WHERE seq = ?",
+                              (seq,)).fetchone()
+        return Batch(*row[:4], bool(row[4])) if row else None
+
     def pending_batches(self) -> list[Batch]:
-        """Batches formed but not acknowledged (by a previous run), oldest first."""
-        return [Batch(*row) for row in self.db.execute("SELECT seq, n, oldest_ts_ms, body FROM batch ORDER BY seq")]
+        """Batches formed but not confirmed (by a previous run), oldest first."""
+        return [Batch(*row[:4], bool(row[4])) for row in self.db.execute(
+            "SELECT seq, n, oldest_ts_ms, body, published FROM batch ORDER BY seq")]
 
     # -- health and the size policy ----------------------------------------------------------
 
@@ -214,5 +333,6 @@ class Spool:
         return {"spool_depth": self.depth, "spool_batches_unacked": self.db.execute(
                     "SELECT COUNT(*) FROM batch").fetchone()[0],
                 "spool_bytes": self.used_bytes(), "spool_max_bytes": self.max_bytes,
-                "spool_alarm": self.alarm, "spool_dropped": self.dropped,
+                "spool_alarm": self.alarm or self.set_aside is not None, "spool_dropped": self.dropped,
+                "spool_set_aside": self.set_aside, "spool_full_errors": self.full_errors,
                 "publish_lag_ms": (time.time_ns() // 1_000_000 - oldest) if oldest is not None else 0}

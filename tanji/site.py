@@ -42,6 +42,12 @@ class Broker:
     username: str | None = None
     password_file: str | None = None
     keepalive_s: int = 30
+    # MQTT 5 session expiry: how long the broker keeps a disconnected client's session (its
+    # subscriptions and queued messages). 7 days outlasts any planned outage.
+    session_expiry_s: int = 7 * 24 * 3600
+    # "5" (default): refused publishes are seen (PUBACK reason codes); "3.1.1" for brokers
+    # that speak nothing newer (the demo's embedded amqtt).
+    mqtt_version: str = "5"
     # Client certificate for brokers that authenticate gateways by TLS certificate.
     cert_file: str | None = None
     key_file: str | None = None
@@ -131,6 +137,9 @@ class Gateway:
     batch_max_readings: int
     publish_interval_s: float
     endpoints: tuple[Endpoint, ...] = ()
+    # confirmed: a reading leaves the spool once accounting confirms it stored it durably
+    # (end-to-end); broker: once the broker acknowledged it (for third-party consumers).
+    delivery: str = "confirmed"
 
     def endpoint(self, endpoint_id: str | None) -> Endpoint | None:
         return next((e for e in self.endpoints if e.id == endpoint_id), None)
@@ -249,6 +258,8 @@ def _broker(section: Section | None) -> Broker:
         username=section.get("username", str, None),
         password_file=section.get("password_file", str, None),
         keepalive_s=section.integer("keepalive_s", 30, minimum=5),
+        session_expiry_s=section.integer("session_expiry_s", 7 * 24 * 3600, minimum=60, maximum=0xFFFFFFFF),
+        mqtt_version=section.choice("mqtt_version", ("5", "3.1.1"), "5"),
         cert_file=section.get("cert_file", str, None),
         key_file=section.get("key_file", str, None),
     )
@@ -413,6 +424,7 @@ def _gateway(section: Section, profiles: dict[str, MeterProfile]) -> Gateway:
         batch_max_readings=section.integer("batch_max_readings", 500, minimum=1, maximum=5000),
         publish_interval_s=section.number("publish_interval_s", 0.2, positive=True),
         endpoints=endpoints,
+        delivery=section.choice("delivery", ("confirmed", "broker"), "confirmed"),
     )
     section.reject_unknown()
     return gateway

@@ -43,6 +43,30 @@ def status_topic(site: str, gateway: str) -> str:
     return f"{TOPIC_ROOT}/{site}/{gateway}/status"
 
 
+def confirm_topic(site: str, gateway: str) -> str:
+    """Where accounting confirms to a gateway the batches it has stored durably (end-to-end delivery)."""
+    return f"{TOPIC_ROOT}/{site}/{gateway}/confirm"
+
+
+def confirm_payload(seqs: list[int]) -> bytes:
+    """`{"v": 1, "seqs": [...]}`: the batch sequence numbers now durable in accounting's store."""
+    return json.dumps({"v": VERSION, "seqs": sorted(set(seqs))}, separators=(",", ":")).encode()
+
+
+def decode_confirm(payload: bytes) -> list[int]:
+    """The sequence numbers of a confirm message; a malformed one yields none (it confirms nothing)."""
+    if len(payload) > 1_000_000:
+        return []
+    try:
+        body = json.loads(payload)
+    except (ValueError, RecursionError):
+        return []
+    seqs = body.get("seqs") if isinstance(body, dict) and body.get("v") == VERSION else None
+    if not isinstance(seqs, list):
+        return []
+    return [s for s in seqs if type(s) is int and 0 <= s < 2**53]
+
+
 def readings_subscription(site: str = "+") -> str:
     return f"{TOPIC_ROOT}/{site}/+/readings"
 

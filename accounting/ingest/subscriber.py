@@ -1,10 +1,22 @@
-"""The MQTT side of ingest: paho-mqtt 2, QoS 1, persistent session, acknowledgements held back.
+"""The MQTT side of ingest: paho-mqtt 2, MQTT 5, QoS 1, persistent session, acknowledgements held back.
 
 No loss under SIGKILL rests on one rule: a PUBACK leaves only after the message's readings
 are durable in the store (`ack`, called by the service after its store write). Until then
 the broker keeps the message in our persistent session (clean_session=False, a stable client
 id per instance) and redelivers it when we come back. Redelivered copies are harmless: the
 store and the dedup index are idempotent on (site, meter, ts_ms).
+
+The session must outlive a restart, or the broker's queue for it is abandoned: the client id
+is stable (`default_client_id`: persisted beside the service's state and logged at start, never
+random), clean start is off and, with MQTT 5, a session expiry interval (7 days by default)
+tells the broker to keep the queue while accounting is away. `tanji broker-config` binds client
+ids to broker users, so no gateway can take this session over.
+
+End-to-end delivery: once a batch is durable (stored, or quarantined), `ack` also publishes its
+sequence number to the gateway's confirm topic (`tanji.wire.confirm_topic`); only then does the
+gateway delete it from its spool (`delivery: confirmed`), so a broker that loses what it had
+acknowledged (killed between its autosaves) loses nothing: the gateway publishes again what
+was never confirmed.
 
 Several accounting instances split the load through a shared subscription
 `$share/<group>/tanji/v1/<site>/+/readings`; status topics are subscribed plainly, since
@@ -14,17 +26,60 @@ retained messages are not delivered through shared subscriptions.
 from __future__ import annotations
 
 import logging
+import os
 import queue
+import re
+import socket
 import threading
 import time
+import uuid
 from dataclasses import dataclass
+from pathlib import Path
 
 import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion
+from paho.mqtt.packettypes import PacketTypes
+from paho.mqtt.properties import Properties
 
 from tanji import wire
 
 log = logging.getLogger(__name__)
+SESSION_EXPIRY_S = 7 * 24 * 3600
+CLIENT_ID_FILE = "mqtt-client-id"
+# The batch header is written before the readings by every encoder of wire v1.
+_SEQ = re.compile(rb'"seq"\s*:\s*(\d{1,15})')
+
+
+def default_client_id(state_dir: str | Path | None, share_group: str | None = None) -> str:
+    """The accounting service's stable MQTT client id.
+
+    Kept in `<state_dir>/mqtt-client-id` (made once, then read at every start), so the broker
+    hands the same session, and the messages it queued while accounting was away, back after a
+    restart. Without a state directory it is derived from the host name and the share group,
+    which is stable too; it is never random per start (a random id abandons the queue).
+    """
+    group = share_group or "solo"
+    if state_dir is None:
+        return f"tanji-accounting-{group}-{socket.gethostname()}"[:64]
+    path = Path(state_dir) / CLIENT_ID_FILE
+    try:
+        saved = path.read_text().strip()
+        if saved:
+            return saved
+    except OSError:
+        pass
+    client_id = f"tanji-accounting-{group}-{uuid.uuid4().hex[:8]}"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(client_id + "\n")
+    os.replace(tmp, path)
+    return client_id
+
+
+def batch_seq(payload: bytes) -> int | None:
+    """The `seq` of a readings batch, read from its header without decoding the readings."""
+    match = _SEQ.search(payload, 0, 400)
+    return int(match.group(1)) if match else None
 
 
 @dataclass(frozen=True, slots=True)
@@ -52,7 +107,8 @@ class MqttSubscriber:
 
     def __init__(self, host: str, port: int, client_id: str, topics: list[str], *,
                  username: str | None = None, password: str | None = None, keepalive_s: int = 30,
-                 inbox_size: int = 100_000, tls: bool = False, ca_file: str | None = None) -> None:
+                 inbox_size: int = 100_000, tls: bool = False, ca_file: str | None = None,
+                 mqtt_version: str = "5", session_expiry_s: int = SESSION_EXPIRY_S) -> None:
         self.host = host
         self.port = port
         self.topics = topics
@@ -60,8 +116,16 @@ class MqttSubscriber:
         self.connected = threading.Event()
         self._generation = 0
         self._keepalive_s = keepalive_s
-        self._client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=client_id, clean_session=False,
-                                   protocol=mqtt.MQTTv311, manual_ack=True)
+        self.client_id = client_id
+        self.v5 = mqtt_version == "5"
+        self.session_expiry_s = session_expiry_s
+        self.confirms_sent = 0
+        if self.v5:
+            self._client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=client_id, protocol=mqtt.MQTTv5,
+                                       manual_ack=True)
+        else:  # brokers without MQTT 5 (the demo's embedded amqtt)
+            self._client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=client_id, clean_session=False,
+                                       protocol=mqtt.MQTTv311, manual_ack=True)
         if username:
             self._client.username_pw_set(username, password)
         if tls or ca_file:
@@ -73,7 +137,15 @@ class MqttSubscriber:
         self._client.on_message = self._on_message
 
     def start(self) -> None:
-        self._client.connect_async(self.host, self.port, keepalive=self._keepalive_s)
+        log.info("MQTT client id %s (MQTT %s%s)", self.client_id, "5" if self.v5 else "3.1.1",
+                 f", session expiry {self.session_expiry_s} s" if self.v5 else "")
+        if self.v5:
+            properties = Properties(PacketTypes.CONNECT)
+            properties.SessionExpiryInterval = self.session_expiry_s
+            self._client.connect_async(self.host, self.port, keepalive=self._keepalive_s, clean_start=False,
+                                       properties=properties)
+        else:
+            self._client.connect_async(self.host, self.port, keepalive=self._keepalive_s)
         self._client.loop_start()
 
     def stop(self) -> None:
@@ -88,10 +160,16 @@ class MqttSubscriber:
         """
         generation = self._generation
         acked = 0
+        confirms: dict[str, list[int]] = {}
         for m in messages:
             if m.qos > 0 and m.generation == generation:
                 self._client.ack(m.mid, m.qos)
                 acked += 1
+            if m.topic.endswith("/readings") and (seq := batch_seq(m.payload)) is not None:
+                confirms.setdefault(m.topic[:-len("readings")] + "confirm", []).append(seq)
+        for topic, seqs in confirms.items():
+            self._client.publish(topic, wire.confirm_payload(seqs), qos=1)
+            self.confirms_sent += len(seqs)
         return acked
 
     def _on_connect(self, client: mqtt.Client, userdata: object, flags: mqtt.ConnectFlags,

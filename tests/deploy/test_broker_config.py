@@ -182,11 +182,14 @@ def test_files_users_acl_and_secret_permissions(tmp_path: Path, capsys: pytest.C
     assert sorted(hashes) == sorted(users)
     assert all(check_password(first[u], hashes[u]) for u in users)
     rules = [line for line in (out / "acl").read_text().splitlines() if line and not line.startswith("#")]
-    assert rules == ["user gw-a", f"topic write tanji/v1/{SITE}/gw-a/#",
-                     "user gw-b", f"topic write tanji/v1/{SITE}/gw-b/#",
-                     f"user {ACCOUNTING_USER}", f"topic read tanji/v1/{SITE}/#"]
+    assert rules == [*(rule for gw in ("gw-a", "gw-b") for rule in (
+                         f"user {gw}", f"topic write tanji/v1/{SITE}/{gw}/readings",
+                         f"topic write tanji/v1/{SITE}/{gw}/status", f"topic read tanji/v1/{SITE}/{gw}/confirm")),
+                     f"user {ACCOUNTING_USER}", f"topic read tanji/v1/{SITE}/#",
+                     f"topic write tanji/v1/{SITE}/+/confirm"]
     conf = (out / "mosquitto.conf").read_text()
     assert "allow_anonymous false" in conf and f"acl_file {out.resolve()}/acl" in conf
+    assert "use_username_as_clientid true" in conf
 
     # A re-run keeps every deployed password; --rotate replaces exactly the one named.
     generate(site, out, "--no-tls")

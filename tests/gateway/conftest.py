@@ -33,7 +33,12 @@ PLC_VALUES = {"units_total": 100, "units_rejected_total": 2, "batch_id": 42, "li
 
 
 def write_site(tmp_path: Path, meters: list[dict[str, Any]], broker_port: int, **gateway: Any) -> Path:
-    """A site file with one gateway `gw-1` holding `meters` (the first one is the grid incomer)."""
+    """A site file with one gateway `gw-1` holding `meters` (the first one is the grid incomer).
+
+    `delivery: broker` unless the test says otherwise: these tests receive with a plain MQTT
+    subscriber (as a third-party consumer would), which confirms nothing; the end-to-end
+    confirmation by accounting has its own tests (test_delivery.py).
+    """
     meters = [dict(m) for m in meters]
     for i, m in enumerate(meters):
         m.setdefault("role", "grid_import" if i == 0 else "submeter")
@@ -43,7 +48,7 @@ def write_site(tmp_path: Path, meters: list[dict[str, Any]], broker_port: int, *
         "site": {"id": "test-site", "province": "Chongqing"},
         "broker": {"host": "127.0.0.1", "port": broker_port},
         "gateways": [{"id": "gw-1", "spool_path": str(tmp_path / "spool.sqlite"), "publish_interval_s": 0.1,
-                      **gateway, "meters": meters}],
+                      "delivery": "broker", **gateway, "meters": meters}],
         # A site without a submeter has no line to share its remainder by energy: no production centre.
         "cost_centres": [{"id": "line-a", "kind": "production" if any(m["role"] == "submeter" for m in meters)
                           else "utility"}],
