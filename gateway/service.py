@@ -128,6 +128,7 @@ class GatewayService:
         self._task: asyncio.Task | None = None
         self._ready = threading.Event()
         self.spool: Spool | None = None
+        self.final_health: dict[str, Any] | None = None
         self.scheduler: Scheduler | None = None
         self.publisher: Publisher | None = None
 
@@ -175,6 +176,7 @@ class GatewayService:
             await asyncio.gather(*tasks, return_exceptions=True)
             self._flush()
             health = self.health()
+            self.final_health = health  # what the process reported last (tests read it after stop)
             self.publisher.stop(health)
             self._write_status_file(health)
             self.spool.close()

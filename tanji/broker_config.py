@@ -146,7 +146,7 @@ def mosquitto_conf(site: Site, layout: BrokerLayout, config_dir: Path) -> str:
     plain = (
         "# Plain TCP with the same users and ACL, for services on the broker's own private\n"
         "# network (the compose network in docker/); never expose this port.\n"
-        f"listener {layout.plain_port}\nprotocol mqtt\n\n"
+        f"listener {layout.plain_port}\nprotocol mqtt\nuse_username_as_clientid true\n\n"
         if layout.plain_port else ""
     )
     return (
@@ -156,14 +156,15 @@ def mosquitto_conf(site: Site, layout: BrokerLayout, config_dir: Path) -> str:
         f"user {layout.run_as}\n"
         "per_listener_settings false\n"
         "allow_anonymous false\n"
-        "# A client's id is its user name: nobody can take over (or wipe, with a clean start)\n"
-        "# another user's session, such as the queue the broker keeps for accounting.\n"
-        "use_username_as_clientid true\n"
         f"password_file {config_dir}/passwd\n"
         f"acl_file {config_dir}/acl\n"
         "\n"
         f"listener {layout.port} {layout.bind}\n"
         "protocol mqtt\n"
+        "# A client's id is its user name: nobody can take over (or wipe, with a clean start)\n"
+        "# another user's session, such as the queue the broker keeps for accounting.\n"
+        "# (A listener setting: before the first listener it would open a default one on 1883.)\n"
+        "use_username_as_clientid true\n"
         f"{tls}"
         "\n"
         f"{plain}"
