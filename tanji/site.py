@@ -431,25 +431,18 @@ def _gateway(section: Section, profiles: dict[str, MeterProfile]) -> Gateway:
 
 
 def _check_shared_lines(sections: list[Section], meters: tuple[Meter, ...]) -> None:
-    """Meters behind one host:port share its connection: they must agree on how it is spoken,
-    and two meters cannot answer to one unit id (or DL/T 645 address) on one line."""
+    """Meters behind one host:port share its connection: they must agree on how it is spoken.
+    (Two meters at one unit id or address are refused by `_check_references`.)"""
     by_address: dict[tuple[str | None, int | None], str | None] = {}
-    taken: dict[tuple[object, ...], str] = {}
     for section, m in zip(sections, meters, strict=True):
-        line: tuple[object, ...] = ("bus", m.bus) if m.transport == "rtu" else ("tcp", m.host, m.port)
-        if m.transport == "tcp":
-            key = (m.host, m.port)
-            if key in by_address and by_address[key] != m.endpoint:
-                raise section.error("endpoint" if m.endpoint else "host",
-                                    f"{m.host}:{m.port} is also reached as endpoint {by_address[key] or '(none)'} "
-                                    "by another meter", "reach every meter at this address through the same endpoint")
-            by_address[key] = m.endpoint
-        who = (*line, m.protocol, m.address if m.protocol == "dlt645" else m.unit_id)
-        if who in taken:
-            what = f"address {m.address}" if m.protocol == "dlt645" else f"unit id {m.unit_id}"
-            raise section.error("address" if m.protocol == "dlt645" else "unit_id",
-                                f"{what} on this line is already meter {taken[who]}", "give each meter its own")
-        taken[who] = m.id
+        if m.transport != "tcp":
+            continue
+        key = (m.host, m.port)
+        if key in by_address and by_address[key] != m.endpoint:
+            raise section.error("endpoint" if m.endpoint else "host",
+                                f"{m.host}:{m.port} is also reached as endpoint {by_address[key] or '(none)'} "
+                                "by another meter", "reach every meter at this address through the same endpoint")
+        by_address[key] = m.endpoint
 
 
 def _shares(section: Section | None) -> dict[str, float]:
@@ -552,10 +545,12 @@ def parse_site(root: Section, profiles: dict[str, MeterProfile] | None = None) -
 
 
 def device_address(meter: Meter) -> str:
-    """Where a meter answers: `host:port unit N` (TCP) or `gateway/bus unit N` (RS-485)."""
+    """Where a meter answers: `host:port unit N` (TCP) or `gateway/bus unit N` (RS-485); a DL/T 645
+    meter by its 12-digit address (`address 000012345678`), so it never clashes with a Modbus unit id."""
+    who = f"address {meter.address}" if meter.protocol == "dlt645" else f"unit {meter.unit_id}"
     if meter.transport == "tcp":
-        return f"{meter.host}:{meter.port} unit {meter.unit_id}"
-    return f"bus {meter.gateway}/{meter.bus} unit {meter.unit_id}"
+        return f"{meter.host}:{meter.port} {who}"
+    return f"bus {meter.gateway}/{meter.bus} {who}"
 
 
 def _check_references(root: Section, site: Site, product_sections: list[Section]) -> None:
