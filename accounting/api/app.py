@@ -14,15 +14,15 @@ from starlette.middleware import Middleware
 from starlette.responses import Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from accounting.api import dashboard, factors, pact, recompute, reference, reports, stream, v1
+from accounting.api import dashboard, factors, recompute, reference, reports, stream, v1
+from accounting.api import pact as pact_routes
 from accounting.api.errors import install_error_handlers
 from accounting.api.limits import BodyLimit
 from accounting.api.responses import TanjiJSONResponse
 from accounting.api.stream import StreamHub
 from accounting.api.types import AccountingServiceLike
 from accounting.pact.clients import PactClients
-from accounting.pact.ratelimit import AuthLimiter
-from accounting.pact.tokens import TokenStore
+from accounting.pact.host import PactHost
 
 #: The dashboard loads only from this server (a plant has no internet; no CDN may sneak in).
 CONTENT_SECURITY_POLICY = ("default-src 'self'; connect-src 'self' ws: wss:; img-src 'self' data:; "
@@ -57,22 +57,28 @@ def middleware() -> list[Middleware]:
 
 
 def create_app(service: AccountingServiceLike, *, api_token: str | None = None,
-               pact_clients: dict[str, str] | None = None) -> FastAPI:
+               pact_clients: dict[str, str] | None = None, pact: PactHost | None = None) -> FastAPI:
     """The Tanji HTTP application over `service`.
 
     api_token: bearer token required by the write endpoints (certificates, factor datasets,
         recompute); None disables writes (they answer 403).
-    pact_clients: PACT client id → secret accepted by `POST /auth/token`; None accepts none.
+    pact: the deployment's PACT host (clients, published footprints, events; see
+        `accounting.pact.host`), started and stopped with the app. Without one, `pact_clients`
+        (client id → secret, every grant) makes an in-memory host; None accepts no client.
     """
 
     hub = StreamHub(service)
+    if pact is None:
+        pact = PactHost(service, PactClients.from_secrets(pact_clients or {}))
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
         await hub.start()
+        pact.start()
         try:
             yield
         finally:
+            pact.stop()
             await hub.stop()
 
     app = FastAPI(
@@ -86,16 +92,16 @@ def create_app(service: AccountingServiceLike, *, api_token: str | None = None,
     app.state.service = service
     app.state.api_token = api_token
     app.state.stream_hub = hub
-    app.state.pact_auth = pact.PactAuth(PactClients.from_secrets(pact_clients or {}), TokenStore(), AuthLimiter())
+    app.state.pact = pact
     install_error_handlers(app)
-    app.add_exception_handler(pact.PactError, pact.pact_error_response)
+    app.add_exception_handler(pact_routes.PactError, pact_routes.pact_error_response)
     app.include_router(v1.router)
     app.include_router(stream.router)
     app.include_router(reference.router)
     app.include_router(factors.router)
     app.include_router(recompute.router)
     app.include_router(reports.router)
-    app.include_router(pact.router)
+    app.include_router(pact_routes.router)
     app.include_router(dashboard.router)
     app.mount("/dashboard", dashboard.static_files(), name="dashboard")
 

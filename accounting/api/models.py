@@ -99,6 +99,11 @@ class Footprint(BaseModel):
                                                "hour by hour by PV and instruments (no grid carbon-free term)")
     uncovered_basis: str | None = Field(None, description="residual_mix, fossil_only or grid_average")
     factor_selection: str | None = Field(None, description="latest_per_hour or pinned")
+    boundary: str | None = Field(None, description="gate-to-gate (metered electricity) or cradle-to-gate (plus the declared upstream stage)")
+    pcf_kgco2e_per_unit_market: float | None = Field(None, description="product carbon footprint per unit over `boundary`, market-based (what PACT publishes)")
+    battery_kwh_per_unit: float | None = None
+    kgco2e_per_battery_kwh_eu: float | None = Field(None, description="EU battery regulation figure: grid mix or direct connection, no certificates; per kWh of declared battery energy")
+    kgco2e_per_battery_kwh_market: float | None = Field(None, description="the market-based figure on the same boundary and unit")
 
 
 FOOTPRINT_LIST: dict[int | str, dict[str, Any]] = {

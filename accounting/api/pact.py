@@ -1,97 +1,76 @@
-"""PACT Technical Specifications v3: the data-exchange API a customer's PACT client pulls from.
+"""PACT Technical Specifications v3.0.3: the HTTP actions a partner's host system calls.
 
-- `POST /auth/token`: OAuth2 client credentials (form-encoded `grant_type=client_credentials`,
-  client id and secret by HTTP Basic or as form fields) → a bearer token valid for an hour;
-- `GET /3/footprints` (ListFootprints, `limit` and a `Link: <…>; rel="next"` header for paging,
-  `productId` filter) and `GET /3/footprints/{id}` (GetFootprint).
+- `GET /.well-known/openid-configuration`: the OpenID provider document (`token_endpoint`);
+- `POST /auth/token` (Action Authenticate): OAuth2 client credentials by HTTP Basic (or form
+  fields) → a bearer token for an hour; failed logins rate limited (`accounting.pact.ratelimit`);
+- `GET /3/footprints` (Action ListFootprints): the published footprints the client is granted,
+  every v3 filter, `limit` and an absolute `Link: <…>; rel="next"` for the next page;
+- `GET /3/footprints/{id}` (Action GetFootprint);
+- `POST /3/events` (Action Events): CloudEvents in structured mode; a RequestCreated event is
+  answered later with a RequestFulfilled or RequestRejected event to the client's registered
+  events endpoint; Published/Fulfilled/Rejected events are checked and acknowledged;
+- `GET /pact/extensions/tanji-energy-provenance/1.0.0/schema.json`: the JSON Schema of the
+  data model extension every footprint carries (its `dataSchema` points here).
 
-Each product has one footprint per calendar month (site time zone); the current month is
-served month-to-date and says so in `comment`. The id is a UUID derived from
-(site, product, month), so a customer asking again gets the same footprint, with `version`
-following the engine's revision of the hours it covers.
-
-How a Tanji footprint becomes a PACT one (ProductFootprint v3 field names):
-- declared unit: products with a battery energy (`declared_unit_kwh`) are declared per kWh of
-  battery energy (the EU battery regulation's unit), others per piece;
-- `pcfExcludingBiogenicUptake` = market-based gate-to-gate electricity emissions per declared
-  unit, plus the static upstream part when the site file declares one (cradle-to-gate). The
-  location-based figure and the audit trail go into a Tanji data-model extension;
-- electricity emissions are fossil GHG; biogenic uptake is none; product carbon content is not
-  assessed (reported 0, stated in `comment`).
+Only published footprints are served (`accounting.pact.publisher`: closed months, immutable,
+revisions as new footprints). Errors are v3 error responses `{"code", "message"}` with the v3
+status codes; nothing here answers a framework 422. Every action refuses plain HTTP (the spec:
+HTTPS only) unless the host was built with `require_https=False`.
 """
 
 from __future__ import annotations
 
 import base64
 import binascii
+import json
 import math
 import urllib.parse
-import uuid
-from dataclasses import dataclass
-from datetime import UTC, datetime
-from typing import Annotated, Any
+from importlib import resources
+from typing import Any
 
-from fastapi import APIRouter, Depends, Query, Request
-from fastapi.responses import JSONResponse
+from fastapi import APIRouter, Request
+from fastapi.responses import JSONResponse, Response
 
-from accounting.api import windows
-from accounting.api.deps import selected_sites, service, site_tz
-from accounting.api.responses import TanjiJSONResponse
-from accounting.api.types import AccountingServiceLike
-from accounting.pact.clients import PactClients
-from accounting.pact.ratelimit import AuthLimiter
-from accounting.pact.tokens import TokenStore
-from tanji.site import Product, Site
-
-SPEC_VERSION = "3.0.0"
-#: GetFootprint resolves ids of this many past months (the current one included).
-MONTHS_SERVED = 24
-#: ListFootprints lists the current and the previous month.
-MONTHS_LISTED = 2
-MAX_LIMIT = 1000
-#: Namespace of footprint ids: uuid5(namespace, "site/product/month-start-ms").
-ID_NAMESPACE = uuid.UUID("6b1c7f3e-3c55-4a43-9f2c-7a1d2f0e9b61")
-EXTENSION_SCHEMA = "urn:tanji:pact-extension:energy-provenance:1"
+from accounting.pact import events
+from accounting.pact.clients import PactClient
+from accounting.pact.document import EXTENSION_PATH
+from accounting.pact.filters import Criteria, FilterError
+from accounting.pact.host import PactHost
 
 router = APIRouter(tags=["PACT v3"])
 
-
-@dataclass(frozen=True)
-class Period:
-    site: Site
-    product: Product
-    start_ms: int
-    end_ms: int
-
-    @property
-    def id(self) -> str:
-        return str(uuid.uuid5(ID_NAMESPACE, f"{self.site.id}/{self.product.id}/{self.start_ms}"))
-
-
-@dataclass
-class PactAuth:
-    """Who may log in (clients), their tokens, and the limiter of failed logins."""
-
-    clients: PactClients
-    tokens: TokenStore
-    limiter: AuthLimiter
+DEFAULT_LIMIT = 100
+MAX_LIMIT = 1000
+PAGING = ("limit", "offset", "asof")
+_SCHEMA_TEXT = resources.files("accounting.pact").joinpath("tanji-energy-provenance.schema.json").read_text()
 
 
 class PactError(Exception):
-    def __init__(self, status: int, code: str, message: str) -> None:
+    """A v3 error response: `code` from the v3 error codes, with its status."""
+
+    def __init__(self, status: int, code: str, message: str, headers: dict[str, str] | None = None) -> None:
         super().__init__(message)
-        self.status, self.code, self.message = status, code, message
+        self.status, self.code, self.message, self.headers = status, code, message, headers or {}
 
 
 def pact_error_response(_: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, PactError)
-    return JSONResponse({"code": exc.code, "message": exc.message}, status_code=exc.status)
+    return JSONResponse({"code": exc.code, "message": exc.message}, status_code=exc.status, headers=exc.headers)
 
 
-def _oauth_error(status: int, error: str, description: str) -> JSONResponse:
-    headers = {"WWW-Authenticate": 'Basic realm="tanji-pact"'} if status == 401 else {}
+def _host(request: Request) -> PactHost:
+    return request.app.state.pact
+
+
+def _https(request: Request) -> None:
+    if _host(request).require_https and request.url.scheme != "https":
+        raise PactError(400, "BadRequest", "PACT is served over HTTPS only: use the https:// URL")
+
+
+def _oauth_error(status: int, error: str, description: str, headers: dict[str, str] | None = None) -> JSONResponse:
+    extra = {"WWW-Authenticate": 'Basic realm="tanji-pact"'} if status == 401 else {}
     return JSONResponse({"error": error, "error_description": description}, status_code=status,
-                        headers=headers)
+                        headers={**extra, **(headers or {}), "Cache-Control": "no-store"})
 
 
 def _basic_credentials(header: str | None) -> tuple[str, str] | None:
@@ -105,6 +84,23 @@ def _basic_credentials(header: str | None) -> tuple[str, str] | None:
     return (urllib.parse.unquote(client_id), urllib.parse.unquote(secret)) if sep else None
 
 
+def _base(request: Request) -> str:
+    """The absolute base URL the client used (scheme and `Host` of this request)."""
+    return str(request.base_url).rstrip("/")
+
+
+@router.get("/.well-known/openid-configuration", summary="OpenID provider configuration (token endpoint)")
+def openid_configuration(request: Request) -> dict[str, Any]:
+    """Where to get a token: v3 clients SHOULD look here first, then fall back to /auth/token."""
+    base = _base(request)
+    return {"issuer": base, "token_endpoint": f"{base}/auth/token",
+            "grant_types_supported": ["client_credentials"],
+            "token_endpoint_auth_methods_supported": ["client_secret_basic", "client_secret_post"],
+            "response_types_supported": ["token"], "subject_types_supported": ["public"],
+            "id_token_signing_alg_values_supported": ["none"],
+            "scopes_supported": ["footprint:list", "footprint:read"]}
+
+
 _TOKEN_FORM = {"requestBody": {"required": True, "content": {"application/x-www-form-urlencoded": {
     "schema": {"type": "object", "required": ["grant_type"], "properties": {
         "grant_type": {"type": "string", "enum": ["client_credentials"]},
@@ -114,16 +110,18 @@ _TOKEN_FORM = {"requestBody": {"required": True, "content": {"application/x-www-
 
 @router.post("/auth/token", openapi_extra=_TOKEN_FORM, summary="PACT Action Authenticate (client credentials)",
              responses={200: {"description": "access token"}, 400: {"description": "bad request"},
-                        401: {"description": "invalid client"}})
+                        401: {"description": "invalid client"}, 429: {"description": "too many attempts"}})
 async def token(request: Request) -> JSONResponse:
     """OAuth2 client-credentials grant; credentials by HTTP Basic (preferred) or form fields."""
+    host = _host(request)
+    if host.require_https and request.url.scheme != "https":
+        return _oauth_error(400, "invalid_request", "PACT is served over HTTPS only: use the https:// URL")
     body = await request.body()
     try:
         form = urllib.parse.parse_qs(body.decode("utf-8"), keep_blank_values=True, max_num_fields=20)
     except (UnicodeDecodeError, ValueError):
         return _oauth_error(400, "invalid_request", "the body must be application/x-www-form-urlencoded")
-    grant = form.get("grant_type", [""])[0]
-    if grant != "client_credentials":
+    if form.get("grant_type", [""])[0] != "client_credentials":
         return _oauth_error(400, "unsupported_grant_type", "grant_type must be client_credentials")
     credentials = _basic_credentials(request.headers.get("authorization"))
     if credentials is None and "client_id" in form:
@@ -131,14 +129,12 @@ async def token(request: Request) -> JSONResponse:
     if credentials is None:
         return _oauth_error(401, "invalid_client", "give client credentials by HTTP Basic authentication")
     client_id, secret = credentials
-    host: PactAuth = request.app.state.pact_auth
     address = request.client.host if request.client else "?"
     claimed = client_id if host.clients.get(client_id) is not None else None
     wait = host.limiter.wait_s(claimed, address)
     if wait > 0:
-        return JSONResponse({"error": "invalid_request",
-                             "error_description": f"too many attempts; retry in {math.ceil(wait)} s"},
-                            status_code=429, headers={"Retry-After": str(math.ceil(wait))})
+        return _oauth_error(429, "invalid_request", f"too many attempts; retry in {math.ceil(wait)} s",
+                            {"Retry-After": str(math.ceil(wait))})
     client = host.clients.verify(client_id, secret)
     if client is None:
         host.limiter.failed(claimed, address)
@@ -149,152 +145,120 @@ async def token(request: Request) -> JSONResponse:
                         headers={"Cache-Control": "no-store"})
 
 
-def require_pact_token(request: Request) -> None:
-    header = request.headers.get("authorization", "")
-    scheme, _, value = header.partition(" ")
+def _client(request: Request) -> PactClient:
+    """The client behind the bearer token (HTTPS only; 401 for a missing, unknown or expired token)."""
+    _https(request)
+    host = _host(request)
+    scheme, _, value = request.headers.get("authorization", "").partition(" ")
+    challenge = {"WWW-Authenticate": 'Bearer error="invalid_token"'}
     if scheme.lower() != "bearer" or not value.strip():
-        raise PactError(400, "BadRequest", "missing bearer token: get one from POST /auth/token")
-    checked = request.app.state.pact_auth.tokens.check(value.strip())
+        raise PactError(401, "BadRequest", "missing bearer token: get one from POST /auth/token",
+                        {"WWW-Authenticate": "Bearer"})
+    checked = host.tokens.check(value.strip())
     if checked is None:
-        raise PactError(400, "BadRequest", "Invalid token provided")
+        raise PactError(401, "BadRequest", "Invalid token provided", challenge)
     if checked[0] == "expired":
-        raise PactError(401, "TokenExpired", "the access token expired: get a new one from POST /auth/token")
+        raise PactError(401, "TokenExpired", "The specified access token has expired: get a new one from "
+                        "POST /auth/token", challenge)
+    client = host.clients.get(checked[1])
+    if client is None:  # removed from the clients file since the token was issued
+        raise PactError(401, "BadRequest", "Invalid token provided", challenge)
+    return client
 
 
-Service = Annotated[AccountingServiceLike, Depends(service)]
+def _int(value: str | None, name: str, default: int, minimum: int) -> int:
+    if value is None:
+        return default
+    try:
+        number = int(value)
+    except ValueError:
+        raise PactError(400, "BadRequest", f"{name}={value!r} is not an integer") from None
+    if number < minimum:
+        raise PactError(400, "BadRequest", f"{name} must be at least {minimum}")
+    return number
 
 
-def _months(site: Site, count: int, now_ms: int) -> list[tuple[int, int]]:
-    """The last `count` calendar months of the site, newest first, the current one cut at now."""
-    tz = site_tz(site)
-    out: list[tuple[int, int]] = []
-    at = now_ms
-    for _ in range(count):
-        start, end = windows.window_bounds("month", at, tz)
-        out.append((start, min(end, now_ms)))
-        at = start - 1
-    return out
-
-
-def periods(svc: AccountingServiceLike, months: int, now_ms: int) -> list[Period]:
-    return [Period(site, product, start, end)
-            for site in selected_sites(svc, None)
-            for start, end in _months(site, months, now_ms)
-            for product in site.products]
-
-
-def _iso(ms: int) -> str:
-    return datetime.fromtimestamp(ms / 1000, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
-
-
-def _decimal(value: float) -> str:
-    """A PACT decimal string (no exponent, no sign on zero)."""
-    text = f"{value:.6f}".rstrip("0").rstrip(".")
-    return "0" if text in ("", "-0") else text
-
-
-def product_footprint(period: Period, fp: dict[str, Any], now_ms: int) -> dict[str, Any]:
-    """The PACT v3 ProductFootprint of one Tanji footprint dict."""
-    site, product = period.site, period.product
-    per_unit = fp.get("kgco2e_per_unit_market")
-    upstream = product.upstream_kgco2e_per_unit
-    per_unit_total = (per_unit or 0.0) + (upstream or 0.0)
-    battery_kwh = product.declared_unit_kwh
-    if battery_kwh:
-        unit, amount, per_declared = "kilowatt hour", battery_kwh, per_unit_total / battery_kwh
-        mass = (product.mass_kg or 0.0) / battery_kwh
-    else:
-        unit, amount, per_declared, mass = "piece", 1.0, per_unit_total, product.mass_kg or 0.0
-    boundary = ("cradle-to-gate: static upstream part per unit from the bill of materials plus "
-                "metered gate-to-gate electricity" if upstream else
-                "gate-to-gate: electricity metered at the plant (purchased grid electricity, "
-                "on-site PV, green certificates); upstream materials not included")
-    provisional = bool(fp.get("provisional")) or period.end_ms >= now_ms
-    comment = (f"Tanji live footprint of {product.id} at {site.id}, {_iso(period.start_ms)} to "
-               f"{_iso(period.end_ms)}{' (month to date, provisional)' if provisional else ''}; "
-               f"{fp.get('units', 0):g} units. Market-based electricity emissions "
-               f"(matching mode {fp.get('matching_mode')}, residual mix {fp.get('residual_mix')}), "
-               f"factor dataset {fp.get('dataset_id')} version {fp.get('dataset_version')}. "
-               "Product carbon content not assessed (fossilCarbonContent reported 0)."
-               + ("" if per_unit is not None else " No unit produced in the period: emissions per unit unknown, reported 0."))
-    return {
-        "id": period.id,
-        "specVersion": SPEC_VERSION,
-        "version": int(fp.get("revision") or 0),
-        "created": _iso(now_ms),
-        "status": "Active",
-        "companyName": site.name or site.id,
-        "companyIds": [f"urn:tanji:site:{site.id}"],
-        "productDescription": product.name,
-        "productIds": [f"urn:tanji:product:{site.id}:{product.id}"],
-        "productNameCompany": product.name,
-        "comment": comment,
-        "pcf": {
-            "declaredUnitOfMeasurement": unit,
-            "declaredUnitAmount": _decimal(amount),
-            "productMassPerDeclaredUnit": _decimal(mass),
-            "referencePeriodStart": _iso(period.start_ms),
-            "referencePeriodEnd": _iso(period.end_ms),
-            "geographyCountry": "CN",
-            "pcfExcludingBiogenicUptake": _decimal(per_declared),
-            "pcfIncludingBiogenicUptake": _decimal(per_declared),
-            "fossilGhgEmissions": _decimal(per_declared),
-            "fossilCarbonContent": "0",
-            "ipccCharacterizationFactors": ["AR6"],
-            "crossSectoralStandards": ["ISO14067", "GHGP-Product", "PACT-3.0"],
-            "exemptedEmissionsPercent": "0",
-            "packagingEmissionsIncluded": False,
-            "boundaryProcessesDescription": boundary,
-            "primaryDataShare": _decimal(100 * (fp.get("primary_data_share") or 0.0)),
-            "secondaryEmissionFactorSources": [
-                {"name": str(fp.get("dataset_id")), "version": str(fp.get("dataset_version"))}],
-        },
-        "extensions": [{
-            "specVersion": "2.0.0",
-            "dataSchema": EXTENSION_SCHEMA,
-            "data": {k: fp.get(k) for k in (
-                "units", "energy_kwh", "kgco2e_location", "kgco2e_market", "kgco2e_per_unit_location",
-                "kgco2e_per_unit_market", "upstream_kgco2e_per_unit", "dataset_id", "dataset_version",
-                "gas_basis", "matching_mode", "residual_mix", "share_metered", "share_allocated",
-                "share_estimated", "uncertainty_pct_95", "renewable_share", "hourly_matched_share",
-                "provisional", "revision", "factor_region", "factor_selection", "uncovered_basis")},
-        }],
-    }
-
-
-def _footprint_for(svc: AccountingServiceLike, period: Period, now_ms: int) -> dict[str, Any]:
-    found = svc.footprints(period.site.id, start_ms=period.start_ms, end_ms=max(period.end_ms, period.start_ms + 1),
-                           product_id=period.product.id)
-    fp = found[0] if found else {"units": 0.0, "revision": 0, "provisional": True}
-    return product_footprint(period, fp, now_ms)
-
-
-@router.get("/3/footprints", dependencies=[Depends(require_pact_token)], response_class=TanjiJSONResponse,
-            summary="PACT Action ListFootprints", responses={400: {"description": "bad or missing token"}})
-def list_footprints(request: Request, svc: Service,
-                    limit: Annotated[int, Query(ge=1, le=MAX_LIMIT)] = 100,
-                    offset: Annotated[int, Query(ge=0, le=1_000_000, description="continuation from the Link header")] = 0,
-                    productId: Annotated[str | None, Query(max_length=200)] = None) -> JSONResponse:  # noqa: N803 (PACT name)
-    """The current and previous month of every product, newest first; paged with `limit`."""
-    now = windows.now_ms()
-    chosen = [p for p in periods(svc, MONTHS_LISTED, now)
-              if productId is None or productId in (p.product.id, f"urn:tanji:product:{p.site.id}:{p.product.id}")]
-    page = chosen[offset:offset + limit]
-    body = {"data": [_footprint_for(svc, p, now) for p in page]}
+@router.get("/3/footprints", summary="PACT Action ListFootprints",
+            responses={200: {"description": "{data: [ProductFootprint]}"}, 400: {"description": "BadRequest"},
+                       401: {"description": "invalid or expired token"}, 403: {"description": "AccessDenied"}})
+def list_footprints(request: Request) -> JSONResponse:
+    """Published footprints the client is granted (Active and Deprecated), oldest first; every
+    v3 filter (arrays OR-ed, criteria AND-ed, case-insensitive); `limit` (at most 1000 a page)
+    and an absolute `Link` to the next page, valid as long as the host runs and beyond."""
+    client = _client(request)
+    host = _host(request)
+    params = list(request.query_params.multi_items())
+    names = {k.lower() for k, _ in params}
+    if "$filter" in names or "filter" in names:
+        raise PactError(400, "NotImplemented", "the OData $filter of v2 is not supported in v3; use the v3 "
+                        "filter parameters (productId, companyId, geography, classification, validOn, "
+                        "validAfter, validBefore, status)")
+    single = {k.lower(): v for k, v in params if k.lower() in PAGING}
+    limit = min(_int(single.get("limit"), "limit", DEFAULT_LIMIT, 1), MAX_LIMIT)
+    offset = _int(single.get("offset"), "offset", 0, 0)
+    asof = _int(single.get("asof"), "asof", host.published.last_seq(), 0)
+    try:
+        criteria = Criteria.parse(params)
+    except FilterError as exc:
+        raise PactError(400, "BadRequest", str(exc)) from None
+    found, hidden = host.select(client, criteria, upto_seq=asof)
+    if not found and hidden:
+        raise PactError(403, "AccessDenied", "Access denied: these footprints are not shared with this client")
+    page = found[offset:offset + limit]
     headers = {}
-    if offset + limit < len(chosen):
-        query = urllib.parse.urlencode({k: v for k, v in (("limit", limit), ("offset", offset + limit),
-                                                          ("productId", productId)) if v is not None})
-        headers["Link"] = f'<{request.url.replace(query=query)}>; rel="next"'
-    return TanjiJSONResponse(body, headers=headers)
+    if offset + limit < len(found):
+        keep = [(k, v) for k, v in params if k.lower() not in PAGING]
+        query = urllib.parse.urlencode(keep + [("limit", limit), ("offset", offset + limit), ("asof", asof)])
+        headers["Link"] = f'<{_base(request)}/3/footprints?{query}>; rel="next"'
+    return JSONResponse({"data": [p.document for p in page]}, headers=headers)
 
 
-@router.get("/3/footprints/{footprint_id}", dependencies=[Depends(require_pact_token)],
-            response_class=TanjiJSONResponse, summary="PACT Action GetFootprint",
-            responses={400: {"description": "bad or missing token"}, 404: {"description": "NoSuchFootprint"}})
-def get_footprint(svc: Service, footprint_id: str) -> dict[str, Any]:
-    now = windows.now_ms()
-    for period in periods(svc, MONTHS_SERVED, now):
-        if period.id == footprint_id:
-            return {"data": _footprint_for(svc, period, now)}
-    raise PactError(404, "NoSuchFootprint", f"Footprint with ID {footprint_id!r} does not exist")
+@router.get("/3/footprints/{footprint_id}", summary="PACT Action GetFootprint",
+            responses={200: {"description": "{data: ProductFootprint}"}, 400: {"description": "BadRequest"},
+                       401: {"description": "invalid or expired token"}, 403: {"description": "AccessDenied"},
+                       404: {"description": "NotFound"}})
+def get_footprint(request: Request, footprint_id: str) -> JSONResponse:
+    """One footprint by id, also when Deprecated (its successor names it in precedingPfIds)."""
+    client = _client(request)
+    if not events.is_uuid(footprint_id):
+        raise PactError(400, "BadRequest", f"{footprint_id!r} is not a footprint id (a UUID)")
+    found = _host(request).published.get(footprint_id.lower())
+    if found is None:
+        raise PactError(404, "NotFound", f"Footprint with ID {footprint_id!r} does not exist")
+    if not _host(request).visible(client, found):
+        raise PactError(403, "AccessDenied", "Access denied: this footprint is not shared with this client")
+    return JSONResponse({"data": found.document})
+
+
+@router.post("/3/events", summary="PACT Action Events (CloudEvents, structured content mode)",
+             responses={200: {"description": "accepted (empty body)"}, 400: {"description": "BadRequest"},
+                        401: {"description": "invalid or expired token"}})
+async def post_event(request: Request) -> Response:
+    client = _client(request)
+    media = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    if media not in events.MEDIA_TYPES:
+        raise PactError(400, "BadRequest", "send the event as application/cloudevents+json (structured mode)")
+    try:
+        body = json.loads(await request.body())
+    except (ValueError, UnicodeDecodeError):
+        raise PactError(400, "BadRequest", "the body is not JSON") from None
+    try:
+        event = events.parse(body)
+    except events.EventError as exc:
+        raise PactError(400, "BadRequest", str(exc)) from None
+    if event.type == events.REQUEST_CREATED:
+        if client.events is None:
+            raise PactError(400, "BadRequest", f"client {client.client_id!r} has no events endpoint registered "
+                            "with this host: its answer could not be delivered")
+        if not client.events.accepts_source(event.source):
+            raise PactError(400, "BadRequest", f"source {event.source!r} is not the events endpoint registered "
+                            f"for client {client.client_id!r}")
+        _host(request).request(client, body)
+    return Response(status_code=200)
+
+
+@router.get(EXTENSION_PATH, summary="JSON Schema of Tanji's PACT data model extension", include_in_schema=True)
+def extension_schema() -> Response:
+    """Public (no token): partners validate the extension data against it."""
+    return Response(_SCHEMA_TEXT, media_type="application/schema+json",
+                    headers={"Cache-Control": "public, max-age=86400"})

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Body, Depends, HTTPException
+from fastapi import APIRouter, Body, Depends, HTTPException, Request
 from pydantic import BaseModel, Field
 
 from accounting.api import windows
@@ -29,7 +29,9 @@ class RecomputeIn(BaseModel):
 
 @router.post("/recompute", dependencies=[Writer], summary="Recompute a period into a new, versioned result")
 def recompute(svc: Annotated[AccountingServiceLike, Depends(service)],
-              request: Annotated[RecomputeIn, Body()]) -> dict[str, Any]:
+              request: Annotated[RecomputeIn, Body()], http: Request) -> dict[str, Any]:
+    """The new result is stored beside the live one; published PACT footprints of the months it
+    touches are revised with it (a new footprint each where the figures changed)."""
     site_or_404(svc, request.site_id)
     try:
         start_ms = windows.parse_instant(request.start, "start")
@@ -40,5 +42,9 @@ def recompute(svc: Annotated[AccountingServiceLike, Depends(service)],
         raise HTTPException(422, f"end ({end_ms}) must be after start ({start_ms})")
     if not isinstance(svc, RecomputeLike):
         raise HTTPException(501, "this accounting service does not offer recomputation yet")
-    return svc.recompute(request.site_id, start_ms=start_ms, end_ms=end_ms,
-                         dataset_version=request.dataset_version)
+    result = svc.recompute(request.site_id, start_ms=start_ms, end_ms=end_ms,
+                           dataset_version=request.dataset_version)
+    pact = getattr(http.app.state, "pact", None)
+    if pact is not None:
+        pact.recomputed(request.site_id, start_ms, end_ms, request.dataset_version)
+    return result

@@ -1,13 +1,15 @@
 """Documents for export staff: CSV, the EU battery declared unit, and a printable carbon label.
 
-All three are views of `select_footprints`, the same numbers the dashboard shows, with the
-provenance an auditor asks for next to them: factor dataset id and version, matching mode,
-data-quality shares and the 95 % uncertainty.
+All three are views of `select_footprints`: the engine's footprint records, the same ones the
+dashboard, the API and PACT show. Nothing here computes a figure; every number printed is a
+field of the record (battery figures included), with the provenance an auditor asks for next
+to it: factor dataset id and version, matching mode, data-quality shares, 95 % uncertainty.
 """
 
 from __future__ import annotations
 
 import csv
+import dataclasses
 import html
 import io
 from datetime import datetime
@@ -26,20 +28,22 @@ from accounting.api.v1 import (
     WindowParam,
     select_footprints,
 )
+from accounting.engine.engine import ProductFootprint
 from accounting.factors.selection import exemption_text, factor_rule_text, uncovered_rule_text
 from tanji.site import Product, Site
 
 router = APIRouter(prefix="/api/v1/reports", tags=["reports"])
 Service = Annotated[AccountingServiceLike, Depends(service)]
 
-CSV_COLUMNS = (
-    "site_id", "product_id", "window", "window_start_ms", "window_end_ms", "units", "energy_kwh",
-    "kgco2e_location", "kgco2e_market", "kgco2e_per_unit_location", "kgco2e_per_unit_market",
-    "upstream_kgco2e_per_unit", "kgco2e_per_battery_kwh_location", "kgco2e_per_battery_kwh_market",
-    "dataset_id", "dataset_version", "gas_basis", "matching_mode", "residual_mix", "share_metered",
-    "share_allocated", "share_estimated", "primary_data_share", "uncertainty_pct_95",
-    "renewable_share", "hourly_matched_share", "provisional", "revision", "batch_id",
-    "factor_region", "factor_selection", "uncovered_basis")
+#: One column per field of the engine's footprint record (the single definition of a
+#: footprint), after the site and the window label.
+CSV_COLUMNS = ("site_id", "window", *(f.name for f in dataclasses.fields(ProductFootprint)
+                                      if f.name != "site_id"))
+#: Fields of the EU battery report, all from the record.
+BATTERY_FIELDS = ("site_id", "product_id", "battery_kwh_per_unit", "window_start_ms", "window_end_ms",
+                  "units", "boundary", "kgco2e_per_battery_kwh_eu", "kgco2e_per_battery_kwh_market",
+                  "kgco2e_eu_battery_electricity", "upstream_kgco2e_per_unit", "dataset_id",
+                  "dataset_version", "uncertainty_pct_95", "provisional")
 
 
 def _product(site: Site, product_id: str) -> Product:
@@ -49,32 +53,16 @@ def _product(site: Site, product_id: str) -> Product:
     raise HTTPException(404, f"site {site.id} has no product {product_id!r}")
 
 
-def battery_figures(fp: dict[str, Any], product: Product) -> dict[str, float | None]:
-    """EU battery regulation declared unit: kgCO2e per kWh of battery energy (gate-to-gate here)."""
-    kwh = product.declared_unit_kwh
-    out: dict[str, float | None] = {}
-    for basis in ("location", "market"):
-        per_unit = fp.get(f"kgco2e_per_unit_{basis}")
-        out[f"kgco2e_per_battery_kwh_{basis}"] = per_unit / kwh if kwh and per_unit is not None else None
-    return out
-
-
-def _products(svc: AccountingServiceLike) -> dict[tuple[str, str], Product]:
-    return {(s.id, p.id): p for s in svc.sites.values() for p in s.products}
-
-
 @router.get("/footprints.csv", response_class=Response, summary="Footprints as CSV (UTF-8, units in column names)",
             responses={200: {"content": {"text/csv": {}}}})
 def footprints_csv(svc: Service, site: SiteParam = None, product: ProductParam = None,
                    window: WindowParam = None, start: StartParam = None, end: EndParam = None) -> Response:
     rows = select_footprints(svc, site, product, window, start, end)
-    products = _products(svc)
     out = io.StringIO()
     writer = csv.DictWriter(out, CSV_COLUMNS, extrasaction="ignore", lineterminator="\r\n")
     writer.writeheader()
     for fp in rows:
-        p = products.get((fp["site_id"], fp["product_id"]))
-        writer.writerow({**fp, **(battery_figures(fp, p) if p else {})})
+        writer.writerow(fp)
     # The byte-order mark makes spreadsheet programs read the Chinese names as UTF-8.
     return Response("\ufeff" + out.getvalue(), media_type="text/csv; charset=utf-8",
                     headers={"Content-Disposition": 'attachment; filename="tanji-footprints.csv"'})
@@ -83,20 +71,14 @@ def footprints_csv(svc: Service, site: SiteParam = None, product: ProductParam =
 @router.get("/battery", summary="EU battery regulation declared unit: kgCO2e per kWh of battery energy")
 def battery(svc: Service, site: SiteParam = None, product: ProductParam = None, window: WindowParam = None,
             start: StartParam = None, end: EndParam = None) -> list[dict[str, Any]]:
-    """Products with a declared battery energy (`declared_unit_kwh` in the site file) only."""
-    products = _products(svc)
-    out = []
-    for fp in select_footprints(svc, site, product, window, start, end):
-        p = products.get((fp["site_id"], fp["product_id"]))
-        if p is None or not p.declared_unit_kwh:
-            continue
-        out.append({"site_id": fp["site_id"], "product_id": p.id, "declared_unit_kwh": p.declared_unit_kwh,
-                    "window_start_ms": fp.get("window_start_ms"), "window_end_ms": fp.get("window_end_ms"),
-                    "units": fp.get("units"), **battery_figures(fp, p),
-                    "upstream_kgco2e_per_battery_kwh": (p.upstream_kgco2e_per_unit / p.declared_unit_kwh
-                                                        if p.upstream_kgco2e_per_unit is not None else None),
-                    "dataset_id": fp.get("dataset_id"), "dataset_version": fp.get("dataset_version"),
-                    "uncertainty_pct_95": fp.get("uncertainty_pct_95"), "provisional": fp.get("provisional")})
+    """Products with a declared battery energy (`declared_unit_kwh` in the site file) only.
+
+    `kgco2e_per_battery_kwh_eu` follows the battery regulation's rule (grid mix or a direct
+    connection; certificates and green-power contracts do not lower it); the market-based
+    figure is beside it as `kgco2e_per_battery_kwh_market`. Both come from the footprint record.
+    """
+    out = [{k: fp.get(k) for k in BATTERY_FIELDS}
+           for fp in select_footprints(svc, site, product, window, start, end) if fp.get("battery_kwh_per_unit")]
     if product is not None and not out:
         raise HTTPException(422, f"product {product!r} has no declared battery energy (declared_unit_kwh)")
     return out
@@ -126,12 +108,13 @@ def carbon_label(svc: Service, site_id: str, product_id: str, window: WindowPara
         return datetime.fromtimestamp(ms / 1000, tz).strftime("%Y-%m-%d %H:%M") if isinstance(ms, int) else "–"
 
     battery_rows = ""
-    if product.declared_unit_kwh:
-        b = battery_figures(fp, product)
-        battery_rows = (f"<tr><th>电池声明单位 EU battery declared unit</th><td class=big>"
-                        f"{_num(b['kgco2e_per_battery_kwh_market'])} <small>kgCO2e/kWh (market)</small><br>"
-                        f"{_num(b['kgco2e_per_battery_kwh_location'])} <small>kgCO2e/kWh (location)</small></td></tr>")
-    upstream = product.upstream_kgco2e_per_unit
+    if fp.get("battery_kwh_per_unit"):
+        battery_rows = (f"<tr><th>电池碳足迹 EU battery figure ({_num(fp['battery_kwh_per_unit'], 2)} kWh/unit)</th>"
+                        f"<td class=big><span data-testid=label-battery-eu>{_num(fp.get('kgco2e_per_battery_kwh_eu'))}</span>"
+                        " <small>kgCO2e/kWh (EU battery rule: grid mix, direct connection)</small><br>"
+                        f"<span data-testid=label-battery-market>{_num(fp.get('kgco2e_per_battery_kwh_market'))}</span>"
+                        " <small>kgCO2e/kWh (market-based)</small></td></tr>")
+    upstream = fp.get("upstream_kgco2e_per_unit")
     e = html.escape
     rows = [
         ("产品 Product", f"{e(product.name)} <small>({e(product.id)})</small>"),
@@ -141,6 +124,8 @@ def carbon_label(svc: Service, site_id: str, product_id: str, window: WindowPara
         ("产量 Units", _num(fp.get("units"), 0)),
         ("电量 Electricity", f"{_num(fp.get('energy_kwh'), 1)} kWh"),
         ("上游 Upstream", f"{_num(upstream)} kgCO2e/unit" if upstream is not None else "未包含 not included (gate-to-gate)"),
+        ("边界 Boundary", e(str(fp.get("boundary")))
+         + f" · 产品碳足迹 PCF <span data-testid=label-pcf>{_num(fp.get('pcf_kgco2e_per_unit_market'))}</span> kgCO2e/unit (market)"),
         ("排放因子 Factor", e(factor_rule_text(fp))),
         ("匹配方式 Matching mode", f"{e(str(fp.get('matching_mode')))}{e(exemption_text(site))} · {e(uncovered_rule_text(fp))}"),
         ("可再生电力 Renewable share", _pct(fp.get("renewable_share"))),

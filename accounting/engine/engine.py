@@ -84,6 +84,23 @@ class ProductFootprint:
     #: how the factor was chosen: ``latest_per_hour`` (each hour the latest published vintage
     #: for it, `dataset_version` names every vintage used) or ``pinned`` (one version)
     factor_selection: str = "pinned"
+    #: ``gate-to-gate`` (metered electricity only) or ``cradle-to-gate`` (plus the declared
+    #: upstream stage): the boundary of ``pcf_kgco2e_per_unit_market`` and the battery figures.
+    boundary: str = "gate-to-gate"
+    #: The product carbon footprint per unit over ``boundary``, market-based: market per unit
+    #: plus the upstream part when declared. What PACT publishes per unit.
+    pcf_kgco2e_per_unit_market: float | None = None
+    #: kWh of battery energy per unit (EU battery regulation declared unit), None if not a battery.
+    battery_kwh_per_unit: float | None = None
+    #: Electricity emissions under the EU battery regulation's rule (draft delegated act on the
+    #: carbon footprint of EV batteries, 2024): grid-mix (location) factor for grid electricity,
+    #: the on-site installation's factor for directly connected (on-site PV) electricity;
+    #: certificates and green-power contracts do not lower it.
+    kgco2e_eu_battery_electricity: float = 0.0
+    #: The EU battery figure: (EU-rule electricity per unit + upstream per unit) per kWh of the
+    #: unit's declared battery energy. ``kgco2e_per_battery_kwh_market`` is the market-based
+    #: figure on the same boundary, under its own name.
+    kgco2e_per_battery_kwh_eu: float | None = None
 
     def to_dict(self) -> dict[str, object]:
         """A JSON-ready dict (field names carry the units)."""
@@ -533,9 +550,16 @@ class Engine:
             gate = kg_loc / (kg_loc + upstream) if kg_loc + upstream > 0 else 1.0
             primary = (metered + allocated) * gate
         renewable = sum(covered) / energy if energy > 0 else 0.0
-        battery = None
-        if prod.battery_kwh_per_unit and per_unit_mkt is not None:
-            battery = (per_unit_mkt + (prod.upstream_kgco2e_per_unit or 0.0)) / prod.battery_kwh_per_unit
+        upstream_unit = prod.upstream_kgco2e_per_unit or 0.0
+        pcf_mkt = per_unit_mkt + upstream_unit if per_unit_mkt is not None else None
+        # EU battery rule: grid electricity at the grid mix, on-site PV (a direct connection) at
+        # its own factor; contractual instruments are left out.
+        grid_kwh = d.energy[:, p] - d.cov_pv[:, p]
+        kg_eu = float(w @ (grid_kwh * d.loc_factor + d.cov_pv[:, p] * self._pv_factor))
+        battery = battery_eu = None
+        if prod.battery_kwh_per_unit and units > 0:
+            battery = pcf_mkt / prod.battery_kwh_per_unit
+            battery_eu = (kg_eu / units + upstream_unit) / prod.battery_kwh_per_unit
         return ProductFootprint(
             product_id=prod.product_id, site_id=self.topology.site_id,
             window_start_ms=int(lo), window_end_ms=int(hi), units=units, energy_kwh=energy,
@@ -554,7 +578,10 @@ class Engine:
             covered_pv_kwh=covered[0], covered_contract_kwh=covered[1], covered_gec_kwh=covered[2],
             kgco2e_per_battery_kwh_market=battery, batch_id=batch,
             uncovered_basis=self.dataset.uncovered_basis(self.topology.grid_region),
-            factor_selection=self.dataset.selection)
+            factor_selection=self.dataset.selection,
+            boundary="cradle-to-gate" if prod.upstream_kgco2e_per_unit is not None else "gate-to-gate",
+            pcf_kgco2e_per_unit_market=pcf_mkt, battery_kwh_per_unit=prod.battery_kwh_per_unit,
+            kgco2e_eu_battery_electricity=kg_eu, kgco2e_per_battery_kwh_eu=battery_eu)
 
     def instrument_usage(self) -> list[dict[str, object]]:
         """kWh available and used of every instrument row (certificate lots, contract deliveries),

@@ -6,6 +6,10 @@ ListFootprints / GetFootprint / Events). Production reads them from a YAML file 
 secret, so a leaked file does not leak credentials:
 
     public_url: https://pact.plant.example.com:8443   # optional: the URL partners use
+    products:                                          # what the plant declares per product
+      cq-battery/pack-48v-100ah:
+        classifications: [urn:pact:productclassification:hs:850760]
+        exempted_emissions_pct: 97                     # gate-to-gate: share outside electricity
     clients:
       - id: acme-procurement
         secret_hash: pbkdf2-sha256$60000$…$…          # python -m accounting.pact.clients hash
@@ -38,6 +42,7 @@ import urllib.parse
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from accounting.pact.document import PactProduct
 from tanji.config_file import Section, load_yaml
 
 HASH_SCHEME = "pbkdf2-sha256"
@@ -118,9 +123,11 @@ class PactClients:
     """The partners of a deployment; verifies secrets in constant time against their hashes."""
 
     def __init__(self, clients: list[PactClient] | tuple[PactClient, ...] = (), *,
-                 public_url: str | None = None) -> None:
+                 public_url: str | None = None,
+                 products: dict[tuple[str, str], PactProduct] | None = None) -> None:
         self._clients = {c.client_id: c for c in clients}
         self.public_url = public_url.rstrip("/") if public_url else None
+        self.products = dict(products or {})
         self._verified: dict[str, bytes] = {}  # client id -> sha256 of the last good secret
         self._lock = threading.Lock()
 
@@ -153,10 +160,11 @@ class PactClients:
 
     @classmethod
     def from_secrets(cls, secrets_by_id: dict[str, str], *, public_url: str | None = None,
+                     products: dict[tuple[str, str], PactProduct] | None = None,
                      iterations: int = 1_000) -> PactClients:
         """Clients with plain secrets and every grant (the demo, tests)."""
         return cls([PactClient(cid, hash_secret(s, iterations=iterations)) for cid, s in secrets_by_id.items()],
-                   public_url=public_url)
+                   public_url=public_url, products=products)
 
     @classmethod
     def from_file(cls, path: str | Path) -> PactClients:
@@ -172,8 +180,27 @@ class PactClients:
             if client.client_id in seen:
                 raise section.error("id", f"client id {client.client_id!r} is listed twice", "keep one entry per id")
             seen.add(client.client_id)
-        root.reject_unknown(("public_url", "clients"))
-        return cls(clients, public_url=public_url)
+        products = {}
+        if "products" in root:
+            section = root.section("products")
+            for key in section:
+                site_id, sep, product_id = key.partition("/")
+                if not sep or not site_id or not product_id:
+                    raise section.error(key, f"{key!r} is not site/product", "e.g. cq-battery/pack-48v-100ah:")
+                products[(site_id, product_id)] = _product(section.section(key))
+        root.reject_unknown(("public_url", "products", "clients"))
+        return cls(clients, public_url=public_url, products=products)
+
+
+def _product(s: Section) -> PactProduct:
+    classes = s.get("classifications", list, [])
+    for c in classes:
+        if not isinstance(c, str) or not c.lower().startswith("urn:"):
+            raise s.error("classifications", f"{c!r} is not a URN",
+                          "e.g. urn:pact:productclassification:hs:850760 (PACT v3 classification URNs)")
+    pct = s.number("exempted_emissions_pct", None, minimum=0, maximum=100)
+    s.reject_unknown(("classifications", "exempted_emissions_pct"))
+    return PactProduct(tuple(classes), pct)
 
 
 def _client(s: Section, base: Path) -> PactClient:

@@ -14,6 +14,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from accounting.api import windows
+from accounting.api.deps import site_tz
 from accounting.api.types import Listener
 from accounting.errors import CertificateAlreadyClaimedError, FactorDatasetError
 from accounting.factors.dataset import dataset_from_dict
@@ -54,6 +56,16 @@ class FakeService:
                            "publisher": "MEE & NBS", "unit": "kgCO2/kWh", "gas_basis": "co2",
                            "granularity": "annual"}]
         self._certificates: dict[str, dict[str, Any]] = {}
+        # Closed months: production only from the start of the month before last (two closed
+        # months with production), hours of a window revised `revisions[start_ms]` times, and
+        # a window's numbers scaled by `factor_scale[dataset]` in a recomputation.
+        now = int(time.time() * 1000)
+        this_month, _ = windows.window_bounds("month", now, site_tz(site))
+        last_month, _ = windows.window_bounds("month", this_month - 1, site_tz(site))
+        self.production_from_ms, _ = windows.window_bounds("month", last_month - 1, site_tz(site))
+        self.revisions: dict[int, int] = {}
+        self.energy_scale: dict[int, float] = {}
+        self.recomputations: list[dict[str, Any]] = []
 
     # -- read interface ----------------------------------------------------------------------
     def footprints(self, site_id: str | None = None, *, start_ms: int, end_ms: int,
@@ -69,26 +81,33 @@ class FakeService:
             for i, p in enumerate(site.products):
                 if product_id not in (None, p.id):
                     continue
-                units = 10.0 * (self.cycle + 1) * (i + 1)
-                energy = 25.0 * (self.cycle + 1) * (i + 1) + 3.0 * self.cycle ** 1.5
+                units = 0.0 if end_ms <= self.production_from_ms else 10.0 * (self.cycle + 1) * (i + 1)
+                energy = (25.0 * (self.cycle + 1) * (i + 1) + 3.0 * self.cycle ** 1.5) * self.energy_scale.get(start_ms, 1.0)
                 loc = energy * 0.2268
                 mkt = loc * 0.6
                 out.append({
                     "product_id": p.id, "site_id": site.id, "window_start_ms": start_ms, "window_end_ms": end_ms,
                     "units": units, "energy_kwh": energy,
                     "kgco2e_location": loc, "kgco2e_market": mkt,
-                    "kgco2e_per_unit_location": loc / units, "kgco2e_per_unit_market": mkt / units,
+                    "kgco2e_per_unit_location": loc / units if units else None,
+                    "kgco2e_per_unit_market": mkt / units if units else None,
                     "upstream_kgco2e_per_unit": p.upstream_kgco2e_per_unit,
                     "dataset_id": "cn-mee-regional-co2", "dataset_version": "2022",
                     "gas_basis": "co2", "factor_region": "Southwest", "matching_mode": site.matching_mode, "residual_mix": "unavailable",
                     "share_metered": 0.8, "share_allocated": 0.15, "share_estimated": 0.05,
-                    "primary_data_share": 0.95, "uncertainty_pct_95": 5.4, "provisional": True,
-                    "revision": 0, "renewable_share": 0.4, "hourly_matched_share": None,
+                    "primary_data_share": 0.95, "uncertainty_pct_95": 5.4,
+                    "provisional": end_ms > int(time.time() * 1000),
+                    "revision": self.revisions.get(start_ms, 0), "renewable_share": 0.4, "hourly_matched_share": None,
                     "uncovered_basis": "grid_average", "factor_selection": "pinned",
                     "covered_pv_kwh": 0.0, "covered_contract_kwh": 0.0, "covered_gec_kwh": 0.4 * energy,
                     "kgco2e_per_battery_kwh_market": (mkt / units / p.declared_unit_kwh
-                                                      if p.declared_unit_kwh else None),
-                    "batch_id": batch_id,
+                                                      if p.declared_unit_kwh and units else None),
+                    "batch_id": batch_id, "boundary": "gate-to-gate",
+                    "pcf_kgco2e_per_unit_market": mkt / units if units else None,
+                    "battery_kwh_per_unit": p.declared_unit_kwh,
+                    "kgco2e_eu_battery_electricity": loc,
+                    "kgco2e_per_battery_kwh_eu": (loc / units / p.declared_unit_kwh
+                                                  if p.declared_unit_kwh and units else None),
                 })
         return out
 
@@ -145,8 +164,21 @@ class FakeService:
 
     def recompute(self, site_id: str, *, start_ms: int, end_ms: int,
                   dataset_version: str | None = None) -> dict:
-        return {"site_id": site_id, "start_ms": start_ms, "end_ms": end_ms,
-                "dataset_version": dataset_version or "2022", "revision": 1}
+        """Like the real one: footprints of the period with that dataset version (here: the
+        version's number scales emissions, so another version gives other figures)."""
+        version = (dataset_version or "2022").rpartition("@")[2]
+        scale = 1.0 + (int(version) - 2022) / 10 if version.isdigit() else 1.0
+        fps = self.footprints(site_id, start_ms=start_ms, end_ms=end_ms)
+        for fp in fps:
+            fp["dataset_version"] = version
+            for key in ("kgco2e_location", "kgco2e_market", "kgco2e_per_unit_location", "kgco2e_per_unit_market",
+                        "pcf_kgco2e_per_unit_market", "kgco2e_per_battery_kwh_market"):
+                if fp[key] is not None:
+                    fp[key] *= scale
+        result = {"site_id": site_id, "start_ms": start_ms, "end_ms": end_ms,
+                  "dataset_version": version, "revision": len(self.recomputations) + 1, "footprints": fps}
+        self.recomputations.append(result)
+        return result
 
     # -- test controls -----------------------------------------------------------------------
     def tick(self, kinds: tuple[str, ...] = ("footprints", "meters")) -> None:

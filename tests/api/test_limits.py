@@ -74,7 +74,8 @@ def test_a_declared_length_over_the_limit_is_refused_unread(path: str) -> None:
 def test_limits_leave_ordinary_bodies_alone() -> None:
     assert limit_for("/api/v1/factor-datasets") > DEFAULT_LIMIT >= limit_for("/auth/token")
     from fastapi.testclient import TestClient
-    with TestClient(create_app(FakeService(), api_token="t", pact_clients={"demo": "demo-secret-0123456789"})) as c:
+    with TestClient(create_app(FakeService(), api_token="t", pact_clients={"demo": "demo-secret-0123456789"}),
+                    base_url="https://testserver") as c:
         r = c.post("/auth/token", data={"grant_type": "client_credentials"}, auth=("demo", "demo-secret-0123456789"))
         assert r.status_code == 200
 

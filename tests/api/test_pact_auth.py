@@ -11,8 +11,8 @@ import pytest
 from fastapi.testclient import TestClient
 
 from accounting.api import create_app
-from accounting.api.pact import PactAuth
 from accounting.pact.clients import PactClients, hash_secret
+from accounting.pact.host import PactHost
 from accounting.pact.ratelimit import AuthLimiter
 from accounting.pact.tokens import TokenStore
 from tanji.errors import ConfigError
@@ -30,10 +30,11 @@ class Clock:
 
 
 def _app(clock: Clock, tokens: TokenStore | None = None):
-    app = create_app(FakeService(), api_token="t")
-    app.state.pact_auth = PactAuth(PactClients.from_secrets(SECRETS), tokens or TokenStore(clock=clock),
-                                   AuthLimiter(clock=clock))
-    return app
+    service = FakeService()
+    host = PactHost(service, PactClients.from_secrets(SECRETS), limiter=AuthLimiter(clock=clock), clock=clock)
+    if tokens is not None:
+        host.tokens = tokens
+    return create_app(service, api_token="t", pact=host)
 
 
 def _login(c: TestClient, client_id: str, secret: str):
@@ -42,7 +43,7 @@ def _login(c: TestClient, client_id: str, secret: str):
 
 def test_wrong_secrets_lock_the_client_out_until_the_window_passes() -> None:
     clock = Clock()
-    with TestClient(_app(clock)) as c:
+    with TestClient(_app(clock), base_url="https://testserver") as c:
         statuses = [_login(c, "acme", f"wrong-{i}").status_code for i in range(300)]
         assert statuses[:10] == [401] * 10 and set(statuses[10:]) == {429}
         # The right secret does not get in while the client is locked out ...
@@ -57,7 +58,7 @@ def test_wrong_secrets_lock_the_client_out_until_the_window_passes() -> None:
 
 def test_an_address_spraying_client_ids_is_limited() -> None:
     clock = Clock()
-    with TestClient(_app(clock)) as c:
+    with TestClient(_app(clock), base_url="https://testserver") as c:
         statuses = [_login(c, f"nobody-{i}", "x" * 20).status_code for i in range(100)]
         assert statuses.count(401) == 30 and statuses.count(429) == 70
 
@@ -65,7 +66,7 @@ def test_an_address_spraying_client_ids_is_limited() -> None:
 def test_one_clients_logins_never_evict_another_clients_token() -> None:
     clock = Clock()
     tokens = TokenStore(clock=clock)
-    with TestClient(_app(clock, tokens)) as c:
+    with TestClient(_app(clock, tokens), base_url="https://testserver") as c:
         beta = _login(c, "beta", SECRETS["beta"]).json()["access_token"]
         statuses = [_login(c, "acme", SECRETS["acme"]).status_code for _ in range(500)]
         assert statuses.count(200) == 60 and statuses.count(429) == 440  # logins per client per minute

@@ -16,20 +16,21 @@ def test_csv_has_one_row_per_product_with_units_in_column_names(client: TestClie
     api = {f["product_id"]: f for f in client.get("/api/v1/footprints").json()}
     assert {row["product_id"] for row in rows} == set(api)
     for row in rows:
-        assert float(row["kgco2e_per_unit_market"]) == pytest.approx(api[row["product_id"]]["kgco2e_per_unit_market"])
+        fp = api[row["product_id"]]
+        for key in ("kgco2e_per_unit_market", "kgco2e_per_battery_kwh_eu", "kgco2e_per_battery_kwh_market",
+                    "pcf_kgco2e_per_unit_market"):
+            assert float(row[key]) == pytest.approx(fp[key]), key
         assert row["dataset_version"] == "2022"
 
 
-def test_battery_declared_unit_is_per_kwh_of_battery_energy(client: TestClient) -> None:
+def test_battery_report_is_the_records_battery_figures(client: TestClient) -> None:
     body = client.get("/api/v1/reports/battery").json()
     api = {f["product_id"]: f for f in client.get("/api/v1/footprints").json()}
-    assert {b["product_id"]: b["declared_unit_kwh"] for b in body} == {"pack-48v-100ah": 5.12, "ess-5kwh": 5.0}
+    assert {b["product_id"]: b["battery_kwh_per_unit"] for b in body} == {"pack-48v-100ah": 5.12, "ess-5kwh": 5.0}
     for b in body:
         fp = api[b["product_id"]]
-        assert b["kgco2e_per_battery_kwh_location"] == pytest.approx(
-            fp["kgco2e_per_unit_location"] / b["declared_unit_kwh"])
-        assert b["kgco2e_per_battery_kwh_market"] == pytest.approx(
-            fp["kgco2e_per_unit_market"] / b["declared_unit_kwh"])
+        for key in ("kgco2e_per_battery_kwh_eu", "kgco2e_per_battery_kwh_market", "boundary"):
+            assert b[key] == fp[key], key
 
 
 def test_carbon_label_shows_number_and_provenance(client: TestClient) -> None:

@@ -148,8 +148,8 @@ function renderProducts() {
     figs.append(
       figure("loc", "基于位置", "location-based", fmt(f.kgco2e_per_unit_location), "kgCO2e / unit 每件", "loc-per-unit"),
       figure("mkt", "基于市场", "market-based", fmt(f.kgco2e_per_unit_market), "kgCO2e / unit 每件", "mkt-per-unit"));
-    if (num(p.declared_unit_kwh) && num(f.kgco2e_per_unit_location) !== null) {
-      figs.append(figure("small", "电池声明单位", "EU battery", fmt(f.kgco2e_per_unit_location / p.declared_unit_kwh), "kgCO2e / kWh", "battery-declared"));
+    if (num(f.battery_kwh_per_unit)) {  // the record's EU battery figure: grid mix, no certificates
+      figs.append(figure("small", "电池碳足迹", "EU battery", fmt(f.kgco2e_per_battery_kwh_eu), "kgCO2e / kWh", "battery-declared"));
     }
     figs.append(
       figure("small", "产量", "units", fmt(f.units, 0), "件 units", "units"),
@@ -237,10 +237,15 @@ function renderCoverage() {
   const hours = hourly();
   const cons = hours.reduce((a, h) => a + h.cons, 0);
   const cov = hours.reduce((a, h) => a + Math.min(h.cov, h.cons), 0);
-  // hourly-matched share: PV and instruments matched hour by hour (no grid carbon-free term)
-  const matched = hours.reduce((a, h) => a + (h.cons > 0 ? Math.min(1, h.cov / h.cons) * h.cons : 0), 0);
   $("renewable").textContent = cons > 0 ? pct(cov / cons) : "–";
-  $("hourly-matched").textContent = cons > 0 ? pct(matched / cons) : "–";
+  // The hourly-matched share is the footprint records' (energy-weighted over products): the
+  // API's number. It exists only under hourly matching; otherwise the records say null, so do we.
+  const scored = state.footprints.filter((f) => num(f.energy_kwh));
+  const known = scored.length > 0 && scored.every((f) => num(f.hourly_matched_share) !== null);
+  const energy = scored.reduce((a, f) => a + num(f.energy_kwh), 0);
+  $("hourly-matched").textContent = known && energy > 0
+    ? pct(scored.reduce((a, f) => a + num(f.hourly_matched_share) * num(f.energy_kwh), 0) / energy)
+    : "– (hourly matching only)";
   // One GEC certifies 1 MWh.
   $("certs").textContent = state.certificates ? state.certificates.length + " MWh" : "–";
   bars($("chart-hourly-matched"), hours, [(h) => (h.cons > 0 ? Math.min(1, h.cov / h.cons) : 0)], ["matched"], 1);
