@@ -15,6 +15,7 @@ import argparse
 import logging
 import os
 import signal
+import socket
 import threading
 from pathlib import Path
 
@@ -62,6 +63,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="address the HTTP API and dashboard listen on (default 127.0.0.1)")
     parser.add_argument("--http-port", type=int, metavar="PORT",
                         help="serve the HTTP API and dashboard on this port (default: no HTTP)")
+    parser.add_argument("--pact-clients", metavar="FILE",
+                        help="PACT clients file (docs/api.md): who may log in at /auth/token and pull which "
+                             "footprints; without it every PACT login answers 401")
+    parser.add_argument("--tls-cert", metavar="FILE",
+                        help="serve HTTPS with this certificate (PEM, chain included; needs --tls-key); PACT "
+                             "answers over HTTPS only")
+    parser.add_argument("--tls-key", metavar="FILE", help="private key of --tls-cert (PEM, unencrypted)")
 
 
 def _broker(args: argparse.Namespace, default_host: str, default_port: int) -> tuple[str, int]:
@@ -105,6 +113,7 @@ def run(args: argparse.Namespace) -> int:
         broker.start()
     store, state_dir = _store(args)
     state_dir.mkdir(parents=True, exist_ok=True)
+    pact = _pact_setup(args)
     password = _read_secret(args.broker_password_file) if args.broker_password_file else None
     service = AccountingService(sites, store, broker_host=host, broker_port=port, client_id=args.client_id,
                                 username=args.broker_username, password=password,
@@ -118,7 +127,7 @@ def run(args: argparse.Namespace) -> int:
              host, port, args.store)
     try:
         if args.http_port:
-            _serve_http(service, args.http_host, args.http_port)
+            _serve_http(service, args, pact, state_dir)
         else:
             _wait_for_signal()
     finally:
@@ -135,13 +144,40 @@ def _wait_for_signal() -> None:
     stop.wait()
 
 
-def _serve_http(service: AccountingService, host: str, port: int) -> None:
+def _pact_setup(args: argparse.Namespace) -> tuple[object | None, dict[str, str]]:
+    """(PACT clients or None, uvicorn TLS options), checked before anything starts."""
+    if bool(args.tls_cert) != bool(args.tls_key):
+        raise ConfigError("--tls-cert" if not args.tls_cert else "--tls-key", None, "",
+                          "--tls-cert and --tls-key go together", "give both (or neither, for plain HTTP)")
+    tls: dict[str, str] = {}
+    if args.tls_cert:
+        from accounting.pact.tls import server_ssl
+        tls = server_ssl(args.tls_cert, args.tls_key)
+    clients = None
+    if args.pact_clients:
+        from accounting.pact.clients import PactClients
+        clients = PactClients.from_file(args.pact_clients)
+    return clients, tls
+
+
+def _serve_http(service: AccountingService, args: argparse.Namespace, pact: tuple[object | None, dict[str, str]],
+                state_dir: Path) -> None:
     """Serve accounting.api when it is installed; uvicorn handles SIGTERM/SIGINT and returns."""
     try:
         from accounting.api.app import create_app
+        from accounting.pact.clients import PactClients
+        from accounting.pact.host import PactHost
     except ImportError as exc:
         log.warning("no HTTP API (%s); ingesting without one", exc)
         _wait_for_signal()
         return
     import uvicorn
-    uvicorn.run(create_app(service), host=host, port=port, log_level="warning")
+    clients, tls = pact
+    scheme = "https" if tls else "http"
+    shown = socket.gethostname() if args.http_host in ("0.0.0.0", "::", "") else args.http_host
+    host = PactHost(service, clients if isinstance(clients, PactClients) else PactClients(), state_dir=state_dir,
+                    public_url=f"{scheme}://{shown}:{args.http_port}")
+    log.info("serving %s://%s:%d/ (PACT %s, %d client(s))", scheme, args.http_host, args.http_port,
+             "over HTTPS" if tls else "refused: no --tls-cert, PACT is HTTPS only", len(host.clients))
+    uvicorn.run(create_app(service, pact=host), host=args.http_host, port=args.http_port, log_level="warning",
+                **tls)

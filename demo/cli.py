@@ -24,9 +24,12 @@ import uvicorn
 from accounting.api.app import create_app
 from accounting.api.v1 import live_footprints
 from accounting.embedded_broker import EmbeddedBroker
+from accounting.pact.tls import server_ssl
 from accounting.service import AccountingService
 from accounting.store.checkpoints import CheckpointStore
 from accounting.store.sqlite import SqliteStore
+from demo.history import continue_from_store, seed_history
+from demo.pact import CLIENT, demo_host
 from gateway.service import GatewayService
 from simulators.plant import PlantSimulator
 from simulators.scenario import Scenario, load_scenario
@@ -35,7 +38,6 @@ from tanji.site import Broker
 log = logging.getLogger("tanji.demo")
 REPO = Path(__file__).resolve().parent.parent
 DEFAULT_SCENARIO = REPO / "simulators" / "scenarios" / "cq-battery.yaml"
-PACT_CLIENT = ("demo", "demo")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -49,6 +51,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--seed", type=int, default=None, help="random seed of the plant (default: the scenario's)")
     parser.add_argument("--workdir", metavar="DIR", help="where the spool and store go (default: a temporary directory)")
     parser.add_argument("--api-token", default="demo-token", help="bearer token for the write endpoints (default demo-token)")
+    parser.add_argument("--https-port", type=int, default=8443, metavar="PORT",
+                        help="HTTPS port of the same API, where PACT is served (default 8443; the demo makes a "
+                             "local CA and prints where it is)")
+    parser.add_argument("--history-months", type=int, default=1, metavar="N",
+                        help="simulate the plant's past from the start of N months back, so closed months "
+                             "exist for PACT (default 1; 0: none). Skipped when the work directory has readings")
+    parser.add_argument("--pact-clients", metavar="FILE",
+                        help="PACT clients file (as for tanji accounting) instead of the demo client demo/demo")
 
 
 def _free_port() -> int:
@@ -92,14 +102,19 @@ def run(args: argparse.Namespace) -> int:
         broker.start()
         started.append(broker.stop)
 
+        store = SqliteStore(workdir / "tanji.sqlite")
         plant = PlantSimulator(scenario, seed=args.seed, time_scale=args.speed)
+        if store.count_readings(site.id):
+            continue_from_store(store, site.id, plant)
+        elif args.history_months > 0:
+            seed_history(scenario, store, plant, seed=args.seed, months=args.history_months)
         plant.start()
         started.append(plant.stop)
         for line in plant.describe():
             log.info("simulated plant: %s", line)
 
         log.info("accounting: preparing the engine (compiles numba kernels on the first run)")
-        service = AccountingService([site], SqliteStore(workdir / "tanji.sqlite"),
+        service = AccountingService([site], store,
                                     broker_host=broker_addr.host, broker_port=broker_addr.port,
                                     client_id="tanji-demo-accounting", mqtt_version="3.1.1",
                                     checkpoints=CheckpointStore(workdir / "checkpoints.sqlite"))
@@ -112,26 +127,34 @@ def run(args: argparse.Namespace) -> int:
         gateway.start()
         started.append(gateway.stop)
 
-        app = create_app(service, api_token=args.api_token, pact_clients=dict([PACT_CLIENT]))
-        server = uvicorn.Server(uvicorn.Config(app, host=args.http_host, port=args.http_port, log_level="warning",
-                                               lifespan="on"))
-        http = threading.Thread(target=server.run, name="http", daemon=True)
-        http.start()
-        started.append(lambda: (setattr(server, "should_exit", True), http.join(10)))
-        deadline = time.monotonic() + 30
-        while not server.started and http.is_alive() and time.monotonic() < deadline:
-            time.sleep(0.05)
-        if not server.started:
-            log.error("the HTTP server did not start on %s:%d (port in use?)", args.http_host, args.http_port)
-            return 1
+        secure = f"https://{args.http_host}:{args.https_port}/"
+        pact, tls = demo_host(service, workdir, secure.rstrip("/"), args.pact_clients)
+        app = create_app(service, api_token=args.api_token, pact=pact)
+        # One app, two listeners: plain HTTP for the plant network (dashboard, REST; PACT refuses
+        # plain HTTP) and HTTPS for partners. The first runs the app's lifespan for both.
+        for port, options in ((args.http_port, {"lifespan": "on"}),
+                              (args.https_port, {"lifespan": "off", **server_ssl(tls.cert, tls.key)})):
+            server = uvicorn.Server(uvicorn.Config(app, host=args.http_host, port=port, log_level="warning",
+                                                   **options))
+            http = threading.Thread(target=server.run, name=f"http-{port}", daemon=True)
+            http.start()
+            started.append(lambda s=server, t=http: (setattr(s, "should_exit", True), t.join(10)))
+            deadline = time.monotonic() + 30
+            while not server.started and http.is_alive() and time.monotonic() < deadline:
+                time.sleep(0.05)
+            if not server.started:
+                log.error("the HTTP server did not start on %s:%d (port in use?)", args.http_host, port)
+                return 1
 
         url = f"http://{args.http_host}:{args.http_port}/"
         print(f"Tanji demo: {site.name} ({site.id})", flush=True)
         print(f"  dashboard   {url}", flush=True)
         print(f"  footprints  {url}api/v1/footprints", flush=True)
         print(f"  API docs    {url}docs", flush=True)
-        print(f"  PACT v3     {url}3/footprints  (POST {url}auth/token with client id "
-              f"'{PACT_CLIENT[0]}', secret '{PACT_CLIENT[1]}')", flush=True)
+        print(f"  PACT v3     {secure}3/footprints  (POST {secure}auth/token with client id "
+              f"'{CLIENT[0]}', secret '{CLIENT[1]}'; closed months only)", flush=True)
+        print(f"  local CA    {tls.ca}  (curl --cacert {tls.ca} {secure}.well-known/openid-configuration)",
+              flush=True)
         print(f"  write token {args.api_token}   data in {workdir}", flush=True)
         print("  Ctrl-C stops." if args.duration is None else f"  stopping after {args.duration:g} s.", flush=True)
         _watch(service, stop, args.duration)

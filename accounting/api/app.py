@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from pathlib import Path
 
 from fastapi import FastAPI
 from starlette.middleware import Middleware
@@ -57,19 +58,23 @@ def middleware() -> list[Middleware]:
 
 
 def create_app(service: AccountingServiceLike, *, api_token: str | None = None,
-               pact_clients: dict[str, str] | None = None, pact: PactHost | None = None) -> FastAPI:
+               pact_clients: dict[str, str] | PactClients | None = None, pact: PactHost | None = None,
+               pact_state_dir: str | Path | None = None) -> FastAPI:
     """The Tanji HTTP application over `service`.
 
     api_token: bearer token required by the write endpoints (certificates, factor datasets,
         recompute); None disables writes (they answer 403).
     pact: the deployment's PACT host (clients, published footprints, events; see
-        `accounting.pact.host`), started and stopped with the app. Without one, `pact_clients`
-        (client id → secret, every grant) makes an in-memory host; None accepts no client.
+        `accounting.pact.host`), started and stopped with the app. Without one, a host is made
+        of `pact_clients` (a clients file read with `PactClients.from_file`, or client id →
+        secret with every grant; None accepts no client) keeping its state in `pact_state_dir`
+        (None: in memory).
     """
 
     hub = StreamHub(service)
     if pact is None:
-        pact = PactHost(service, PactClients.from_secrets(pact_clients or {}))
+        clients = pact_clients if isinstance(pact_clients, PactClients) else PactClients.from_secrets(pact_clients or {})
+        pact = PactHost(service, clients, state_dir=pact_state_dir)
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:

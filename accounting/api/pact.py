@@ -178,7 +178,26 @@ def _int(value: str | None, name: str, default: int, minimum: int) -> int:
     return number
 
 
-@router.get("/3/footprints", summary="PACT Action ListFootprints",
+def _param(name: str, description: str, schema: dict[str, Any]) -> dict[str, Any]:
+    return {"name": name, "in": "query", "required": False, "description": description, "schema": schema,
+            **({"explode": True} if schema.get("type") == "array" else {})}
+
+
+_STRINGS = {"type": "array", "items": {"type": "string"}}
+_LIST_PARAMETERS = {"parameters": [
+    _param("limit", "footprints per page (at most 1000)", {"type": "integer", "minimum": 1}),
+    _param("productId", "product URNs, OR-ed, case-insensitive", _STRINGS),
+    _param("companyId", "company URNs, OR-ed, case-insensitive", _STRINGS),
+    _param("geography", "country, subdivision or region, OR-ed", _STRINGS),
+    _param("classification", "classification URNs, OR-ed", _STRINGS),
+    _param("validOn", "valid at this date-time", {"type": "string", "format": "date-time"}),
+    _param("validAfter", "validity starts after", {"type": "string", "format": "date-time"}),
+    _param("validBefore", "validity ends before", {"type": "string", "format": "date-time"}),
+    _param("status", "Active or Deprecated", {"type": "string"}),
+]}
+
+
+@router.get("/3/footprints", summary="PACT Action ListFootprints", openapi_extra=_LIST_PARAMETERS,
             responses={200: {"description": "{data: [ProductFootprint]}"}, 400: {"description": "BadRequest"},
                        401: {"description": "invalid or expired token"}, 403: {"description": "AccessDenied"}})
 def list_footprints(request: Request) -> JSONResponse:

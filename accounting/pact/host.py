@@ -32,7 +32,7 @@ from accounting.pact.tokens import TokenStore
 
 log = logging.getLogger(__name__)
 
-SCAN_INTERVAL_S = 60.0
+SCAN_INTERVAL_S = 10.0
 #: At most this many footprints go into one RequestFulfilled event.
 MAX_PFS_PER_ANSWER = 100
 

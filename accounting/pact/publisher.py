@@ -24,6 +24,7 @@ import time
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 
 from accounting.api import windows
@@ -60,6 +61,11 @@ def closed_months(site: Site, now_ms: int, horizon: int = HORIZON_MONTHS) -> lis
         out.append((prev_start, prev_end))
         start = prev_start
     return out
+
+
+def _month(period: Period) -> str:
+    """The period's month as the site names it (YYYY-MM, local time)."""
+    return datetime.fromtimestamp(period.start_ms / 1000, site_tz(period.site)).strftime("%Y-%m")
 
 
 def figures(document: dict[str, Any]) -> str:
@@ -180,8 +186,9 @@ class Publisher:
             key = (period.site.id, period.product.id, period.start_ms, reason)
             if key not in self._told:
                 self._told.add(key)
-                log.info("PACT: %s/%s %s not published: %s", period.site.id, period.product.id,
-                         time.strftime("%Y-%m", time.gmtime(period.end_ms / 1000 - 1)), reason)
+                level = logging.DEBUG if not record.get("units") else logging.WARNING
+                log.log(level, "PACT: %s/%s %s not published: %s", period.site.id, period.product.id,
+                        _month(period), reason)
             return []
         now = self._now_ms()
         preceding = (latest.preceding + [latest.id]) if latest is not None else None
@@ -198,8 +205,7 @@ class Publisher:
                                  period=(period.start_ms, period.end_ms), created_ms=now,
                                  figures=figures(document), live_revision=revision, dataset=dataset,
                                  supersedes=latest.id if latest is not None else None)
-        log.info("PACT: published %s for %s/%s %s%s", row.id, period.site.id, period.product.id,
-                 document["pcf"]["referencePeriodStart"][:7],
+        log.info("PACT: published %s for %s/%s %s%s", row.id, period.site.id, period.product.id, _month(period),
                  f" (replaces {latest.id})" if latest is not None else "")
         ids = [row.id] + ([latest.id] if latest is not None else [])
         self.notify(ids, period.site.id, period.product.id)

@@ -21,6 +21,7 @@ def test_bin_demo_serves_positive_footprints_within_30_s(tmp_path):
     log = tmp_path / "demo.log"
     with open(log, "wb") as out:
         proc = subprocess.Popen([str(REPO / "bin" / "demo"), "--duration", "60", "--http-port", str(port),
+                                 "--https-port", str(free_port()),
                                  "--workdir", str(tmp_path / "work")], stdout=out, stderr=subprocess.STDOUT)
     started = time.monotonic()
     footprints: list[dict] = []
