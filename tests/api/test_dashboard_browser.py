@@ -4,8 +4,8 @@
   reload. The page must load nothing from another host: the content security policy would
   block it and Chromium would log the violation, which fails the test.
 - The dashboard shows the footprint record's figures: the EU battery figure is the record's
-  `kgco2e_per_battery_kwh_eu` (not a figure of its own), the hourly CFE score the records'
-  `cfe_score_hourly` (null, shown as such, under the demo's annual matching).
+  `kgco2e_per_battery_kwh_eu` (not a figure of its own), the hourly-matched share the records'
+  `hourly_matched_share` (null, shown as such, under the demo's annual matching).
 PACT against the demo: tests/e2e/test_pact_demo.py.
 """
 
@@ -95,13 +95,13 @@ def test_dashboard_goes_live_and_numbers_change(demo: tuple[str, Path]) -> None:
                       const f = state.footprints.find(x => x.product_id === c.dataset.product);
                       return {product: c.dataset.product, record: fmt(f.kgco2e_per_battery_kwh_eu),
                               eu: f.kgco2e_per_battery_kwh_eu, location: f.kgco2e_per_unit_location,
-                              kwh: f.battery_kwh_per_unit, cfe: f.cfe_score_hourly,
+                              kwh: f.battery_kwh_per_unit, matched: f.hourly_matched_share,
                               battery: (c.querySelector('[data-testid=battery-declared]') || {}).textContent};}),
-                    cfe: document.getElementById('cfe').textContent};""")
-        assert shown["cfe"].startswith("–"), shown  # annual matching: the records say null
+                    matched: document.getElementById('hourly-matched').textContent};""")
+        assert shown["matched"].startswith("–"), shown  # annual matching: the records say null
         assert {c["product"] for c in shown["cards"] if c["battery"]} == {"pack-48v-100ah", "ess-5kwh"}
         for card in shown["cards"]:
-            assert card["cfe"] is None
+            assert card["matched"] is None
             assert card["battery"] == card["record"], card  # the record's figure, as the page formats it
             if card["location"] is not None:  # no certificates held: the EU figure is the grid-mix one
                 assert card["eu"] == pytest.approx(card["location"] / card["kwh"], rel=1e-9)
