@@ -34,7 +34,7 @@ def _call(app, path: str, *, declare_length: bool) -> tuple[int, int]:
     if declare_length:
         headers.append((b"content-length", str(BIG).encode()))
     scope = {"type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1", "method": "POST",
-             "scheme": "http", "path": path, "raw_path": path.encode(), "query_string": b"",
+             "scheme": "https", "path": path, "raw_path": path.encode(), "query_string": b"",
              "root_path": "", "headers": headers, "client": ("127.0.0.1", 5000), "server": ("testserver", 80)}
     chunk = b"a" * CHUNK
 
