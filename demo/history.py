@@ -8,12 +8,12 @@ written to the demo's store as a gateway's would be. The live plant then continu
 history's last counter values (energy registers, unit counters, batch numbers), so the engine
 sees one continuous plant.
 
-To take seconds rather than minutes, the past runs on 15-minute profile cells, is read every
-15 minutes (like a utility meter's interval data), and a line PLC counts a cell's units at
-once, rejects at the scenario's rate (the live plant draws each unit). Readings 15 minutes
-apart are gaps for meters polled every second: the engine flags that energy `gap_spread`
-(measured in total, its spread over time estimated), so the history's months show their
-energy as estimated, as they would for a plant backfilled from interval data.
+To take seconds rather than minutes, the past runs on hourly profile cells, is read on the
+hour (like a utility meter's hourly interval data), and a line PLC counts a cell's units at
+once, rejects at the scenario's rate (the live plant draws each unit). Readings an hour apart
+are gaps for meters polled every second: the engine flags that energy `gap_spread` (measured
+in total, its spread over time estimated), so the history's months show their energy as
+estimated, as they would for a plant backfilled from interval data.
 """
 
 from __future__ import annotations
@@ -36,7 +36,7 @@ from simulators.scenario import Scenario
 log = logging.getLogger("tanji.demo")
 
 
-CELL_S = 900.0
+CELL_S = 3600.0
 
 
 class _BulkCounter(ProductionCounter):
@@ -69,7 +69,7 @@ def history_start_ms(timezone: str, now_ms: int, months: int = 1) -> int:
 
 
 def seed_history(scenario: Scenario, store: ReadingStore, live: PlantSimulator, *, seed: int | None = None,
-                 months: int = 1, step_min: int = 15, now_ms: int | None = None) -> int:
+                 months: int = 1, step_min: int = 60, now_ms: int | None = None) -> int:
     """Write the plant's readings from `months` months back to now into `store`, and make the
     live plant continue from them. Returns how many readings were written."""
     site = scenario.site
