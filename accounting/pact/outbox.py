@@ -36,6 +36,8 @@ from accounting.pact.events import CONTENT_TYPE
 log = logging.getLogger(__name__)
 
 GIVE_UP_S = 72 * 3600
+#: Delivered and abandoned events are kept this long (for the operator), then pruned.
+KEEP_DONE_S = 30 * 86400
 MAX_DELAY_S = 3600.0
 TIMEOUT_S = 10.0
 
@@ -107,9 +109,15 @@ class Outbox:
             found = self._db.execute(query + " ORDER BY seq", args).fetchall()
         return [OutboxRow(r[0], r[1], r[2], json.loads(r[3]), *r[4:]) for r in found]
 
-    def due(self) -> list[OutboxRow]:
-        now = self._now_ms()
-        return [r for r in self.rows("pending") if r.next_ms <= now]
+    def due(self, limit: int = 100) -> list[OutboxRow]:
+        """Pending events whose next attempt is due, oldest first (at most `limit`)."""
+        with self._lock:
+            self._db.execute("DELETE FROM outbox WHERE state != 'pending' AND done_ms < ?",
+                             (self._now_ms() - KEEP_DONE_S * 1000,))
+            found = self._db.execute(
+                "SELECT seq, client_id, kind, body, state, attempts, next_ms, created_ms, last_error FROM outbox "
+                "WHERE state = 'pending' AND next_ms <= ? ORDER BY seq LIMIT ?", (self._now_ms(), limit)).fetchall()
+        return [OutboxRow(r[0], r[1], r[2], json.loads(r[3]), *r[4:]) for r in found]
 
     def next_due_s(self) -> float | None:
         """Seconds until the next pending attempt (None: nothing pending)."""
