@@ -65,7 +65,8 @@ def run(args: argparse.Namespace) -> int:
     from gateway.service import GatewayService
 
     service = GatewayService(site, gateway_id, spool_path=spool,
-                             broker=_broker(args.broker) if args.broker else None)
+                             broker=_broker(args.broker) if args.broker else None,
+                             metrics_port=args.metrics_port)
 
     async def main() -> None:
         task = asyncio.create_task(service.run())

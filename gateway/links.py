@@ -39,6 +39,12 @@ T = TypeVar("T")
 Parser = Callable[[bytearray], tuple[int, Any]]
 
 
+def line_name(endpoint: Endpoint) -> str:
+    """`sds-1 (192.168.1.30:502)`, or just `192.168.1.20:502` for an address no endpoint names."""
+    address = f"{endpoint.host}:{endpoint.port}"
+    return address if endpoint.id == address else f"{endpoint.id} ({address})"
+
+
 class PollError(Exception):
     """A read that produced no usable answer."""
 
@@ -145,7 +151,7 @@ class TcpSerialLine(_StreamLine):
     """A serial device server in transparent mode: serial frames over one TCP connection."""
 
     def __init__(self, endpoint: Endpoint) -> None:
-        super().__init__(f"{endpoint.id} ({endpoint.host}:{endpoint.port})",
+        super().__init__(line_name(endpoint),
                          pause_s=endpoint.request_pause_ms / 1000, connect_pause_s=endpoint.connect_pause_ms / 1000)
         self.endpoint = endpoint
         self._transport: asyncio.Transport | None = None
@@ -217,7 +223,7 @@ class MbapConnection:
 
     def __init__(self, endpoint: Endpoint) -> None:
         self.endpoint = endpoint
-        self.name = f"{endpoint.id} ({endpoint.host}:{endpoint.port})"
+        self.name = line_name(endpoint)
         self._slots = asyncio.Semaphore(endpoint.max_in_flight)
         self._connect_lock = asyncio.Lock()
         self._send_lock = asyncio.Lock()

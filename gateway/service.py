@@ -41,10 +41,12 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
+from gateway.metrics import MetricsServer, exposition
 from gateway.publisher import MAX_INFLIGHT, Publisher
 from gateway.scheduler import Scheduler, now_ms
 from gateway.spool import _COUNTERS, Batch, Spool
 from tanji.errors import ConfigError
+from tanji.metrics_text import Histogram
 from tanji.site import Broker, Site
 from tanji.wire import Reading, confirm_topic, decode_confirm, status_payload
 
@@ -85,7 +87,8 @@ class GatewayService:
     def __init__(self, site: Site, gateway_id: str | None = None, *, spool_path: str | Path | None = None,
                  broker: tuple[str, int] | Broker | None = None, status_interval_s: float = 5.0,
                  max_inflight: int = MAX_INFLIGHT, resend_after_s: float = 10.0,
-                 confirm_grace_s: float = CONFIRM_GRACE_S, max_spool_pages: int | None = None) -> None:
+                 confirm_grace_s: float = CONFIRM_GRACE_S, max_spool_pages: int | None = None,
+                 metrics_port: int | None = None) -> None:
         if gateway_id is None:
             if len(site.gateways) != 1:
                 raise ValueError(f"site {site.id} has {len(site.gateways)} gateways; name one "
@@ -101,6 +104,10 @@ class GatewayService:
         self.max_inflight = max_inflight
         self.resend_after_s = resend_after_s
         self.confirm_grace_s = confirm_grace_s
+        self.metrics_port = metrics_port if metrics_port is not None else self.gateway.metrics_port
+        self.metrics: MetricsServer | None = None
+        self.publish_latency = Histogram()
+        self._sent_at: dict[int, float] = {}
         self.max_spool_pages = max_spool_pages
         self.confirmed = self.gateway.delivery == "confirmed"
         self.started_ms = now_ms()
@@ -162,6 +169,9 @@ class GatewayService:
                                    on_message=self._on_confirm,
                                    subscriptions=(confirm_topic(self.site.id, self.gateway.id),) if self.confirmed else ())
         self.publisher.start()
+        if self.metrics_port is not None:
+            self.metrics = MetricsServer(self.gateway.metrics_host, self.metrics_port, self.metrics_text)
+            await self.metrics.start()
         log.info("gateway %s of site %s: %d meters, spool %s", self.gateway.id, self.site.id,
                  len(self.gateway.meters), self.spool_path)
         tasks = [asyncio.create_task(self.scheduler.run(), name="pollers"),
@@ -175,6 +185,8 @@ class GatewayService:
                 t.cancel()
             await asyncio.gather(*tasks, return_exceptions=True)
             self._flush()
+            if self.metrics is not None:
+                await self.metrics.close()
             health = self.health()
             self.final_health = health  # what the process reported last (tests read it after stop)
             self.publisher.stop(health)
@@ -287,8 +299,11 @@ class GatewayService:
 
     def _on_ack(self, mid: int, refused: str | None = None) -> None:
         batch = self._inflight.pop(mid, None)
+        sent = self._sent_at.pop(mid, None)
         if batch is None:
             return
+        if sent is not None:
+            self.publish_latency.observe(time.monotonic() - sent)
         self._held.pop(mid, None)
         assert self.spool is not None
         if refused is not None:
@@ -363,7 +378,9 @@ class GatewayService:
         assert self.publisher is not None
         payload = encode_batch_body(self.site.id, self.gateway.id, batch.seq, batch.body,
                                     backlog=backlog, sent_ms=now_ms())
-        self._inflight[self.publisher.publish_batch(payload)] = batch
+        mid = self.publisher.publish_batch(payload)
+        self._inflight[mid] = batch
+        self._sent_at[mid] = time.monotonic()
         self.published_batches += 1
 
     def _fill_window(self) -> None:
@@ -430,6 +447,11 @@ class GatewayService:
             out.update(self.spool.stats())
         out["meters"] = meters
         return out
+
+    def metrics_text(self) -> str:
+        """The Prometheus exposition of `health()`, the lines' counters and the PUBACK latency."""
+        lines = self.scheduler.line_health() if self.scheduler else {}
+        return exposition(self.gateway.id, self.health(), lines, self.publish_latency)
 
     def _write_status_file(self, health: dict[str, Any]) -> None:
         """Atomically replace `<spool>.status.json` (read by `tanji gateway status`)."""

@@ -140,6 +140,9 @@ class Gateway:
     # confirmed: a reading leaves the spool once accounting confirms it stored it durably
     # (end-to-end); broker: once the broker acknowledged it (for third-party consumers).
     delivery: str = "confirmed"
+    # Prometheus /metrics on this port (None: not served); metrics_host is where it listens.
+    metrics_port: int | None = None
+    metrics_host: str = "127.0.0.1"
 
     def endpoint(self, endpoint_id: str | None) -> Endpoint | None:
         return next((e for e in self.endpoints if e.id == endpoint_id), None)
@@ -425,6 +428,8 @@ def _gateway(section: Section, profiles: dict[str, MeterProfile]) -> Gateway:
         publish_interval_s=section.number("publish_interval_s", 0.2, positive=True),
         endpoints=endpoints,
         delivery=section.choice("delivery", ("confirmed", "broker"), "confirmed"),
+        metrics_port=section.integer("metrics_port", None, minimum=1, maximum=65535),
+        metrics_host=section.get("metrics_host", str, "127.0.0.1"),
     )
     section.reject_unknown()
     return gateway

@@ -15,7 +15,7 @@ from starlette.middleware import Middleware
 from starlette.responses import Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from accounting.api import dashboard, factors, recompute, reference, reports, stream, v1
+from accounting.api import dashboard, factors, metrics, recompute, reference, reports, stream, v1
 from accounting.api import pact as pact_routes
 from accounting.api.errors import install_error_handlers
 from accounting.api.limits import BodyLimit
@@ -108,6 +108,7 @@ def create_app(service: AccountingServiceLike, *, api_token: str | None = None,
     app.include_router(reports.router)
     app.include_router(pact_routes.router)
     app.include_router(dashboard.router)
+    app.include_router(metrics.router)
     app.mount("/dashboard", dashboard.static_files(), name="dashboard")
 
     @app.get("/favicon.ico", include_in_schema=False)

@@ -36,17 +36,19 @@ def test_every_model_at_its_documented_registers(pty_pair, client_for):
         def show(meter_id):
             return plant.device(meter_id).values()
 
-        # Janitza UMG 604: float32 big-endian at 19000.., power in W, Q in var at 19042, energy in Wh (holding).
+        # Janitza UMG 604: float32 big-endian at 19000.., power in W, Q in var at 19042; energy in Wh
+        # at the all-tariff totals 9851 / 9863 (holding).
         m = site.meter("incomer")
-        w = client_for(m).read_holding_registers(19000, count=78, device_id=m.unit_id).registers
+        w = client_for(m).read_holding_registers(19000, count=52, device_id=m.unit_id).registers
+        e = client_for(m).read_holding_registers(9851, count=14, device_id=m.unit_id).registers
         v = show("incomer")
         assert f32(w, 0) == as_f32(v["voltage_l1_v"])
         assert f32(w, 12) == as_f32(v["current_l1_a"] / m.ct_ratio)
         assert f32(w, 26) == as_f32(v["power_kw"] * 1000 / m.ct_ratio)
         assert f32(w, 42) == as_f32(v["reactive_power_kvar"] * 1000 / m.ct_ratio)
         assert f32(w, 50) == as_f32(v["frequency_hz"])
-        assert f32(w, 68) == as_f32(v["energy_import_kwh"] * 1000 / m.ct_ratio)
-        assert f32(w, 76) == as_f32(v["energy_export_kwh"] * 1000 / m.ct_ratio)
+        assert f32(e, 0) == as_f32(v["energy_import_kwh"] * 1000 / m.ct_ratio)
+        assert f32(e, 12) == as_f32(v["energy_export_kwh"] * 1000 / m.ct_ratio)
 
         # Huawei SUN2000: 32080 active power int32 W, 32106 yield uint32 0.01 kWh (holding).
         m = site.meter("pv-roof")
@@ -89,6 +91,9 @@ def test_every_model_at_its_documented_registers(pty_pair, client_for):
             assert i32(w, 0) == math.floor(show("air-meter")["energy_import_kwh"] / air.ct_ratio * 100 + 1e-6)
             w = rtu.read_input_registers(40, count=2, device_id=hvac.unit_id).registers
             assert i32(w, 0, True) == round(show("hvac-meter")["power_kw"] * 10000 / hvac.ct_ratio)
+            # The RS-485 EM24 map (not the E1 one): kWh(+) TOT at 0x42, low word first, kWh*10.
+            w = rtu.read_input_registers(0x42, count=2, device_id=hvac.unit_id).registers
+            assert i32(w, 0, True) == math.floor(show("hvac-meter")["energy_import_kwh"] / hvac.ct_ratio * 10 + 1e-6)
             with pytest.raises(ModbusIOException):  # nobody at unit 13: silence, as on a real bus
                 rtu.read_input_registers(40, count=2, device_id=13)
         finally:
