@@ -66,7 +66,7 @@ def run(args: argparse.Namespace) -> int:
 
     service = GatewayService(site, gateway_id, spool_path=spool,
                              broker=_broker(args.broker) if args.broker else None,
-                             metrics_port=args.metrics_port)
+                             metrics_port=args.metrics_port, metrics_host=args.metrics_host)
 
     async def main() -> None:
         task = asyncio.create_task(service.run())

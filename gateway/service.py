@@ -88,7 +88,7 @@ class GatewayService:
                  broker: tuple[str, int] | Broker | None = None, status_interval_s: float = 5.0,
                  max_inflight: int = MAX_INFLIGHT, resend_after_s: float = 10.0,
                  confirm_grace_s: float = CONFIRM_GRACE_S, max_spool_pages: int | None = None,
-                 metrics_port: int | None = None) -> None:
+                 metrics_port: int | None = None, metrics_host: str | None = None) -> None:
         if gateway_id is None:
             if len(site.gateways) != 1:
                 raise ValueError(f"site {site.id} has {len(site.gateways)} gateways; name one "
@@ -105,6 +105,7 @@ class GatewayService:
         self.resend_after_s = resend_after_s
         self.confirm_grace_s = confirm_grace_s
         self.metrics_port = metrics_port if metrics_port is not None else self.gateway.metrics_port
+        self.metrics_host = metrics_host or self.gateway.metrics_host
         self.metrics: MetricsServer | None = None
         self.publish_latency = Histogram()
         self._sent_at: dict[int, float] = {}
@@ -170,7 +171,7 @@ class GatewayService:
                                    subscriptions=(confirm_topic(self.site.id, self.gateway.id),) if self.confirmed else ())
         self.publisher.start()
         if self.metrics_port is not None:
-            self.metrics = MetricsServer(self.gateway.metrics_host, self.metrics_port, self.metrics_text)
+            self.metrics = MetricsServer(self.metrics_host, self.metrics_port, self.metrics_text)
             await self.metrics.start()
         log.info("gateway %s of site %s: %d meters, spool %s", self.gateway.id, self.site.id,
                  len(self.gateway.meters), self.spool_path)

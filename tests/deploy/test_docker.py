@@ -42,7 +42,8 @@ def test_compose_file_validates_with_the_example_env() -> None:
     result = compose("config", env_file=DOCKER / ".env.example")
     assert result.returncode == 0, result.stderr
     services = yaml.safe_load(result.stdout)["services"]
-    assert set(services) == {"broker-init", "mosquitto", "influxdb", "accounting", "simulators", "gateway", "grafana"}
+    assert set(services) == {"broker-init", "mosquitto", "influxdb", "accounting", "simulators", "gateway", "grafana",
+                             "prometheus"}
     # The only MQTT port published to the host is the TLS one.
     assert [p["target"] for p in services["mosquitto"]["ports"]] == [8883]
     assert services["mosquitto"]["depends_on"]["broker-init"]["condition"] == "service_completed_successfully"

@@ -76,3 +76,40 @@ def test_accounting_metrics_are_prometheus_text(tmp_path):
     assert got[("tanji_ingest_readings_accepted_total", ())] == 1400
     assert got[("tanji_ingest_quarantined_total", (("reason", "schema"),))] == 3
     assert ("tanji_ingest_inbox_messages", ()) in got
+
+
+def test_the_operations_dashboard_uses_metrics_that_exist():
+    """Every tanji_* name in docker/grafana/dashboards/tanji-operations.json is exposed."""
+    import json
+    import re
+
+    from accounting.api.metrics import families as accounting_families
+    from gateway.metrics import families as gateway_families
+    from tanji.metrics_text import Histogram
+    from tests.gateway.conftest import REPO
+
+    class Service:  # only what the accounting families read
+        stats = __import__("accounting.ingest.stats", fromlist=["IngestStats"]).IngestStats()
+
+        class pipeline:  # noqa: N801 - stands in for the service's ingest pipeline
+            class source:  # noqa: N801
+                confirms_sent = 0
+
+                class inbox:  # noqa: N801
+                    @staticmethod
+                    def qsize():
+                        return 0
+
+        def meter_status(self):
+            return []
+
+    health = {"meters": {"m": {"polls": 1, "errors": 0, "consecutive_errors": 0, "overruns": 0,
+                               "last_duration_ms": 1.0}}}
+    exposed = {f.name for f in gateway_families("gw", health, {"l": {"requests": 1, "timeouts": 0, "connects": 1}},
+                                                Histogram())}
+    exposed |= {f.name for f in accounting_families(Service())}
+    exposed |= {f"{name}_bucket" for name in exposed}
+    dashboard = json.loads((REPO / "docker" / "grafana" / "dashboards" / "tanji-operations.json").read_text())
+    used = {name for p in dashboard["panels"] for t in p["targets"] for name in re.findall(r"tanji_\w+", t["expr"])}
+    assert used and used <= exposed, used - exposed
+    assert all(p["datasource"]["uid"] == "tanji-prometheus" for p in dashboard["panels"])
