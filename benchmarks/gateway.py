@@ -17,7 +17,15 @@ then as its LAST line one JSON object:
   100, as under load), and ``spool_replay_readings_per_s``: readings taken out again in
   batches of 500, encoded as wire-format payloads and acknowledged;
 - ``backlog_drain_readings_per_s``: a gateway started on a spool holding a 50,000-reading
-  backlog, publishing it to Mosquitto until it is acknowledged.
+  backlog, publishing it to Mosquitto until it is acknowledged (``delivery: broker``);
+- ``serial_server_polls_per_s``: 100 SDM630s behind one serial device server (the plant
+  simulator in transparent mode, RTU frames over TCP, every exchange taking its 9,600 baud
+  wire time), polled one request at a time over one connection, with
+  ``serial_server_bus_max_polls_per_s``, the line's theoretical maximum for those frames
+  (request + answer bytes + 2 × 3.5 characters of silence, 10 bits a character), and their ratio;
+- ``dlt645_polls_per_s``: 100 DL/T 645-2007 meters (20 data identifiers a poll, one frame
+  each) behind one device server without wire timing: what the gateway and the simulator
+  manage, and ``dlt645_9600_polls_per_s`` against ``dlt645_bus_max_polls_per_s`` at 9,600 baud.
 
 Usage: ``.venv/bin/python benchmarks/gateway.py [--seconds 10]``
 """
@@ -78,9 +86,14 @@ def site_file(workdir: Path, meters: int, period_s: float, modbus_port: int, bro
     doc = {
         "site": {"id": "bench", "province": "Chongqing"},
         "broker": {"host": "127.0.0.1", "port": broker_port},
-        "gateways": [{"id": "gw-bench", "spool_path": str(workdir / "spool.sqlite"), "meters": [
+        # One Modbus TCP gateway address for every meter: one connection, requests matched by
+        # transaction id, 32 at a time (a serial device server would take one: see below).
+        "gateways": [{"id": "gw-bench", "spool_path": str(workdir / "spool.sqlite"), "delivery": "broker",
+                      "endpoints": [{"id": "mtcp", "host": "127.0.0.1", "port": modbus_port, "framing": "tcp",
+                                     "max_in_flight": 32, "timeout_s": 2.0}],
+                      "meters": [
             {"id": f"m{i:03d}", "role": "grid_import" if i == 0 else "submeter", "cost_centre": "c",
-             "profile": "eastron-sdm630", "host": "127.0.0.1", "port": modbus_port, "unit_id": 1 + i % 247,
+             "profile": "eastron-sdm630", "endpoint": "mtcp", "unit_id": 1 + i % 247,
              "poll_period_s": period_s, "timeout_s": 2.0} for i in range(meters)]}],
         "cost_centres": [{"id": "c", "kind": "production"}],
     }
@@ -143,14 +156,26 @@ def spool_rates(workdir: Path, n: int = 50_000) -> tuple[float, float]:
     return write, replay
 
 
-def backlog_drain(workdir: Path, broker: MosquittoServer, modbus_port: int, n: int = 50_000) -> float:
-    spool_path = workdir / "drain.sqlite"
+def backlog_drain(workdir: Path, broker: MosquittoServer, modbus_port: int, n: int = 50_000,
+                  confirmed: bool = False) -> float:
+    """Readings/s a gateway drains from a 50,000-reading backlog until its spool is empty.
+
+    `confirmed`: with end-to-end delivery, a reading leaves the spool only when accounting's
+    confirmation arrives; accounting's own MQTT subscriber (its real ack-and-confirm code)
+    confirms each batch as soon as it has it (no store write: that cost is accounting's, the
+    same either way), so the difference to the plain drain is the gateway's cost of waiting
+    for confirmations and the confirm messages on the broker.
+    """
+    spool_path = workdir / f"drain-{'confirmed' if confirmed else 'broker'}.sqlite"
     spool = Spool(spool_path)
     readings = sdm630_readings(n, int(time.time() * 1000) - 10 * n)
     for i in range(0, n, 1000):
         spool.add(readings[i:i + 1000])
     spool.close()
     site = site_file(workdir, 2, 60.0, modbus_port, broker.port)
+    if confirmed:
+        site.write_text(site.read_text().replace("delivery: broker", "delivery: confirmed"))
+    confirmer = _Confirmer(broker) if confirmed else None
     proc = subprocess.Popen([sys.executable, "-m", "tanji", "--log-level", "WARNING", "gateway", "--config",
                              str(site), "--spool", str(spool_path)], cwd=REPO)
     try:
@@ -166,6 +191,101 @@ def backlog_drain(workdir: Path, broker: MosquittoServer, modbus_port: int, n: i
     finally:
         proc.terminate()
         proc.wait(30)
+        if confirmer is not None:
+            confirmer.stop()
+
+
+class _Confirmer:
+    """Accounting's MqttSubscriber acking (and so confirming) every batch the moment it arrives."""
+
+    def __init__(self, broker: MosquittoServer) -> None:
+        import threading
+
+        from accounting.ingest.subscriber import MqttSubscriber
+        self.sub = MqttSubscriber(broker.host, broker.port, "bench-confirmer", ["tanji/v1/bench/+/readings"])
+        self.sub.start()
+        self.sub.connected.wait(10)
+        self._stop = threading.Event()
+        self.thread = threading.Thread(target=self._run, daemon=True)
+        self.thread.start()
+
+    def _run(self) -> None:
+        import queue
+        while not self._stop.is_set():
+            try:
+                batch = [self.sub.inbox.get(timeout=0.1)]
+            except queue.Empty:
+                continue
+            while len(batch) < 500:
+                try:
+                    batch.append(self.sub.inbox.get_nowait())
+                except queue.Empty:
+                    break
+            self.sub.ack(batch)
+
+    def stop(self) -> None:
+        self._stop.set()
+        self.thread.join(5)
+        self.sub.stop()
+
+
+def serial_server_site(workdir: Path, profile: str, meters: int, port: int, broker_port: int,
+                       baudrate: int | None) -> Path:
+    """`meters` meters of `profile` behind one device server (framing rtu) at 127.0.0.1:port."""
+    dlt = profile == "dlt645-2007"
+    doc = {
+        "site": {"id": "bench", "province": "Chongqing"},
+        "broker": {"host": "127.0.0.1", "port": broker_port},
+        "gateways": [{"id": "gw-bench", "spool_path": str(workdir / "spool.sqlite"), "delivery": "broker",
+                      "endpoints": [{"id": "sds", "host": "127.0.0.1", "port": port, "framing": "rtu",
+                                     "timeout_s": 5.0, **({"baudrate": baudrate} if baudrate else {})}],
+                      "meters": [{"id": f"m{i:03d}", "role": "grid_import" if i == 0 else "submeter",
+                                  "cost_centre": "c", "profile": profile, "endpoint": "sds", "poll_period_s": 0.05,
+                                  "ct_ratio": 200,  # behind CTs: the meters show secondary values
+                                  "timeout_s": 5.0, **({"address": f"{i + 1:012d}"} if dlt else {"unit_id": i + 1})}
+                                 for i in range(meters)]}],
+        "cost_centres": [{"id": "c", "kind": "production"}],
+    }
+    path = workdir / "site.yaml"
+    path.write_text(yaml.safe_dump(doc))
+    return path
+
+
+def bus_max_polls_per_s(profile_name: str, baudrate: int) -> float:
+    """The line's ceiling: every exchange of one poll, bytes and 2 × 3.5 characters of silence, 8N1."""
+    from simulators.serial_server import char_time_s
+    from tanji import dlt645
+    from tanji import modbus_frames as mf
+
+    profile = load_profiles()[profile_name]
+    chars = 0
+    if profile.protocol == "dlt645":
+        for reg in profile.registers:
+            size = dlt645.FORMATS[reg.data_type][0]
+            answer = dlt645.read_response("000000000001", reg.di, bytes(size))
+            chars += len(dlt645.read_request("000000000001", reg.di)) + len(answer) + 7
+    else:
+        for req in plan_for_profile(profile):
+            chars += len(mf.rtu_read_request(1, req.function_code, req.address, req.count)) \
+                + len(mf.rtu_answer(1, req.function_code, [0] * req.count)) + 7
+    return 1 / (chars * char_time_s(baudrate))
+
+
+def serial_server_rate(work: Path, broker: MosquittoServer, profile: str, baudrate: int | None,
+                       seconds: float, meters: int = 100) -> float:
+    """Polls/s of one gateway process reading `meters` meters through one simulated device server."""
+    from simulators.plant import PlantSimulator
+    from tanji.site import load_site
+
+    work.mkdir()
+    site_path = serial_server_site(work, profile, meters, free_port(), broker.port, baudrate)
+    plant = PlantSimulator.from_site(load_site(site_path), seed=0)
+    plant.start()
+    try:
+        _, rate, _ = run_gateway(site_path, work / "spool.sqlite", seconds)
+    finally:
+        plant.stop()
+    return rate
 
 
 def main() -> None:
@@ -214,7 +334,32 @@ def main() -> None:
 
             drain = backlog_drain(work, broker, modbus_port)
             result["backlog_drain_readings_per_s"] = round(drain)
-            print(f"backlog: {drain:.0f} readings/s drained to Mosquitto", flush=True)
+            print(f"backlog: {drain:.0f} readings/s drained to Mosquitto (delivery: broker)", flush=True)
+            confirmed = backlog_drain(work, broker, modbus_port, confirmed=True)
+            result["backlog_drain_confirmed_readings_per_s"] = round(confirmed)
+            result["confirmed_vs_broker_drain"] = round(confirmed / drain, 3)
+            print(f"backlog, delivery: confirmed: {confirmed:.0f} readings/s until accounting confirmed them "
+                  f"({confirmed / drain:.0%} of the broker-only drain)", flush=True)
+
+            bus_seconds = max(args.seconds, 20.0)  # a 9,600 baud line makes a few polls a second
+            rate = serial_server_rate(work / "sds-modbus", broker, "eastron-sdm630", 9600, bus_seconds)
+            ceiling = bus_max_polls_per_s("eastron-sdm630", 9600)
+            result["serial_server_polls_per_s"] = round(rate, 2)
+            result["serial_server_bus_max_polls_per_s"] = round(ceiling, 2)
+            result["serial_server_bus_utilisation"] = round(rate / ceiling, 3)
+            print(f"serial device server, 100 SDM630 at 9600 baud (RTU over TCP): {rate:.2f} polls/s, "
+                  f"the line's maximum for those frames {ceiling:.2f} ({rate / ceiling:.0%})", flush=True)
+
+            rate = serial_server_rate(work / "sds-dlt645", broker, "dlt645-2007", None, args.seconds)
+            result["dlt645_polls_per_s"] = round(rate, 1)
+            print(f"DL/T 645: {rate:.1f} polls/s of 100 meters behind one device server "
+                  f"(20 DIs a poll, no wire timing)", flush=True)
+            rate = serial_server_rate(work / "sds-dlt645-9600", broker, "dlt645-2007", 9600, bus_seconds)
+            ceiling = bus_max_polls_per_s("dlt645-2007", 9600)
+            result["dlt645_9600_polls_per_s"] = round(rate, 2)
+            result["dlt645_bus_max_polls_per_s"] = round(ceiling, 2)
+            print(f"DL/T 645 at 9600 baud: {rate:.2f} polls/s, the line's maximum {ceiling:.2f} "
+                  f"({rate / ceiling:.0%})", flush=True)
         finally:
             broker.stop()
             server.terminate()

@@ -35,6 +35,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--spool", metavar="PATH", help="spool file (default: the gateway's spool_path)")
     parser.add_argument("--broker", metavar="HOST:PORT", help="MQTT broker (default: the site file's broker)")
     parser.add_argument("--json", action="store_true", help="status: print the health as JSON (with `problems`, empty when all is well)")
+    parser.add_argument("--metrics-port", type=int, metavar="PORT",
+                        help="serve Prometheus metrics on http://<metrics_host>:PORT/metrics "
+                             "(default: the gateway's metrics_port in the site file; none)")
+    parser.add_argument("--metrics-host", metavar="ADDRESS",
+                        help="address the metrics listen on (default: the site file's metrics_host, 127.0.0.1)")
 
 
 def _gateway_id(site: Site, wanted: str | None) -> str:

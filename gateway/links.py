@@ -26,7 +26,7 @@ import contextlib
 import logging
 import os
 import time
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from typing import Any, TypeVar
 
 from tanji import dlt645
@@ -72,6 +72,7 @@ class _StreamLine:
         self.buffer = bytearray()
         self._data = asyncio.Event()
         self._lock = asyncio.Lock()
+        self._holder: asyncio.Task | None = None
         self._quiet_until = 0.0
         self._open = False
         self.requests = 0
@@ -101,29 +102,45 @@ class _StreamLine:
 
     # -- the exchange ----------------------------------------------------------------------------
 
+    @contextlib.asynccontextmanager
+    async def hold(self) -> AsyncIterator[None]:
+        """Keep the line for a whole poll (all its frames), so one meter's values are read
+        together and the other meters wait one poll, not one frame, between their frames."""
+        async with self._lock:
+            self._holder = asyncio.current_task()
+            try:
+                yield
+            finally:
+                self._holder = None
+
     async def exchange(self, request: bytes, parse: Parser, timeout_s: float) -> Any:
         """Send `request` and return what `parse` makes of the first matching answer."""
+        if self._holder is not None and self._holder is asyncio.current_task():
+            return await self._exchange(request, parse, timeout_s)
         async with self._lock:
-            try:
-                if not self._open:
-                    await self._connect()
-                    self.connects += 1
-                    self._open = True
-                    if self.connect_pause_s:
-                        await asyncio.sleep(self.connect_pause_s)
-                pause = self._quiet_until - time.monotonic()
-                if pause > 0:
-                    await asyncio.sleep(pause)
-                self.buffer.clear()
-                self._data.clear()
-                self.requests += 1
-                self._write(request)
-                return await self._answer(parse, timeout_s)
-            except OSError as exc:
-                self.close()
-                raise PollError(f"{self.name}: {exc.strerror or exc}") from None
-            finally:
-                self._quiet_until = time.monotonic() + self.pause_s
+            return await self._exchange(request, parse, timeout_s)
+
+    async def _exchange(self, request: bytes, parse: Parser, timeout_s: float) -> Any:
+        try:
+            if not self._open:
+                await self._connect()
+                self.connects += 1
+                self._open = True
+                if self.connect_pause_s:
+                    await asyncio.sleep(self.connect_pause_s)
+            pause = self._quiet_until - time.monotonic()
+            if pause > 0:
+                await asyncio.sleep(pause)
+            self.buffer.clear()
+            self._data.clear()
+            self.requests += 1
+            self._write(request)
+            return await self._answer(parse, timeout_s)
+        except OSError as exc:
+            self.close()
+            raise PollError(f"{self.name}: {exc.strerror or exc}") from None
+        finally:
+            self._quiet_until = time.monotonic() + self.pause_s
 
     async def _answer(self, parse: Parser, timeout_s: float) -> Any:
         deadline = time.monotonic() + timeout_s
@@ -143,8 +160,11 @@ class _StreamLine:
                 self.timeouts += 1
                 raise PollError("timeout: no answer")
             self._data.clear()
+            # asyncio.timeout, not wait_for: on Python 3.11 wait_for can swallow a cancellation
+            # that races with the data arriving, and the gateway would not stop on SIGTERM.
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._data.wait(), left)
+                async with asyncio.timeout(left):
+                    await self._data.wait()
 
 
 class TcpSerialLine(_StreamLine):
@@ -159,8 +179,9 @@ class TcpSerialLine(_StreamLine):
     async def _connect(self) -> None:
         loop = asyncio.get_running_loop()
         try:
-            self._transport, _ = await asyncio.wait_for(loop.create_connection(
-                lambda: _Receiver(self), self.endpoint.host, self.endpoint.port), self.endpoint.timeout_s)
+            async with asyncio.timeout(self.endpoint.timeout_s):
+                self._transport, _ = await loop.create_connection(
+                    lambda: _Receiver(self), self.endpoint.host, self.endpoint.port)
         except TimeoutError:
             raise PollError(f"{self.name}: cannot connect (timeout)") from None
 
@@ -266,8 +287,9 @@ class MbapConnection:
             if self._transport is None or self._transport.is_closing():
                 loop = asyncio.get_running_loop()
                 try:
-                    self._transport, _ = await asyncio.wait_for(loop.create_connection(
-                        lambda: _Receiver(self), self.endpoint.host, self.endpoint.port), timeout_s)  # type: ignore[arg-type]
+                    async with asyncio.timeout(timeout_s):
+                        self._transport, _ = await loop.create_connection(
+                            lambda: _Receiver(self), self.endpoint.host, self.endpoint.port)  # type: ignore[arg-type]
                 except TimeoutError:
                     raise PollError(f"{self.name}: cannot connect (timeout)") from None
                 except OSError as exc:
@@ -291,7 +313,8 @@ class MbapConnection:
                 self.requests += 1
                 transport.write(mf.mbap_read_request(tid, unit, function, address, count))
             try:
-                answer = await asyncio.wait_for(future, timeout_s)
+                async with asyncio.timeout(timeout_s):
+                    answer = await future
             except TimeoutError:
                 self.timeouts += 1
                 raise PollError("timeout: no answer") from None
@@ -359,6 +382,9 @@ class ModbusRtuLink:
         self.line = line
         self.unit = unit
 
+    def hold(self) -> contextlib.AbstractAsyncContextManager[None]:
+        return self.line.hold()
+
     async def read(self, function: int, address: int, count: int, timeout_s: float) -> tuple[int, ...]:
         answer = await self.line.exchange(mf.rtu_read_request(self.unit, function, address, count),
                                           rtu_parser(self.unit, function, count), timeout_s)
@@ -375,6 +401,9 @@ class ModbusTcpLink:
         self.connection = connection
         self.unit = unit
 
+    def hold(self) -> contextlib.AbstractAsyncContextManager[None]:
+        return contextlib.nullcontext()  # answers carry transaction ids: nothing to hold
+
     async def read(self, function: int, address: int, count: int, timeout_s: float) -> tuple[int, ...]:
         return await self.connection.read(self.unit, function, address, count, timeout_s)
 
@@ -385,6 +414,9 @@ class Dlt645Link:
     def __init__(self, line: _StreamLine, address: str) -> None:
         self.line = line
         self.address = address
+
+    def hold(self) -> contextlib.AbstractAsyncContextManager[None]:
+        return self.line.hold()
 
     async def read(self, di: int, timeout_s: float) -> bytes:
         """The value bytes (after the DI) of data identifier `di`."""

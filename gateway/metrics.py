@@ -105,7 +105,8 @@ class MetricsServer:
 
     async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         try:
-            request = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 5)
+            async with asyncio.timeout(5):
+                request = await reader.readuntil(b"\r\n\r\n")
             method, path = (request.split(b"\r\n", 1)[0].split(b" ") + [b"", b""])[:2]
             if method == b"GET" and path.split(b"?")[0] == b"/metrics":
                 body, status, kind = self.collect().encode(), "200 OK", CONTENT_TYPE

@@ -72,7 +72,9 @@ class ModbusReader:
         self.map = RegisterMap(meter, plan)
 
     async def read(self, timeout_s: float) -> Reading:
-        responses = [await self.link.read(req.function_code, req.address, req.count, timeout_s) for req in self.plan]
+        async with self.link.hold():  # a serial line is kept for the whole poll
+            responses = [await self.link.read(req.function_code, req.address, req.count, timeout_s)
+                         for req in self.plan]
         return self.map.decode(responses, now_ms())
 
     def failed(self, ts_ms: int) -> Reading:
@@ -91,7 +93,8 @@ class Dlt645Reader:
         self.dis = tuple(reg.di for reg, _ in self.map.items)
 
     async def read(self, timeout_s: float) -> Reading:
-        answers = [await self.link.read(di, timeout_s) for di in self.dis]
+        async with self.link.hold():  # one meter's 20 frames together, then the next meter
+            answers = [await self.link.read(di, timeout_s) for di in self.dis]
         return self.map.decode(answers, now_ms())
 
     def failed(self, ts_ms: int) -> Reading:

@@ -418,8 +418,9 @@ class GatewayService:
                 self._fill_window()
             except sqlite3.Error as exc:
                 log.error("cannot form a batch from the spool %s: %s; retrying", self.spool_path, exc)
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), self.gateway.publish_interval_s)
+            with contextlib.suppress(TimeoutError):  # asyncio.timeout: wait_for can swallow a cancel (3.11)
+                async with asyncio.timeout(self.gateway.publish_interval_s):
+                    await self._wake.wait()
             self._wake.clear()
 
     # -- health ------------------------------------------------------------------------------

@@ -141,7 +141,7 @@ class SerialLineServer:
                 if self.char_s:
                     # The request's bytes on the wire, the meter's 3.5-character turnaround,
                     # the answer's bytes, and the silence that must follow it.
-                    await asyncio.sleep((len(request[1]) + len(answer or b"") + 7) * self.char_s)
+                    await asyncio.sleep((used + len(answer or b"") + 7) * self.char_s)
                 if answer:
                     send(answer)
 

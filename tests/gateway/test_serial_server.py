@@ -109,3 +109,37 @@ def test_dlt645_and_modbus_rtu_meters_share_one_bus(tmp_path, mosquitto, collect
     assert failed, "an error answer fails the poll (comm_error), as a Modbus exception does"
     assert "no such data" in (health["meters"]["sub-2"]["last_error"] or "")
     assert health["meters"]["line-a-meter"]["errors"] == 0 and health["meters"]["plc"]["errors"] == 0
+
+
+@pytest.mark.timeout(60)
+@pytest.mark.parametrize("meters", [1, 2])
+def test_broadcast_read_address_finds_the_only_meter_on_a_line(tmp_path, meters):
+    """DL/T 645 address discovery (C = 0x13 to AA..AA): one meter answers with its address;
+    two meters answer at once and garble the line, so discovery refuses to guess."""
+    import asyncio
+
+    from gateway.links import PollError, TcpSerialLine, discover_address
+    from tanji.site import Endpoint
+
+    port = free_port()
+    endpoint = {"id": "sds", "host": "127.0.0.1", "port": port, "framing": "rtu"}
+    site = load_site(write_site(tmp_path, [
+        {"id": f"m{i}", "profile": "dlt645-2007", "endpoint": "sds", "address": f"00000000{4711 + i:04d}"}
+        for i in range(meters)], 1883, endpoints=[endpoint]))
+    plant = PlantSimulator.from_site(site, seed=0)
+    plant.start()
+
+    async def discover() -> str:
+        line = TcpSerialLine(Endpoint(**endpoint))
+        try:
+            return await discover_address(line, timeout_s=1.0)
+        finally:
+            line.close()
+    try:
+        if meters == 1:
+            assert asyncio.run(discover()) == "000000004711"
+        else:
+            with pytest.raises(PollError):
+                asyncio.run(discover())
+    finally:
+        plant.stop()
