@@ -2,6 +2,7 @@
 
     tanji simulate --model eastron-sdm630 --port 5020 [--unit-id 1]
     tanji simulate --model acrel-adw300 --transport rtu --serial /dev/pts/7 --unit-id 3
+    tanji simulate --model dlt645-2007 --port 5030 --address 000012345678
     tanji simulate simulators/scenarios/cq-battery.yaml [--speed 60] [--seed 7] [--truth-out truth.json]
 
 Runs until interrupted (Ctrl-C or SIGTERM); with --truth-out, the ground truth is written
@@ -17,6 +18,7 @@ import threading
 
 from simulators.plant import PlantSimulator
 from simulators.scenario import Scenario, load_scenario
+from tanji import dlt645
 from tanji.profile import load_profiles
 from tanji.site import Broker, Bus, Gateway, Meter, Site
 
@@ -32,6 +34,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--port", type=int, default=5020, help="TCP port for --model (default 5020)")
     parser.add_argument("--host", default="127.0.0.1", help="address to listen on for --model (default 127.0.0.1)")
     parser.add_argument("--unit-id", type=int, default=1, help="Modbus unit id for --model (default 1)")
+    parser.add_argument("--address", default="000000000001",
+                        help="12-digit address of a DL/T 645 --model (default 000000000001); over TCP it is "
+                             "served as a device server in transparent mode")
     parser.add_argument("--transport", choices=("tcp", "rtu"), default="tcp", help="for --model (default tcp)")
     parser.add_argument("--serial", help="serial device for --transport rtu, e.g. /dev/pts/7")
     parser.add_argument("--baudrate", type=int, default=9600, help="for --transport rtu (default 9600)")
@@ -56,7 +61,8 @@ def single_device_site(model: str, args: argparse.Namespace) -> Scenario:
     meter = Meter(id="meter", gateway="gw", profile=profile, role=role, transport=args.transport,
                   unit_id=args.unit_id, poll_period_s=1.0, cost_centre=None,
                   host=None if rtu else args.host, port=None if rtu else args.port,
-                  bus="bus" if rtu else None, ct_ratio=args.ct_ratio)
+                  bus="bus" if rtu else None, ct_ratio=args.ct_ratio,
+                  address=dlt645.check_address(args.address) if profile.protocol == "dlt645" else None)
     buses = (Bus(id="bus", device=args.serial, baudrate=args.baudrate),) if rtu else ()
     gateway = Gateway(id="gw", meters=(meter,), buses=buses, spool_path="", spool_max_mb=1.0,
                       batch_max_readings=1, publish_interval_s=1.0)

@@ -48,6 +48,27 @@ def test_one_model_serves_its_map_and_logs_what_it_serves():
     assert f"127.0.0.1:{port} unit 7=meter (carlo-gavazzi-em24)" in out
 
 
+def test_one_dlt645_meter_answers_an_independent_client():
+    from dlt645 import MeterClientService
+
+    from tanji import dlt645
+
+    port = free_port()
+    proc = tanji("simulate", "--model", "dlt645-2007", "--port", str(port), "--address", "000012345678")
+    try:
+        wait_for_port(port)
+        client = MeterClientService.new_tcp_client("127.0.0.1", port, 5.0)
+        client.set_address(dlt645.address_bytes("000012345678").hex())  # dlt645 takes frame-order bytes
+        volts = client.read_02(0x02010100)
+        energy = client.read_00(0x00010000)
+        client.disconnect()
+    finally:
+        out = stop(proc)
+    assert volts is not None and 200 < volts.value < 260
+    assert energy is not None and energy.value > 1000
+    assert "address 000012345678=meter (dlt645-2007)" in out
+
+
 def test_plant_from_a_site_file_writes_its_truth(tmp_path):
     site = (REPO / "firmware-config" / "sites" / "cq-battery.yaml").read_text()
     ports = {5020: free_port(), 5021: free_port()}
