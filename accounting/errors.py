@@ -78,3 +78,8 @@ class CertificateNotTransferableError(InstrumentError):
 
 class CheckpointError(AccountingError):
     """A checkpoint cannot be restored (corrupt, or made for another topology or dataset)."""
+
+
+class SourceUnavailableError(AccountingError):
+    """The reading store cannot answer now (down, or readings acknowledged but still queued
+    for it); an engine keeps the late readings that needed it and tries again later."""

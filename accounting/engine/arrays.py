@@ -9,11 +9,17 @@ from __future__ import annotations
 
 from collections.abc import Hashable, Sequence
 from dataclasses import dataclass
+from typing import NamedTuple
 
 import numpy as np
 
-from accounting.engine.kernels_allocation import KEY_ENERGY, KEY_FIXED, KEY_UNITS
-from accounting.engine.kernels_energy import HOUR_MS
+from accounting.engine.kernels_allocation import (
+    KEY_ENERGY,
+    KEY_FIXED,
+    KEY_UNITS,
+    AllocationTopology,
+)
+from accounting.engine.kernels_energy import HOUR_MS, ChannelParams
 from accounting.engine.kernels_market import STAGE_CONTRACT, STAGE_GEC
 from accounting.errors import TopologyError, UnknownChannelError
 from accounting.factors.dataset import FactorDataset, period_start_ms
@@ -57,32 +63,25 @@ class KeyIndex:
 
 @dataclass(frozen=True)
 class TopologyArrays:
-    """The topology as arrays: channels, roles, cost centres and products by index."""
+    """The topology as arrays: channels, cost centres and products by index, and the kernels'
+    argument bundles built from them (``channel_params`` for the energy kernels,
+    ``allocation`` for ``allocate_hours``): each bundle's field order is written once, in its
+    NamedTuple, and the kernels read fields by name."""
 
     channels: KeyIndex
     cost_centres: KeyIndex
     products: KeyIndex
-    rollover_array: np.ndarray
-    max_rate_array: np.ndarray
-    gap_ms_array: np.ndarray
-    uncertainty_array: np.ndarray
-    import_channel_array: np.ndarray
-    export_channel_array: np.ndarray
-    pv_channel_array: np.ndarray
-    sub_channel_array: np.ndarray
-    sub_cost_centre_array: np.ndarray
-    sub_sign_array: np.ndarray
-    cc_is_production_array: np.ndarray
-    cc_key_array: np.ndarray
-    cc_shares_matrix: np.ndarray
-    cc_key_uncertainty_array: np.ndarray
-    remainder_key: int
-    remainder_shares_array: np.ndarray
-    remainder_key_uncertainty: float
-    product_cc_array: np.ndarray
-    product_units_channel_array: np.ndarray
-    product_weight_array: np.ndarray
-    product_key_uncertainty_array: np.ndarray
+    poll_period_array: np.ndarray
+    channel_params: ChannelParams
+    allocation: AllocationTopology
+
+    @property
+    def pv_channel_array(self) -> np.ndarray:
+        return self.allocation.pv_ch
+
+    @property
+    def product_cc_array(self) -> np.ndarray:
+        return self.allocation.prod_cc
 
 
 def build_topology_arrays(topology: SiteTopology, gap_polls: float = 3.0) -> TopologyArrays:
@@ -94,13 +93,16 @@ def build_topology_arrays(topology: SiteTopology, gap_polls: float = 3.0) -> Top
     rollover = np.zeros(n_ch)
     max_rate = np.zeros(n_ch)
     gap_ms = np.zeros(n_ch, dtype=np.int64)
+    poll = np.zeros(n_ch)
     unc = np.zeros(n_ch)
     imp, exp_, pv, sub, sub_cc, sub_sign = [], [], [], [], [], []
+    by_id = {m.meter_id: m for m in topology.meters}  # topology.meter() is a linear search
     for (meter_id, channel), i in zip(channels.keys, range(n_ch), strict=True):
-        m = topology.meter(meter_id)
+        m = by_id[meter_id]
         rollover[i] = m.rollover_kwh
         max_rate[i] = m.max_power_kw
         gap_ms[i] = int(round(gap_polls * m.poll_period_s * 1000))
+        poll[i] = m.poll_period_s
         unc[i] = m.accuracy_class_pct / 100.0
         if m.role == "grid_import":
             (imp if channel == IMPORT_KWH else exp_).append(i)
@@ -122,29 +124,31 @@ def build_topology_arrays(topology: SiteTopology, gap_polls: float = 3.0) -> Top
     for target, weight in topology.remainder_shares.items():
         rem_shares[ccs.index(target)] = weight
     prods = topology.products
-    return TopologyArrays(
-        channels=channels, cost_centres=ccs, products=products,
-        rollover_array=rollover, max_rate_array=max_rate, gap_ms_array=gap_ms,
-        uncertainty_array=unc,
-        import_channel_array=np.array(imp, dtype=np.int64),
-        export_channel_array=np.array(exp_, dtype=np.int64),
-        pv_channel_array=np.array(pv, dtype=np.int64),
-        sub_channel_array=np.array(sub, dtype=np.int64),
-        sub_cost_centre_array=np.array(sub_cc, dtype=np.int64),
-        sub_sign_array=np.array(sub_sign, dtype=np.float64),
-        cc_is_production_array=is_prod,
-        cc_key_array=np.array([_KEYS[c.allocation_key] for c in topology.cost_centres], dtype=np.int64),
-        cc_shares_matrix=shares,
-        cc_key_uncertainty_array=np.array([c.key_uncertainty_pct / 100 for c in topology.cost_centres]),
-        remainder_key=_KEYS[topology.remainder_key],
-        remainder_shares_array=rem_shares,
-        remainder_key_uncertainty=topology.remainder_key_uncertainty_pct / 100,
-        product_cc_array=np.array([ccs.index(p.line) for p in prods], dtype=np.int64),
-        product_units_channel_array=np.array(
-            [channels.index((p.units_meter, p.units_channel)) for p in prods], dtype=np.int64),
-        product_weight_array=np.array([p.key_per_unit for p in prods], dtype=np.float64),
-        product_key_uncertainty_array=np.array([p.key_uncertainty_pct / 100 for p in prods]),
+    allocation = AllocationTopology(
+        ch_unc=unc,
+        imp_ch=np.array(imp, dtype=np.int64),
+        exp_ch=np.array(exp_, dtype=np.int64),
+        pv_ch=np.array(pv, dtype=np.int64),
+        sub_ch=np.array(sub, dtype=np.int64),
+        sub_cc=np.array(sub_cc, dtype=np.int64),
+        sub_sign=np.array(sub_sign, dtype=np.float64),
+        cc_is_prod=is_prod,
+        cc_key=np.array([_KEYS[c.allocation_key] for c in topology.cost_centres], dtype=np.int64),
+        cc_shares=shares,
+        cc_key_unc=np.array([c.key_uncertainty_pct / 100 for c in topology.cost_centres]),
+        rem_key=_KEYS[topology.remainder_key],
+        rem_shares=rem_shares,
+        rem_key_unc=float(topology.remainder_key_uncertainty_pct / 100),
+        prod_cc=np.array([ccs.index(p.line) for p in prods], dtype=np.int64),
+        prod_units_ch=np.array([channels.index((p.units_meter, p.units_channel)) for p in prods],
+                               dtype=np.int64),
+        prod_w=np.array([p.key_per_unit for p in prods], dtype=np.float64),
+        prod_key_unc=np.array([p.key_uncertainty_pct / 100 for p in prods]),
     )
+    return TopologyArrays(channels=channels, cost_centres=ccs, products=products,
+                          poll_period_array=poll,
+                          channel_params=ChannelParams(rollover, max_rate, gap_ms),
+                          allocation=allocation)
 
 
 def civil_period_index(hour_ms: np.ndarray, mode: str, utc_offset_minutes: int) -> np.ndarray:
@@ -188,6 +192,26 @@ class MarketArrays:
     group_member_matrix: np.ndarray
     rows: tuple[InstrumentRow, ...]
     ineligible: tuple[tuple[str, str], ...]  # (instrument ref, reason)
+
+    def kernel_windows(self) -> MarketWindows:
+        """The windows and rows as ``match_market`` takes them, in its parameter order."""
+        return MarketWindows(self.window_lo_array, self.window_hi_array, self.row_ptr_array,
+                             self.row_stage_array, self.row_group_array, self.row_kwh_array,
+                             self.row_factor_array, self.group_member_matrix)
+
+
+class MarketWindows(NamedTuple):
+    """``match_market``'s window and row parameters, in its order (the one place it is
+    written; a test checks it against the kernel's signature)."""
+
+    win_lo: np.ndarray
+    win_hi: np.ndarray
+    row_ptr: np.ndarray
+    row_stage: np.ndarray
+    row_group: np.ndarray
+    row_kwh: np.ndarray
+    row_factor: np.ndarray
+    group_member: np.ndarray
 
 
 def instrument_rows(portfolio: InstrumentPortfolio | None, topology: SiteTopology,

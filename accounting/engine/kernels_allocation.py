@@ -15,6 +15,7 @@ part's relative uncertainty being the product rule of meter class and allocation
 from __future__ import annotations
 
 import math
+from typing import NamedTuple
 
 import numba
 import numpy as np
@@ -59,20 +60,69 @@ def _key_weights(key: int, shares: np.ndarray, direct: np.ndarray, units_cc: np.
     return total
 
 
+class AllocationTopology(NamedTuple):
+    """The topology as ``allocate_hours`` reads it (built by ``arrays.build_topology_arrays``).
+
+    Channels: ``ch_unc`` accuracy (fraction) of each; ``imp_ch``/``exp_ch``/``pv_ch`` the
+    incomer's import and export and the PV generation channels; ``sub_ch`` submeter channels
+    with their cost centre ``sub_cc`` and sign ``sub_sign`` (-1 for an export register).
+    Cost centres: ``cc_is_prod``, allocation key ``cc_key`` (``KEY_*``), fixed shares
+    ``cc_shares[u, c]``, key uncertainty ``cc_key_unc``. Remainder: key, shares, uncertainty.
+    Products: line ``prod_cc``, units channel ``prod_units_ch``, key weight per unit
+    ``prod_w``, key uncertainty ``prod_key_unc``.
+    """
+
+    ch_unc: np.ndarray
+    imp_ch: np.ndarray
+    exp_ch: np.ndarray
+    pv_ch: np.ndarray
+    sub_ch: np.ndarray
+    sub_cc: np.ndarray
+    sub_sign: np.ndarray
+    cc_is_prod: np.ndarray
+    cc_key: np.ndarray
+    cc_shares: np.ndarray
+    cc_key_unc: np.ndarray
+    rem_key: int
+    rem_shares: np.ndarray
+    rem_key_unc: float
+    prod_cc: np.ndarray
+    prod_units_ch: np.ndarray
+    prod_w: np.ndarray
+    prod_key_unc: np.ndarray
+
+
+class AllocationOutputs(NamedTuple):
+    """What ``allocate_hours`` fills: ``(n_hours, n_products)`` matrices and the site balance
+    ``(n_hours, len(SITE_COLUMNS))``."""
+
+    energy: np.ndarray
+    metered: np.ndarray
+    allocated: np.ndarray
+    estimated: np.ndarray
+    unc: np.ndarray
+    units: np.ndarray
+    site: np.ndarray
+
+
+def allocation_outputs(n_hours: int, n_products: int) -> AllocationOutputs:
+    """Zeroed outputs for ``n_hours`` hours."""
+    return AllocationOutputs(*(np.zeros((n_hours, n_products)) for _ in range(6)),
+                             np.zeros((n_hours, len(SITE_COLUMNS))))
+
+
 @numba.njit(cache=True, parallel=True)
-def allocate_hours(energy: np.ndarray, est: np.ndarray, ch_unc: np.ndarray,
-                   imp_ch: np.ndarray, exp_ch: np.ndarray, pv_ch: np.ndarray,
-                   sub_ch: np.ndarray, sub_cc: np.ndarray, sub_sign: np.ndarray,
-                   cc_is_prod: np.ndarray, cc_key: np.ndarray, cc_shares: np.ndarray,
-                   cc_key_unc: np.ndarray, rem_key: int, rem_shares: np.ndarray,
-                   rem_key_unc: float, prod_cc: np.ndarray, prod_units_ch: np.ndarray,
-                   prod_w: np.ndarray, prod_key_unc: np.ndarray,
-                   out_energy: np.ndarray, out_metered: np.ndarray, out_allocated: np.ndarray,
-                   out_estimated: np.ndarray, out_unc: np.ndarray, out_units: np.ndarray,
-                   site: np.ndarray) -> None:
-    """Allocate every hour. ``energy``/``est`` are ``(n_hours, n_channels)``; ``out_*`` are
-    ``(n_hours, n_products)``; ``site`` is ``(n_hours, len(SITE_COLUMNS))``. Uncertainties are
-    fractions (0.01 for 1 %)."""
+def allocate_hours(energy: np.ndarray, est: np.ndarray, t: AllocationTopology,
+                   out: AllocationOutputs) -> None:
+    """Allocate every hour. ``energy``/``est`` are ``(n_hours, n_channels)`` (hour-major, C
+    order, the engine's own layout). Uncertainties are fractions (0.01 for 1 %)."""
+    ch_unc, imp_ch, exp_ch, pv_ch = t.ch_unc, t.imp_ch, t.exp_ch, t.pv_ch
+    sub_ch, sub_cc, sub_sign = t.sub_ch, t.sub_cc, t.sub_sign
+    cc_is_prod, cc_key, cc_shares, cc_key_unc = t.cc_is_prod, t.cc_key, t.cc_shares, t.cc_key_unc
+    rem_key, rem_shares, rem_key_unc = t.rem_key, t.rem_shares, t.rem_key_unc
+    prod_cc, prod_units_ch, prod_w, prod_key_unc = t.prod_cc, t.prod_units_ch, t.prod_w, t.prod_key_unc
+    out_energy, out_metered, out_allocated = out.energy, out.metered, out.allocated
+    out_estimated, out_unc, out_units, site = out.estimated, out.unc, out.units, out.site
     n_h = energy.shape[0]
     n_cc = cc_is_prod.shape[0]
     n_p = prod_cc.shape[0]

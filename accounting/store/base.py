@@ -10,13 +10,20 @@ appear twice.
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from typing import Any, NamedTuple
+
+import numpy as np
 
 from tanji.quantities import QUANTITIES
 
 #: The value columns/fields of a stored reading: the whole quantity catalogue, in a fixed order.
 VALUE_NAMES: tuple[str, ...] = tuple(QUANTITIES)
+#: The quality of a value that may move a counter.
+GOOD = "good"
+
+Channel = tuple[str, str]  # (meter id, quantity)
+ChannelArrays = tuple[np.ndarray, np.ndarray, np.ndarray]  # (channel position, ts_ms, value)
 
 
 class StoredReading(NamedTuple):
@@ -75,6 +82,42 @@ class ReadingStore(ABC):
     def read_readings(self, site: str, meter: str | None, start_ms: int, end_ms: int) -> list[StoredReading]:
         """Readings of one meter (or every meter when `meter` is None), in timestamp order."""
 
+    def read_channel_arrays(self, site: str, channels: Sequence[Channel], start_ms: int,
+                            end_ms: int) -> ChannelArrays:
+        """Good values of ``channels`` with ``start_ms <= ts < end_ms`` as columns:
+        ``(position in channels, ts_ms, value)``, sorted by (position, ts). A value counts when
+        it is present and its own quality (else the reading's) is ``good``: a stale or failed
+        value must not move a counter. The engine's and recompute's read path: no objects per
+        reading. Default: through ``read_readings``; stores override it with a narrower query."""
+        if end_ms <= start_ms or not channels:
+            return _empty_arrays()
+        meters = {m for m, _ in channels}
+        rows = self.read_readings(site, next(iter(meters)) if len(meters) == 1 else None,
+                                  start_ms, end_ms)
+        return channel_arrays(channels, ((r.meter, r.ts_ms, r.quality, r.value_quality, r.values)
+                                         for r in rows))
+
+    def iter_channel_arrays(self, site: str, channels: Sequence[Channel], start_ms: int,
+                            end_ms: int, window_ms: int | None = None) -> Iterator[ChannelArrays]:
+        """``read_channel_arrays`` in consecutive time windows (``stream_window_ms`` by default),
+        so a year streams with the memory of one window. Windows are in time order and each is
+        sorted by (position, ts): fed in this order the engine only ever appends."""
+        window = window_ms or self.stream_window_ms
+        lo = start_ms
+        while lo < end_ms:
+            hi = min(end_ms, lo + window)
+            chunk = self.read_channel_arrays(site, channels, lo, hi)
+            if len(chunk[0]):
+                yield chunk
+            lo = hi
+
+    #: Time window per query when streaming readings (``iter_channel_arrays``).
+    stream_window_ms = 6 * 3_600_000
+
+    @abstractmethod
+    def reading_span(self, site: str) -> tuple[int, int] | None:
+        """``(oldest, newest)`` reading timestamp of a site, or None when it has none."""
+
     @abstractmethod
     def latest(self, site: str) -> dict[str, StoredReading]:
         """The newest reading of each meter of a site, by meter id."""
@@ -111,3 +154,35 @@ class ReadingStore(ABC):
     @abstractmethod
     def close(self) -> None:
         """Release connections and threads; safe to call twice."""
+
+
+def _empty_arrays() -> ChannelArrays:
+    return np.zeros(0, np.int64), np.zeros(0, np.int64), np.zeros(0)
+
+
+def channel_arrays(channels: Sequence[Channel], rows: Any) -> ChannelArrays:
+    """Columns of the good values of ``channels`` in ``rows`` of ``(meter, ts_ms, quality,
+    value_quality, values)`` (the shared rule of ``read_channel_arrays``)."""
+    by_meter: dict[str, list[tuple[int, str]]] = {}
+    for i, (meter, quantity) in enumerate(channels):
+        by_meter.setdefault(meter, []).append((i, quantity))
+    pos: list[int] = []
+    ts: list[int] = []
+    val: list[float] = []
+    for meter, ts_ms, quality, vq, values in rows:
+        for i, quantity in by_meter.get(meter, ()):
+            v = values.get(quantity)
+            if v is None or (vq.get(quantity, GOOD) if vq else quality) != GOOD:
+                continue
+            pos.append(i)
+            ts.append(ts_ms)
+            val.append(float(v))
+    return sort_arrays(np.array(pos, np.int64), np.array(ts, np.int64), np.array(val, np.float64))
+
+
+def sort_arrays(pos: np.ndarray, ts: np.ndarray, val: np.ndarray) -> ChannelArrays:
+    """Sorted by (position, ts)."""
+    if len(pos) > 1:
+        order = np.lexsort((ts, pos))
+        pos, ts, val = pos[order], ts[order], val[order]
+    return pos, ts, val

@@ -39,15 +39,20 @@ from pathlib import Path
 from typing import Any
 
 import msgspec
+import numpy as np
 from influxdb_client import InfluxDBClient, WritePrecision, WriteService
 from influxdb_client.rest import ApiException
 
 from accounting.store.base import (
+    GOOD,
     VALUE_NAMES,
+    Channel,
+    ChannelArrays,
     EncodedReadings,
     QuarantinedMessage,
     ReadingStore,
     StoredReading,
+    sort_arrays,
 )
 from accounting.store.spill import SpilledWrite, SpillQueue
 from tanji.wire import QUALITY_CODES
@@ -58,6 +63,10 @@ READINGS = "reading"
 FOOTPRINTS = "footprint"
 QUARANTINE = "quarantine"
 QUARANTINE_PAYLOAD_MAX = 64 * 1024
+#: InfluxDB keeps time as int64 nanoseconds: the widest range a query may name, in ms.
+#: A bound outside it (the old ``2**62`` ms sentinel) makes InfluxQL silently match nothing.
+TIME_MIN_MS = -(2**63) // 1_000_000 + 1
+TIME_MAX_MS = (2**63 - 1) // 1_000_000
 _TAG_ESCAPE = str.maketrans({",": r"\,", " ": r"\ ", "=": r"\="})
 _PRECISIONS = {"ms": WritePrecision.MS, "ns": WritePrecision.NS}
 
@@ -298,12 +307,69 @@ class InfluxStore(ReadingStore):
                     json.loads(vq) if vq else None))
         return out
 
+    @staticmethod
+    def _time_range(start_ms: int, end_ms: int) -> str:
+        """``time >= start AND time < end`` with both bounds inside InfluxDB's time range."""
+        lo = min(max(start_ms, TIME_MIN_MS), TIME_MAX_MS)
+        hi = min(max(end_ms, TIME_MIN_MS), TIME_MAX_MS)
+        return f"time >= {lo}ms AND time < {hi}ms"
+
     def read_readings(self, site: str, meter: str | None, start_ms: int, end_ms: int) -> list[StoredReading]:
-        where = f"site = {self._quote(site)} AND time >= {start_ms}ms AND time < {end_ms}ms"
+        where = f"site = {self._quote(site)} AND {self._time_range(start_ms, end_ms)}"
         if meter is not None:
             where += f" AND meter = {self._quote(meter)}"
         rows = self._readings(self.query(f"SELECT * FROM {READINGS} WHERE {where}"))
         return sorted(rows, key=lambda r: (r.ts_ms, r.meter))
+
+    def read_channel_arrays(self, site: str, channels: Sequence[Channel], start_ms: int,
+                            end_ms: int) -> ChannelArrays:
+        """One InfluxQL query per meter for only the fields asked."""
+        by_meter: dict[str, list[tuple[int, str]]] = {}
+        for i, (meter, quantity) in enumerate(channels):
+            if quantity in VALUE_NAMES:
+                by_meter.setdefault(meter, []).append((i, quantity))
+        pos_l, ts_l, val_l = [], [], []
+        for meter, wanted in by_meter.items():
+            fields = ", ".join(f'"{q}"' for _, q in wanted)
+            series = self.query(
+                f"SELECT quality, value_quality, {fields} FROM {READINGS} WHERE site = {self._quote(site)} "
+                f"AND meter = {self._quote(meter)} AND {self._time_range(start_ms, end_ms)}")
+            for s in series:
+                cols = s["columns"]
+                rows = s["values"]
+                if not rows:
+                    continue
+                columns = list(zip(*rows, strict=True))
+                at = {name: k for k, name in enumerate(cols)}
+                ts = np.array(columns[at["time"]], np.int64)
+                good = np.array([q == GOOD for q in columns[at["quality"]]], bool)
+                vq_col = columns[at["value_quality"]] if "value_quality" in at else ()
+                vq = [(k, json.loads(v)) for k, v in enumerate(vq_col) if v]
+                for i, quantity in wanted:
+                    if quantity not in at:
+                        continue
+                    val = np.array([np.nan if v is None else v for v in columns[at[quantity]]], np.float64)
+                    ok = good.copy()
+                    for k, q in vq:
+                        ok[k] = q.get(quantity, GOOD) == GOOD
+                    ok &= ~np.isnan(val)
+                    pos_l.append(np.full(int(ok.sum()), i, np.int64))
+                    ts_l.append(ts[ok])
+                    val_l.append(val[ok])
+        if not pos_l:
+            return np.zeros(0, np.int64), np.zeros(0, np.int64), np.zeros(0)
+        return sort_arrays(np.concatenate(pos_l), np.concatenate(ts_l), np.concatenate(val_l))
+
+    #: JSON answers are large: stream a site an hour at a time.
+    stream_window_ms = 3_600_000
+
+    def reading_span(self, site: str) -> tuple[int, int] | None:
+        where = f"WHERE site = {self._quote(site)}"
+        first = self.query(f"SELECT FIRST(quality) FROM {READINGS} {where}")
+        last = self.query(f"SELECT LAST(quality) FROM {READINGS} {where}")
+        if not first or not last:
+            return None
+        return int(first[0]["values"][0][0]), int(last[0]["values"][0][0])
 
     def latest(self, site: str) -> dict[str, StoredReading]:
         series = self.query(f"SELECT * FROM {READINGS} WHERE site = {self._quote(site)} "
@@ -317,7 +383,7 @@ class InfluxStore(ReadingStore):
 
     def read_footprints(self, site: str, start_ms: int, end_ms: int) -> list[dict[str, Any]]:
         series = self.query(f"SELECT body, end_ms FROM {FOOTPRINTS} WHERE site = {self._quote(site)} "
-                            f"AND time >= {start_ms}ms AND time < {end_ms}ms")
+                            f"AND {self._time_range(start_ms, end_ms)}")
         return [json.loads(row[1]) for s in series for row in s["values"] if row[2] <= end_ms]
 
     def quarantined(self, limit: int = 100) -> list[QuarantinedMessage]:
