@@ -1,4 +1,9 @@
-"""The README's main job: `bin/demo --duration 60 --http-port P` serves positive footprints within 30 s."""
+"""The README's main job: `bin/demo --duration 90 --http-port P` serves positive footprints, then stops by itself.
+
+No wall-clock limit is asserted (DESIGN.md: speed lives in benchmarks/): the test waits for
+positive footprints for as long as the demo runs, so a slow or loaded machine (or a cold numba
+cache) makes it slower, not red.
+"""
 
 from __future__ import annotations
 
@@ -15,18 +20,17 @@ from tests.services import free_port
 REPO = Path(__file__).resolve().parents[2]
 
 
-@pytest.mark.timeout(180)
-def test_bin_demo_serves_positive_footprints_within_30_s(tmp_path):
+@pytest.mark.timeout(360)
+def test_bin_demo_serves_positive_footprints_then_stops(tmp_path):
     port = free_port()
     log = tmp_path / "demo.log"
     with open(log, "wb") as out:
-        proc = subprocess.Popen([str(REPO / "bin" / "demo"), "--duration", "60", "--http-port", str(port),
+        proc = subprocess.Popen([str(REPO / "bin" / "demo"), "--duration", "90", "--http-port", str(port),
                                  "--https-port", str(free_port()),
                                  "--workdir", str(tmp_path / "work")], stdout=out, stderr=subprocess.STDOUT)
-    started = time.monotonic()
     footprints: list[dict] = []
     try:
-        while time.monotonic() - started < 30:
+        while proc.poll() is None:
             try:
                 with urllib.request.urlopen(f"http://127.0.0.1:{port}/api/v1/footprints", timeout=5) as resp:
                     footprints = json.loads(resp.read())
@@ -37,13 +41,13 @@ def test_bin_demo_serves_positive_footprints_within_30_s(tmp_path):
                 break
             time.sleep(0.5)
         else:
-            pytest.fail(f"no positive footprints within 30 s: {footprints}\n{log.read_text()[-3000:]}")
+            pytest.fail(f"no positive footprints while the demo ran: {footprints}\n{log.read_text()[-3000:]}")
         assert {f["product_id"] for f in footprints} == {"pack-48v-100ah", "ess-5kwh"}
         for f in footprints:
             assert f["units"] > 0 and f["energy_kwh"] > 0 and f["kgco2e_location"] > 0
             assert f["dataset_id"] and f["dataset_version"] and f["matching_mode"]
         # It stops by itself when --duration has passed, cleanly.
-        assert proc.wait(timeout=90) == 0, log.read_text()[-3000:]
+        assert proc.wait(timeout=200) == 0, log.read_text()[-3000:]
     finally:
         if proc.poll() is None:
             proc.kill()
