@@ -83,3 +83,38 @@ class CheckpointError(AccountingError):
 class SourceUnavailableError(AccountingError):
     """The reading store cannot answer now (down, or readings acknowledged but still queued
     for it); an engine keeps the late readings that needed it and tries again later."""
+
+
+class ShipmentError(AccountingError):
+    """A shipment (export declaration or invoice) cannot be recorded as given."""
+
+
+class ShipmentInputError(ShipmentError):
+    """A shipment document or CSV row is malformed (missing field, bad date, unknown country)."""
+
+
+class UnknownProductError(ShipmentError):
+    """A shipment line names a product the site does not make."""
+
+
+class OverShippedError(ShipmentError):
+    """More units asked than were produced (in closed batches) and not yet shipped."""
+
+
+class BatchAlreadyShippedError(ShipmentError):
+    """A named batch's units are already drawn by other shipments: a unit is shipped once."""
+
+
+class ShipmentExistsError(ShipmentError):
+    """A shipment with this id (declaration or invoice number) is already recorded."""
+
+
+class ShipmentIssuedError(ShipmentError):
+    """An issued shipment is immutable: it can only be superseded by a recomputation."""
+
+
+class UnknownShipmentError(ShipmentError, KeyError):
+    """No shipment with this id."""
+
+    def __str__(self) -> str:
+        return str(self.args[0]) if self.args else "unknown shipment"

@@ -215,6 +215,10 @@ class AccountingService:
         return self.engines.footprints([site_id] if site_id else list(self.sites), start_ms=start_ms,
                                        end_ms=end_ms, product_id=product_id, batch_id=batch_id)
 
+    def batch_runs(self, site_id: str) -> list[dict[str, Any]]:
+        """The site's production batches (PLC batch register runs), for shipments."""
+        return self.engines.batch_runs(site_id)
+
     def meter_status(self, site_id: str | None = None) -> list[dict[str, Any]]:
         """Per meter: id, site, gateway, role, last ts_ms / values / quality, and since this process
         started: readings, comm_errors."""

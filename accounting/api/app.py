@@ -17,6 +17,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from accounting.api import dashboard, factors, metrics, recompute, reference, reports, stream, v1
 from accounting.api import pact as pact_routes
+from accounting.api import shipments as shipment_routes
 from accounting.api.errors import install_error_handlers
 from accounting.api.limits import BodyLimit
 from accounting.api.responses import TanjiJSONResponse
@@ -24,6 +25,7 @@ from accounting.api.stream import StreamHub
 from accounting.api.types import AccountingServiceLike
 from accounting.pact.clients import PactClients
 from accounting.pact.host import PactHost
+from accounting.shipments import ShipmentBook
 
 #: The dashboard loads only from this server (a plant has no internet; no CDN may sneak in).
 CONTENT_SECURITY_POLICY = ("default-src 'self'; connect-src 'self' ws: wss:; img-src 'self' data:; "
@@ -59,7 +61,7 @@ def middleware() -> list[Middleware]:
 
 def create_app(service: AccountingServiceLike, *, api_token: str | None = None,
                pact_clients: dict[str, str] | PactClients | None = None, pact: PactHost | None = None,
-               pact_state_dir: str | Path | None = None) -> FastAPI:
+               pact_state_dir: str | Path | None = None, shipments: ShipmentBook | None = None) -> FastAPI:
     """The Tanji HTTP application over `service`.
 
     api_token: bearer token required by the write endpoints (certificates, factor datasets,
@@ -75,14 +77,20 @@ def create_app(service: AccountingServiceLike, *, api_token: str | None = None,
     if pact is None:
         clients = pact_clients if isinstance(pact_clients, PactClients) else PactClients.from_secrets(pact_clients or {})
         pact = PactHost(service, clients, state_dir=pact_state_dir)
+    if shipments is None:
+        shipments = ShipmentBook(service, state_dir=pact_state_dir, pact=pact)
+    elif shipments.pact is None:
+        shipments.pact = pact
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
         await hub.start()
         pact.start()
+        shipments.start()
         try:
             yield
         finally:
+            shipments.stop()
             pact.stop()
             await hub.stop()
 
@@ -98,6 +106,7 @@ def create_app(service: AccountingServiceLike, *, api_token: str | None = None,
     app.state.api_token = api_token
     app.state.stream_hub = hub
     app.state.pact = pact
+    app.state.shipments = shipments
     install_error_handlers(app)
     app.add_exception_handler(pact_routes.PactError, pact_routes.pact_error_response)
     app.include_router(v1.router)
@@ -106,6 +115,8 @@ def create_app(service: AccountingServiceLike, *, api_token: str | None = None,
     app.include_router(factors.router)
     app.include_router(recompute.router)
     app.include_router(reports.router)
+    app.include_router(shipment_routes.router)
+    app.include_router(shipment_routes.schema_router)
     app.include_router(pact_routes.router)
     app.include_router(dashboard.router)
     app.include_router(metrics.router)

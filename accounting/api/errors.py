@@ -16,6 +16,10 @@ from accounting import errors as acc
 STATUS: tuple[tuple[type[Exception], int], ...] = (
     (acc.CertificateAlreadyClaimedError, 409),
     (acc.FactorVersionConflictError, 409),
+    (acc.BatchAlreadyShippedError, 409),
+    (acc.ShipmentExistsError, 409),
+    (acc.ShipmentIssuedError, 409),
+    (acc.UnknownShipmentError, 404),
     (acc.UnknownRegionError, 422),
     (acc.UnknownChannelError, 404),
     (acc.AccountingError, 422),

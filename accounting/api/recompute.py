@@ -47,4 +47,7 @@ def recompute(svc: Annotated[AccountingServiceLike, Depends(service)],
     pact = getattr(http.app.state, "pact", None)
     if pact is not None:
         pact.recomputed(request.site_id, start_ms, end_ms, request.dataset_version)
+    shipments = getattr(http.app.state, "shipments", None)
+    if shipments is not None:  # issued shipments with lots in the period: re-issued if figures change
+        shipments.recomputed(request.site_id, start_ms, end_ms, request.dataset_version)
     return result

@@ -321,6 +321,21 @@ class Engine:
         return [self._reducer.footprint(self._state, d, p, weights, lo, hi, None, closed)
                 for p in range(len(self._arrays.products))]
 
+    def batch_runs(self) -> list[dict[str, object]]:
+        """Every production batch the lines' PLCs showed, in time order per channel: a run of one
+        number on a ``batch_id`` channel, from its first reading to the next run's first reading
+        (the last run: to its last reading), its line, and ``closed`` once the register moved on."""
+        out: list[dict[str, object]] = []
+        for i, log in enumerate(self._batches):
+            meter = self.topology.meter(self._keys.keys[self._counters + i][0])
+            n = len(log.run_val)
+            for j in range(n):
+                end = int(log.run_first[j + 1]) if j + 1 < n else int(log.run_last[j])
+                out.append({"meter_id": meter.meter_id, "cost_centre": meter.cost_centre,
+                            "batch_id": float(log.run_val[j]), "start_ms": int(log.run_first[j]),
+                            "end_ms": end, "closed": j + 1 < n})
+        return out
+
     def _batch_footprints(self, batch_id: str | float) -> list[ProductFootprint]:
         target = float(batch_id)
         result = []

@@ -65,17 +65,28 @@ class LiveEngines:
     def footprints(self, site_ids: Iterable[str], *, start_ms: int, end_ms: int,
                    product_id: str | None = None, batch_id: str | None = None) -> list[dict[str, Any]]:
         """Engine `ProductFootprint.to_dict()`s over [start_ms, end_ms), optionally one product or batch."""
+        if batch_id is not None:
+            try:
+                float(batch_id)  # a PLC's batch register holds a number; no other batch can be found
+            except ValueError:
+                return []
         out = []
         with self.lock:
             for sid in site_ids:
-                for fp in self._engines[sid].footprints(start_ms, end_ms):
+                engine = self._engines[sid]
+                fps = engine.footprints(start_ms, end_ms) if batch_id is None else \
+                    engine.footprints(start_ms, end_ms, batch_id=batch_id)
+                for fp in fps:
                     d = fp.to_dict()
                     if product_id is not None and d.get("product_id") != product_id:
                         continue
-                    if batch_id is not None and str(d.get("batch_id")) != str(batch_id):
-                        continue
                     out.append(d)
         return out
+
+    def batch_runs(self, site_id: str) -> list[dict[str, Any]]:
+        """The site's production batches as its PLCs showed them (`Engine.batch_runs`)."""
+        with self.lock:
+            return self._engines[site_id].batch_runs() if site_id in self._engines else []
 
     def hourly_series(self, site: Site, start_ms: int, end_ms: int) -> list[dict[str, Any]]:
         with self.lock:

@@ -26,7 +26,7 @@ from accounting.pact.document import EXTENSION_PATH
 from accounting.pact.filters import Criteria
 from accounting.pact.outbox import DeliveryError, Outbox, OutboxRow
 from accounting.pact.published import Published, PublishedStore
-from accounting.pact.publisher import Publisher
+from accounting.pact.publisher import Publisher, figures
 from accounting.pact.ratelimit import AuthLimiter
 from accounting.pact.tokens import TokenStore
 
@@ -126,6 +126,16 @@ class PactHost:
         on the host's thread, not on the request's)."""
         self._recomputes.append((site_id, start_ms, end_ms, dataset_spec))
         self.outbox.wake.set()
+
+    def publish_shipment(self, document: dict[str, Any], *, site_id: str, product_id: str,
+                         period: tuple[int, int], shipment_id: str, supersedes: str | None = None) -> Published:
+        """Publish a shipment line's footprint (`accounting.shipments`), announced like a month's."""
+        row = self.published.publish(document, site_id=site_id, product_id=product_id, period=period,
+                                     created_ms=int(self.clock() * 1000), figures=figures(document),
+                                     live_revision=0, dataset=None, supersedes=supersedes,
+                                     shipment_id=shipment_id)
+        self._announce([row.id] + ([supersedes] if supersedes else []), site_id, product_id)
+        return row
 
     # -- what partners may see -------------------------------------------------------------
 

@@ -66,12 +66,15 @@ class PublishedStore:
             self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute("PRAGMA synchronous=FULL")
         self._db.execute(_SCHEMA)
+        # A shipment line's footprint (accounting.shipments) names its shipment; months do not.
+        if "shipment_id" not in {r[1] for r in self._db.execute("PRAGMA table_info(footprints)")}:
+            self._db.execute("ALTER TABLE footprints ADD COLUMN shipment_id TEXT")
         self._db.execute("CREATE INDEX IF NOT EXISTS footprints_period ON footprints "
                          "(site_id, product_id, period_start_ms, seq)")
         self._parsed: dict[str, dict[str, Any]] = {}  # id -> document as published (immutable)
 
     def _row(self, r: tuple) -> Published:
-        seq, pf_id, site, product, start, end, created, status, text, figures, rev, dataset, _ = r
+        seq, pf_id, site, product, start, end, created, status, text, figures, rev, dataset = r[:12]
         doc = self._parsed.get(pf_id)
         if doc is None:
             doc = self._parsed[pf_id] = json.loads(text)
@@ -80,7 +83,7 @@ class PublishedStore:
 
     def publish(self, document: dict[str, Any], *, site_id: str, product_id: str, period: tuple[int, int],
                 created_ms: int, figures: str, live_revision: int, dataset: str | None,
-                supersedes: str | None = None) -> Published:
+                supersedes: str | None = None, shipment_id: str | None = None) -> Published:
         """Store a new footprint (Active); the one it supersedes becomes Deprecated, atomically."""
         text = json.dumps(document, ensure_ascii=False, separators=(",", ":"), allow_nan=False)
         with self._lock:
@@ -91,10 +94,10 @@ class PublishedStore:
                                      "WHERE id = ?", (document["id"], supersedes))
                 self._db.execute(
                     "INSERT INTO footprints (id, site_id, product_id, period_start_ms, period_end_ms, "
-                    "created_ms, status, document, figures, live_revision, dataset) "
-                    "VALUES (?, ?, ?, ?, ?, ?, 'Active', ?, ?, ?, ?)",
+                    "created_ms, status, document, figures, live_revision, dataset, shipment_id) "
+                    "VALUES (?, ?, ?, ?, ?, ?, 'Active', ?, ?, ?, ?, ?)",
                     (document["id"], site_id, product_id, period[0], period[1], created_ms, text, figures,
-                     live_revision, dataset))
+                     live_revision, dataset, shipment_id))
                 self._db.execute("COMMIT")
             except BaseException:
                 self._db.execute("ROLLBACK")
@@ -120,10 +123,10 @@ class PublishedStore:
             return self._row(r) if r else None
 
     def latest(self, site_id: str, product_id: str, period_start_ms: int) -> Published | None:
-        """The newest footprint of a product's period (Active unless withdrawn)."""
+        """The newest footprint of a product's period (Active unless withdrawn); shipments' aside."""
         with self._lock:
             r = self._db.execute("SELECT * FROM footprints WHERE site_id = ? AND product_id = ? AND "
-                                 "period_start_ms = ? ORDER BY seq DESC LIMIT 1",
+                                 "period_start_ms = ? AND shipment_id IS NULL ORDER BY seq DESC LIMIT 1",
                                  (site_id, product_id, period_start_ms)).fetchone()
             return self._row(r) if r else None
 
