@@ -179,5 +179,7 @@ def _serve_http(service: AccountingService, args: argparse.Namespace, pact: tupl
                     public_url=f"{scheme}://{shown}:{args.http_port}")
     log.info("serving %s://%s:%d/ (PACT %s, %d client(s))", scheme, args.http_host, args.http_port,
              "over HTTPS" if tls else "refused: no --tls-cert, PACT is HTTPS only", len(host.clients))
-    uvicorn.run(create_app(service, pact=host), host=args.http_host, port=args.http_port, log_level="warning",
+    from accounting.shipments import ShipmentBook
+    shipments = ShipmentBook(service, state_dir=state_dir, pact=host)  # shipments.sqlite beside the ledger
+    uvicorn.run(create_app(service, pact=host, shipments=shipments), host=args.http_host, port=args.http_port, log_level="warning",
                 **tls)

@@ -26,6 +26,7 @@ from accounting.api.v1 import live_footprints
 from accounting.embedded_broker import EmbeddedBroker
 from accounting.pact.tls import server_ssl
 from accounting.service import AccountingService
+from accounting.shipments import ShipmentBook
 from accounting.store.checkpoints import CheckpointStore
 from accounting.store.sqlite import SqliteStore
 from demo.history import continue_from_store, seed_history
@@ -129,7 +130,8 @@ def run(args: argparse.Namespace) -> int:
 
         secure = f"https://{args.http_host}:{args.https_port}/"
         pact, tls = demo_host(service, workdir, secure.rstrip("/"), args.pact_clients)
-        app = create_app(service, api_token=args.api_token, pact=pact)
+        shipments = ShipmentBook(service, state_dir=workdir, pact=pact, scan_interval_s=10.0)
+        app = create_app(service, api_token=args.api_token, pact=pact, shipments=shipments)
         # One app, two listeners: plain HTTP for the plant network (dashboard, REST; PACT refuses
         # plain HTTP) and HTTPS for partners. The first runs the app's lifespan for both.
         for port, options in ((args.http_port, {"lifespan": "on"}),

@@ -14,7 +14,9 @@ from typing import Annotated, Any, Literal
 from fastapi import APIRouter, Body, HTTPException, Query, Request
 from fastapi.responses import HTMLResponse
 
+from accounting.api import windows
 from accounting.api.auth import Writer
+from accounting.api.deps import selected_sites
 from accounting.api.shipment_page import render_document
 from accounting.shipments.book import ShipmentBook
 from accounting.shipments.pact import SCHEMA, SCHEMA_PATH
@@ -38,6 +40,26 @@ def _book(request: Request) -> ShipmentBook:
 def list_shipments(request: Request, site: Annotated[str | None, Query(max_length=64)] = None,
                    status: Status | None = None) -> list[dict[str, Any]]:
     return _book(request).list(site, status)
+
+
+@router.get("/lots", summary="Closed lots (batches, or days) of a product: units made, shipped, left")
+def lots(request: Request, product: Annotated[str, Query(max_length=64)],
+         site: Annotated[str | None, Query(max_length=64)] = None,
+         start: Annotated[str | None, Query(max_length=40, description="epoch ms or ISO 8601; default 31 days ago")] = None,
+         end: Annotated[str | None, Query(max_length=40, description="epoch ms or ISO 8601; default now")] = None,
+         ) -> list[dict[str, Any]]:
+    """Lots that ended in [start, end), oldest first (at most the newest 500)."""
+    book = _book(request)
+    chosen = selected_sites(book.service, site)
+    if len(chosen) != 1:
+        raise HTTPException(422, f"site: required (this deployment has sites {', '.join(s.id for s in chosen)})")
+    now = windows.now_ms()
+    try:
+        start_ms = windows.parse_instant(start, "start") if start else now - 31 * 86_400_000
+        end_ms = windows.parse_instant(end, "end") if end else now
+    except windows.WindowError as exc:
+        raise HTTPException(422, str(exc)) from None
+    return book.lots(chosen[0].id, product, start_ms, end_ms)
 
 
 @router.post("", status_code=201, dependencies=[Writer],

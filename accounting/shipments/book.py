@@ -34,6 +34,7 @@ from accounting.errors import (
     ShipmentError,
     ShipmentInputError,
     ShipmentIssuedError,
+    UnknownProductError,
     UnknownShipmentError,
 )
 from accounting.pact.document import EXTENSION_PATH, PactProduct
@@ -41,7 +42,7 @@ from accounting.shipments import figures as fig
 from accounting.shipments.csv_import import parse_csv
 from accounting.shipments.declaration import Declaration, declaration_from_dict, parse_declaration
 from accounting.shipments.drawing import Draw, draw_lines
-from accounting.shipments.lots import Lot, Lots, product_of
+from accounting.shipments.lots import Lot, Lots, product_of, whole_units
 from accounting.shipments.pact import line_footprint, why_not
 from accounting.shipments.recompute import recomputed_records
 from accounting.shipments.store import ShipmentStore
@@ -49,6 +50,8 @@ from accounting.shipments.store import ShipmentStore
 log = logging.getLogger(__name__)
 
 SCAN_INTERVAL_S = 30.0
+#: A lot listing returns at most this many (the newest).
+MAX_LOTS_LISTED = 500
 LIVE_HORIZON_DAYS = 35
 DAY_MS = 86_400_000
 
@@ -175,10 +178,31 @@ class ShipmentBook:
         out = []
         for row in self.store.shipments(site_id, status):
             decl = row.pop("declaration")
-            out.append({**row, "kind": decl.get("kind"), "destination": decl["destination"], "buyer": decl["buyer"],
+            totals = self.store.document(row["shipment_id"])[0]["totals"] if row["status"] == "issued" else None
+            out.append({**row, "kind": decl.get("kind"), "totals": totals, "destination": decl["destination"], "buyer": decl["buyer"],
                         "lines": [{"product_id": ln["product_id"], "quantity": ln["quantity"]} for ln in decl["lines"]],
                         "units": sum(ln["quantity"] for ln in decl["lines"]),
                         "superseded_versions": sum(1 for v in row["versions"] if v["status"] == "superseded")})
+        return out
+
+    def lots(self, site_id: str, product_id: str, start_ms: int, end_ms: int) -> list[dict[str, Any]]:
+        """The product's closed lots that ended in [start_ms, end_ms), oldest first, with their units,
+        what recorded shipments draw from each and what is left: what an export clerk ships from."""
+        site = self.service.sites[site_id]
+        if product_id not in {p.id for p in site.products}:
+            raise UnknownProductError(f"site {site_id} makes no product {product_id!r}; its products: "
+                                      f"{', '.join(sorted(p.id for p in site.products))}")
+        lots = Lots(self.service, self._now_ms())
+        out = []
+        for lot in lots.candidates(site, product_id, start_ms, end_ms)[-MAX_LOTS_LISTED:]:
+            record = lots.record(lot) or {}
+            shipped = self.store.shipped(*lot.key())
+            units = whole_units(record)
+            out.append({"kind": lot.kind, "lot_id": lot.lot_id, "start_ms": lot.start_ms, "end_ms": lot.end_ms,
+                        "units": units, "shipped": shipped, "left": units - sum(shipped.values()),
+                        "provisional": bool(record.get("provisional")),
+                        "kgco2e_per_unit_location": record.get("kgco2e_per_unit_location"),
+                        "kgco2e_per_unit_market": record.get("kgco2e_per_unit_market")})
         return out
 
     def get(self, shipment_id: str) -> dict[str, Any]:

@@ -79,7 +79,8 @@ def draw_lines(decl: Declaration, site: Site, lots: Lots, shipped: Shipped) -> l
                 raise OverShippedError(f"{where}: {want:,} units asked, the batch made {units:,}")
             if want == 0:
                 raise BatchAlreadyShippedError(f"{where}: nothing left — the batch made {units:,}, already "
-                                               f"shipped: {_fmt_others(others)}")
+                                               f"shipped: {_fmt_others(others)}. A unit is shipped once: name "
+                                               "another batch")
             taken[lot.key()] = taken.get(lot.key(), 0) + want
             out.append(Draw(n, lot, want, units, "named"))
             need -= want
