@@ -208,7 +208,7 @@ class ShipmentBook:
     def get(self, shipment_id: str) -> dict[str, Any]:
         """The shipment with its figures: a draft's computed now, an issued one's as issued."""
         row = self.store.shipment(shipment_id)
-        versions = next((r["versions"] for r in self.store.shipments(row["site_id"]) if r["shipment_id"] == shipment_id), [])
+        versions = self.store.versions(shipment_id)
         out = {"shipment_id": shipment_id, "site_id": row["site_id"], "status": row["status"],
                "version": row["version"], "declaration": row["declaration"], "created_ms": row["created_ms"],
                "versions": versions}

@@ -73,7 +73,10 @@ def _columns(header: list[str]) -> dict[str, int]:
 
 def parse_csv(text: str, sites: dict[str, Site], site_id: str | None = None) -> list[Declaration]:
     """The shipments of a CSV export, each checked as `parse_declaration` checks a JSON one."""
-    rows = list(csv.reader(io.StringIO(text.lstrip("\ufeff"))))
+    try:
+        rows = list(csv.reader(io.StringIO(text.lstrip("\ufeff"))))
+    except csv.Error as exc:
+        raise ShipmentInputError(f"CSV: not readable as CSV ({exc})") from None
     rows = [(n, r) for n, r in enumerate(rows, start=1) if any(c.strip() for c in r)]
     if not rows:
         raise ShipmentInputError("CSV: empty (a header and at least one row)")

@@ -27,6 +27,9 @@ MAX_QUANTITY = 1_000_000_000
 MAX_LINES = 500
 MAX_BATCHES_PER_LINE = 1000
 MAX_TEXT = 200
+MIN_YEAR, MAX_YEAR = 2000, 2100
+#: FIFO looks back at most this far before the shipment date (`produced_from`).
+MAX_LOOKBACK_DAYS = 1100
 
 
 @dataclass(frozen=True)
@@ -90,11 +93,14 @@ def _quantity(value: Any, where: str) -> int:
 
 
 def parse_date(text: str, where: str) -> str:
-    """A calendar date ``YYYY-MM-DD`` (the site's local date)."""
+    """A calendar date ``YYYY-MM-DD`` (the site's local date), in the years Tanji can account."""
     try:
-        return Date.fromisoformat(text).isoformat()
+        day = Date.fromisoformat(text)
     except ValueError:
         raise ShipmentInputError(f"{where}: {text!r} is not a date; write YYYY-MM-DD, e.g. 2025-06-20") from None
+    if not MIN_YEAR <= day.year <= MAX_YEAR:
+        raise ShipmentInputError(f"{where}: {text} is outside {MIN_YEAR}-{MAX_YEAR}")
+    return day.isoformat()
 
 
 def country(text: str, where: str) -> str:
@@ -192,8 +198,12 @@ def parse_declaration(doc: Any, sites: dict[str, Site]) -> Declaration:
             raise ShipmentInputError(f"{where}: the batches' units ({named:,}) exceed the line's quantity "
                                      f"({quantity:,})")
         since = _text(raw, "produced_from", where + ".", required=False)
-        lines.append(Line(str(product), quantity, batches,
-                          parse_date(since, where + ".produced_from") if since else None))
+        if since is not None:
+            since = parse_date(since, where + ".produced_from")
+            if not 0 <= (Date.fromisoformat(day) - Date.fromisoformat(since)).days <= MAX_LOOKBACK_DAYS:
+                raise ShipmentInputError(f"{where}.produced_from: {since} must be on or before the shipment date "
+                                         f"{day} and at most {MAX_LOOKBACK_DAYS} days before it")
+        lines.append(Line(str(product), quantity, batches, since))
     return Declaration(shipment_id=sid, site_id=site_id, date=day, destination=dest, buyer=str(buyer),
                        lines=tuple(lines), kind=kind, reference=reference)
 

@@ -14,7 +14,7 @@ production as uniform, so a batch boundary inside an hour gives a fractional cou
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import date as Date
 from datetime import datetime, timedelta
 from typing import Any, Protocol, runtime_checkable
@@ -82,43 +82,40 @@ class Lots:
     def __init__(self, service: AccountingServiceLike, now_ms: int) -> None:
         self.service = service
         self.now_ms = now_ms
-        self._runs: dict[str, list[dict[str, Any]]] = {}
+        self._runs: dict[str, dict[tuple[str, str], Lot]] = {}
         self._records: dict[tuple[str, str, str], dict[str, Any] | None] = {}
 
     def uses_batches(self, site: Site, product_id: str) -> bool:
         return product_of(site, product_id).cost_centre in batch_lines(site)
 
-    def _site_runs(self, site_id: str) -> list[dict[str, Any]]:
-        if site_id not in self._runs:
-            runs = self.service.batch_runs(site_id) if isinstance(self.service, BatchRunsLike) else []
-            self._runs[site_id] = sorted(runs, key=lambda r: (r["start_ms"], str(r["batch_id"])))
-        return self._runs[site_id]
+    def _batches(self, site: Site) -> dict[tuple[str, str], Lot]:
+        """(line, batch number) → the batch over every span the line's PLC showed it, in order of
+        first appearance."""
+        if site.id not in self._runs:
+            runs = self.service.batch_runs(site.id) if isinstance(self.service, BatchRunsLike) else []
+            index: dict[tuple[str, str], Lot] = {}
+            for r in sorted(runs, key=lambda r: (r["start_ms"], str(r["batch_id"]))):
+                key = (str(r.get("cost_centre")), batch_id_text(r["batch_id"]))
+                known = index.get(key)
+                if known is None:
+                    index[key] = Lot(site.id, "", BATCH, key[1], int(r["start_ms"]), int(r["end_ms"]), bool(r["closed"]))
+                else:
+                    index[key] = Lot(site.id, "", BATCH, key[1], known.start_ms, max(known.end_ms, int(r["end_ms"])),
+                                     known.closed and bool(r["closed"]))
+            self._runs[site.id] = index
+        return self._runs[site.id]
 
     def batch(self, site: Site, product_id: str, batch_id: str) -> Lot | None:
         """The batch as the product's line showed it (every span with that number), or None."""
-        line = product_of(site, product_id).cost_centre
-        runs = [r for r in self._site_runs(site.id)
-                if r.get("cost_centre") == line and batch_id_text(r["batch_id"]) == batch_id]
-        if not runs:
-            return None
-        return Lot(site.id, product_id, BATCH, batch_id, min(r["start_ms"] for r in runs),
-                   max(r["end_ms"] for r in runs), all(r["closed"] for r in runs))
+        found = self._batches(site).get((product_of(site, product_id).cost_centre, batch_id))
+        return None if found is None else replace(found, product_id=product_id)
 
     def candidates(self, site: Site, product_id: str, start_ms: int, end_ms: int) -> list[Lot]:
         """Closed lots of a product that ended in [start_ms, end_ms), oldest first (FIFO order)."""
         if self.uses_batches(site, product_id):
             line = product_of(site, product_id).cost_centre
-            seen: dict[str, Lot] = {}
-            for r in self._site_runs(site.id):
-                if r.get("cost_centre") != line:
-                    continue
-                bid = batch_id_text(r["batch_id"])
-                if bid not in seen:
-                    lot = self.batch(site, product_id, bid)
-                    if lot is not None:
-                        seen[bid] = lot
-            lots = [lot for lot in seen.values() if lot.closed and start_ms <= lot.end_ms <= end_ms]
-            return sorted(lots, key=lambda lot: (lot.start_ms, lot.lot_id))
+            return [replace(lot, product_id=product_id) for (cc, _), lot in self._batches(site).items()
+                    if cc == line and lot.closed and start_ms <= lot.end_ms <= end_ms]
         tz = site_tz(site)
         out: list[Lot] = []
         day = datetime.fromtimestamp(start_ms / 1000, tz).date()

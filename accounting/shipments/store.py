@@ -172,6 +172,13 @@ class ShipmentStore:
         return [{"shipment_id": r[0], "site_id": r[1], "date": r[2], "status": r[3], "declaration": json.loads(r[4]),
                  "created_ms": r[5], "version": r[6], "versions": by_id.get(r[0], [])} for r in rows]
 
+    def versions(self, shipment_id: str) -> list[dict[str, Any]]:
+        """Every issued version of a shipment: number, status, when, replaced by."""
+        with self._lock:
+            rows = self._db.execute("SELECT version, status, issued_ms, superseded_by FROM documents "
+                                    "WHERE shipment_id = ? ORDER BY version", (shipment_id,)).fetchall()
+        return [{"version": v, "status": st, "issued_ms": t, "superseded_by": by} for v, st, t, by in rows]
+
     def document(self, shipment_id: str, version: int | None = None) -> tuple[dict[str, Any], str, str | None, int | None]:
         """(document as issued with its current status, figures, dataset, superseded_by)."""
         with self._lock:

@@ -331,3 +331,18 @@ def test_pact_footprints_of_a_shipment(tmp_path: Path) -> None:
         assert host.published.latest("s-plant", "widget", T0) is None
     book.close()
     service.store.close()
+
+
+def test_dashboard_lists_shipments(plant: Plant) -> None:
+    """The dashboard's shipments panel is served and reads the list with statuses and totals."""
+    c = plant.client
+    assert 'id="shipments-panel"' in c.get("/").text
+    js = c.get("/dashboard/shipments.js")
+    assert js.status_code == 200 and "/api/v1/shipments" in js.text
+    ship(c, base("DEC-D1", [{"product_id": "widget", "quantity": 5, "batches": ["101"]}]))
+    ship(c, base("DEC-D2", [{"product_id": "widget", "quantity": 5, "batches": ["102"]}]), issue="true")
+    rows = {s["shipment_id"]: s for s in c.get("/api/v1/shipments").json()}
+    assert rows["DEC-D1"]["status"] == "draft" and rows["DEC-D1"]["totals"] is None
+    assert rows["DEC-D2"]["status"] == "issued"
+    assert rows["DEC-D2"]["totals"]["kgco2e_location"] == pytest.approx(5 * PER_UNIT["102"])
+    assert [s["shipment_id"] for s in c.get("/api/v1/shipments", params={"status": "draft"}).json()] == ["DEC-D1"]
