@@ -11,8 +11,9 @@ Lifecycle of a shipment:
   issued, the printable page rendered from it, one PACT footprint per line published); nothing
   of it changes afterwards.
 - **superseded**: when the figures of its lots change — late readings revise a lot's hours
-  (found by a scan every `scan_interval_s` of the shipments whose lots ended within
-  `live_horizon_days`), or `POST /api/v1/recompute` recomputes a period its lots are in,
+  (its record's `revision` grows; found by a scan every `scan_interval_s` of the shipments
+  whose lots ended within `live_horizon_days`), or `POST /api/v1/recompute` recomputes a period
+  its lots are in,
   with that factor dataset — a new version is issued from the new figures with the same draws,
   the old one is marked superseded (its PACT footprints Deprecated, the new ones naming them in
   `precedingPfIds`). Same figures: nothing is issued.
@@ -337,7 +338,8 @@ class ShipmentBook:
         self._wake.set()
 
     def scan(self) -> list[tuple[str, int]]:
-        """Supersede issued shipments whose lots' live figures changed (within the horizon)."""
+        """Supersede issued shipments whose lots' hours were revised since issue and whose figures
+        changed with it (within the horizon)."""
         done: list[tuple[str, int]] = []
         now = self._now_ms()
         lots = Lots(self.service, now)
@@ -347,13 +349,12 @@ class ShipmentBook:
                 previous, key, dataset, _ = self.store.document(sid)
                 if max((d["end_ms"] for d in row["draws"]), default=0) < now - self.live_horizon_ms:
                     continue
-                if dataset is not None:
-                    # issued from a recomputation: only revised hours re-open it, with that dataset
-                    if not self._revised(previous, row, lots):
-                        continue
-                    lines = self._recomputed_lines(row, dataset)
-                else:
-                    lines = self._lines(row, lots)
+                # Only revised hours (late readings) re-open an issued shipment: market-based figures
+                # of a matching window still open (annual, monthly) move with every new hour of it,
+                # which is not a change of the batch.
+                if not self._revised(previous, row, lots):
+                    continue
+                lines = self._recomputed_lines(row, dataset) if dataset is not None else self._lines(row, lots)
                 if lines is None or any(ln["provisional"] for ln in lines) or figures_key(lines) == key:
                     continue
                 changed = self._changed_lots(previous["lines"], lines)
