@@ -9,6 +9,7 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from fastapi import FastAPI
 from starlette.middleware import Middleware
@@ -25,7 +26,9 @@ from accounting.api.stream import StreamHub
 from accounting.api.types import AccountingServiceLike
 from accounting.pact.clients import PactClients
 from accounting.pact.host import PactHost
-from accounting.shipments import ShipmentBook
+
+if TYPE_CHECKING:  # accounting.shipments reads the API's helpers: imported when an app is made
+    from accounting.shipments import ShipmentBook
 
 #: The dashboard loads only from this server (a plant has no internet; no CDN may sneak in).
 CONTENT_SECURITY_POLICY = ("default-src 'self'; connect-src 'self' ws: wss:; img-src 'self' data:; "
@@ -78,6 +81,7 @@ def create_app(service: AccountingServiceLike, *, api_token: str | None = None,
         clients = pact_clients if isinstance(pact_clients, PactClients) else PactClients.from_secrets(pact_clients or {})
         pact = PactHost(service, clients, state_dir=pact_state_dir)
     if shipments is None:
+        from accounting.shipments import ShipmentBook
         shipments = ShipmentBook(service, state_dir=pact_state_dir, pact=pact)
     elif shipments.pact is None:
         shipments.pact = pact

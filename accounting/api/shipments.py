@@ -9,7 +9,7 @@ shipment 404 — each with what to do in `detail`.
 
 from __future__ import annotations
 
-from typing import Annotated, Any, Literal
+from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 from fastapi import APIRouter, Body, HTTPException, Query, Request
 from fastapi.responses import HTMLResponse
@@ -18,8 +18,10 @@ from accounting.api import windows
 from accounting.api.auth import Writer
 from accounting.api.deps import selected_sites
 from accounting.api.shipment_page import render_document
-from accounting.shipments.book import ShipmentBook
 from accounting.shipments.pact import SCHEMA, SCHEMA_PATH
+
+if TYPE_CHECKING:
+    from accounting.shipments.book import ShipmentBook
 
 router = APIRouter(prefix="/api/v1/shipments", tags=["shipments"])
 schema_router = APIRouter(tags=["shipments"])

@@ -17,6 +17,19 @@ docs/shipments.md.
 - `pact`: a shipment line as a PACT footprint.
 """
 
-from accounting.shipments.book import ShipmentBook
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from accounting.shipments.book import ShipmentBook
 
 __all__ = ["ShipmentBook"]
+
+
+def __getattr__(name: str) -> Any:
+    # Lazily: the book reads the API's helpers, and the API's app makes a book.
+    if name == "ShipmentBook":
+        from accounting.shipments.book import ShipmentBook
+        return ShipmentBook
+    raise AttributeError(name)
