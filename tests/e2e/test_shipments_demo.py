@@ -141,7 +141,8 @@ def test_shipment_from_two_demo_batches_by_hand(tmp_path: Path) -> None:
             r = c.post("/api/v1/shipments", json=unknown, headers=AUTH)
             assert r.status_code == 422 and "no product 'cell-lfp-280ah'" in r.json()["detail"], r.text
             assert [s["shipment_id"] for s in c.get("/api/v1/shipments").json()] == ["500120250612000123"]
-            lots_after = {lot["lot_id"]: lot for lot in c.get("/api/v1/shipments/lots", params={"product": PACK}).json()}
+            lots_after = {lot["lot_id"]: lot for lot in c.get("/api/v1/shipments/lots", params={
+                "product": PACK, "start": a["end_ms"], "end": b["end_ms"] + 1}).json()}
             assert lots_after[a["lot_id"]]["left"] == a["units"] - qa and lots_after[b["lot_id"]]["left"] == 0
 
             # the printable document and the PACT footprints show the same figures
