@@ -13,7 +13,8 @@ hand from the two batches' own footprints (`GET /api/v1/footprints/batches/{id}`
 
 Then the refusals: the same batch shipped again (409), more units than closed batches hold
 (422), a product the plant does not make (422); the printable document and the PACT
-footprints of the issued shipment; a restart serves the same document.
+footprints of the issued shipment; the dashboard's list; a recompute with another factor version
+(a new document, the old one superseded); a restart serves the same documents.
 """
 
 from __future__ import annotations
@@ -154,6 +155,34 @@ def test_shipment_from_two_demo_batches_by_hand(tmp_path: Path) -> None:
             assert "urn:tanji:shipment:cq-battery:500120250612000123:1" in pf["productIds"]
             assert float(pf["pcf"]["pcfExcludingBiogenicUptake"]) == pytest.approx(line["pcf_kgco2e_per_unit_market"],
                                                                                    abs=1e-6)
+            # the dashboard lists it with its status
+            assert 'id="shipments-panel"' in c.get("/").text
+            [listed] = c.get("/api/v1/shipments").json()
+            assert (listed["status"], listed["version"]) == ("issued", 1)
+
+            # a recompute of the batches' period with another factor version: a new document,
+            # the old one superseded (its PACT footprint Deprecated), figures from that version
+            live_version = line["dataset_version"]
+            other = "2023.1" if live_version != "2023.1" else "2024"
+            r = c.post("/api/v1/recompute", headers=AUTH, json={
+                "site_id": "cq-battery", "start": str(a["start_ms"]), "end": str(b["end_ms"]),
+                "dataset_version": other})
+            assert r.status_code == 200, r.text
+            deadline = time.monotonic() + 300  # the book's thread takes it up (the demo scans every 10 s)
+            while c.get("/api/v1/shipments/500120250612000123").json()["version"] == 1:
+                assert time.monotonic() < deadline, demo.log.read_text()[-3000:]
+                time.sleep(1)
+            v2 = c.get("/api/v1/shipments/500120250612000123").json()
+            assert [v["status"] for v in v2["versions"]] == ["superseded", "issued"]
+            assert v2["lines"][0]["dataset_version"] == other
+            assert v2["lines"][0]["kgco2e_location"] != pytest.approx(loc)
+            v1 = c.get("/api/v1/shipments/500120250612000123/versions/1").json()
+            assert v1["status"] == "superseded" and v1["lines"][0]["kgco2e_location"] == pytest.approx(loc, rel=1e-9)
+            assert "SUPERSEDED" in c.get("/api/v1/shipments/500120250612000123/document", params={"version": 1}).text
+            [old_pf] = c.get("/api/v1/shipments/500120250612000123/pact", params={"version": 1}).json()["data"]
+            [new_pf] = c.get("/api/v1/shipments/500120250612000123/pact").json()["data"]
+            assert old_pf["status"] == "Deprecated" and new_pf["precedingPfIds"] == [old_pf["id"]]
+            pact_reference.validate(new_pf)
             issued = c.get("/api/v1/shipments/500120250612000123/versions/1").text
         demo.stop()
         demo.start()  # the same work directory: shipments are durable
