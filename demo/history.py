@@ -126,3 +126,10 @@ def continue_from_store(store: ReadingStore, site_id: str, live: PlantSimulator)
             value = reading.values.get(name)
             if value is not None:
                 device.model.set_shown(name, float(value))
+        # A line PLC goes on with the batch it showed (its next batch number is the one after),
+        # not from its first batch again: a restarted plant must not reopen shipped batches.
+        batch = reading.values.get("batch_id")
+        model = device.model
+        if isinstance(model, ProductionCounter) and batch is not None and batch >= model.first_batch:
+            model.made = int(batch - model.first_batch) * model.batch_size
+            model.progress = float(model.made)
