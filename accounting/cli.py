@@ -106,6 +106,7 @@ def _read_secret(path: str) -> str:
 
 
 def run(args: argparse.Namespace) -> int:
+    stop = _StopSignal()  # before anything starts: a SIGTERM during start-up still stops cleanly
     sites = [load_site(path) for path in args.config]
     host, port = _broker(args, sites[0].broker.host, sites[0].broker.port)
     broker = EmbeddedBroker(host, port) if args.embedded_broker else None
@@ -126,22 +127,39 @@ def run(args: argparse.Namespace) -> int:
     log.info("accounting: %d site(s) from %s via %s:%d into %s", len(sites), ", ".join(args.config),
              host, port, args.store)
     try:
-        if args.http_port:
-            _serve_http(service, args, pact, state_dir)
+        if args.http_port and not stop.is_set():
+            _serve_http(service, args, pact, state_dir, stop)
         else:
-            _wait_for_signal()
+            stop.wait()
     finally:
-        service.stop()
+        service.stop()  # the final checkpoint
         if broker is not None:
             broker.stop()
     return 0
 
 
-def _wait_for_signal() -> None:
-    stop = threading.Event()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        signal.signal(sig, lambda *_: stop.set())
-    stop.wait()
+class _StopSignal:
+    """SIGTERM/SIGINT handled by the process for its whole life, so they always end in
+    ``service.stop()`` and its final checkpoint. uvicorn installs its own handlers while it
+    serves and, once shut down, restores these and raises the signal again; with the default
+    handler restored (none installed) that killed the process (exit 143) before the stop."""
+
+    def __init__(self) -> None:
+        self._event = threading.Event()
+        self.servers: list[object] = []
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            signal.signal(sig, self._handle)
+
+    def _handle(self, *_: object) -> None:
+        self._event.set()
+        for server in self.servers:
+            server.should_exit = True  # type: ignore[attr-defined]
+
+    def is_set(self) -> bool:
+        return self._event.is_set()
+
+    def wait(self) -> None:
+        self._event.wait()
 
 
 def _pact_setup(args: argparse.Namespace) -> tuple[object | None, dict[str, str]]:
@@ -161,7 +179,7 @@ def _pact_setup(args: argparse.Namespace) -> tuple[object | None, dict[str, str]
 
 
 def _serve_http(service: AccountingService, args: argparse.Namespace, pact: tuple[object | None, dict[str, str]],
-                state_dir: Path) -> None:
+                state_dir: Path, stop: _StopSignal) -> None:
     """Serve accounting.api when it is installed; uvicorn handles SIGTERM/SIGINT and returns."""
     try:
         from accounting.api.app import create_app
@@ -169,7 +187,7 @@ def _serve_http(service: AccountingService, args: argparse.Namespace, pact: tupl
         from accounting.pact.host import PactHost
     except ImportError as exc:
         log.warning("no HTTP API (%s); ingesting without one", exc)
-        _wait_for_signal()
+        stop.wait()
         return
     import uvicorn
     clients, tls = pact
@@ -181,5 +199,8 @@ def _serve_http(service: AccountingService, args: argparse.Namespace, pact: tupl
              "over HTTPS" if tls else "refused: no --tls-cert, PACT is HTTPS only", len(host.clients))
     from accounting.shipments import ShipmentBook
     shipments = ShipmentBook(service, state_dir=state_dir, pact=host)  # shipments.sqlite beside the ledger
-    uvicorn.run(create_app(service, pact=host, shipments=shipments), host=args.http_host, port=args.http_port, log_level="warning",
-                **tls)
+    server = uvicorn.Server(uvicorn.Config(create_app(service, pact=host, shipments=shipments), host=args.http_host,
+                                           port=args.http_port, log_level="warning", **tls))
+    stop.servers.append(server)
+    if not stop.is_set():
+        server.run()

@@ -6,13 +6,18 @@ only from the moment it is applied; history changes only by this explicit act (A
 `Engine.recompute` with the chosen dataset version and the site's *current* instruments
 (reused, never claimed again), and stores the result under the site's next result version. The
 live engine and its footprints are untouched.
+
+The readings stream from the store window by window (``ReadingStore.iter_channel_arrays``)
+into a fresh engine that keeps no raw readings, so a year costs the memory of one window plus
+the year's hourly matrices. Nothing of it holds the live engines' lock: the recomputation reads
+only the live engine's topology, settings and instruments, which never change under it, so
+ingest and the dashboard go on meanwhile.
 """
 
 from __future__ import annotations
 
-import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from typing import Any
 
 import numpy as np
@@ -74,22 +79,29 @@ class Recomputations:
         self.ledger = ledger
         self.catalogue = catalogue
 
-    def run(self, site_id: str, engine: Engine, store: ReadingStore, lock: threading.RLock, *,
-            start_ms: int, end_ms: int, dataset_spec: str | None = None) -> dict[str, Any]:
+    def run(self, site_id: str, engine: Engine, store: ReadingStore, *, start_ms: int,
+            end_ms: int, dataset_spec: str | None = None) -> dict[str, Any]:
+        """Recompute ``[start_ms, end_ms)`` of ``engine``'s site (the live engine: only its
+        topology, settings and instruments are read) into the next stored result."""
         if end_ms <= start_ms:
             raise AccountingError(f"end ({end_ms}) must be after start ({start_ms})")
         dataset = resolve_dataset(self.catalogue, engine.dataset, dataset_spec)
-        rows = store.read_readings(site_id, None, max(0, start_ms - LOOKBACK_MS), end_ms + LOOKAHEAD_MS)
-        readings = readings_arrays(engine, rows)
-        with lock:  # recompute builds a fresh engine; only the live result counter moves
-            result = engine.recompute(readings, dataset, start_ms=start_ms, end_ms=end_ms,
-                                      retain_readings=False)
+        counted = [0]
+
+        def chunks() -> Iterator[tuple[np.ndarray, np.ndarray, np.ndarray]]:
+            for chunk in store.iter_channel_arrays(site_id, engine.channel_keys,
+                                                   max(0, start_ms - LOOKBACK_MS), end_ms + LOOKAHEAD_MS):
+                counted[0] += len(chunk[0])
+                yield chunk
+
+        result = engine.recompute(chunks(), dataset, start_ms=start_ms, end_ms=end_ms,
+                                  retain_readings=False)
         document = {
             "site_id": site_id, "result_id": result.result_id,
             "dataset_id": result.dataset_id, "dataset_version": result.dataset_version,
             "live_dataset": f"{engine.dataset.dataset_id}@{engine.dataset.version}",
             "matching_mode": result.matching_mode, "start_ms": start_ms, "end_ms": end_ms,
-            "computed_ms": int(time.time() * 1000), "readings": int(len(readings[0])),
+            "computed_ms": int(time.time() * 1000), "readings": counted[0],
             "footprints": [{"site_id": site_id, **fp.to_dict()} for fp in result.footprints],
             "instrument_usage": result.instrument_usage,
         }

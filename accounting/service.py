@@ -107,6 +107,7 @@ class AccountingService:
         self.jobs.every(footprint_interval_s, "footprint announcements", self.announce_footprints)
         self.jobs.every(footprint_store_interval_s, "footprint writes", self.store_footprints)
         self.jobs.every(checkpoint_interval_s, "checkpoints", self.checkpoint)
+        self.jobs.every(5.0, "store catch-up", self.catch_up)
         self._announced: dict[str, int] = {}  # site → engines.changes() when last announced
         self._touched: dict[str, list[str]] = {}  # meters the last delivery touched (engine thread)
 
@@ -195,8 +196,14 @@ class AccountingService:
             return
         sequences = self._sequences.state()
         for site_id in self.engines.site_ids():
-            self.engine_state.save(site_id, self.engines.checkpoint(site_id),
-                                   replay_from_ms=self.status.replay_from_ms(site_id), sequences=sequences)
+            snapshot, engine = self.engines.snapshot(site_id)
+            self.engine_state.save(site_id, snapshot, engine, sequences=sequences)
+
+    def catch_up(self) -> None:
+        """Place late readings, and finish restarts, that waited for the store to answer."""
+        for site_id in self.engines.site_ids():
+            with self.engines.lock:
+                self.engine_state.retry(site_id, self.engines.engine(site_id))
 
     # -- what the API asks ----------------------------------------------------------------
 
@@ -309,7 +316,7 @@ class AccountingService:
                   dataset_version: str | None = None) -> dict[str, Any]:
         """Recompute [start_ms, end_ms) from stored readings into a new stored, versioned result.
         `dataset_version`: a version of the live dataset id, or `id@version`; the live one if None."""
-        return self.recomputations.run(site_id, self.engines.engine(site_id), self.store, self.engines.lock,
+        return self.recomputations.run(site_id, self.engines.engine(site_id), self.store,
                                        start_ms=start_ms, end_ms=end_ms, dataset_spec=dataset_version)
 
     def recompute_results(self, site_id: str | None = None) -> list[dict[str, Any]]:

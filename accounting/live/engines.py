@@ -12,6 +12,7 @@ import threading
 from collections.abc import Iterable
 from typing import Any
 
+from accounting.engine.checkpoint import Snapshot
 from accounting.engine.engine import Engine
 from accounting.ingest.engine_feed import EngineFeed
 from accounting.live.series import hourly_series
@@ -57,10 +58,12 @@ class LiveEngines:
     def site_ids(self) -> list[str]:
         return sorted(self._engines)
 
-    def checkpoint(self, site_id: str) -> bytes:
-        """The engine's checkpoint blob, taken between feeds."""
+    def snapshot(self, site_id: str) -> tuple[Snapshot, Engine]:
+        """What the site's engine changed since its last snapshot (a copy, taken between feeds:
+        the lock is held for a memory copy of a few hour blocks), and the engine."""
         with self.lock:
-            return self._engines[site_id].checkpoint()
+            engine = self._engines[site_id]
+            return engine.snapshot(), engine
 
     def footprints(self, site_ids: Iterable[str], *, start_ms: int, end_ms: int,
                    product_id: str | None = None, batch_id: str | None = None) -> list[dict[str, Any]]:
