@@ -1,7 +1,12 @@
-"""`tanji gateway`: run one gateway of a site file, or print its health.
+"""`tanji gateway`: run one gateway of a site file, print its health, or make its signing key.
 
     tanji gateway --config SITE_FILE [--gateway ID] [--spool PATH] [--broker HOST:PORT]
     tanji gateway status --config SITE_FILE [--gateway ID] [--spool PATH] [--json]
+    tanji gateway keygen --config SITE_FILE [--gateway ID] [--key-file PATH] [--rotate]
+
+`keygen` makes the gateway's Ed25519 signing key (mode 0600, never overwritten) and prints
+the lines that register its public key in the site file; `--rotate` keeps the old key file
+as `<key>.retired-<time>` and makes a new one (docs/audit.md, key lifecycle).
 
 `status` reads the health the running gateway writes next to its spool
 (`<spool>.status.json`, refreshed every few seconds) and the spool itself, so it works on
@@ -28,8 +33,8 @@ from tanji.site import Site, load_site
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("action", nargs="?", choices=["run", "status"], default="run",
-                        help="run the gateway (default) or print its health")
+    parser.add_argument("action", nargs="?", choices=["run", "status", "keygen"], default="run",
+                        help="run the gateway (default), print its health, or make its signing key")
     parser.add_argument("--config", required=True, metavar="SITE_FILE", help="the site file (YAML)")
     parser.add_argument("--gateway", metavar="ID", help="gateway id in the site file (default: the only one)")
     parser.add_argument("--spool", metavar="PATH", help="spool file (default: the gateway's spool_path)")
@@ -40,6 +45,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "(default: the gateway's metrics_port in the site file; none)")
     parser.add_argument("--metrics-host", metavar="ADDRESS",
                         help="address the metrics listen on (default: the site file's metrics_host, 127.0.0.1)")
+    parser.add_argument("--key-file", metavar="PATH",
+                        help="keygen: where to write the private key (default: the gateway's signing_key_file, "
+                             "else <spool>.key)")
+    parser.add_argument("--rotate", action="store_true",
+                        help="keygen: retire the existing key file (kept as <key>.retired-<time>) and make a new key")
 
 
 def _gateway_id(site: Site, wanted: str | None) -> str:
@@ -67,6 +77,8 @@ def run(args: argparse.Namespace) -> int:
     spool = args.spool or site.gateway(gateway_id).spool_path
     if args.action == "status":
         return _status(spool, args.json)
+    if args.action == "keygen":
+        return _keygen(site, gateway_id, spool, args.key_file, args.rotate)
     from gateway.service import GatewayService
 
     service = GatewayService(site, gateway_id, spool_path=spool,
@@ -82,6 +94,33 @@ def run(args: argparse.Namespace) -> int:
             await task
 
     asyncio.run(main())
+    return 0
+
+
+def _keygen(site: Site, gateway_id: str, spool: str, key_file: str | None, rotate: bool) -> int:
+    """Make the gateway's signing key and print how to register it (and, rotating, retire the old one)."""
+    from gateway.service import key_file as default_key_file
+    from tanji.gateway_keys import generate_key, load_key, registration_snippet
+
+    path = Path(key_file) if key_file else default_key_file(spool, site.gateway(gateway_id).signing_key_file)
+    old = None
+    if path.exists():
+        if not rotate:
+            raise ConfigError(str(path), None, "", "this gateway already has a signing key",
+                              "keep it (it is registered in the site file), or make a new one with --rotate")
+        old = load_key(path)
+        retired = path.with_name(f"{path.name}.retired-{time.strftime('%Y%m%dT%H%M%SZ', time.gmtime())}")
+        os.replace(path, retired)
+        print(f"retired key {old.key_id}: kept as {retired}")
+    key = generate_key(path)
+    print(f"new signing key {key.key_id} for gateway {gateway_id} of site {site.id}: {path} (mode 0600)")
+    print(f"public key: {key.public_key}")
+    print(f"register it in {site.file}:")
+    print(registration_snippet(gateway_id, key), end="")
+    if old is not None:
+        now = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+        print(f"      # and give the old key {old.key_id} its end: valid_until: {now}, then restart the gateway")
+    print("then restart accounting and the gateway so both use it")
     return 0
 
 

@@ -23,7 +23,10 @@ Flow and guarantees:
 - after a reconnect, new batches wait until the batches in flight before the disconnect
   (which paho resends on the persistent session) are acknowledged, so each meter's readings
   arrive in order; if they are not acknowledged within `resend_after_s`, the gateway
-  republishes them itself from the spool.
+  republishes them itself from the spool;
+- unless the site says `signatures: off`, every batch is signed with the gateway's Ed25519 key
+  and chained to the previous one as it is formed (gateway/spool.py); the key file is made at
+  the first start if there is none (tanji/gateway_keys.py, docs/audit.md).
 """
 
 from __future__ import annotations
@@ -33,6 +36,7 @@ import contextlib
 import json
 import logging
 import os
+import signal
 import sqlite3
 import threading
 import time
@@ -46,6 +50,7 @@ from gateway.publisher import MAX_INFLIGHT, Publisher
 from gateway.scheduler import Scheduler, now_ms
 from gateway.spool import _COUNTERS, Batch, Spool
 from tanji.errors import ConfigError
+from tanji.gateway_keys import SigningKey, load_or_generate, registration_snippet
 from tanji.metrics_text import Histogram
 from tanji.site import Broker, Site
 from tanji.wire import Reading, confirm_topic, decode_confirm, status_payload
@@ -65,15 +70,28 @@ CONFIRM_GRACE_S = 30.0
 
 
 def encode_batch_body(site: str, gateway: str, seq: int, readings_json: str, *, backlog: bool,
-                      sent_ms: int) -> bytes:
+                      sent_ms: int, sig: str | None = None) -> bytes:
     """tanji.wire.encode_batch for readings already serialised by the spool (a JSON array).
 
     Equal, once parsed, to `encode_batch` (a test checks it); it saves re-encoding every
-    reading on every (re)publish.
+    reading on every (re)publish. `sig` is the JSON text of a signed batch's `sig` member; the
+    readings, which it signs byte for byte, are always the last member.
     """
     head = json.dumps({"v": 1, "site": site, "gateway": gateway, "seq": seq, "sent_ms": sent_ms,
                        "backlog": backlog}, separators=(",", ":"))
-    return f'{head[:-1]},"readings":{readings_json}}}'.encode()
+    signed = f',"sig":{sig}' if sig is not None else ""
+    return f'{head[:-1]}{signed},"readings":{readings_json}}}'.encode()
+
+
+def key_file(spool_path: str | Path, configured: str | None = None) -> Path:
+    """Where the gateway's private signing key lives: `signing_key_file`, else `<spool>.key`."""
+    return Path(configured) if configured else Path(f"{spool_path}.key")
+
+
+#: Fault injection for the durability proof (tests/audit/): the gateway SIGKILLs itself right
+#: after committing the signed batch with this seq, before handing it to MQTT. Never set it in
+#: production.
+KILL_AFTER_SIGNING_ENV = "TANJI_TEST_KILL_AFTER_SIGNING_SEQ"
 
 
 def status_file(spool_path: str | Path) -> Path:
@@ -111,6 +129,11 @@ class GatewayService:
         self._sent_at: dict[int, float] = {}
         self.max_spool_pages = max_spool_pages
         self.confirmed = self.gateway.delivery == "confirmed"
+        self.signs = site.signatures != "off"
+        self.key_path = key_file(self.spool_path, self.gateway.signing_key_file)
+        self.signer: SigningKey | None = None
+        kill_seq = os.environ.get(KILL_AFTER_SIGNING_ENV)
+        self._kill_after_seq = int(kill_seq) if kill_seq and kill_seq.isdigit() else None
         self.started_ms = now_ms()
         self.published_refused = 0
         self.refused_reason: str | None = None
@@ -147,9 +170,12 @@ class GatewayService:
         loop = asyncio.get_running_loop()
         self._loop = loop
         self._wake = asyncio.Event()
+        if self.signs:
+            self.signer = self._load_signer()
         try:
             self.spool = Spool(self.spool_path, int(self.gateway.spool_max_mb * 1024 * 1024),
-                               max_pages=self.max_spool_pages)
+                               max_pages=self.max_spool_pages, signer=self.signer, site=self.site.id,
+                               gateway=self.gateway.id)
         except (OSError, sqlite3.Error) as exc:
             raise ConfigError(self.site.file, None, f"gateways.{self.gateway.id}.spool_path",
                               f"cannot open the spool {self.spool_path}: {exc}",
@@ -194,6 +220,21 @@ class GatewayService:
             self._write_status_file(health)
             self.spool.close()
             log.info("gateway %s stopped", self.gateway.id)
+
+    def _load_signer(self) -> SigningKey:
+        """The gateway's signing key, made at the first start; says whether the site file registers it."""
+        key, made = load_or_generate(self.key_path)
+        registered = {k.key_id for k in self.gateway.keys}
+        if made:
+            log.warning("made a new signing key %s for gateway %s in %s (mode 0600); register its public key "
+                        "in %s:\n%s", key.key_id, self.gateway.id, self.key_path, self.site.file,
+                        registration_snippet(self.gateway.id, key))
+        elif key.key_id not in registered:
+            log.warning("the signing key %s (%s) is not registered for gateway %s in %s: accounting refuses "
+                        "its batches (unknown_key) until it is; add:\n%s", key.key_id, self.key_path,
+                        self.gateway.id, self.site.file, registration_snippet(self.gateway.id, key))
+        log.info("signing batches with key %s (%s)", key.key_id, self.key_path)
+        return key
 
     def start(self) -> None:
         """Run in a background thread (for the in-process demo and tests); returns when running."""
@@ -378,7 +419,7 @@ class GatewayService:
     def _send(self, batch: Batch, backlog: bool) -> None:
         assert self.publisher is not None
         payload = encode_batch_body(self.site.id, self.gateway.id, batch.seq, batch.body,
-                                    backlog=backlog, sent_ms=now_ms())
+                                    backlog=backlog, sent_ms=now_ms(), sig=batch.sig)
         mid = self.publisher.publish_batch(payload)
         self._inflight[mid] = batch
         self._sent_at[mid] = time.monotonic()
@@ -409,6 +450,9 @@ class GatewayService:
             batch = self.spool.next_batch(self.gateway.batch_max_readings)
             if batch is None:
                 return
+            if self._kill_after_seq is not None and batch.seq >= self._kill_after_seq:
+                log.warning("fault injection: SIGKILL after signing batch %d, before publishing it", batch.seq)
+                os.kill(os.getpid(), signal.SIGKILL)
             self._last_formed = time.monotonic()
             self._send(batch, backlog=batch.oldest_ts_ms < self._connected_since_ms - BACKLOG_GRACE_MS)
 
@@ -444,9 +488,11 @@ class GatewayService:
             "awaiting_confirmation": len(self._awaiting),
             "confirmed_readings": self.confirmed_readings,
             "republished_batches": self.republished_batches,
+            "signing_key": self.signer.key_id if self.signer is not None else None,
         }
         if self.spool is not None:
             out.update(self.spool.stats())
+            out["chain"] = self.spool.chain
         out["meters"] = meters
         return out
 

@@ -16,6 +16,14 @@ Life of a reading:
 A batch that was formed but never acknowledged is replayed, with its original seq, after a
 restart (`pending_batches`), so consumers can see a replay is a replay.
 
+Signed batches (tanji/signed_batch.py, docs/audit.md): with a signing key, `next_batch` signs
+the batch as it forms it, in the same transaction that moves its readings and advances the
+chain (its hash becomes the next batch's `prev`). The row keeps the signature beside the
+readings exactly as signed, so every (re)publication, after any restart or outage, is the
+signed batch byte for byte, and a batch is never signed twice: a kill before the commit
+leaves the readings queued and the chain where it was. The chain state (chain id, previous
+hash) is kept in the spool and, like the sequence number, in `<spool>.seq`.
+
 Sequence numbers never go back: the next one is persisted in the spool and, as a high-water
 mark, in a small state file beside it (`<spool>.seq`). A spool that cannot be opened (corrupt),
 or that is empty while the state file shows batches were made (a 0-byte or replaced file), is
@@ -48,7 +56,10 @@ from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from tanji import signed_batch
+from tanji.gateway_keys import SigningKey
 from tanji.quantities import QUANTITIES
+from tanji.signed_batch import new_chain_id
 from tanji.wire import Reading
 
 log = logging.getLogger("tanji.gateway.spool")
@@ -67,21 +78,32 @@ CREATE TABLE IF NOT EXISTS batch (
     n INTEGER NOT NULL,
     oldest_ts_ms INTEGER NOT NULL,
     body TEXT NOT NULL,
-    published INTEGER NOT NULL DEFAULT 0
+    published INTEGER NOT NULL DEFAULT 0,
+    sig TEXT,
+    hash TEXT
 );
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value INTEGER NOT NULL);
+CREATE TABLE IF NOT EXISTS chain (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 """
+_BATCH_COLUMNS = "seq, n, oldest_ts_ms, body, published, sig"
 
 
 @dataclass(frozen=True, slots=True)
 class Batch:
-    """Readings moved out of the queue under one sequence number; `body` is their JSON array."""
+    """Readings moved out of the queue under one sequence number; `body` is their JSON array,
+    `sig` the JSON text of its `sig` member when it was signed (published with it, as is)."""
 
     seq: int
     n: int
     oldest_ts_ms: int
     body: str
     published: bool = False
+    sig: str | None = None
+
+
+def _batch(row: tuple) -> Batch:
+    seq, n, oldest, body, published, sig = row
+    return Batch(seq, n, oldest, body, bool(published), sig)
 
 
 def reading_json(reading: Reading) -> str:
@@ -92,14 +114,19 @@ class Spool:
     """One gateway's spool file. Not thread-safe: the gateway uses it from its event loop only."""
 
     def __init__(self, path: str | Path, max_bytes: int | None = None, alarm_fraction: float = ALARM_FRACTION,
-                 max_pages: int | None = None) -> None:
+                 max_pages: int | None = None, signer: SigningKey | None = None, site: str = "",
+                 gateway: str = "") -> None:
         self.path = Path(path)
+        self.signer = signer
+        self.chain: str | None = None
+        self.prev: str | None = None
+        self.site, self.gateway = site, gateway
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self.max_bytes = max_bytes
         self.alarm_fraction = alarm_fraction
         self.seq_file = Path(f"{self.path}.seq")
         self.set_aside: str | None = None
-        high_water = self._read_high_water()
+        high_water, saved_chain = self._read_high_water()
         try:
             self._open(max_pages)
             if self._fresh and high_water > 0:
@@ -109,7 +136,14 @@ class Spool:
             self._open(max_pages)
         self.queued = self.db.execute("SELECT COUNT(*) FROM reading").fetchone()[0]
         self.batched = self.db.execute("SELECT COALESCE(SUM(n), 0) FROM batch").fetchone()[0]
-        self.next_seq = max(self._meta("next_seq"), high_water)
+        spooled_seq = self._meta("next_seq")
+        self.next_seq = max(spooled_seq, high_water)
+        # The chain continues from the spool, unless the state file is ahead of it (a spool
+        # set aside, or an older copy put back): then from the state file.
+        if self._chain_state("chain") is not None and spooled_seq >= high_water:
+            self.chain, self.prev = self._chain_state("chain"), self._chain_state("prev")
+        else:
+            self.chain, self.prev = saved_chain.get("chain"), saved_chain.get("prev")
         self.dropped = self._meta("dropped")
         self.alarm = False
         self.full_errors = 0
@@ -130,6 +164,9 @@ class Spool:
             columns = {row[1] for row in self.db.execute("PRAGMA table_info(batch)")}
             if "published" not in columns:  # a spool written before end-to-end confirmation
                 self.db.execute("ALTER TABLE batch ADD COLUMN published INTEGER NOT NULL DEFAULT 0")
+            for column in ("sig", "hash"):  # a spool written before signed batches
+                if column not in columns:
+                    self.db.execute(f"ALTER TABLE batch ADD COLUMN {column} TEXT")
             self.db.execute("INSERT OR IGNORE INTO meta(key, value) VALUES('next_seq', 0)")
             if self.db.execute("PRAGMA quick_check").fetchone()[0] != "ok":
                 raise sqlite3.DatabaseError("integrity check failed")
@@ -149,16 +186,22 @@ class Spool:
                   "the sequence numbers; readings in it were not published: recover them from the kept file",
                   self.path, why, aside)
 
-    def _read_high_water(self) -> int:
+    def _read_high_water(self) -> tuple[int, dict[str, str]]:
+        """The next seq and the chain state (chain id, previous hash) kept beside the spool."""
         try:
-            return int(json.loads(self.seq_file.read_text())["next_seq"])
-        except (OSError, ValueError, KeyError, TypeError):
-            return 0
+            saved = json.loads(self.seq_file.read_text())
+            chain = {k: saved[k] for k in ("chain", "prev") if isinstance(saved.get(k), str)}
+            return int(saved["next_seq"]), chain
+        except (OSError, ValueError, KeyError, TypeError, AttributeError):
+            return 0, {}
 
     def _write_high_water(self) -> None:
         tmp = self.seq_file.with_name(self.seq_file.name + ".tmp")
+        state: dict[str, object] = {"next_seq": self.next_seq}
+        if self.chain is not None:
+            state.update(chain=self.chain, prev=self.prev)
         try:
-            tmp.write_text(json.dumps({"next_seq": self.next_seq}))
+            tmp.write_text(json.dumps(state))
             os.replace(tmp, self.seq_file)
         except OSError as exc:  # the spool's own meta row still holds it
             log.warning("cannot write %s: %s", self.seq_file, exc)
@@ -166,6 +209,14 @@ class Spool:
     def _meta(self, key: str) -> int:
         row = self.db.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()
         return row[0] if row else 0
+
+    def _chain_state(self, key: str) -> str | None:
+        row = self.db.execute("SELECT value FROM chain WHERE key = ?", (key,)).fetchone()
+        return row[0] if row else None
+
+    def _set_chain_state(self, key: str, value: str) -> None:
+        self.db.execute("INSERT INTO chain(key, value) VALUES(?, ?) "
+                        "ON CONFLICT(key) DO UPDATE SET value = excluded.value", (key, value))
 
     def _set_meta(self, key: str, value: int) -> None:
         self.db.execute("INSERT INTO meta(key, value) VALUES(?, ?) "
@@ -229,16 +280,28 @@ class Spool:
         if not rows:
             return None
         seq = self.next_seq
-        batch = Batch(seq, len(rows), min(r[1] for r in rows), "[" + ",".join(r[2] for r in rows) + "]")
+        body = "[" + ",".join(r[2] for r in rows) + "]"
+        chain, signed_hash, sig_text = self.chain, None, None
+        if self.signer is not None:
+            chain = chain or new_chain_id()
+            sig, signed_hash = signed_batch.sign(self.signer, self.site, self.gateway, seq, chain, self.prev,
+                                                 body.encode())
+            sig_text = sig.json_text()
+        batch = Batch(seq, len(rows), min(r[1] for r in rows), body, False, sig_text)
         ids = [r[0] for r in rows]
 
         def move() -> None:
             # Delete first: on a full disk the freed pages make room for the batch row.
             self.db.executemany("DELETE FROM reading WHERE id = ?", [(i,) for i in ids])
-            self.db.execute("INSERT INTO batch(seq, n, oldest_ts_ms, body) VALUES (?, ?, ?, ?)",
-                            (batch.seq, batch.n, batch.oldest_ts_ms, batch.body))
+            self.db.execute("INSERT INTO batch(seq, n, oldest_ts_ms, body, sig, hash) VALUES (?, ?, ?, ?, ?, ?)",
+                            (batch.seq, batch.n, batch.oldest_ts_ms, batch.body, sig_text, signed_hash))
             self._set_meta("next_seq", seq + 1)
+            if signed_hash is not None:  # the chain moves with the batch, in the same transaction
+                self._set_chain_state("chain", chain)
+                self._set_chain_state("prev", signed_hash)
         self._retry_when_full(move)
+        if signed_hash is not None:
+            self.chain, self.prev = chain, signed_hash
         self.next_seq = seq + 1
         self._write_high_water()
         self.queued -= batch.n
@@ -267,14 +330,12 @@ class Spool:
         return gone
 
     def batch(self, seq: int) -> Batch | None:
-        row = self.db.execute("SELECT seq, n, oldest_ts_ms, body, published FROM batch WHERE seq = ?",
-                              (seq,)).fetchone()
-        return Batch(*row[:4], bool(row[4])) if row else None
+        row = self.db.execute(f"SELECT {_BATCH_COLUMNS} FROM batch WHERE seq = ?", (seq,)).fetchone()
+        return _batch(row) if row else None
 
     def pending_batches(self) -> list[Batch]:
         """Batches formed but not confirmed (by a previous run), oldest first."""
-        return [Batch(*row[:4], bool(row[4])) for row in self.db.execute(
-            "SELECT seq, n, oldest_ts_ms, body, published FROM batch ORDER BY seq")]
+        return [_batch(row) for row in self.db.execute(f"SELECT {_BATCH_COLUMNS} FROM batch ORDER BY seq")]
 
     # -- health and the size policy ----------------------------------------------------------
 

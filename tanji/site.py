@@ -10,11 +10,13 @@ from __future__ import annotations
 import math
 import re
 from dataclasses import dataclass, field, replace
-from datetime import date
+from datetime import date, datetime, time
 from pathlib import Path
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from tanji import dlt645
 from tanji.config_file import Section, load_yaml, parse_yaml
+from tanji.gateway_keys import RegisteredKey, key_id, parse_public_key
 from tanji.profile import PROFILES_DIR, MeterProfile, load_profiles
 
 ROLES = ("grid_import", "pv", "submeter", "production_counter")
@@ -29,6 +31,10 @@ TRANSPORTS = ("tcp", "rtu")
 #: Rates a serial port and a Modbus meter can both be set to; anything else is a typo (9601).
 BAUDRATES = (300, 600, 1200, 2400, 4800, 9600, 19200, 38400, 57600, 115200, 230400)
 FRAMINGS = ("tcp", "rtu")
+#: What accounting admits (docs/audit.md): `required` only batches signed by a registered key;
+#: `preferred` (default) unsigned ones too, signed ones only when their signature verifies;
+#: `off` verifies nothing (and gateways do not sign).
+SIGNATURE_MODES = ("required", "preferred", "off")
 _ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 _ID_FIX = "use letters, digits, '-', '_' or '.', at most 64 characters (it becomes an MQTT topic level)"
 
@@ -143,6 +149,10 @@ class Gateway:
     # Prometheus /metrics on this port (None: not served); metrics_host is where it listens.
     metrics_port: int | None = None
     metrics_host: str = "127.0.0.1"
+    # The public keys accounting accepts this gateway's signatures from (docs/audit.md), and
+    # where the gateway keeps its private key (None: `<spool_path>.key`).
+    keys: tuple[RegisteredKey, ...] = ()
+    signing_key_file: str | None = None
 
     def endpoint(self, endpoint_id: str | None) -> Endpoint | None:
         return next((e for e in self.endpoints if e.id == endpoint_id), None)
@@ -212,6 +222,7 @@ class Site:
     remainder_shares: dict[str, float] = field(default_factory=dict)
     remainder_key_uncertainty_pct: float = 0.0
     market: Market = field(default_factory=Market)
+    signatures: str = "preferred"
 
     @property
     def meters(self) -> tuple[Meter, ...]:
@@ -405,7 +416,53 @@ def _dlt645_address(section: Section, profile: MeterProfile) -> str | None:
         raise section.error("address", str(exc), 'write e.g. address: "000012345678"') from None
 
 
-def _gateway(section: Section, profiles: dict[str, MeterProfile]) -> Gateway:
+def _instant_ms(section: Section, key: str, tz: ZoneInfo) -> int | None:
+    """A point in time from the site file: a date (midnight, site time), a datetime (site time
+    unless it names its offset) or such a string; as UTC epoch ms."""
+    value = section.get(key, (str, date, datetime), None)
+    if value is None:
+        return None
+    if isinstance(value, str):
+        try:
+            value = datetime.fromisoformat(value.replace("Z", "+00:00"))
+        except ValueError:
+            raise section.error(key, f"{value!r} is not a date or time",
+                                "write e.g. 2026-07-01 or 2026-07-01T08:00:00+08:00") from None
+    if not isinstance(value, datetime):
+        value = datetime.combine(value, time())
+    if value.tzinfo is None:
+        value = value.replace(tzinfo=tz)
+    return int(value.timestamp() * 1000)
+
+
+def _keys(section: Section, gateway_id: str, tz: ZoneInfo) -> tuple[RegisteredKey, ...]:
+    keys = []
+    for k in section.sections("keys", []):
+        text = k.get("public_key", str, fix="paste the public key `tanji gateway keygen` printed")
+        try:
+            raw = parse_public_key(text)
+        except ValueError as exc:
+            raise k.error("public_key", str(exc), "paste the base64 public key `tanji gateway keygen` printed") from None
+        key = RegisteredKey(gateway=gateway_id, public_key=text.strip(), key_id=key_id(raw),
+                            valid_from_ms=_instant_ms(k, "valid_from", tz),
+                            valid_until_ms=_instant_ms(k, "valid_until", tz),
+                            revoked_ms=_instant_ms(k, "revoked", tz))
+        k.get("note", str, "")
+        k.reject_unknown()
+        if key.valid_from_ms is not None and key.valid_until_ms is not None and key.valid_until_ms <= key.valid_from_ms:
+            raise k.error("valid_until", "valid_until is not after valid_from", "swap them, or fix the dates")
+        keys.append((k, key))
+    seen: dict[str, Section] = {}
+    for k, key in keys:
+        if key.key_id in seen:
+            raise k.error("public_key", f"key {key.key_id} is registered twice (first at "
+                          f"{seen[key.key_id].file}:{seen[key.key_id].line_of('public_key')})",
+                          "register each key once; rotate by adding the new key with valid_from")
+        seen[key.key_id] = k
+    return tuple(key for _, key in keys)
+
+
+def _gateway(section: Section, profiles: dict[str, MeterProfile], tz: ZoneInfo | None = None) -> Gateway:
     gateway_id = _check_id(section, "id")
     bus_sections = section.sections("buses", [])
     buses = tuple(_bus(b) for b in bus_sections)
@@ -430,6 +487,8 @@ def _gateway(section: Section, profiles: dict[str, MeterProfile]) -> Gateway:
         delivery=section.choice("delivery", ("confirmed", "broker"), "confirmed"),
         metrics_port=section.integer("metrics_port", None, minimum=1, maximum=65535),
         metrics_host=section.get("metrics_host", str, "127.0.0.1"),
+        keys=_keys(section, gateway_id, tz or ZoneInfo("UTC")),
+        signing_key_file=section.get("signing_key_file", str, None),
     )
     section.reject_unknown()
     return gateway
@@ -521,7 +580,8 @@ def parse_site(root: Section, profiles: dict[str, MeterProfile] | None = None) -
     """Validate a parsed site file, including every cross-reference between its parts."""
     profiles = profiles if profiles is not None else load_profiles(PROFILES_DIR)
     site_section = root.section("site")
-    gateways = tuple(_gateway(g, profiles) for g in root.sections("gateways"))
+    tz = _timezone(site_section)
+    gateways = tuple(_gateway(g, profiles, tz) for g in root.sections("gateways"))
     centres = tuple(_cost_centre(c) for c in root.sections("cost_centres", []))
     products_sections = root.sections("products", [])
     products = tuple(_product(p) for p in products_sections)
@@ -542,11 +602,20 @@ def parse_site(root: Section, profiles: dict[str, MeterProfile] | None = None) -
         remainder_shares=_shares(site_section.section("remainder_shares", None)),
         remainder_key_uncertainty_pct=site_section.number("remainder_key_uncertainty_pct", 0.0, minimum=0),
         market=_market(site_section.section("market", None)),
+        signatures=site_section.choice("signatures", SIGNATURE_MODES, "preferred"),
     )
     site_section.reject_unknown()
     root.reject_unknown(("site", "broker", "gateways", "cost_centres", "products", "simulation"))
     _check_references(root, site, products_sections)
     return site
+
+
+def _timezone(site_section: Section) -> ZoneInfo:
+    name = site_section.get("timezone", str, "Asia/Shanghai")
+    try:
+        return ZoneInfo(name)
+    except (ZoneInfoNotFoundError, ValueError):
+        raise site_section.error("timezone", f"unknown time zone {name!r}", "use an IANA name, e.g. Asia/Shanghai") from None
 
 
 def device_address(meter: Meter) -> str:
@@ -579,6 +648,14 @@ def _check_references(root: Section, site: Site, product_sections: list[Section]
                                   f"({where.file}:{where.line_of('unit_id')})",
                                   "give each device its own unit id (or address), or remove the duplicate meter")
         addresses[(m.gateway, address)] = (m, m_section)
+    owners: dict[str, tuple[str, Section]] = {}
+    for g_section, g in zip(gateway_sections, site.gateways, strict=True):
+        for k_section, key in zip(g_section.sections("keys", []), g.keys, strict=True):
+            if key.key_id in owners and owners[key.key_id][0] != g.id:
+                raise k_section.error("public_key", f"key {key.key_id} is already gateway {owners[key.key_id][0]}'s "
+                                      f"({owners[key.key_id][1].file}:{owners[key.key_id][1].line_of('public_key')})",
+                                      "give every gateway its own key (`tanji gateway keygen` on each box)")
+            owners[key.key_id] = (g.id, k_section)
     _unique(root.sections("cost_centres", []), [c.id for c in site.cost_centres], "cost centre")
     _unique(product_sections, [p.id for p in site.products], "product")
     centre_ids = {c.id for c in site.cost_centres}

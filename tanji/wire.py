@@ -19,6 +19,7 @@ from typing import Any
 
 from tanji.errors import WireFormatError
 from tanji.quantities import QUANTITIES
+from tanji.signed_batch import parse_signature
 
 VERSION = 1
 TOPIC_ROOT = "tanji/v1"
@@ -32,6 +33,7 @@ MAX_FUTURE_MS = 5 * 60 * 1000
 SCHEMA_PATH = Path(__file__).parent / "schemas" / "wire-v1.json"
 
 _BATCH_KEYS = {"v", "site", "gateway", "seq", "sent_ms", "backlog", "readings"}
+_OPTIONAL_BATCH_KEYS = {"sig"}  # a signed batch (tanji/signed_batch.py, docs/audit.md)
 _READING_KEYS = {"meter", "ts_ms", "quality", "values", "value_quality"}
 
 
@@ -95,19 +97,27 @@ class Reading:
         return out
 
 
+def readings_json(readings: list[dict[str, Any]] | list[Reading]) -> str:
+    """The `readings` array as published (compact JSON): the bytes a batch signature covers."""
+    return json.dumps([r.to_json() if isinstance(r, Reading) else r for r in readings],
+                      separators=(",", ":"), allow_nan=False)
+
+
 def encode_batch(site: str, gateway: str, seq: int, readings: list[dict[str, Any]] | list[Reading], *,
-                 backlog: bool = False, sent_ms: int | None = None) -> bytes:
-    """Serialise one batch; readings may be Reading objects or already-shaped dicts (from the spool)."""
-    body = {
-        "v": VERSION,
-        "site": site,
-        "gateway": gateway,
-        "seq": seq,
-        "sent_ms": sent_ms if sent_ms is not None else int(time.time() * 1000),
-        "backlog": backlog,
-        "readings": [r.to_json() if isinstance(r, Reading) else r for r in readings],
-    }
-    return json.dumps(body, separators=(",", ":"), allow_nan=False).encode()
+                 backlog: bool = False, sent_ms: int | None = None, sig: dict[str, Any] | None = None,
+                 readings_text: str | None = None) -> bytes:
+    """Serialise one batch; readings may be Reading objects or already-shaped dicts (from the spool).
+
+    A signed batch carries `sig` (`tanji.signed_batch.Signature.to_json()`), written before the
+    readings, which are always the last member. `readings_text` is the readings already
+    serialised (`readings_json`), as signed; it is used as is.
+    """
+    head = {"v": VERSION, "site": site, "gateway": gateway, "seq": seq,
+            "sent_ms": sent_ms if sent_ms is not None else int(time.time() * 1000), "backlog": backlog}
+    if sig is not None:
+        head["sig"] = sig
+    text = readings_text if readings_text is not None else readings_json(readings)
+    return f'{json.dumps(head, separators=(",", ":"))[:-1]},"readings":{text}}}'.encode()
 
 
 def status_payload(site: str, gateway: str, state: str, **health: Any) -> bytes:
@@ -152,9 +162,14 @@ def validate_batch(body: Any, now_ms: int | None = None) -> None:
     missing = _BATCH_KEYS - body.keys()
     if missing:
         _fail("schema", f"missing keys {sorted(missing)}")
-    extra = body.keys() - _BATCH_KEYS
+    extra = body.keys() - _BATCH_KEYS - _OPTIONAL_BATCH_KEYS
     if extra:
         _fail("schema", f"unknown keys {sorted(extra)}")
+    if "sig" in body:
+        try:
+            parse_signature(body["sig"])
+        except ValueError as exc:
+            _fail("schema", str(exc))
     for key in ("site", "gateway"):
         if not isinstance(body[key], str) or not 0 < len(body[key]) <= 64:
             _fail("schema", f"{key} must be a string of 1-64 characters")

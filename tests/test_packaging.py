@@ -27,7 +27,7 @@ def test_gateway_extra_installs_no_heavy_packages(tmp_path: Path) -> None:
     frozen = subprocess.run([str(venv / "bin" / "python"), "-m", "pip", "freeze"], check=True,
                             capture_output=True, text=True).stdout.lower()
     names = {line.split("==")[0].split(" @ ")[0] for line in frozen.splitlines()}
-    assert "pymodbus" in names and "paho-mqtt" in names
+    assert "pymodbus" in names and "paho-mqtt" in names and "cryptography" in names
     assert not names & set(HEAVY), f"heavy packages in the gateway install: {sorted(names & set(HEAVY))}"
     # The profiles travel with the wheel: `tanji check` finds them outside the source tree.
     checked = subprocess.run([str(venv / "bin" / "tanji"), "check"], check=True, capture_output=True,
@@ -36,6 +36,11 @@ def test_gateway_extra_installs_no_heavy_packages(tmp_path: Path) -> None:
     help_text = subprocess.run([str(venv / "bin" / "tanji"), "gateway", "--help"], check=True,
                                capture_output=True, text=True, cwd=tmp_path).stdout
     assert "--config" in help_text
+    # The gateway signs its batches with what the extra installs (docs/audit.md).
+    site = REPO / "firmware-config" / "sites" / "cq-battery.yaml"
+    made = subprocess.run([str(venv / "bin" / "tanji"), "gateway", "keygen", "--config", str(site),
+                           "--key-file", str(tmp_path / "gw.key")], capture_output=True, text=True, cwd=tmp_path)
+    assert made.returncode == 0 and "public_key:" in made.stdout, made.stderr
     refused = subprocess.run([str(venv / "bin" / "tanji"), "accounting", "--help"], capture_output=True,
                              text=True, cwd=tmp_path)
     assert refused.returncode != 0

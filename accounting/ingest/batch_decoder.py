@@ -40,6 +40,17 @@ class Reading(msgspec.Struct, forbid_unknown_fields=True, gc=False):
     value_quality: dict[str, _Quality] | None = None
 
 
+class Sig(msgspec.Struct, forbid_unknown_fields=True):
+    """A signed batch's `sig` member (tanji/signed_batch.py); checked against its readings by
+    accounting.ingest.signatures, which reads the readings' exact bytes."""
+
+    alg: Literal["ed25519"]
+    key: Annotated[str, msgspec.Meta(pattern="^[0-9a-f]{16}$")]
+    chain: Annotated[str, msgspec.Meta(pattern="^[0-9a-f]{16}$")]
+    prev: Annotated[str, msgspec.Meta(pattern="^[0-9a-f]{64}$")] | None
+    sig: Annotated[str, msgspec.Meta(pattern="^[A-Za-z0-9+/]{86}==$")]
+
+
 class Batch(msgspec.Struct, forbid_unknown_fields=True):
     v: Literal[1]
     site: _Id
@@ -48,6 +59,7 @@ class Batch(msgspec.Struct, forbid_unknown_fields=True):
     sent_ms: int
     backlog: bool
     readings: Annotated[list[Reading], msgspec.Meta(max_length=wire.MAX_READINGS_PER_BATCH)]
+    sig: Sig | msgspec.UnsetType = msgspec.UNSET  # absent, never null (as the reference says)
 
 
 _decoder = msgspec.json.Decoder(Batch)
@@ -92,8 +104,10 @@ def _check(batch: Batch, site: str, gateway: str, now_ms: int) -> None:
 
 def from_reference(body: dict[str, Any]) -> Batch:
     """A batch the reference validated, as the structs the fast path makes (no re-validation)."""
+    sig = body.get("sig")
     return Batch(v=body["v"], site=body["site"], gateway=body["gateway"], seq=body["seq"],
                  sent_ms=body["sent_ms"], backlog=body["backlog"],
+                 sig=Sig(**sig) if sig is not None else msgspec.UNSET,
                  readings=[Reading(meter=r["meter"], ts_ms=r["ts_ms"], quality=r["quality"],
                                    values=r["values"], value_quality=r.get("value_quality"))
                            for r in body["readings"]])

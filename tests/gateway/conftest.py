@@ -117,6 +117,7 @@ class Collector:
     def __init__(self, host: str, port: int, topic: str = "tanji/v1/#",
                  setup: Callable[[mqtt.Client], None] | None = None) -> None:
         self.batches: list[dict[str, Any]] = []
+        self.payloads: list[bytes] = []  # the readings messages as received (signatures cover their bytes)
         self.status: list[dict[str, Any]] = []
         self.lock = threading.Lock()
         self.client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=f"collector-{port}",
@@ -133,6 +134,7 @@ class Collector:
         with self.lock:
             if msg.topic.endswith("/readings"):
                 self.batches.append(decode_batch(msg.payload, msg.topic))
+                self.payloads.append(msg.payload)
             else:
                 self.status.append(json.loads(msg.payload))
 

@@ -8,6 +8,7 @@ generated timestamps stay inside it.
 
 from __future__ import annotations
 
+import base64
 import copy
 import json
 import time
@@ -37,11 +38,25 @@ def reading(draw):
     return r
 
 
+hex16 = st.binary(min_size=8, max_size=8).map(bytes.hex)
+
+
+@st.composite
+def signature(draw):
+    """A `sig` member of the right shape (its value signs nothing: the format is under test)."""
+    return {"alg": "ed25519", "key": draw(hex16), "chain": draw(hex16),
+            "prev": draw(st.one_of(st.none(), st.binary(min_size=32, max_size=32).map(bytes.hex))),
+            "sig": base64.b64encode(draw(st.binary(min_size=64, max_size=64))).decode()}
+
+
 @st.composite
 def batch(draw):
-    return {"v": 1, "site": draw(ids), "gateway": draw(ids), "seq": draw(st.integers(0, 2**40)),
+    body = {"v": 1, "site": draw(ids), "gateway": draw(ids), "seq": draw(st.integers(0, 2**40)),
             "sent_ms": draw(st.integers(0, 2**45)), "backlog": draw(st.booleans()),
             "readings": draw(st.lists(reading(), max_size=5))}
+    if draw(st.booleans()):
+        body["sig"] = draw(signature())
+    return body
 
 
 def schema_ok(body) -> bool:
@@ -64,7 +79,10 @@ def test_valid_batches_pass_both(body):
 
 BAD_VALUES = [None, True, "x", 1.5, -1, [], {}, "", "z" * 65]
 MUTATIONS = ["drop_key", "add_key", "retype", "bad_quality", "bad_quantity", "bad_value", "bad_value_quality",
-             "reading_drop_key", "reading_add_key", "not_object"]
+             "reading_drop_key", "reading_add_key", "not_object", "bad_sig"]
+BAD_SIGS = [{"alg": "rsa"}, {"key": "ABCDEF0123456789"}, {"key": "abc"}, {"chain": 7}, {"prev": ""},
+            {"prev": "0" * 63}, {"sig": "not base64!"}, {"sig": base64.b64encode(b"x" * 63).decode()},
+            {"extra": 1}]
 
 
 def mutate(body, kind: str, draw) -> dict | None:
@@ -72,7 +90,9 @@ def mutate(body, kind: str, draw) -> dict | None:
     readings = body["readings"]
     r = readings[draw(st.integers(0, len(readings) - 1))] if readings else None
     if kind == "drop_key":
-        del body[draw(st.sampled_from(sorted(body)))]
+        del body[draw(st.sampled_from(sorted(set(body) - {"sig"})))]  # sig is optional
+    elif kind == "bad_sig":
+        body["sig"] = {**draw(signature()), **draw(st.sampled_from(BAD_SIGS))}
     elif kind == "add_key":
         body[draw(st.sampled_from(["extra", "V", "readings_", "ts"]))] = 1
     elif kind == "retype":
@@ -107,7 +127,8 @@ def _wrong_for(key: str, value) -> bool:
                 "seq": lambda v: isinstance(v, int) and not isinstance(v, bool) and v >= 0,
                 "sent_ms": lambda v: isinstance(v, int) and not isinstance(v, bool),
                 "backlog": lambda v: isinstance(v, bool),
-                "readings": lambda v: isinstance(v, list)}[key]
+                "readings": lambda v: isinstance(v, list),
+                "sig": lambda v: False}[key]  # none of BAD_VALUES is a signature
     return not expected(value)
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import logging
 
+import msgspec
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -45,8 +46,11 @@ def as_reference(b: batch_decoder.Batch) -> dict:
         if r.value_quality is not None:
             d["value_quality"] = r.value_quality
         readings.append(d)
-    return {"v": b.v, "site": b.site, "gateway": b.gateway, "seq": b.seq, "sent_ms": b.sent_ms,
-            "backlog": b.backlog, "readings": readings}
+    out = {"v": b.v, "site": b.site, "gateway": b.gateway, "seq": b.seq, "sent_ms": b.sent_ms,
+           "backlog": b.backlog, "readings": readings}
+    if b.sig is not msgspec.UNSET:
+        out["sig"] = msgspec.structs.asdict(b.sig)
+    return out
 
 
 def _topic_ids(body: object) -> tuple[str, str]:
