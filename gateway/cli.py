@@ -100,7 +100,8 @@ def run(args: argparse.Namespace) -> int:
 def _keygen(site: Site, gateway_id: str, spool: str, key_file: str | None, rotate: bool) -> int:
     """Make the gateway's signing key and print how to register it (and, rotating, retire the old one)."""
     from gateway.service import key_file as default_key_file
-    from tanji.gateway_keys import generate_key, load_key, registration_snippet
+    from gateway.signing_key import generate_key, load_key
+    from tanji.gateway_keys import registration_snippet
 
     path = Path(key_file) if key_file else default_key_file(spool, site.gateway(gateway_id).signing_key_file)
     old = None
@@ -116,7 +117,7 @@ def _keygen(site: Site, gateway_id: str, spool: str, key_file: str | None, rotat
     print(f"new signing key {key.key_id} for gateway {gateway_id} of site {site.id}: {path} (mode 0600)")
     print(f"public key: {key.public_key}")
     print(f"register it in {site.file}:")
-    print(registration_snippet(gateway_id, key), end="")
+    print(registration_snippet(gateway_id, key.public_key), end="")
     if old is not None:
         now = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
         print(f"      # and give the old key {old.key_id} its end: valid_until: {now}, then restart the gateway")

@@ -48,9 +48,10 @@ from typing import Any
 from gateway.metrics import MetricsServer, exposition
 from gateway.publisher import MAX_INFLIGHT, Publisher
 from gateway.scheduler import Scheduler, now_ms
+from gateway.signing_key import SigningKey, load_or_generate
 from gateway.spool import _COUNTERS, Batch, Spool
 from tanji.errors import ConfigError
-from tanji.gateway_keys import SigningKey, load_or_generate, registration_snippet
+from tanji.gateway_keys import registration_snippet
 from tanji.metrics_text import Histogram
 from tanji.site import Broker, Site
 from tanji.wire import Reading, confirm_topic, decode_confirm, status_payload
@@ -228,11 +229,11 @@ class GatewayService:
         if made:
             log.warning("made a new signing key %s for gateway %s in %s (mode 0600); register its public key "
                         "in %s:\n%s", key.key_id, self.gateway.id, self.key_path, self.site.file,
-                        registration_snippet(self.gateway.id, key))
+                        registration_snippet(self.gateway.id, key.public_key))
         elif key.key_id not in registered:
             log.warning("the signing key %s (%s) is not registered for gateway %s in %s: accounting refuses "
                         "its batches (unknown_key) until it is; add:\n%s", key.key_id, self.key_path,
-                        self.gateway.id, self.site.file, registration_snippet(self.gateway.id, key))
+                        self.gateway.id, self.site.file, registration_snippet(self.gateway.id, key.public_key))
         log.info("signing batches with key %s (%s)", key.key_id, self.key_path)
         return key
 

@@ -56,8 +56,8 @@ from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from gateway.signing_key import SigningKey
 from tanji import signed_batch
-from tanji.gateway_keys import SigningKey
 from tanji.quantities import QUANTITIES
 from tanji.signed_batch import new_chain_id
 from tanji.wire import Reading

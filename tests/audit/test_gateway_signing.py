@@ -11,10 +11,11 @@ import sqlite3
 import pytest
 
 from gateway.service import GatewayService, encode_batch_body
+from gateway.signing_key import generate_key, load_key
 from gateway.spool import Spool
 from tanji import signed_batch as sb
-from tanji.gateway_keys import generate_key, load_key, verify
 from tanji.wire import Reading, decode_batch
+from tests.audit.signing import verify
 from tests.gateway.conftest import simulated_site
 
 

@@ -11,8 +11,8 @@ from pathlib import Path
 import pytest
 import yaml
 
+from gateway.signing_key import generate_key, load_key, load_or_generate
 from tanji.errors import ConfigError
-from tanji.gateway_keys import generate_key, load_key, load_or_generate
 from tanji.site import load_site, parse_site_text
 
 REPO = Path(__file__).resolve().parents[2]

@@ -11,9 +11,10 @@ import json
 
 import pytest
 
+from gateway.signing_key import generate_key
 from tanji import signed_batch as sb
-from tanji.gateway_keys import generate_key, verify
 from tanji.wire import decode_batch, encode_batch, readings_json
+from tests.audit.signing import verify
 
 READINGS = [{"meter": "incomer", "ts_ms": 1767225601003, "quality": "good",
              "values": {"energy_import_kwh": 123456.5, "power_kw": 412.8}},
