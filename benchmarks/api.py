@@ -10,7 +10,8 @@ ingest). Prints progress lines, then as its LAST line one JSON object:
 - ``single_client_p99_update_latency_s``: the same with one client (baseline, same run);
 - ``requests_per_s``: `GET /api/v1/footprints` (live window) with `--concurrency` clients;
 - ``health_requests_per_s``: `GET /api/v1/health` the same way (baseline: the framework floor),
-  and ``footprints_vs_health`` their ratio.
+  and ``footprints_vs_health`` their ratio;
+- ``machine``: the machine's baseline measured in the same run (benchmarks/machine.py).
 
 Usage: ``.venv/bin/python benchmarks/api.py [--clients 50] [--seconds 10] [--url URL]``
 """
@@ -34,6 +35,7 @@ import websockets
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+from benchmarks.machine import machine_baseline  # noqa: E402
 from tests.services import free_port, wait_for_port  # noqa: E402
 
 
@@ -144,6 +146,7 @@ def main() -> None:
     if args.serve:
         serve(args.serve, args.tick)
         return
+    machine = machine_baseline()
     if args.url:
         result = {"server": args.url, **measure(args.url.rstrip("/"), args.clients, args.seconds, args.concurrency)}
     else:
@@ -157,7 +160,7 @@ def main() -> None:
         finally:
             os.killpg(proc.pid, signal.SIGTERM)
             proc.wait(timeout=30)
-    print(json.dumps(result))
+    print(json.dumps({**result, "machine": machine}))
 
 
 if __name__ == "__main__":

@@ -11,7 +11,8 @@ Prints progress lines, then as its LAST line one JSON object:
 - ``year_recompute_s``: ``Engine.recompute`` of a year of 1-minute readings of 1,000 meters
   (525.6 M readings; hourly factors, hourly matching, all products), readings streamed in
   per-meter chunks; data generation time is excluded and reported as ``year_generate_s``;
-- ``peak_rss_mb``.
+- ``peak_rss_mb``;
+- ``machine``: the machine's baseline measured in the same run (benchmarks/machine.py).
 
 ``--quick`` runs the same pipeline on 200 meters x 30 days (< 30 s).
 Usage: ``.venv/bin/python benchmarks/engine.py [--quick]``
@@ -36,6 +37,7 @@ from accounting.engine.kernels_energy import HOUR_MS, counters_to_hours_many  # 
 from accounting.factors import FactorDataset  # noqa: E402
 from accounting.instruments import GecLedger, GreenPowerContract, InstrumentPortfolio  # noqa: E402
 from accounting.topology import CostCentre, Meter, Product, SiteTopology  # noqa: E402
+from benchmarks.machine import machine_baseline  # noqa: E402
 from tests.engine.reference import channel_hourly  # noqa: E402
 
 T0 = 1_735_660_800_000  # 2025-01-01T00:00+08:00
@@ -135,8 +137,12 @@ def numpy_counters_to_hours(ch: np.ndarray, ts: np.ndarray, val: np.ndarray, n_c
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="200 meters x 30 days")
+    parser.add_argument("--meters", type=int, help="meters (overrides --quick's and the default 1000)")
+    parser.add_argument("--days", type=int, help="days of 1-minute readings (overrides 30 / 365)")
     args = parser.parse_args()
+    machine = machine_baseline()
     n_meters, days = (200, 30) if args.quick else (1000, 365)
+    n_meters, days = args.meters or n_meters, args.days or days
     n_per = days * 24 * 60
     topo, n_ch = plant(n_meters)
     rates = channel_rates(topo)
@@ -178,7 +184,7 @@ def main() -> None:
     numpy_readings_per_s = n_np / numpy_s
     print(f"numpy: {numpy_readings_per_s:,.0f}/s", flush=True)
 
-    n_py = 200_000
+    n_py = min(200_000, len(ts))
     sample = list(zip(ts[:n_py].tolist(), val[:n_py].tolist(), strict=True))
     t = time.perf_counter()
     channel_hourly(sample, 0.0, 0.0, 3 * MINUTE)
@@ -239,6 +245,7 @@ def main() -> None:
         "year_generate_s" if not args.quick else "quick_generate_s": round(gen_s, 3),
         "threads": numba.get_num_threads(),
         "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
+        "machine": machine,
     }))
 
 

@@ -27,7 +27,9 @@ then as its LAST line one JSON object:
   each) behind one device server without wire timing: what the gateway and the simulator
   manage, and ``dlt645_9600_polls_per_s`` against ``dlt645_bus_max_polls_per_s`` at 9,600 baud.
 
-Usage: ``.venv/bin/python benchmarks/gateway.py [--seconds 10]``
+- ``machine``: the machine's baseline measured in the same run (benchmarks/machine.py).
+
+Usage: ``.venv/bin/python benchmarks/gateway.py [--seconds 10] [--quick]``
 """
 
 from __future__ import annotations
@@ -48,6 +50,7 @@ import yaml
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+from benchmarks.machine import machine_baseline  # noqa: E402
 from gateway.read_plan import naive_request_count, plan_for_profile  # noqa: E402
 from gateway.service import encode_batch_body, status_file  # noqa: E402
 from gateway.spool import Spool  # noqa: E402
@@ -291,11 +294,17 @@ def serial_server_rate(work: Path, broker: MosquittoServer, profile: str, baudra
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seconds", type=float, default=10.0, help="measuring time per run (default 10)")
+    parser.add_argument("--quick", action="store_true",
+                        help="the test suite's smoke test: 1 s runs, 2,000-reading backlogs, no 20 s serial runs")
     parser.add_argument("--serve", type=int, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.serve:
         serve(args.serve)
         return
+    if args.quick:
+        args.seconds = 1.0
+    backlog_n = 2_000 if args.quick else 50_000
+    machine = machine_baseline()
 
     plan = plan_for_profile(SDM630)
     result: dict[str, float | int] = {
@@ -327,21 +336,22 @@ def main() -> None:
             result["rss_mb_200_meters"] = round(rss, 1)
             print(f"memory: {rss:.1f} MB RSS polling 200 meters ({rate:.0f} polls/s)", flush=True)
 
-            write, replay = spool_rates(work)
+            write, replay = spool_rates(work, backlog_n)
             result["spool_write_readings_per_s"] = round(write)
             result["spool_replay_readings_per_s"] = round(replay)
             print(f"spool: {write:.0f} readings/s written, {replay:.0f} readings/s replayed", flush=True)
 
-            drain = backlog_drain(work, broker, modbus_port)
+            drain = backlog_drain(work, broker, modbus_port, backlog_n)
             result["backlog_drain_readings_per_s"] = round(drain)
             print(f"backlog: {drain:.0f} readings/s drained to Mosquitto (delivery: broker)", flush=True)
-            confirmed = backlog_drain(work, broker, modbus_port, confirmed=True)
+            confirmed = backlog_drain(work, broker, modbus_port, backlog_n, confirmed=True)
             result["backlog_drain_confirmed_readings_per_s"] = round(confirmed)
             result["confirmed_vs_broker_drain"] = round(confirmed / drain, 3)
             print(f"backlog, delivery: confirmed: {confirmed:.0f} readings/s until accounting confirmed them "
                   f"({confirmed / drain:.0%} of the broker-only drain)", flush=True)
 
-            bus_seconds = max(args.seconds, 20.0)  # a 9,600 baud line makes a few polls a second
+            # a 9,600 baud line makes a few polls a second
+            bus_seconds = args.seconds if args.quick else max(args.seconds, 20.0)
             rate = serial_server_rate(work / "sds-modbus", broker, "eastron-sdm630", 9600, bus_seconds)
             ceiling = bus_max_polls_per_s("eastron-sdm630", 9600)
             result["serial_server_polls_per_s"] = round(rate, 2)
@@ -364,7 +374,7 @@ def main() -> None:
             broker.stop()
             server.terminate()
             server.wait(10)
-    print(json.dumps(result))
+    print(json.dumps({**result, "machine": machine}))
 
 
 if __name__ == "__main__":

@@ -14,8 +14,9 @@ footprint API serves) includes them.
 `lost` = readings published − readings counted back from InfluxDB with InfluxQL, exactly.
 The bottleneck: when the accounting process used a full core during the drain, its
 interpreter (ingest's Python threads share one core through the GIL); otherwise the ingest
-stage where the cycles spent most time. A baseline measured in
-the same run (bare `json.loads` of the same payloads) puts the rate in proportion.
+stage where the cycles spent most time. The machine's baseline measured in the same run
+(`machine`: bare `json.loads` of fleet payloads, memory copy; benchmarks/machine.py) puts the
+rate in proportion.
 Prints one JSON object as its last line.
 """
 
@@ -41,9 +42,9 @@ import psutil  # noqa: E402
 from accounting.ingest.subscriber import subscriptions  # noqa: E402
 from accounting.service import AccountingService  # noqa: E402
 from accounting.store.influx import InfluxStore  # noqa: E402
+from benchmarks.machine import machine_baseline  # noqa: E402
 from simulators.fleet import Fleet  # noqa: E402
 from tanji.site import parse_site_text  # noqa: E402
-from tanji.wire import encode_batch  # noqa: E402
 from tests.services import InfluxServer, MosquittoServer  # noqa: E402
 
 CLIENT_ID = "bench-accounting"
@@ -73,18 +74,6 @@ def _count(influx: InfluxServer, db: str) -> int:
     return int(series[0]["values"][0][1]) if series else 0
 
 
-def _baseline(gateways: int, meters: int) -> float:
-    """Readings/s of bare json.loads on fleet-shaped payloads: the floor any Python ingest pays."""
-    readings = [{"meter": f"m{i}", "ts_ms": 1_700_000_000_000, "quality": "good",
-                 "values": {"energy_import_kwh": 12345.678 + i, "power_kw": 21.5}} for i in range(meters)]
-    payload = encode_batch("fleet", "gw", 1, readings)
-    n = max(1, 200_000 // meters)
-    started = time.perf_counter()
-    for _ in range(n):
-        json.loads(payload)
-    return n * meters / (time.perf_counter() - started)
-
-
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--gateways", type=int, default=50)
@@ -95,6 +84,7 @@ def main() -> int:
                         help="InfluxStore gzip level (default: the store's, i.e. 0 on loopback)")
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING)
+    machine = machine_baseline()  # before any server starts: the machine as the benchmark found it
 
     with tempfile.TemporaryDirectory(prefix="tanji-bench-") as tmp:
         tmp_path = Path(tmp)
@@ -164,7 +154,7 @@ def main() -> int:
         bottleneck = "accounting interpreter (one core, GIL)"
     else:
         bottleneck = max(stages_backlog, key=stages_backlog.get) if stages_backlog else None
-    baseline = _baseline(args.gateways, args.meters)
+    baseline = machine["json_loads_readings_per_s"]
     result = {
         "benchmark": "ingest",
         "meters": args.gateways * args.meters,
@@ -185,6 +175,7 @@ def main() -> int:
         "ratio_to_json_loads_baseline": round(rate / baseline, 3),
         "generator_readings_per_s": round(backlog.readings_per_s),
         "footprints": len(fps),
+        "machine": machine,
     }
     print(json.dumps(result))
     return 0

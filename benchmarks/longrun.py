@@ -33,7 +33,8 @@ month 1 and month 12 it measures:
   with ``--old-tree PATH`` (a checkout of the code before #12, e.g. ``git archive 837b74b``),
   ``old-code``: that code's engine through the same calls.
 
-Prints progress, then one JSON line (last). ``--quick`` (the test suite's smoke test): 10
+Prints progress, then one JSON line (last), with the machine's baseline measured in the same run
+under ``machine`` (benchmarks/machine.py). ``--quick`` (the test suite's smoke test): 10
 meters, 3 "months" of 2 days, 10,000 live channels; the keys are the same (month 12 is the
 last month). Usage: ``.venv/bin/python benchmarks/longrun.py [--quick] [--meters N]
 [--days-per-month D] [--issue-days 1,7,14] [--old-tree PATH]``.
@@ -63,6 +64,7 @@ from accounting.engine import Engine  # noqa: E402
 from accounting.engine.kernels_energy import HOUR_MS  # noqa: E402
 from accounting.topology import CostCentre, Meter, Product, SiteTopology  # noqa: E402
 from benchmarks.engine import hourly_dataset, plant  # noqa: E402
+from benchmarks.machine import machine_baseline  # noqa: E402
 
 try:  # what the pre-#12 tree (an ``--old-tree`` baseline run) does not have
     from accounting.engine.settings import EngineSettings
@@ -391,6 +393,7 @@ def main() -> None:
         "total_s": round(time.perf_counter() - t_start, 1),
         "threads": numba.get_num_threads(),
         "issue_table": table,
+        "machine": machine_baseline(),  # a child process: none of its memory counts above
     }))
 
 

@@ -2,15 +2,18 @@
 
 One `tanji simulate` process serves a generated site of 1,000 meters (SDM630, ADW300, EM24,
 UMG 604 and PLC counters; 5 TCP ports x 200 unit ids). This process polls them round-robin
-over several connections for a few seconds, each poll one request for the block a gateway
-would read. The baseline, measured in the same run, is the same process serving a single
+over several connections for a few seconds, each poll the requests of the gateway's read plan
+for that model (one or two blocks). The baseline, measured in the same run, is the same process serving a single
 meter, so the ratio shows what 1,000 meters cost compared with one.
 
-Prints, as its last line, one JSON object: {"meter_polls_per_s": ..., ...}.
+Prints, as its last line, one JSON object: {"meter_polls_per_s": ..., ...}, with the machine's
+baseline measured in the same run under ``machine`` (benchmarks/machine.py).
+Usage: ``.venv/bin/python benchmarks/simulators.py [--meters 1000] [--seconds 5]``
 """
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import json
 import os
@@ -26,23 +29,22 @@ from pymodbus.client import AsyncModbusTcpClient
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
+from benchmarks.machine import machine_baseline  # noqa: E402
+from gateway.read_plan import plan_for_profile  # noqa: E402
+from tanji.profile import load_profiles  # noqa: E402
 from tests.services import free_port, wait_for_port  # noqa: E402
 
-# model → (function code, first address, register count) of one gateway-like poll
-POLLS = {
-    "eastron-sdm630": (4, 0, 76),
-    "acrel-adw300": (3, 20, 46),
-    "carlo-gavazzi-em24": (4, 0, 64),
-    "janitza-umg604": (3, 19000, 78),
-    "generic-plc-counter": (3, 0, 7),
-}
+MODELS = ("eastron-sdm630", "acrel-adw300", "carlo-gavazzi-em24", "janitza-umg604", "generic-plc-counter")
+# model → the requests (function code, first address, register count) of one poll: the gateway's read plan
+POLLS = {model: [(r.function_code, r.address, r.count) for r in plan_for_profile(profile)]
+         for model, profile in load_profiles().items() if model in MODELS}
 UNITS_PER_PORT = 200
 SECONDS = float(os.environ.get("BENCH_SECONDS", "5"))
 CONNECTIONS_PER_PORT = 2
 
 
 def site_text(meters: int, ports: list[int]) -> str:
-    models = list(POLLS)
+    models = list(MODELS)
     rows = []
     for i in range(meters):
         model = models[i % len(models)]
@@ -51,7 +53,8 @@ def site_text(meters: int, ports: list[int]) -> str:
                 "submeter, cost_centre: line")
         rows.append(f"      - {{id: m{i:04d}, role: {role}, profile: {model}, host: 127.0.0.1, "
                     f"port: {ports[i // UNITS_PER_PORT]}, unit_id: {i % UNITS_PER_PORT + 1}, ct_ratio: 20}}")
-    return ("site: {id: bench, province: Jiangsu}\ngateways:\n  - id: gw-bench\n    meters:\n"
+    # remainder by units: a one-meter site has no line submeter to share it by energy
+    return ("site: {id: bench, province: Jiangsu, remainder_key: units}\ngateways:\n  - id: gw-bench\n    meters:\n"
             + "\n".join(rows) + "\ncost_centres:\n  - {id: line, kind: production}\n")
 
 
@@ -62,11 +65,11 @@ async def poll(port: int, units: list[tuple[int, str]], deadline: float) -> int:
     try:
         while time.monotonic() < deadline:
             for unit, model in units:
-                fc, address, count = POLLS[model]
-                read = client.read_input_registers if fc == 4 else client.read_holding_registers
-                response = await read(address, count=count, device_id=unit)
-                if response.isError():
-                    raise RuntimeError(f"unit {unit} answered {response}")
+                for fc, address, count in POLLS[model]:
+                    read = client.read_input_registers if fc == 4 else client.read_holding_registers
+                    response = await read(address, count=count, device_id=unit)
+                    if response.isError():
+                        raise RuntimeError(f"unit {unit} ({model}) answered {response}")
                 done += 1
                 if time.monotonic() >= deadline:
                     break
@@ -75,10 +78,10 @@ async def poll(port: int, units: list[tuple[int, str]], deadline: float) -> int:
     return done
 
 
-async def measure(ports: list[int], meters: int) -> float:
-    models = list(POLLS)
+async def measure(ports: list[int], meters: int, seconds: float) -> float:
+    models = list(MODELS)
     tasks = []
-    deadline = time.monotonic() + SECONDS
+    deadline = time.monotonic() + seconds
     for p, port in enumerate(ports):
         units = [(i % UNITS_PER_PORT + 1, models[i % len(models)])
                  for i in range(p * UNITS_PER_PORT, min(meters, (p + 1) * UNITS_PER_PORT))]
@@ -89,7 +92,7 @@ async def measure(ports: list[int], meters: int) -> float:
     return total / (time.monotonic() - started)
 
 
-def serve_and_measure(meters: int) -> float:
+def serve_and_measure(meters: int, seconds: float) -> float:
     ports = [free_port() for _ in range((meters + UNITS_PER_PORT - 1) // UNITS_PER_PORT)]
     with tempfile.TemporaryDirectory() as tmp:
         site = Path(tmp) / "bench-site.yaml"
@@ -98,20 +101,34 @@ def serve_and_measure(meters: int) -> float:
                                 cwd=REPO, start_new_session=True)
         try:
             for port in ports:
-                wait_for_port(port, timeout_s=60)
-            return asyncio.run(measure(ports, meters))
+                deadline = time.monotonic() + 60
+                while True:
+                    if proc.poll() is not None:
+                        raise RuntimeError(f"tanji simulate exited with code {proc.returncode} (see its output)")
+                    try:
+                        wait_for_port(port, timeout_s=0.5)
+                        break
+                    except TimeoutError:
+                        if time.monotonic() > deadline:
+                            raise
+            return asyncio.run(measure(ports, meters, seconds))
         finally:
             os.killpg(proc.pid, signal.SIGTERM)
             proc.wait(20)
 
 
 def main() -> None:
-    baseline = serve_and_measure(1)
-    fleet = serve_and_measure(1000)
-    print(f"1 meter: {baseline:.0f} polls/s; 1000 meters: {fleet:.0f} polls/s", file=sys.stderr)
-    print(json.dumps({"meter_polls_per_s": round(fleet), "meters": 1000, "seconds": SECONDS,
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--meters", type=int, default=1000, help="meters in the simulator (default 1000)")
+    parser.add_argument("--seconds", type=float, default=SECONDS, help="polling time per measurement")
+    args = parser.parse_args()
+    machine = machine_baseline()
+    baseline = serve_and_measure(1, args.seconds)
+    fleet = serve_and_measure(args.meters, args.seconds)
+    print(f"1 meter: {baseline:.0f} polls/s; {args.meters} meters: {fleet:.0f} polls/s", file=sys.stderr)
+    print(json.dumps({"meter_polls_per_s": round(fleet), "meters": args.meters, "seconds": args.seconds,
                       "baseline_one_meter_polls_per_s": round(baseline),
-                      "ratio_to_baseline": round(fleet / baseline, 3)}))
+                      "ratio_to_baseline": round(fleet / baseline, 3), "machine": machine}))
 
 
 if __name__ == "__main__":
