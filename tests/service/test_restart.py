@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import os
 import signal
+import sqlite3
 import subprocess
 import sys
 import time
@@ -38,11 +39,11 @@ SITE_FILE = REPO / "firmware-config" / "sites" / "cq-battery.yaml"
 class Accounting:
     """One `tanji accounting` process; `ready` once it has restored and subscribed."""
 
-    def __init__(self, args: list[str], log: Path) -> None:
+    def __init__(self, args: list[str], log: Path, launcher: list[str] | None = None) -> None:
         self.log = log
         with open(log, "ab") as out:
             self.proc = subprocess.Popen(
-                [sys.executable, "-m", "tanji", "--log-level", "INFO", "accounting", *args],
+                [sys.executable, *(launcher or ["-m", "tanji"]), "--log-level", "INFO", "accounting", *args],
                 cwd=REPO, env={**os.environ, "PYTHONPATH": str(REPO)}, stdout=out,
                 stderr=subprocess.STDOUT, start_new_session=True)
 
@@ -240,3 +241,102 @@ def test_a_corrupt_checkpoint_file_is_set_aside_and_the_engine_rebuilt(site, mos
     assert count() == n2
     assert list(state.glob("checkpoints.sqlite.corrupt-*"))
     assert_checkpoint_holds(state, site, reference(site, first + second))
+
+
+# The real `tanji accounting`, with one addition: once the file named by argv[1] exists, the
+# next checkpoint transaction stops just before its COMMIT (its blocks and meta written into
+# the open transaction) and says so in the file named by argv[2]: the moment to SIGKILL it.
+PAUSE_BEFORE_COMMIT = """
+import os, sys, time
+sys.path.insert(0, {repo!r})
+from accounting.store import checkpoints
+trigger, marker = sys.argv[1], sys.argv[2]
+connect = checkpoints.CheckpointStore._connect
+
+def _connect(self):
+    conn = connect(self)
+    def pause(sql):
+        if sql.strip().upper() == "COMMIT" and os.path.exists(trigger):
+            with open(marker, "w") as out:
+                out.write("paused")
+            time.sleep(3600)
+    conn.set_trace_callback(pause)
+    return conn
+
+checkpoints.CheckpointStore._connect = _connect
+from tanji.cli import main
+sys.exit(main(sys.argv[3:]))
+"""
+
+
+def saved_checkpoint_time(path: Path, site_id: str) -> int | None:
+    """taken_ms of the committed checkpoint, read as any reader sees the file."""
+    conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=30)
+    try:
+        row = conn.execute("SELECT taken_ms FROM engines WHERE site = ?", (site_id,)).fetchone()
+        return None if row is None else int(row[0])
+    finally:
+        conn.close()
+
+
+@pytest.mark.timeout(300)
+def test_sigkill_during_a_checkpoint_write_restarts_from_the_previous_one(site, mosquitto, tmp_path):
+    """Issue #12: a crash (SIGKILL) in the middle of a checkpoint transaction. The restarted
+    service finds the previous checkpoint whole, resumes from it and the store, and neither
+    loses nor doubles a reading (exact store count; hours equal an engine fed each once)."""
+    db, state = tmp_path / "tanji.sqlite", tmp_path / "state"
+    args = ["--config", str(SITE_FILE), "--broker", f"{mosquitto.host}:{mosquitto.port}",
+            "--store", f"sqlite:{db}", "--state-dir", str(state), "--client-id", "acc-cp-kill",
+            "--checkpoint-interval", "0.2"]
+    launcher = tmp_path / "pause_before_commit.py"
+    launcher.write_text(PAUSE_BEFORE_COMMIT.format(repo=str(REPO)))
+    trigger, marker = tmp_path / "pause-now", tmp_path / "paused"
+    t0 = hour_start(int(time.time() * 1000)) - 3 * HOUR_MS
+    first = plant_batches(site, start_ms=t0, step_ms=10_000, polls=360)
+    second = plant_batches(site, start_ms=t0 + HOUR_MS, step_ms=10_000, polls=360, seq0=len(first))
+    third = plant_batches(site, start_ms=t0 + 2 * HOUR_MS, step_ms=10_000, polls=180,
+                          seq0=len(first) + len(second))
+    publisher = Publisher(mosquitto.host, mosquitto.port)
+    procs = []
+    checkpoint_file = state / "checkpoints.sqlite"
+
+    def count() -> int:
+        store = SqliteStore(db)
+        try:
+            return store.count_readings(site.id)
+        finally:
+            store.close()
+
+    try:
+        procs.append(Accounting(args, tmp_path / "run1.log",
+                                [str(launcher), str(trigger), str(marker)]))
+        procs[-1].wait_ready()
+        publisher.publish_all(first)
+        n1 = sum(b.readings for b in first)
+        assert wait_until(lambda: count() == n1, 90)
+        committed = saved_checkpoint_time(checkpoint_file, site.id)
+        assert wait_until(lambda: saved_checkpoint_time(checkpoint_file, site.id) != committed, 60)
+        trigger.touch()
+        assert wait_until(marker.exists, 60), procs[-1].text()[-2000:]
+        before_kill = saved_checkpoint_time(checkpoint_file, site.id)
+        # the engine thread waits in the checkpoint; ingest goes on storing and acknowledging
+        publisher.publish_all(second)
+        n2 = n1 + sum(b.readings for b in second)
+        assert wait_until(lambda: count() == n2, 90)
+        procs[-1].kill()  # mid-transaction: BEGIN, blocks and meta written, no COMMIT
+        assert saved_checkpoint_time(checkpoint_file, site.id) == before_kill  # the previous one
+
+        procs.append(Accounting(args, tmp_path / "run2.log"))
+        procs[-1].wait_ready()
+        assert "restored from checkpoint" in procs[-1].text()
+        assert "moved to" not in procs[-1].text()  # intact: nothing set aside, nothing rebuilt
+        publisher.publish_all(third)
+        n3 = n2 + sum(b.readings for b in third)
+        assert wait_until(lambda: count() == n3, 90)
+        assert procs[-1].terminate() == 0
+    finally:
+        publisher.close()
+        for p in procs:
+            p.close()
+    assert count() == n3
+    assert_checkpoint_holds(state, site, reference(site, first + second + third))
