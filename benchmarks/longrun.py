@@ -64,7 +64,6 @@ from accounting.engine import Engine  # noqa: E402
 from accounting.engine.kernels_energy import HOUR_MS  # noqa: E402
 from accounting.topology import CostCentre, Meter, Product, SiteTopology  # noqa: E402
 from benchmarks.engine import hourly_dataset, plant  # noqa: E402
-from benchmarks.machine import machine_baseline  # noqa: E402
 
 try:  # what the pre-#12 tree (an ``--old-tree`` baseline run) does not have
     from accounting.engine.settings import EngineSettings
@@ -73,6 +72,7 @@ try:  # what the pre-#12 tree (an ``--old-tree`` baseline run) does not have
     from accounting.store.checkpoints import CheckpointStore
     from accounting.store.source import StoreSource
     from accounting.store.sqlite import SqliteStore
+    from benchmarks.machine import machine_baseline
 except ImportError:
     EngineSettings = None  # type: ignore[assignment,misc]
 
