@@ -13,7 +13,8 @@ month 1 and month 12 it measures:
   footprint was computed; baseline ``rss_mb_before_engine`` (interpreter, numpy, numba, kernels);
 - ``checkpoint_s_month_*``: median wall time of the month's last day of hourly checkpoints
   (snapshot + compress + one SQLite transaction, synchronous=FULL), ``checkpoint_mb_month_12``
-  the bytes written by one; baseline in the same run: ``checkpoint_full_s_month_12`` /
+  the bytes written by one; ``checkpoint_lock_max_ms_month_*`` the longest snapshot of that day
+  (the copy the service takes under the engines' lock, i.e. how long ingest can wait for it); baseline in the same run: ``checkpoint_full_s_month_12`` /
   ``checkpoint_full_mb_month_12``, a checkpoint of everything (what one cost before);
 - ``restore_s_month_12``: a restart at month 12: load the checkpoint, restore the engine and
   resume from the store's last two hours (written to a real SQLite store for it); the restored
@@ -172,11 +173,13 @@ def store_hour(store: SqliteStore, engine: Engine, chunk: tuple[np.ndarray, ...]
     store.write_readings(rows)
 
 
-def checkpoint(engine: Engine, store: CheckpointStore, full: bool = False) -> tuple[float, int]:
+def checkpoint(engine: Engine, store: CheckpointStore, full: bool = False) -> tuple[float, int, float]:
+    """(seconds, bytes written, seconds of the snapshot: what the engines' lock is held for)."""
     t = time.perf_counter()
     snapshot = engine.snapshot(full=full)  # the service holds the engines' lock for this only
+    locked = time.perf_counter() - t
     written = store.save_snapshot("bench", int(time.time() * 1000), {}, snapshot)
-    return time.perf_counter() - t, written
+    return time.perf_counter() - t, written, locked
 
 
 def live_feed(n_channels: int, calls: int = 30) -> tuple[float, float]:
@@ -316,7 +319,7 @@ def main() -> None:
           f"({len(rates) * 3600 * n_hours:,} readings), {numba.get_num_threads()} threads", flush=True)
     feed.feed(0)  # compile
     figures: dict[str, float] = {}
-    month_checkpoints: list[tuple[float, int]] = []
+    month_checkpoints: list[tuple[float, int, float]] = []
     for h in range(1, n_hours):
         chunk = feed.feed(h)
         if h >= n_hours - 2:  # the store's recent tail, read by the restart below
@@ -336,9 +339,10 @@ def main() -> None:
         footprints_ms = 1000 * (time.perf_counter() - t)
         last_day = month_checkpoints[-24:]
         figures[f"rss_mb_month_{tag}"] = rss_mb()
-        figures[f"checkpoint_s_month_{tag}"] = statistics.median(s for s, _ in last_day)
-        figures[f"checkpoint_max_s_month_{tag}"] = max(s for s, _ in last_day)
-        figures[f"checkpoint_mb_month_{tag}"] = statistics.median(b for _, b in last_day) / 1e6
+        figures[f"checkpoint_s_month_{tag}"] = statistics.median(s for s, _, _ in last_day)
+        figures[f"checkpoint_max_s_month_{tag}"] = max(s for s, _, _ in last_day)
+        figures[f"checkpoint_mb_month_{tag}"] = statistics.median(b for _, b, _ in last_day) / 1e6
+        figures[f"lock_ms_month_{tag}"] = 1000 * max(x for _, _, x in last_day)
         figures[f"state_mb_month_{tag}"] = engine.memory_bytes() / 1e6
         figures[f"footprints_year_ms_month_{tag}"] = footprints_ms
         print(f"month {tag}: RSS {figures[f'rss_mb_month_{tag}']:.0f} MB, state "
@@ -348,7 +352,7 @@ def main() -> None:
         month_checkpoints = []
 
     # a checkpoint of everything: what each one cost before (baseline, same run)
-    full_s, full_bytes = checkpoint(engine, checkpoints, full=True)
+    full_s, full_bytes, _ = checkpoint(engine, checkpoints, full=True)
     checkpoints.close()
     # restart at month 12: the last checkpoint + the store's last two hours
     t = time.perf_counter()
@@ -381,6 +385,8 @@ def main() -> None:
         "checkpoint_s_month_12": round(figures["checkpoint_s_month_12"], 5),
         "checkpoint_max_s_month_12": round(figures["checkpoint_max_s_month_12"], 5),
         "checkpoint_mb_month_1": round(figures["checkpoint_mb_month_1"], 4),
+        "checkpoint_lock_max_ms_month_1": round(figures["lock_ms_month_1"], 3),
+        "checkpoint_lock_max_ms_month_12": round(figures["lock_ms_month_12"], 3),
         "checkpoint_mb_month_12": round(figures["checkpoint_mb_month_12"], 4),
         "checkpoint_full_s_month_12": round(full_s, 4),
         "checkpoint_full_mb_month_12": round(full_bytes / 1e6, 3),
