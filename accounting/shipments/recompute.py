@@ -12,7 +12,7 @@ from __future__ import annotations
 from typing import Any
 
 from accounting.api.responses import plain
-from accounting.recompute import LOOKAHEAD_MS, LOOKBACK_MS, readings_arrays, resolve_dataset
+from accounting.recompute import LOOKAHEAD_MS, LOOKBACK_MS, resolve_dataset
 from accounting.shipments.lots import BATCH, Lot
 
 
@@ -25,9 +25,9 @@ def recomputed_records(service: Any, site_id: str, lots: list[Lot],
     dataset = resolve_dataset(service.factor_catalogue, engine.dataset, dataset_spec)
     lo = min(lot.start_ms for lot in lots) - LOOKBACK_MS
     hi = max(lot.end_ms for lot in lots) + LOOKAHEAD_MS
-    readings = readings_arrays(engine, service.store.read_readings(site_id, None, max(0, lo), hi))
-    with service.engines.lock:
-        fresh = engine.recompute(readings, dataset).engine
+    # streamed from the store, without the live engines' lock (as accounting.recompute does)
+    chunks = service.store.iter_channel_arrays(site_id, engine.channel_keys, max(0, lo), hi)
+    fresh = engine.recompute(chunks, dataset, retain_readings=False).engine
     out: dict[tuple[str, str, str], dict[str, Any] | None] = {}
     for lot in lots:
         found = fresh.footprints(lot.start_ms, lot.end_ms, batch_id=lot.lot_id if lot.kind == BATCH else None)
