@@ -30,9 +30,11 @@ from accounting.factors.catalogue import FactorCatalogue
 from accounting.factors.dataset import FactorDataset
 from accounting.factors.diff import factor_diff
 from accounting.ingest.admission import Admission
+from accounting.ingest.chain import ChainTracker
 from accounting.ingest.dedup import DedupIndex
 from accounting.ingest.pipeline import Cycle, Pipeline
 from accounting.ingest.sequence import SequenceTracker
+from accounting.ingest.signatures import BatchSignatures
 from accounting.ingest.stats import IngestStats
 from accounting.ingest.subscriber import MqttSubscriber, default_client_id, subscriptions
 from accounting.live.engine_state import EngineState, dataset_for
@@ -45,6 +47,7 @@ from accounting.recompute import Recomputations
 from accounting.site_topology import site_topology
 from accounting.store.base import ReadingStore, StoredReading
 from accounting.store.checkpoints import CheckpointStore
+from accounting.store.evidence import EvidenceStore
 from accounting.store.ledger import LedgerStore
 from tanji.site import Site
 
@@ -99,7 +102,12 @@ class AccountingService:
                                           subscriptions(sorted(self.sites), share_group),
                                           username=username, password=password, tls=tls, ca_file=ca_file,
                                           mqtt_version=mqtt_version)
-        self.pipeline = Pipeline(self._subscriber, Admission(self.sites, self._dedup, self._sequences),
+        # Batch signatures and chains (docs/audit.md), for the sites that verify them.
+        verifying = any(s.signatures != "off" for s in self.sites.values())
+        self.signatures = BatchSignatures(self.sites) if verifying else None
+        self.chains = ChainTracker(store if isinstance(store, EvidenceStore) else None) if verifying else None
+        self.pipeline = Pipeline(self._subscriber, Admission(self.sites, self._dedup, self._sequences,
+                                                             self.signatures, self.chains),
                                  store, self.stats, deliver=self._deliver, notify=self._notify,
                                  tick=self._tick, cycle_max_messages=cycle_max_messages,
                                  cycle_wait_s=cycle_wait_s)
@@ -108,6 +116,7 @@ class AccountingService:
         self.jobs.every(footprint_store_interval_s, "footprint writes", self.store_footprints)
         self.jobs.every(checkpoint_interval_s, "checkpoints", self.checkpoint)
         self.jobs.every(5.0, "store catch-up", self.catch_up)
+        self.jobs.every(5.0, "chain gaps", self.check_chains)
         self._announced: dict[str, int] = {}  # site → engines.changes() when last announced
         self._touched: dict[str, list[str]] = {}  # meters the last delivery touched (engine thread)
 
@@ -129,6 +138,8 @@ class AccountingService:
             self._sequences.restore(restored.sequences)
             self.engines.install(site.id, restored.engine, restored.replay)
             self.status.seed(site.id, self.store.latest(site.id))
+            if self.chains is not None and site.signatures != "off":
+                self.chains.restore(site.id, [g.id for g in site.gateways])
             for meter in site.meters:
                 self._dedup.seed(site.id, meter.id,
                                  self.store.recent_timestamps(site.id, meter.id, self._dedup.window))
@@ -198,6 +209,23 @@ class AccountingService:
         for site_id in self.engines.site_ids():
             snapshot, engine = self.engines.snapshot(site_id)
             self.engine_state.save(site_id, snapshot, engine, sequences=sequences)
+
+    def check_chains(self) -> None:
+        """Record chain gaps still open after their grace (alarm), and gaps filled late."""
+        if self.chains is None:
+            return
+        events = self.chains.check()
+        if events and isinstance(self.store, EvidenceStore):
+            self.store.write_chain_events(events)
+        with self.stats.lock:
+            self.stats.audit = self.audit_status()
+
+    def audit_status(self) -> dict[str, Any]:
+        """Signature checks and chain alarms since start (open gaps, forks of the last 24 h)."""
+        if self.signatures is None or self.chains is None:
+            return {}
+        return {"signatures": self.signatures.to_dict(), "chain_events": dict(self.chains.counts),
+                "missing_batches_suspected": self.chains.suspected(), "alarms": self.chains.alarms()}
 
     def catch_up(self) -> None:
         """Place late readings, and finish restarts, that waited for the store to answer."""

@@ -49,7 +49,7 @@ class Source(Protocol):
 
     inbox: queue.Queue[InboundMessage]
 
-    def ack(self, messages: list[InboundMessage]) -> int: ...
+    def ack(self, messages: list[InboundMessage], unconfirmed: set[int] | None = None) -> int: ...
 
 
 @dataclass(eq=False)
@@ -223,7 +223,7 @@ class Pipeline:
         cycle.inserted = self._store(cycle)
         cycle.stored_at = time.monotonic()
         t2 = time.perf_counter()
-        self.source.ack(cycle.messages)
+        self.source.ack(cycle.messages, cycle.admitted.unconfirmed)
         t3 = time.perf_counter()
         with self.stats.lock:
             self.stats.stage_s["store"] += t2 - t1
@@ -234,7 +234,11 @@ class Pipeline:
         delay = 0.1
         while True:
             try:
-                self.store.quarantine(cycle.admitted.quarantined)
+                admitted = cycle.admitted
+                self.store.quarantine(admitted.quarantined)
+                if admitted.batches or admitted.chain_events:  # signed batches beside their readings
+                    self.store.write_batches(admitted.batches)  # type: ignore[attr-defined]
+                    self.store.write_chain_events(admitted.chain_events)  # type: ignore[attr-defined]
                 return self.store.write_encoded(cycle.encoded)
             except Exception:
                 if self._stopping.is_set():

@@ -16,7 +16,8 @@ class IngestStats:
     `duplicates` readings dropped as already seen; `quarantined_by_reason` rejected messages per
     reason code; `seq_gaps` missing batches per gateway; `last_message_ms` the receive time of
     the newest message; `stage_s` seconds spent per cycle stage (admit, store, engine, ack,
-    notify), which names the bottleneck.
+    notify), which names the bottleneck; `audit` the batch signatures checked and the chain
+    alarms raised (docs/audit.md), for sites that verify signatures.
     """
 
     received: int = 0
@@ -27,6 +28,7 @@ class IngestStats:
     last_message_ms: int | None = None
     cycles: int = 0
     stage_s: Counter[str] = field(default_factory=Counter)
+    audit: dict[str, Any] = field(default_factory=dict)  # signatures and chain alarms (AccountingService.audit_status)
     lock: threading.Lock = field(default_factory=threading.Lock, repr=False, compare=False)
 
     @property
@@ -39,4 +41,4 @@ class IngestStats:
                     "quarantined": self.quarantined,
                     "quarantined_by_reason": dict(self.quarantined_by_reason),
                     "seq_gaps": dict(self.seq_gaps), "last_message_ms": self.last_message_ms,
-                    "cycles": self.cycles, "stage_s": dict(self.stage_s)}
+                    "cycles": self.cycles, "stage_s": dict(self.stage_s), **({"audit": self.audit} if self.audit else {})}

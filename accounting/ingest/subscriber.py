@@ -152,19 +152,23 @@ class MqttSubscriber:
         self._client.disconnect()
         self._client.loop_stop()
 
-    def ack(self, messages: list[InboundMessage]) -> int:
+    def ack(self, messages: list[InboundMessage], unconfirmed: set[int] | None = None) -> int:
         """PUBACK messages delivered on the current connection; returns how many were acked.
 
         Messages from an earlier connection are not acked: the broker resends them on the new
-        one, and their redelivered copies are acked when those are stored.
+        one, and their redelivered copies are acked when those are stored. Messages whose index
+        is in `unconfirmed` (refused for their signature) are acked but not confirmed to their
+        gateway, which keeps its own copy of that batch and sends it again.
         """
         generation = self._generation
         acked = 0
         confirms: dict[str, list[int]] = {}
-        for m in messages:
+        for i, m in enumerate(messages):
             if m.qos > 0 and m.generation == generation:
                 self._client.ack(m.mid, m.qos)
                 acked += 1
+            if unconfirmed and i in unconfirmed:
+                continue
             if m.topic.endswith("/readings") and (seq := batch_seq(m.payload)) is not None:
                 confirms.setdefault(m.topic[:-len("readings")] + "confirm", []).append(seq)
         for topic, seqs in confirms.items():

@@ -54,6 +54,7 @@ from accounting.store.base import (
     StoredReading,
     sort_arrays,
 )
+from accounting.store.influx_evidence import InfluxEvidence
 from accounting.store.spill import SpilledWrite, SpillQueue
 from tanji.wire import QUALITY_CODES
 
@@ -144,7 +145,7 @@ class InfluxWriteError(Exception):
     """InfluxDB refused a write for good (4xx other than 429): retrying cannot help."""
 
 
-class InfluxStore(ReadingStore):
+class InfluxStore(InfluxEvidence, ReadingStore):
     """A `ReadingStore` on InfluxDB. `database` (for InfluxQL) defaults to the bucket's db part."""
 
     def __init__(self, url: str, *, token: str = "", org: str = "-", bucket: str, spill_dir: str | Path,

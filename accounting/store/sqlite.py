@@ -17,6 +17,7 @@ from typing import Any
 
 import numpy as np
 
+from accounting.store import sqlite_evidence
 from accounting.store.base import (
     GOOD,
     VALUE_NAMES,
@@ -82,7 +83,7 @@ def _reading(row: tuple) -> StoredReading:
                          json.loads(value_quality) if value_quality else None)
 
 
-class SqliteStore(ReadingStore):
+class SqliteStore(sqlite_evidence.SqliteEvidence, ReadingStore):
     """A `ReadingStore` in one SQLite file; safe to read from other threads while ingest writes."""
 
     def __init__(self, path: str | Path, *, synchronous: str = "FULL") -> None:
@@ -93,6 +94,7 @@ class SqliteStore(ReadingStore):
         self._connections: list[sqlite3.Connection] = []
         self._connections_lock = threading.Lock()
         self._conn().executescript(SCHEMA)
+        self._conn().executescript(sqlite_evidence.SCHEMA)  # signed batches and chain events
         self._add_new_value_columns()
 
     def _add_new_value_columns(self) -> None:

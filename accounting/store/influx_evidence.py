@@ -1,0 +1,163 @@
+"""Signed batches and chain events in the InfluxDB store (`accounting.store.evidence`).
+
+One point per batch in measurement `batch`, tagged by site, gateway and chain (`-` for an
+unsigned batch), timed at its first reading with the sequence number in the nanoseconds
+(`min_ts_ms × 10⁶ + seq mod 10⁶`), so "the last batch of a chain starting before T" is a
+last-point query, and the order is the one the evidence rules use (min_ts, then seq). The
+readings' exact bytes are string fields `r0`, `r1`, … of at most 16,000 characters each
+(InfluxDB 1.x caps a string field at 64 KB). A copy of a batch writes the same point again.
+Chain events go to `chain_event`; resolving a gap writes its point again with `resolved_ms`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from accounting.store.evidence import MAX_BATCH_SPAN_MS, ChainEvent, EvidenceStore, StoredBatch
+
+BATCHES = "batch"
+CHAIN_EVENTS = "chain_event"
+_CHUNK = 16_000
+_NONE = "-"
+
+
+def _escape(text: str) -> str:
+    return '"' + text.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n") + '"'
+
+
+def _tag(value: str) -> str:
+    return value.replace(",", r"\,").replace(" ", r"\ ").replace("=", r"\=")
+
+
+def order_ns(min_ts_ms: int, seq: int) -> int:
+    """A batch's point time: its first reading, with its seq in the nanoseconds."""
+    return min_ts_ms * 1_000_000 + seq % 1_000_000
+
+
+def batch_line(b: StoredBatch) -> bytes:
+    text = b.readings.decode("utf-8")
+    parts = [text[i:i + _CHUNK] for i in range(0, len(text), _CHUNK)] or [""]
+    fields = [f"seq={b.seq}i", f"hash={_escape(b.hash)}", f"min_ts={b.min_ts_ms}i", f"max_ts={b.max_ts_ms}i",
+              f"n={b.n}i", f"received_ms={b.received_ms}i", f"parts={len(parts)}i"]
+    for name, value in (("key", b.key), ("prev", b.prev), ("sig", b.sig)):
+        if value is not None:
+            fields.append(f"{name}={_escape(value)}")
+    fields += [f"r{i}={_escape(p)}" for i, p in enumerate(parts)]
+    return (f"{BATCHES},site={_tag(b.site)},gateway={_tag(b.gateway)},chain={_tag(b.chain or _NONE)} "
+            f"{','.join(fields)} {order_ns(b.min_ts_ms, b.seq)}").encode()
+
+
+def _batch(rec: dict[str, Any], with_readings: bool) -> StoredBatch:
+    chain = rec.get("chain")
+    readings = b""
+    if with_readings:
+        readings = "".join(rec.get(f"r{i}") or "" for i in range(int(rec.get("parts") or 0))).encode()
+    return StoredBatch(rec["site"], rec["gateway"], int(rec["seq"]), rec["hash"],
+                       None if chain in (None, _NONE) else chain, rec.get("key"), rec.get("prev"), rec.get("sig"),
+                       int(rec["min_ts"]), int(rec["max_ts"]), int(rec["n"]), int(rec["received_ms"]), readings)
+
+
+class InfluxEvidence(EvidenceStore):
+    """Mixed into `InfluxStore`, which provides `_submit`, `_chunks`, `query` and `_quote`."""
+
+    def write_batches(self, batches: Sequence[StoredBatch]) -> None:
+        if batches:
+            self._submit(self._chunks([batch_line(b) for b in batches]), "ns")  # type: ignore[attr-defined]
+
+    def write_chain_events(self, events: Sequence[ChainEvent]) -> None:
+        lines = []
+        for e in events:
+            fields = [f"chain={_escape(e.chain)}", f"seq_lo={e.seq_lo}i", f"seq_hi={e.seq_hi}i",
+                      f"detail={_escape(e.detail)}"]
+            if e.resolved_ms is not None:
+                fields.append(f"resolved_ms={e.resolved_ms}i")
+            lines.append(f"{CHAIN_EVENTS},site={_tag(e.site)},gateway={_tag(e.gateway)},kind={_tag(e.kind)} "
+                         f"{','.join(fields)} {order_ns(e.detected_ms, e.seq_lo)}".encode())
+        if lines:
+            self._submit(self._chunks(lines), "ns")  # type: ignore[attr-defined]
+
+    # -- reading -------------------------------------------------------------------------
+
+    def _records(self, influxql: str) -> list[dict[str, Any]]:
+        out = []
+        for s in self.query(influxql):  # type: ignore[attr-defined]
+            tags = s.get("tags", {})
+            for row in s["values"]:
+                out.append(dict(zip(s["columns"], row, strict=True)) | tags)
+        return out
+
+    def _where(self, site: str, gateway: str | None = None, chain: str | None = None) -> str:
+        q = self._quote  # type: ignore[attr-defined]
+        where = f"site = {q(site)}"
+        if gateway is not None:
+            where += f" AND gateway = {q(gateway)}"
+        if chain is not None:
+            where += f" AND chain = {q(chain)}"
+        return where
+
+    @staticmethod
+    def _span(since_ms: int, before_ms: int) -> str:
+        return f"time >= {order_ns(since_ms, 0)} AND time < {order_ns(before_ms, 0)}"
+
+    _META = 'seq, hash, chain, "key", prev, sig, min_ts, max_ts, n, received_ms'  # KEY is an InfluxQL keyword
+
+    def recent_batches(self, site: str, gateway: str, limit: int) -> list[StoredBatch]:
+        recs = self._records(f"SELECT {self._META} FROM {BATCHES} WHERE {self._where(site, gateway)} "
+                             f"AND chain != '{_NONE}' GROUP BY chain ORDER BY time DESC LIMIT {int(limit)}")
+        return [_batch({**r, "site": site, "gateway": gateway}, False) for r in recs]
+
+    def batch_hashes(self, site: str, gateway: str, chain: str, first: int, last: int) -> dict[int, str]:
+        recs = self._records(f"SELECT seq, hash FROM {BATCHES} WHERE {self._where(site, gateway, chain)} "
+                             f"AND seq >= {int(first)} AND seq <= {int(last)}")
+        return {int(r["seq"]): r["hash"] for r in recs}
+
+    def _last(self, site: str, since_ms: int, before_ms: int, order: str) -> dict[tuple[str, str], dict]:
+        recs = self._records(f"SELECT seq, hash FROM {BATCHES} WHERE {self._where(site)} AND chain != '{_NONE}' "
+                             f"AND {self._span(since_ms, before_ms)} GROUP BY gateway, chain "
+                             f"ORDER BY time {order} LIMIT 1")
+        return {(r["gateway"], r["chain"]): r for r in recs}
+
+    def chain_heads(self, site: str, before_ms: int, since_ms: int) -> dict[tuple[str, str], tuple[int, str]]:
+        return {k: (int(r["seq"]), r["hash"]) for k, r in self._last(site, since_ms, before_ms, "DESC").items()}
+
+    def chain_tails(self, site: str, before_ms: int, since_ms: int) -> dict[tuple[str, str], int]:
+        return {k: int(r["seq"]) for k, r in self._last(site, since_ms, before_ms, "DESC").items()}
+
+    def first_batches(self, site: str, since_ms: int, before_ms: int) -> dict[tuple[str, str], int]:
+        return {k: int(r["seq"]) for k, r in self._last(site, since_ms, before_ms, "ASC").items()}
+
+    def count_batches(self, site: str, gateway: str, chain: str, first: int, last: int) -> int:
+        return len(self.batch_hashes(site, gateway, chain, first, last))
+
+    def unsigned_batches(self, site: str, start_ms: int, end_ms: int) -> int:
+        recs = self._records(f"SELECT max_ts FROM {BATCHES} WHERE {self._where(site)} AND chain = '{_NONE}' "
+                             f"AND {self._span(start_ms - MAX_BATCH_SPAN_MS, end_ms)}")
+        return sum(1 for r in recs if int(r["max_ts"]) >= start_ms)
+
+    def read_batches(self, site: str, start_ms: int, end_ms: int) -> list[StoredBatch]:
+        recs = self._records(f"SELECT * FROM {BATCHES} WHERE {self._where(site)} AND {self._span(start_ms, end_ms)} "
+                             "GROUP BY gateway, chain")
+        return sorted((_batch(r, True) for r in recs), key=lambda b: (b.gateway, b.chain or "", b.seq))
+
+    def read_chain_batches(self, site: str, gateway: str, chain: str, first: int, last: int) -> list[StoredBatch]:
+        recs = self._records(f"SELECT * FROM {BATCHES} WHERE {self._where(site, gateway, chain)} "
+                             f"AND seq >= {int(first)} AND seq <= {int(last)} GROUP BY gateway, chain")
+        return sorted((_batch(r, True) for r in recs), key=lambda b: b.seq)
+
+    def chain_events(self, site: str | None = None, *, open_only: bool = False,
+                     since_ms: int = 0) -> list[ChainEvent]:
+        where = f"time >= {order_ns(since_ms, 0)}"
+        if site is not None:
+            where += f" AND site = {self._quote(site)}"  # type: ignore[attr-defined]
+        recs = self._records(f"SELECT * FROM {CHAIN_EVENTS} WHERE {where} GROUP BY site, gateway, kind")
+        out = []
+        for r in recs:
+            resolved = r.get("resolved_ms")
+            event = ChainEvent(r["site"], r["gateway"], r["chain"], r["kind"], int(r["seq_lo"]), int(r["seq_hi"]),
+                               int(r["time"]), r["detail"],  # query() asks for epoch ms
+                               int(resolved) if resolved is not None else None)
+            if open_only and (event.kind != "gap" or event.resolved_ms is not None):
+                continue
+            out.append(event)
+        return sorted(out, key=lambda e: (e.detected_ms, e.gateway, e.seq_lo))
