@@ -40,11 +40,14 @@ from accounting.ingest.subscriber import MqttSubscriber, default_client_id, subs
 from accounting.live.engine_state import EngineState, dataset_for
 from accounting.live.engines import LiveEngines
 from accounting.live.events import Listener, Listeners, footprints_event, meters_event
+from accounting.live.grid import grid_factors
 from accounting.live.jobs import PeriodicJobs
 from accounting.live.status import PlantStatus
+from accounting.live.watch import PlantWatch
 from accounting.portfolio import Portfolios
 from accounting.recompute import Recomputations
 from accounting.site_topology import site_topology
+from accounting.store.alarms import AlarmStore
 from accounting.store.base import ReadingStore, StoredReading
 from accounting.store.checkpoints import CheckpointStore
 from accounting.store.evidence import EvidenceStore
@@ -95,6 +98,10 @@ class AccountingService:
         self.engines = LiveEngines()
         self.engine_state = EngineState(store, checkpoints, replay_margin_ms=replay_margin_ms)
         self.status = PlantStatus(self.sites)
+        # The operator's log (alarms, acknowledgements, what changed) beside the ledger.
+        self.alarm_log = AlarmStore(":memory:" if self.ledger.path == ":memory:"
+                                    else Path(self.ledger.path).with_name("alarms.sqlite"))
+        self.watch = PlantWatch(self.sites, self.alarm_log, self.engines.engine)
         self.listeners = Listeners()
         self._dedup = DedupIndex(dedup_window)
         self._sequences = SequenceTracker()
@@ -117,6 +124,7 @@ class AccountingService:
         self.jobs.every(checkpoint_interval_s, "checkpoints", self.checkpoint)
         self.jobs.every(5.0, "store catch-up", self.catch_up)
         self.jobs.every(5.0, "chain gaps", self.check_chains)
+        self.jobs.every(1.0, "plant watch", lambda: self.watch.check(self.meter_status(), self.gateway_status()))
         self._announced: dict[str, int] = {}  # site → engines.changes() when last announced
         self._touched: dict[str, list[str]] = {}  # meters the last delivery touched (engine thread)
 
@@ -137,7 +145,9 @@ class AccountingService:
                                                  self.portfolios.portfolio(site.id))
             self._sequences.restore(restored.sequences)
             self.engines.install(site.id, restored.engine, restored.replay)
-            self.status.seed(site.id, self.store.latest(site.id))
+            latest = self.store.latest(site.id)
+            self.status.seed(site.id, latest)
+            self.watch.seed(site.id, latest)
             if self.chains is not None and site.signatures != "off":
                 self.chains.restore(site.id, [g.id for g in site.gateways])
             for meter in site.meters:
@@ -152,6 +162,7 @@ class AccountingService:
         self.store.close()
         self.engine_state.close()
         self.ledger.close()
+        self.alarm_log.close()
 
     def wait_connected(self, timeout_s: float = 10.0) -> bool:
         return self._subscriber.connected.wait(timeout_s)
@@ -169,6 +180,7 @@ class AccountingService:
                 rows.append(r)
         self.engines.feed(by_site)
         self._touched = self.status.update(by_site)
+        self.watch.observe(by_site)
         for cycle in cycles:
             self.status.update_gateways(cycle.admitted.statuses.items())
 
@@ -266,6 +278,27 @@ class AccountingService:
     def hourly_series(self, site_id: str, start_ms: int, end_ms: int) -> list[dict[str, Any]]:
         """Per hour starting in [start_ms, end_ms), for dashboard charts (`accounting.live.series`)."""
         return self.engines.hourly_series(self.sites[site_id], start_ms, end_ms)
+
+    def grid_factors(self, site_id: str, start_ms: int, end_ms: int) -> dict[str, Any]:
+        """The factor dataset's provenance and the factors of each hour (`accounting.live.grid`)."""
+        with self.engines.lock:
+            return grid_factors(self.engines.engine(site_id), start_ms, end_ms)
+
+    # -- the operator's log (accounting.live.watch, accounting.store.alarms) ---------------
+
+    def alarms(self, site_id: str | None = None, *, active: bool | None = None, since_ms: int | None = None,
+               limit: int = 200) -> list[dict[str, Any]]:
+        """Alarms, newest first: active ones, ended ones (`active=False`) or both (None)."""
+        return self.alarm_log.alarms(site_id, active=active, since_ms=since_ms, limit=limit)
+
+    def acknowledge_alarm(self, alarm_id: int, by: str, note: str = "") -> dict[str, Any]:
+        """Record an operator's acknowledgement (durable); an event alarm ends with it."""
+        return self.alarm_log.acknowledge(alarm_id, by, note)
+
+    def plant_changes(self, site_id: str | None = None, *, since_ms: int | None = None,
+                      until_ms: int | None = None, limit: int = 100) -> list[dict[str, Any]]:
+        """What changed (lines started/stopped, factor, meters offline/online, gaps), newest first."""
+        return self.alarm_log.changes(site_id, since_ms=since_ms, until_ms=until_ms, limit=limit)
 
     # -- write extras (accounting.api.types): thin delegates to portfolio / catalogue / recompute
 

@@ -15,7 +15,13 @@ from typing import Any
 from simulators.clock import PlantClock
 from simulators.faults import CONDITIONS, FaultState, fault_params
 from simulators.models import DeviceModel
-from simulators.register_bank import Dlt645Bank, ExceptionReply, RegisterBank, wrap_value
+from simulators.register_bank import (
+    ILLEGAL_DATA_ADDRESS,
+    Dlt645Bank,
+    ExceptionReply,
+    RegisterBank,
+    wrap_value,
+)
 
 
 class NoAnswer(Exception):  # noqa: N818 - a behaviour, not an error
@@ -77,6 +83,26 @@ class SimulatedDevice:
         if "garbage" in active and self._garbage.random() < active["garbage"]["probability"]:
             raw = bytes(0xA0 | self._garbage.randrange(6) for _ in raw)  # nibbles A-F: not BCD
         return raw
+
+    async def write(self, address: int, words: list[int]) -> None:
+        """A Modbus write (function 6 or 16): only registers the model accepts (a PLC's stop
+        command and counter presets); anything else is refused like a read-only meter does."""
+        with self.lock:
+            active = self.faults.active(self.clock.now())
+        if "offline" in active:
+            raise NoAnswer(self.meter_id)
+        if not isinstance(self.bank, RegisterBank):
+            raise ExceptionReply(ILLEGAL_DATA_ADDRESS, f"{self.meter_id} is not a Modbus device")
+        values = self.bank.written(address, words)
+        refused = sorted(set(values) - set(self.model.writable))
+        if refused:
+            raise ExceptionReply(ILLEGAL_DATA_ADDRESS, f"{', '.join(refused)} read-only")
+        with self.lock:
+            now = self.clock.now()
+            self.model.advance(now)
+            for name, value in values.items():
+                self.model.command(name, value, now)
+                self.model.truth.event(now, self.meter_id, "write", register=name, value=value)
 
     def _corrupt(self, words: list[int]) -> None:
         """Overwrite one run of words with noise, as a bus glitch or firmware bug would."""

@@ -9,7 +9,8 @@ and the ground truth can be recomputed for any instant.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+import threading
+from dataclasses import dataclass, field
 from typing import Protocol
 
 from simulators.randomness import signed, uniform
@@ -45,17 +46,50 @@ class Shifts:
         return False
 
 
+class LineHold:
+    """Stops an operator commands (the PLC's stop button): plant-time spans the line stands still.
+
+    Kept as spans, not a flag, so a profile stays a pure function of time: a meter that
+    integrates a span after the command still counts it the way the line really ran.
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._spans: list[list[float]] = []  # [from_s, until_s]; until_s is inf while held
+
+    def hold(self, t: float) -> None:
+        """The line stops at plant time `t` until released (a no-op while already held)."""
+        with self._lock:
+            if not self._spans or self._spans[-1][1] != math.inf:
+                self._spans.append([t, math.inf])
+
+    def release(self, t: float) -> None:
+        """The line goes back to its schedule at plant time `t`."""
+        with self._lock:
+            if self._spans and self._spans[-1][1] == math.inf:
+                self._spans[-1][1] = max(t, self._spans[-1][0])
+
+    @property
+    def held(self) -> bool:
+        return bool(self._spans) and self._spans[-1][1] == math.inf
+
+    def stopped(self, t: float) -> bool:
+        return any(a <= t < b for a, b in self._spans)
+
+
 @dataclass(frozen=True, slots=True)
 class Schedule:
-    """When a line runs: inside its shifts, minus unplanned machine stops (jams, changeovers)."""
+    """When a line runs: inside its shifts, minus unplanned machine stops (jams, changeovers),
+    minus the stops an operator commands (`hold`)."""
 
     shifts: Shifts = Shifts()
     stops_per_h: float = 0.0
     stop_mean_s: float = 60.0
     seed: int = 0
+    hold: LineHold = field(default_factory=LineHold, compare=False)
 
     def running(self, t: float) -> bool:
-        if not self.shifts.on(t):
+        if not self.shifts.on(t) or self.hold.stopped(t):
             return False
         if self.stops_per_h <= 0:
             return True

@@ -23,6 +23,8 @@ class DeviceModel:
     """Clock, cumulative counters and what they show (true count + a preset the faults move)."""
 
     counter_names: tuple[str, ...] = ()
+    #: Registers a Modbus write may set (see `command`); a meter's are all read-only.
+    writable: tuple[str, ...] = ()
 
     def __init__(self, meter_id: str, truth: GroundTruth, start_s: float, step_s: float) -> None:
         self.meter_id = meter_id
@@ -39,6 +41,9 @@ class DeviceModel:
     def set_shown(self, name: str, value: float) -> None:
         """Make the counter read `value` from now on (initial reading, meter swap, near-wrap preset)."""
         self.preset[name] = value - self.counts[name]
+
+    def command(self, name: str, value: float, plant_t: float) -> None:
+        """A value written to one of the `writable` registers (Modbus write)."""
 
     def advance(self, plant_t: float) -> None:
         """Integrate up to plant time `plant_t` (a no-op if already there)."""
@@ -164,6 +169,7 @@ class ProductionCounter(DeviceModel):
     """
 
     counter_names = ("units_total", "units_rejected_total")
+    writable = ("line_running", "units_total", "units_rejected_total")
 
     def __init__(self, meter_id: str, truth: GroundTruth, start_s: float, step_s: float,
                  schedule: Schedule, seed: int, takt_s: float = 4.0, reject_pct: float = 1.0,
@@ -190,6 +196,19 @@ class ProductionCounter(DeviceModel):
 
     def running(self, plant_t: float) -> bool:
         return self.schedule.running(cell_start(plant_t + self.clock_offset_s, self.step_s))
+
+    def command(self, name: str, value: float, plant_t: float) -> None:
+        """What may be written to a line PLC: `line_running` 0 stops the line (its meter's load
+        with it, they share the schedule), 1 lets it run its schedule again; a counter register
+        is preset to the value written (a PLC restarted from a stale value)."""
+        if name == "line_running":
+            t = plant_t + self.clock_offset_s
+            if value == 0:
+                self.schedule.hold.hold(t)
+            else:
+                self.schedule.hold.release(t)
+        else:
+            self.set_shown(name, value)
 
     def values(self, plant_t: float) -> dict[str, float]:
         return {

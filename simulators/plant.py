@@ -246,6 +246,19 @@ class PlantSimulator:
             log.exception("cannot inject %s on %s", fault, meter_id)
             raise
 
+    def hold_line(self, centre: str, held: bool = True) -> None:
+        """Stop a production line now (its PLC's stop command), or let it run its schedule again.
+
+        The same as writing 0 or 1 to the PLC's `line_running` register over Modbus: the line
+        meter's running load and the PLC's counting stop together."""
+        if centre not in self._schedules:
+            raise KeyError(f"no production line {centre!r}; the plant has {sorted(self._schedules)}")
+        with self.lock:
+            now = self.clock.now()
+            hold = self._schedules[centre].hold
+            hold.hold(now) if held else hold.release(now)
+            self.truth_record.event(now, centre, "line_hold" if held else "line_release")
+
     def clear(self, meter_id: str, fault: str | None = None) -> None:
         """End one fault condition on a meter, or all of them."""
         self.device(meter_id).clear(fault)

@@ -13,7 +13,7 @@ from __future__ import annotations
 import math
 
 from tanji import dlt645
-from tanji.codec import encode
+from tanji.codec import decode, encode
 from tanji.profile import FUNCTIONS, MeterProfile, Register
 
 ILLEGAL_FUNCTION = 1
@@ -101,6 +101,23 @@ class RegisterBank:
                 if 0 <= at < count:
                     words[at] = word
         return words
+
+    def written(self, address: int, words: list[int]) -> dict[str, float]:
+        """The physical values a write of `words` at `address` (holding registers) sets; a write
+        must cover whole registers of the map, else the device refuses it (exception 02)."""
+        regs = self.tables.get(FUNCTIONS["holding"], ())
+        stop = address + len(words)
+        out: dict[str, float] = {}
+        for reg in regs:
+            if reg.end <= address or reg.address >= stop:
+                continue
+            if reg.address < address or reg.end > stop:
+                raise ExceptionReply(ILLEGAL_DATA_ADDRESS, f"a write must cover all of {reg.name}")
+            raw = decode(words[reg.address - address:reg.end - address], reg.data_type, reg.order)
+            out[reg.name] = self.physical(reg, float(raw))
+        if not out:
+            raise ExceptionReply(ILLEGAL_DATA_ADDRESS, f"no holding register at {address}+{len(words)}")
+        return out
 
 
 class Dlt645Bank:

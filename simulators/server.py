@@ -21,7 +21,12 @@ from typing import Any
 
 from pymodbus.constants import ExcCodes
 from pymodbus.pdu import ExceptionResponse
-from pymodbus.pdu.register_message import ReadHoldingRegistersResponse, ReadInputRegistersResponse
+from pymodbus.pdu.register_message import (
+    ReadHoldingRegistersResponse,
+    ReadInputRegistersResponse,
+    WriteMultipleRegistersResponse,
+    WriteSingleRegisterResponse,
+)
 from pymodbus.server import ModbusSerialServer, ModbusTcpServer
 from pymodbus.server.requesthandler import ServerRequestHandler
 from pymodbus.simulator import DataType, SimData, SimDevice
@@ -46,10 +51,17 @@ class _DeviceRequestHandler(ServerRequestHandler):
         if device is None:
             return  # nobody at this address: silence, the poller times out
         try:
-            if pdu.function_code not in _RESPONSES:
+            if pdu.function_code in (6, 16):  # a PLC's commands (see SimulatedDevice.write)
+                words = list(pdu.registers)
+                await device.write(pdu.address, words)
+                response = (WriteSingleRegisterResponse(address=pdu.address, registers=words)
+                            if pdu.function_code == 6 else
+                            WriteMultipleRegistersResponse(address=pdu.address, count=len(words)))
+            elif pdu.function_code not in _RESPONSES:
                 raise ExceptionReply(ILLEGAL_FUNCTION, f"function {pdu.function_code} is not served")
-            words = await device.read(pdu.function_code, pdu.address, pdu.count)
-            response = _RESPONSES[pdu.function_code](registers=words)
+            else:
+                words = await device.read(pdu.function_code, pdu.address, pdu.count)
+                response = _RESPONSES[pdu.function_code](registers=words)
         except NoAnswer:
             return
         except ExceptionReply as reply:

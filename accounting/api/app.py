@@ -16,7 +16,21 @@ from starlette.middleware import Middleware
 from starlette.responses import Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from accounting.api import dashboard, factors, metrics, recompute, reference, reports, stream, v1
+from accounting.api import (
+    alarms,
+    dashboard,
+    docs,
+    drilldown,
+    factors,
+    history,
+    metrics,
+    overview,
+    recompute,
+    reference,
+    reports,
+    stream,
+    v1,
+)
 from accounting.api import pact as pact_routes
 from accounting.api import shipments as shipment_routes
 from accounting.api.errors import install_error_handlers
@@ -105,6 +119,8 @@ def create_app(service: AccountingServiceLike, *, api_token: str | None = None,
         default_response_class=TanjiJSONResponse,
         middleware=middleware(),
         lifespan=lifespan,
+        docs_url=None,  # served by `docs` from this package: no CDN, no inline script
+        redoc_url=None,
     )
     app.state.service = service
     app.state.api_token = api_token
@@ -122,8 +138,13 @@ def create_app(service: AccountingServiceLike, *, api_token: str | None = None,
     app.include_router(shipment_routes.router)
     app.include_router(shipment_routes.schema_router)
     app.include_router(pact_routes.router)
+    app.include_router(overview.router)
+    app.include_router(history.router)
+    app.include_router(drilldown.router)
+    app.include_router(alarms.router)
     app.include_router(dashboard.router)
     app.include_router(metrics.router)
+    app.include_router(docs.router)
     app.mount("/dashboard", dashboard.static_files(), name="dashboard")
 
     @app.get("/favicon.ico", include_in_schema=False)

@@ -35,10 +35,53 @@ from tanji.site import Product, Site
 router = APIRouter(prefix="/api/v1/reports", tags=["reports"])
 Service = Annotated[AccountingServiceLike, Depends(service)]
 
-#: One column per field of the engine's footprint record (the single definition of a
-#: footprint), after the site and the window label.
-CSV_COLUMNS = ("site_id", "window", *(f.name for f in dataclasses.fields(ProductFootprint)
-                                      if f.name != "site_id"))
+#: The footprint record's fields (the single definition of a footprint), in its order.
+RECORD_FIELDS = tuple(f.name for f in dataclasses.fields(ProductFootprint))
+#: Written as percentages for a spreadsheet (column name + `_pct`): the record holds fractions.
+PERCENT_FIELDS = tuple(f for f in RECORD_FIELDS if f.startswith("share_") or f.endswith("_share"))
+#: The window's bounds, written in the site's local time instead of epoch milliseconds.
+TIME_FIELDS = ("window_start_ms", "window_end_ms")
+#: One CSV column per record field, after the site, the window and the product's name: what an
+#: export clerk opens in Excel (local times, percentages, rounded figures); the JSON API has
+#: the same numbers unrounded.
+CSV_COLUMNS = ("site_id", "window", "timezone", "window_start_local", "window_end_local", "product_id",
+               "product_name",
+               *(f + "_pct" if f in PERCENT_FIELDS else f for f in RECORD_FIELDS
+                 if f not in ("site_id", "product_id", *TIME_FIELDS)))
+
+
+def csv_decimals(field: str) -> int:
+    """Decimals a record field is rounded to in the CSV (percentages: of the percentage)."""
+    if field in PERCENT_FIELDS or field == "uncertainty_pct_95":
+        return 2
+    if field == "units":
+        return 0
+    return 4 if "per_unit" in field or "per_battery" in field else 3
+
+
+def csv_row(fp: dict[str, Any], site: Site | None, product_names: dict[tuple[str, str], str]) -> dict[str, Any]:
+    """One record as a spreadsheet row: local times, product name, percentages, rounded figures."""
+    tz = site_tz(site) if site is not None else None
+    row: dict[str, Any] = {"site_id": fp.get("site_id"), "window": fp.get("window"),
+                           "timezone": str(tz) if tz else "", "product_id": fp.get("product_id"),
+                           "product_name": product_names.get((fp.get("site_id"), fp.get("product_id")), "")}
+    for name, column in zip(TIME_FIELDS, ("window_start_local", "window_end_local"), strict=True):
+        ms = fp.get(name)
+        row[column] = (datetime.fromtimestamp(ms / 1000, tz).strftime("%Y-%m-%d %H:%M")
+                       if isinstance(ms, int) and tz else "")
+    for name in RECORD_FIELDS:
+        if name in ("site_id", "product_id", *TIME_FIELDS):
+            continue
+        value = fp.get(name)
+        column = name + "_pct" if name in PERCENT_FIELDS else name
+        if isinstance(value, bool) or value is None:
+            row[column] = "" if value is None else str(value).lower()
+        elif isinstance(value, int | float):
+            scaled = 100 * value if name in PERCENT_FIELDS else value
+            row[column] = f"{scaled:.{csv_decimals(name)}f}"
+        else:
+            row[column] = value
+    return row
 #: Fields of the EU battery report, all from the record.
 BATTERY_FIELDS = ("site_id", "product_id", "battery_kwh_per_unit", "window_start_ms", "window_end_ms",
                   "units", "boundary", "kgco2e_per_battery_kwh_eu", "kgco2e_per_battery_kwh_market",
@@ -53,16 +96,21 @@ def _product(site: Site, product_id: str) -> Product:
     raise HTTPException(404, f"site {site.id} has no product {product_id!r}")
 
 
-@router.get("/footprints.csv", response_class=Response, summary="Footprints as CSV (UTF-8, units in column names)",
+@router.get("/footprints.csv", response_class=Response,
+            summary="Footprints as CSV for spreadsheets (UTF-8, local time, names, percentages, rounded)",
             responses={200: {"content": {"text/csv": {}}}})
 def footprints_csv(svc: Service, site: SiteParam = None, product: ProductParam = None,
                    window: WindowParam = None, start: StartParam = None, end: EndParam = None) -> Response:
+    """One row per (site, product) footprint record: window in the site's local time, product
+    name, shares in percent (`*_pct`), figures rounded (per unit and per battery kWh to 4
+    decimals, kWh and kgCO2e to 3, units whole, percentages to 2)."""
     rows = select_footprints(svc, site, product, window, start, end)
+    names = {(s.id, p.id): p.name for s in svc.sites.values() for p in s.products}
     out = io.StringIO()
     writer = csv.DictWriter(out, CSV_COLUMNS, extrasaction="ignore", lineterminator="\r\n")
     writer.writeheader()
     for fp in rows:
-        writer.writerow(fp)
+        writer.writerow(csv_row(fp, svc.sites.get(fp.get("site_id")), names))
     # The byte-order mark makes spreadsheet programs read the Chinese names as UTF-8.
     return Response("\ufeff" + out.getvalue(), media_type="text/csv; charset=utf-8",
                     headers={"Content-Disposition": 'attachment; filename="tanji-footprints.csv"'})

@@ -10,7 +10,10 @@ Messages (JSON objects):
 - ``{"type": "footprints", "event_ms", "sent_ms", "footprints": [...], "series": {site: [...]}}``
   — live footprints as `GET /api/v1/footprints` returns them, and today's hourly series per site;
 - ``{"type": "meters", "event_ms", "sent_ms", "meters": [...], "gateways": [...], "stats": {...},
-  "ingest": ...}``.
+  "ingest": ...}``;
+- ``{"type": "overview", "event_ms", "sent_ms", "sites": {site: {...}}}`` — each site's live
+  overview as `GET /api/v1/sites/{site}/overview` returns it, after footprint or meter updates,
+  at most once a second.
 `event_ms` is when the service signalled the update, so a client can measure its latency.
 """
 
@@ -28,12 +31,15 @@ from fastapi.responses import StreamingResponse
 
 from accounting.api import windows
 from accounting.api.deps import selected_sites, site_tz
+from accounting.api.overview import overview
 from accounting.api.responses import dumps
 from accounting.api.types import AccountingServiceLike, Event
 from accounting.api.v1 import ingest_state, live_footprints, stats_dict
 
 #: Message kinds, in the order a new client receives its first snapshot.
-KINDS = ("footprints", "meters")
+KINDS = ("footprints", "meters", "overview")
+#: Kinds sent at most once per this many seconds (the overview is the costliest to build).
+KIND_INTERVAL_S = {"overview": 1.0}
 #: Messages a client may fall behind before its oldest ones are dropped.
 CLIENT_QUEUE = 8
 
@@ -49,6 +55,7 @@ class StreamHub:
         self._wake: asyncio.Event | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._task: asyncio.Task[None] | None = None
+        self._sent: dict[str, float] = {}
 
     async def start(self) -> None:
         """Bind to the running loop; an app may be started again on a new loop (tests do)."""
@@ -77,6 +84,7 @@ class StreamHub:
         stamp = int(time.time() * 1000)
         with contextlib.suppress(RuntimeError):  # loop shutting down
             self._loop.call_soon_threadsafe(self._mark, kind, stamp)
+            self._loop.call_soon_threadsafe(self._mark, "overview", stamp)  # power, state, per unit moved
 
     def _mark(self, kind: str, stamp: int) -> None:
         self._pending.setdefault(kind, stamp)  # keep the oldest: latency counts from it
@@ -89,10 +97,20 @@ class StreamHub:
             await self._wake.wait()
             self._wake.clear()
             pending, self._pending = self._pending, {}
-            if self._clients:
+            now = time.monotonic()
+            due = {}
+            for kind, stamp in pending.items():
+                wait = self._sent.get(kind, -1e9) + KIND_INTERVAL_S.get(kind, 0.0) - now
+                if wait > 0:  # too soon for this kind: it waits, keeping its oldest stamp
+                    self._pending.setdefault(kind, stamp)
+                    asyncio.get_running_loop().call_later(wait, self._wake.set)
+                else:
+                    due[kind] = stamp
+                    self._sent[kind] = now
+            if self._clients and due:
                 # Kinds are built side by side: a quick meters update never waits behind the
                 # heavier footprint computation.
-                await asyncio.gather(*(self._broadcast(kind, stamp) for kind, stamp in pending.items()))
+                await asyncio.gather(*(self._broadcast(kind, stamp) for kind, stamp in due.items()))
             await asyncio.sleep(self.min_interval_s)
 
     async def _broadcast(self, kind: str, stamp: int) -> None:
@@ -110,6 +128,8 @@ class StreamHub:
             for site in selected_sites(svc, None):
                 start, end = windows.resolve("day", None, None, site_tz(site))
                 body["series"][site.id] = svc.hourly_series(site.id, start, end)
+        elif kind == "overview":
+            body["sites"] = {site.id: overview(svc, site) for site in selected_sites(svc, None)}
         else:
             stats = stats_dict(svc)
             body.update(meters=svc.meter_status(None), gateways=svc.gateway_status(), stats=stats,

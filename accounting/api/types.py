@@ -77,3 +77,25 @@ class FactorToolsLike(Protocol):
     def market_rules(self, site_id: str) -> dict: ...
 
     def import_certificates(self, site_id: str, text: str) -> list[dict]: ...
+
+
+@runtime_checkable
+class GridFactorsLike(Protocol):
+    """The grid factors in effect: the dataset's provenance and each hour's factors (kg/kWh)."""
+
+    def grid_factors(self, site_id: str, start_ms: int, end_ms: int) -> dict: ...
+
+
+@runtime_checkable
+class OperatorLogLike(Protocol):
+    """The operator's durable log: alarms with their acknowledgements, and what changed.
+
+    `acknowledge_alarm` raises `accounting.store.alarms.UnknownAlarmError` for an unknown id."""
+
+    def alarms(self, site_id: str | None = None, *, active: bool | None = None, since_ms: int | None = None,
+               limit: int = 200) -> list[dict]: ...
+
+    def acknowledge_alarm(self, alarm_id: int, by: str, note: str = "") -> dict: ...
+
+    def plant_changes(self, site_id: str | None = None, *, since_ms: int | None = None,
+                      until_ms: int | None = None, limit: int = 100) -> list[dict]: ...

@@ -19,6 +19,7 @@ from accounting.api.deps import site_tz
 from accounting.api.types import Listener
 from accounting.errors import CertificateAlreadyClaimedError, FactorDatasetError
 from accounting.factors.dataset import dataset_from_dict
+from accounting.store.alarms import AlarmStore
 from tanji.site import Site, load_site
 
 SITE_FILE = Path(__file__).resolve().parents[2] / "firmware-config" / "sites" / "cq-battery.yaml"
@@ -66,6 +67,8 @@ class FakeService:
         self.revisions: dict[int, int] = {}
         self.energy_scale: dict[int, float] = {}
         self.recomputations: list[dict[str, Any]] = []
+        self.log = AlarmStore()  # the real operator's log, in memory
+        self.stopped: set[str] = set()  # cost centres whose line is stopped (test control)
 
     # -- read interface ----------------------------------------------------------------------
     def footprints(self, site_id: str | None = None, *, start_ms: int, end_ms: int,
@@ -112,12 +115,19 @@ class FakeService:
         return out
 
     def meter_status(self, site_id: str | None = None) -> list[dict]:
+        """Submeter i draws 40 + 10 i kW (+ the cycle), 5 kW while its line is stopped; PLCs say
+        whether their line runs."""
         now = int(time.time() * 1000)
+
+        def values(i: int, m: Any) -> dict[str, float]:
+            if m.role == "production_counter":
+                return {"units_total": 1000.0 + self.cycle, "line_running": float(m.cost_centre not in self.stopped)}
+            return {"power_kw": 5.0 if m.cost_centre in self.stopped else 40.0 + 10 * i + self.cycle}
+
         return [{"meter": m.id, "site": s.id, "gateway": m.gateway, "role": m.role,
-                 "last_ts_ms": now - 500,
-                 "last_values": {"power_kw": 40.0 + self.cycle} if m.role != "production_counter" else {},
+                 "last_ts_ms": now - 500, "last_values": values(i, m),
                  "last_quality": "good", "readings": 100 + self.cycle, "comm_errors": 0}
-                for s in self.sites.values() if site_id in (None, s.id) for m in s.meters]
+                for s in self.sites.values() if site_id in (None, s.id) for i, m in enumerate(s.meters)]
 
     def gateway_status(self) -> list[dict]:
         return [{"site": s.id, "gateway": g.id, "status": None, "seq_gaps": 0}
@@ -130,6 +140,27 @@ class FakeService:
                  "cost_centres_kwh": {c.id: 20.0 + j for j, c in enumerate(site.cost_centres)},
                  "kgco2e_location": 22.68, "kgco2e_market": 13.6, "covered_kwh": 40.0}
                 for t in range(first, min(end_ms, first + 48 * HOUR_MS), HOUR_MS)]
+
+    def grid_factors(self, site_id: str, start_ms: int, end_ms: int) -> dict:
+        first = start_ms - start_ms % HOUR_MS
+        return {"dataset_id": "cn-mee-regional-co2", "dataset_version": "2022", "publisher": "MEE",
+                "publication_date": "2024-12", "source_reference": "MEE 2024 announcement", "unit": "kgCO2/kWh",
+                "gas_basis": "co2", "granularity": "annual", "region": "Southwest", "matching_mode": "annual",
+                "uncertainty_pct_95": 5.0, "residual_mix": False, "uncovered_basis": "grid_average",
+                "factor_selection": "pinned",
+                "hours": [{"hour_start_ms": t, "location_kg_per_kwh": 0.2268, "residual_kg_per_kwh": None}
+                          for t in range(first, end_ms, HOUR_MS)]}
+
+    def alarms(self, site_id: str | None = None, *, active: bool | None = None, since_ms: int | None = None,
+               limit: int = 200) -> list[dict]:
+        return self.log.alarms(site_id, active=active, since_ms=since_ms, limit=limit)
+
+    def acknowledge_alarm(self, alarm_id: int, by: str, note: str = "") -> dict:
+        return self.log.acknowledge(alarm_id, by, note)
+
+    def plant_changes(self, site_id: str | None = None, *, since_ms: int | None = None,
+                      until_ms: int | None = None, limit: int = 100) -> list[dict]:
+        return self.log.changes(site_id, since_ms=since_ms, until_ms=until_ms, limit=limit)
 
     def add_listener(self, callback: Listener) -> None:
         with self._lock:

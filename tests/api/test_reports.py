@@ -4,23 +4,42 @@ from __future__ import annotations
 
 import csv
 import io
+from datetime import datetime
+from zoneinfo import ZoneInfo
 
-import pytest
 from fastapi.testclient import TestClient
 
+from accounting.api.reports import PERCENT_FIELDS, RECORD_FIELDS, TIME_FIELDS, csv_decimals
 
-def test_csv_has_one_row_per_product_with_units_in_column_names(client: TestClient) -> None:
-    r = client.get("/api/v1/reports/footprints.csv")
+
+def test_csv_is_for_spreadsheets_and_carries_the_apis_numbers(client: TestClient) -> None:
+    """Local times, product names, percentages and rounded figures (the issue found epoch
+    milliseconds, fractions, 17-digit values and no names); every number is the API's, rounded."""
+    r = client.get("/api/v1/reports/footprints.csv", params={"window": "day"})
     assert r.status_code == 200 and r.headers["content-type"].startswith("text/csv")
+    assert r.content.startswith("\ufeff".encode())  # Excel reads the Chinese names as UTF-8
     rows = list(csv.DictReader(io.StringIO(r.content.decode("utf-8-sig"))))
-    api = {f["product_id"]: f for f in client.get("/api/v1/footprints").json()}
+    api = {f["product_id"]: f for f in client.get("/api/v1/footprints", params={"window": "day"}).json()}
     assert {row["product_id"] for row in rows} == set(api)
+    assert {row["product_id"]: row["product_name"] for row in rows} == {
+        "pack-48v-100ah": "48 V 100 Ah LFP module pack", "ess-5kwh": "5 kWh home-storage pack"}
+    tz = ZoneInfo("Asia/Shanghai")
     for row in rows:
         fp = api[row["product_id"]]
-        for key in ("kgco2e_per_unit_market", "kgco2e_per_battery_kwh_eu", "kgco2e_per_battery_kwh_market",
-                    "pcf_kgco2e_per_unit_market"):
-            assert float(row[key]) == pytest.approx(fp[key]), key
-        assert row["dataset_version"] == "2022"
+        assert row["timezone"] == "Asia/Shanghai" and "window_start_ms" not in row
+        assert row["window_start_local"] == datetime.fromtimestamp(fp["window_start_ms"] / 1000, tz).strftime("%Y-%m-%d %H:%M")
+        assert row["window_start_local"].endswith("00:00")  # the local day starts at local midnight
+        for field in RECORD_FIELDS:
+            if field in ("site_id", "product_id", *TIME_FIELDS) or not isinstance(fp.get(field), float):
+                continue
+            column = field + "_pct" if field in PERCENT_FIELDS else field
+            text = row[column]
+            digits = csv_decimals(field)
+            assert len(text.partition(".")[2]) == digits, (column, text)
+            expected = 100 * fp[field] if field in PERCENT_FIELDS else fp[field]
+            assert float(text) == round(expected, digits), column
+        assert row["share_metered_pct"] == "80.00" and row["dataset_version"] == "2022"
+        assert row["provisional"] in ("true", "false")
 
 
 def test_battery_report_is_the_records_battery_figures(client: TestClient) -> None:

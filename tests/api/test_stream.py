@@ -14,20 +14,43 @@ from tests.api.fake import FakeService
 from tests.services import free_port, wait_for_port
 
 
+def _next(ws, kind: str) -> dict:
+    """The next message of `kind` (an overview may come between: it follows every update)."""
+    while True:
+        message = json.loads(ws.receive_text())
+        if message["type"] == kind:
+            return message
+
+
 def test_websocket_sends_snapshot_then_updates(client: TestClient, service: FakeService) -> None:
     with client.websocket_connect("/api/v1/stream") as ws:
-        first = [json.loads(ws.receive_text()) for _ in range(2)]
-        assert [m["type"] for m in first] == ["footprints", "meters"]
+        first = [json.loads(ws.receive_text()) for _ in range(3)]
+        assert [m["type"] for m in first] == ["footprints", "meters", "overview"]
         before = first[0]["footprints"][0]["kgco2e_per_unit_location"]
         assert first[0]["series"]["cq-battery"]
+        assert [line["id"] for line in first[2]["sites"]["cq-battery"]["lines"]]
         service.tick(("footprints",))
-        update = json.loads(ws.receive_text())
-        assert update["type"] == "footprints" and update["event_ms"] <= update["sent_ms"]
+        update = _next(ws, "footprints")
+        assert update["event_ms"] <= update["sent_ms"]
         assert update["footprints"][0]["kgco2e_per_unit_location"] != before
         service.tick(("meters",))
-        meters = json.loads(ws.receive_text())
-        assert meters["type"] == "meters" and meters["ingest"] == "live"
+        meters = _next(ws, "meters")
+        assert meters["ingest"] == "live"
         assert len(meters["meters"]) == 7
+
+
+def test_overview_follows_updates_at_most_once_a_second(client: TestClient, service: FakeService) -> None:
+    """A line that stops reaches the overview over the stream, without a reload."""
+    with client.websocket_connect("/api/v1/stream") as ws:
+        snapshot = _next(ws, "overview")["sites"]["cq-battery"]
+        assert {line["id"]: line["state"] for line in snapshot["lines"]}["line-b"] == "running"
+        service.stopped.add("line-b")
+        service.tick(("meters",))
+        while True:
+            lines = {line["id"]: line for line in _next(ws, "overview")["sites"]["cq-battery"]["lines"]}
+            if lines["line-b"]["state"] == "stopped":
+                break
+        assert lines["line-b"]["rank"] > lines["line-a"]["rank"]
 
 
 def test_listener_is_removed_when_the_app_stops(service: FakeService) -> None:

@@ -1,12 +1,13 @@
 // Export shipments panel: every shipment with its status (draft, issued; superseded versions
 // linked), from GET /api/v1/shipments, refreshed every 15 s. Self-contained: the rest of the
-// dashboard does not depend on it.
+// dashboard does not depend on it. Texts come from i18n.js (t); a language switch re-renders.
 (function () {
   "use strict";
   const body = document.getElementById("shipments");
   if (!body) return;
-  const fmt = (v, d) => (typeof v === "number" ? v.toLocaleString("en-US", { maximumFractionDigits: d, minimumFractionDigits: d }) : "–");
-  const STATUS = { draft: "草稿 draft", issued: "已签发 issued", superseded: "已被取代 superseded" };
+  const fmt = (v, d) => (typeof v === "number" ? v.toLocaleString(LOCALES[LANG], { maximumFractionDigits: d, minimumFractionDigits: d }) : "–");
+  const status = (s) => t("shipments." + s);
+  let last = null;
 
   function cell(tr, text, cls) {
     const td = document.createElement("td");
@@ -24,10 +25,11 @@
   }
 
   function render(rows) {
+    last = rows;
     body.replaceChildren();
     if (!rows.length) {
       const tr = document.createElement("tr");
-      const td = cell(tr, "暂无出口货运 no shipments yet (POST /api/v1/shipments or a CSV import)");
+      const td = cell(tr, t("shipments.none"));
       td.colSpan = 7;
       body.appendChild(tr);
       return;
@@ -41,14 +43,14 @@
       cell(tr, s.destination + " · " + s.buyer);
       cell(tr, s.lines.map((l) => l.product_id + " × " + l.quantity).join(", "));
       cell(tr, s.totals ? fmt(s.totals.kgco2e_market, 1) + " / " + fmt(s.totals.kgco2e_location, 1) : "–", "num");
-      const status = document.createElement("span");
-      status.className = "badge status-" + s.status;
-      status.dataset.testid = "shipment-status";
-      status.textContent = STATUS[s.status] + (s.status === "issued" ? " v" + s.version : "");
-      const st = cell(tr, status);
+      const badge = document.createElement("span");
+      badge.className = "badge status-" + s.status;
+      badge.dataset.testid = "shipment-status";
+      badge.textContent = status(s.status) + (s.status === "issued" ? " v" + s.version : "");
+      const st = cell(tr, badge);
       for (const v of s.versions.filter((x) => x.status === "superseded")) {
         st.appendChild(document.createTextNode(" "));
-        const old = link(base + "/document?version=" + v.version, "v" + v.version + " " + STATUS.superseded);
+        const old = link(base + "/document?version=" + v.version, "v" + v.version + " " + status("superseded"));
         old.className = "badge status-superseded";
         st.appendChild(old);
       }
@@ -62,6 +64,7 @@
       if (r.ok) render(await r.json());
     } catch (e) { /* the panel keeps its last rows while the server is away */ }
   }
+  document.addEventListener("tanji:lang", () => { if (last) render(last); });
   refresh();
   setInterval(refresh, 15000);
 })();
