@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, Body, Depends, HTTPException, Query
+from fastapi import APIRouter, Body, Depends, HTTPException, Path, Query
 from pydantic import BaseModel, Field
 
 from accounting.api import windows
@@ -59,7 +59,8 @@ def list_alarms(svc: Service, site: Annotated[str | None, Query(max_length=64)] 
 
 @router.post("/alarms/{alarm_id}/acknowledge", dependencies=[Writer],
              summary="Acknowledge an alarm (an event alarm ends with it)")
-def acknowledge(svc: Service, alarm_id: int, ack: Annotated[Acknowledgement, Body()]) -> dict[str, Any]:
+def acknowledge(svc: Service, alarm_id: Annotated[int, Path(ge=1, le=2**63 - 1)],
+                ack: Annotated[Acknowledgement, Body()]) -> dict[str, Any]:
     log = _log(svc)
     try:
         return log.acknowledge_alarm(alarm_id, ack.by, ack.note)

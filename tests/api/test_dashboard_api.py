@@ -145,6 +145,7 @@ def test_alarms_are_acknowledged_with_the_token_and_keep_their_history(client: T
     history = client.get("/api/v1/alarms", params={"state": "all"}).json()
     assert {a["id"]: a["ack_note"] for a in history}[event] == "PLC restarted, units checked"
     assert client.post("/api/v1/alarms/999/acknowledge", json=ack, headers=headers).status_code == 404
+    assert client.post(f"/api/v1/alarms/{2**64}/acknowledge", json=ack, headers=headers).status_code == 422
     assert client.post(f"/api/v1/alarms/{event}/acknowledge", json={"by": ""}, headers=headers).status_code == 422
 
 
