@@ -118,3 +118,7 @@ class UnknownShipmentError(ShipmentError, KeyError):
 
     def __str__(self) -> str:
         return str(self.args[0]) if self.args else "unknown shipment"
+
+
+class UnknownAlarmError(AccountingError, KeyError):
+    """No alarm has this id (an acknowledgement of an alarm that does not exist)."""

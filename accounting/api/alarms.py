@@ -17,7 +17,6 @@ from accounting.api import windows
 from accounting.api.auth import Writer
 from accounting.api.deps import service, site_or_404
 from accounting.api.types import AccountingServiceLike, OperatorLogLike
-from accounting.store.alarms import UnknownAlarmError
 
 router = APIRouter(prefix="/api/v1", tags=["alarms"])
 Service = Annotated[AccountingServiceLike, Depends(service)]
@@ -61,11 +60,7 @@ def list_alarms(svc: Service, site: Annotated[str | None, Query(max_length=64)] 
              summary="Acknowledge an alarm (an event alarm ends with it)")
 def acknowledge(svc: Service, alarm_id: Annotated[int, Path(ge=1, le=2**63 - 1)],
                 ack: Annotated[Acknowledgement, Body()]) -> dict[str, Any]:
-    log = _log(svc)
-    try:
-        return log.acknowledge_alarm(alarm_id, ack.by, ack.note)
-    except UnknownAlarmError:
-        raise HTTPException(404, f"no alarm {alarm_id}") from None
+    return _log(svc).acknowledge_alarm(alarm_id, ack.by, ack.note)  # unknown id: 404 (api/errors.py)
 
 
 @router.get("/changes", summary="What changed in the plant, newest first")

@@ -14,11 +14,11 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, HTTPException
 
-from accounting.api import lines, windows
 from accounting.api.deps import service, site_or_404
-from accounting.api.history import history, resolve
 from accounting.api.types import AccountingServiceLike, OperatorLogLike
 from accounting.api.v1 import EndParam, StartParam, WindowParam
+from accounting.api.views import lines
+from accounting.api.views.history import history, resolve
 from tanji.site import Site
 
 router = APIRouter(prefix="/api/v1", tags=["dashboard"])
@@ -43,16 +43,14 @@ def counter_events(svc: AccountingServiceLike, site: Site, meters: set[str], sta
             if c["kind"] in COUNTER_EVENTS and _meter_of(c["subject"]) in meters]
 
 
-def alarms_of(svc: AccountingServiceLike, site: Site, subjects: set[str]) -> list[dict[str, Any]]:
-    if not isinstance(svc, OperatorLogLike):
-        return []
-    return [a for a in svc.alarms(site.id, limit=EVENT_LIMIT) if _meter_of(a["subject"]) in subjects]
+def active_alarms(svc: AccountingServiceLike, site: Site) -> list[dict[str, Any]]:
+    return svc.alarms(site.id, active=True, limit=EVENT_LIMIT) if isinstance(svc, OperatorLogLike) else []
 
 
-def meter_rows(site: Site, meters: list[Any], status: dict[str, dict[str, Any]], now_ms: int) -> list[dict[str, Any]]:
+def meter_rows(site: Site, meters: list[Any], status: dict[str, dict[str, Any]], offline: set[str]) -> list[dict[str, Any]]:
     return [{"id": m.id, "role": m.role, "model": m.profile.model, "gateway": m.gateway,
              "poll_period_s": m.poll_period_s, "accuracy_class": m.profile.accuracy_class,
-             "online": lines.online(status.get(m.id), m, now_ms),
+             "online": m.id not in offline,
              **{k: v for k, v in (status.get(m.id) or {}).items() if k not in ("meter", "site", "gateway", "role")}}
             for m in meters]
 
@@ -68,8 +66,9 @@ def line_detail(svc: Service, site_id: str, centre_id: str, window: WindowParam 
         raise HTTPException(404, f"site {site.id} has no cost centre {centre_id!r}; known: "
                                  f"{', '.join(c.id for c in site.cost_centres)}")
     lo, hi = resolve(window, start, end, site)
-    now = windows.now_ms()
     status = {r.get("meter"): r for r in svc.meter_status(site.id)}
+    alarms = active_alarms(svc, site)
+    offline = lines.offline_meters(alarms)
     meters = lines.submeters(site, centre_id) + lines.counters(site, centre_id)
     ids = {m.id for m in meters}
     names = {p.id: p.name for p in site.products}
@@ -79,12 +78,12 @@ def line_detail(svc: Service, site_id: str, centre_id: str, window: WindowParam 
     return {"site_id": site.id, "start_ms": lo, "end_ms": hi,
             "line": {"id": centre.id, "name": centre.name or centre.id, "kind": centre.kind,
                      "allocation_key": centre.allocation_key,
-                     "state": lines.state(site, centre_id, status, now),
-                     "power_kw": lines.power_kw(site, centre_id, status, now)},
-            "meters": meter_rows(site, meters, status, now),
+                     "state": lines.state(site, centre_id, status, offline),
+                     "power_kw": lines.power_kw(site, centre_id, status, offline)},
+            "meters": meter_rows(site, meters, status, offline),
             "products": records, "totals": lines.summed(records),
             "counter_events": counter_events(svc, site, ids, lo, hi),
-            "alarms": alarms_of(svc, site, ids | {centre_id})}
+            "alarms": [a for a in alarms if _meter_of(a["subject"]) in ids | {centre_id}]}
 
 
 @router.get("/sites/{site_id}/products/{product_id}", summary="A product's footprint, data quality and history")

@@ -22,6 +22,7 @@ STATUS: tuple[tuple[type[Exception], int], ...] = (
     (acc.UnknownShipmentError, 404),
     (acc.UnknownRegionError, 422),
     (acc.UnknownChannelError, 404),
+    (acc.UnknownAlarmError, 404),
     (acc.AccountingError, 422),
 )
 

@@ -90,7 +90,7 @@ class GridFactorsLike(Protocol):
 class OperatorLogLike(Protocol):
     """The operator's durable log: alarms with their acknowledgements, and what changed.
 
-    `acknowledge_alarm` raises `accounting.store.alarms.UnknownAlarmError` for an unknown id."""
+    `acknowledge_alarm` raises `accounting.errors.UnknownAlarmError` for an unknown id."""
 
     def alarms(self, site_id: str | None = None, *, active: bool | None = None, since_ms: int | None = None,
                limit: int = 200) -> list[dict]: ...

@@ -23,6 +23,8 @@ import time
 from pathlib import Path
 from typing import Any, Literal
 
+from accounting.errors import UnknownAlarmError
+
 Severity = Literal["alarm", "warning", "info"]
 SEVERITIES: tuple[str, ...] = ("alarm", "warning", "info")
 
@@ -47,10 +49,6 @@ _ALARM_COLUMNS = ("id", "site_id", "kind", "subject", "severity", "latching", "m
 
 def _now_ms() -> int:
     return int(time.time() * 1000)
-
-
-class UnknownAlarmError(KeyError):
-    """No alarm has this id."""
 
 
 class AlarmStore:

@@ -44,6 +44,18 @@ def test_overview_ranks_lines_by_carbon_rate_and_a_stopped_line_drops(client: Te
     assert after["line-b"]["rank"] == 4 and after["line-a"]["rank"] < before["line-a"]["rank"]
 
 
+def test_a_meter_with_an_offline_alarm_does_not_count_as_now(client: TestClient, service: FakeService) -> None:
+    """Online is what the service's watch says (one rule for the alarm and the screen)."""
+    for meter in ("line-b-meter", "plc-b"):
+        service.log.raise_alarm(SITE, "meter_offline", meter, severity="alarm", message=f"{meter} offline")
+    line_b = _lines(client)["line-b"]
+    assert line_b["power_kw"] is None and line_b["carbon_rate_location_kg_per_h"] is None
+    assert line_b["state"] == "unknown" and line_b["meters_offline"] == ["line-b-meter", "plc-b"]
+    assert line_b["rank"] == 4
+    meters = {m["id"]: m for m in client.get(f"/api/v1/sites/{SITE}/lines/line-b").json()["meters"]}
+    assert not meters["plc-b"]["online"] and meters["plc-b"]["last_values"]["line_running"] == 1.0
+
+
 def test_overview_this_hour_is_the_products_records_summed_per_line(client: TestClient,
                                                                    service: FakeService) -> None:
     body = client.get(f"/api/v1/sites/{SITE}/overview").json()

@@ -12,10 +12,11 @@ import numpy as np
 import pytest
 
 from accounting.engine.engine import Engine
+from accounting.errors import UnknownAlarmError
 from accounting.live.engine_state import dataset_for
 from accounting.live.watch import PlantWatch
 from accounting.site_topology import site_topology
-from accounting.store.alarms import AlarmStore, UnknownAlarmError
+from accounting.store.alarms import AlarmStore
 from accounting.store.base import StoredReading
 from tanji.site import load_site
 

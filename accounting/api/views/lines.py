@@ -3,8 +3,10 @@
 One definition of every per-line figure the dashboard shows, used by the overview, the history
 and the drill-down, so the three never disagree:
 
+- **online**: a meter without an active `meter_offline` alarm (the service's watch decides, one
+  rule for the alarm and the screen; a service without an alarm log: every meter).
 - **power** (kW): the sum of the newest `power_kw` of the cost centre's submeters that are
-  online (`accounting.live.watch.offline_after_ms`); None when none of them is.
+  online; None when none of them is.
 - **state** of a production line: its PLC's `line_running` register (`running`/`stopped`),
   `unknown` while the PLC is offline; utilities have no state.
 - **carbon rate now** (kgCO2e/h): power × the factor in effect this hour. Location-based: the
@@ -23,7 +25,6 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import Any
 
-from accounting.live.watch import offline_after_ms
 from tanji.site import CostCentre, Meter, Site
 
 #: Fields of a footprint record that add up over products and periods.
@@ -47,9 +48,9 @@ def products_of(site: Site, centre_id: str) -> list[str]:
     return [p.id for p in site.products if p.cost_centre == centre_id]
 
 
-def online(row: dict[str, Any] | None, meter: Meter, now_ms: int) -> bool:
-    last = (row or {}).get("last_ts_ms")
-    return last is not None and now_ms - last <= offline_after_ms(meter.poll_period_s)
+def offline_meters(alarms: Iterable[dict[str, Any]]) -> set[str]:
+    """Meters with an active `meter_offline` alarm."""
+    return {a["subject"] for a in alarms if a.get("kind") == "meter_offline" and a.get("active", True)}
 
 
 def _value(row: dict[str, Any] | None, name: str) -> float | None:
@@ -57,20 +58,19 @@ def _value(row: dict[str, Any] | None, name: str) -> float | None:
     return float(value) if isinstance(value, int | float) else None
 
 
-def power_kw(site: Site, centre_id: str, rows: dict[str, dict[str, Any]], now_ms: int) -> float | None:
+def power_kw(site: Site, centre_id: str, rows: dict[str, dict[str, Any]], offline: set[str]) -> float | None:
     """The line's power now: its online submeters' newest `power_kw`, summed."""
-    values = [_value(rows.get(m.id), "power_kw") for m in submeters(site, centre_id)
-              if online(rows.get(m.id), m, now_ms)]
+    values = [_value(rows.get(m.id), "power_kw") for m in submeters(site, centre_id) if m.id not in offline]
     known = [v for v in values if v is not None]
     return sum(known) if known else None
 
 
-def state(site: Site, centre_id: str, rows: dict[str, dict[str, Any]], now_ms: int) -> str | None:
+def state(site: Site, centre_id: str, rows: dict[str, dict[str, Any]], offline: set[str]) -> str | None:
     """`running` / `stopped` from the line's PLC, `unknown` while it is offline; None: no PLC."""
     plcs = counters(site, centre_id)
     if not plcs:
         return None
-    flags = [_value(rows.get(m.id), "line_running") for m in plcs if online(rows.get(m.id), m, now_ms)]
+    flags = [_value(rows.get(m.id), "line_running") for m in plcs if m.id not in offline]
     flags = [f for f in flags if f is not None]
     if not flags:
         return "unknown"
