@@ -1,35 +1,51 @@
 """Ingest benchmark: fleet generator → Mosquitto → accounting → InfluxDB and engine, on this machine.
 
-    .venv/bin/python benchmarks/ingest.py [--gateways 50 --meters 100 --rounds 200 --live-s 15]
+    .venv/bin/python benchmarks/ingest.py [--gateways 50 --meters 100 --rounds 200
+                                           --live-rate 20000 --live-s 15]
 
+The fleet (simulators/fleet.py) runs in a child process of its own, as gateways run on other
+machines: its interpreter never competes with accounting's.
+
+Phase 0 (the store's ceiling): the same line protocol ingest writes for the backlog (the same
+readings, formatted beforehand and not timed) is written to the same influxd by a plain bulk
+writer: one HTTP connection, the store's request size (10,000 lines), one request after the
+other, no MQTT, no Tanji. It runs twice, before the drain and after the live phase, each into a
+database of its own (counted back exactly); `store_ceiling_readings_per_s` is the better of the
+two and `ratio_to_store_ceiling` = `readings_per_s` / it (goal >= 0.8).
 Phase 1 (throughput): the fleet publishes a backlog of `rounds` polls of every meter into the
 persistent session of an offline accounting instance; the instance then starts and drains it.
 `readings_per_s` is readings stored in InfluxDB and fed to the engine per second of draining
 (the default backlog of 1M readings takes several seconds), so the generator's own cost is
 not counted against ingest. CPU use of every process during the drain is reported too.
-Phase 2 (freshness): the fleet publishes in real time (one round a second) for `live_s`
-seconds; for every round, freshness is the time from the readings' timestamp until the ingest
-cycle that fed them to the engine ended — from then on `service.footprints()` (what the live
-footprint API serves) includes them.
+Phase 2 (freshness): only once the backlog has drained (every reading accepted, the store
+flushed, influxd and accounting back below a third of a core: `settle_s`), the fleet
+publishes in real time at `--live-rate` readings/s (every meter once a period of meters/rate
+seconds) for `live_s` seconds. For every live reading, freshness is the time from its
+timestamp until the ingest cycle that fed it to the engine ended — from then on
+`service.footprints()` (what the live footprint API serves) includes it. Goal: p99 <= 1 s at
+20,000 readings/s.
 `lost` = readings published − readings counted back from InfluxDB with InfluxQL, exactly.
 The bottleneck: when the accounting process used a full core during the drain, its
 interpreter (ingest's Python threads share one core through the GIL); otherwise the ingest
 stage where the cycles spent most time. The machine's baseline measured in the same run
 (`machine`: bare `json.loads` of fleet payloads, memory copy; benchmarks/machine.py) puts the
-rate in proportion.
+rates in proportion.
 Prints one JSON object as its last line.
 """
 
 from __future__ import annotations
 
 import argparse
+import http.client
 import json
 import logging
 import os
+import subprocess
 import sys
 import tempfile
 import threading
 import time
+import urllib.parse
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
@@ -41,10 +57,12 @@ import psutil  # noqa: E402
 
 from accounting.ingest.subscriber import subscriptions  # noqa: E402
 from accounting.service import AccountingService  # noqa: E402
-from accounting.store.influx import InfluxStore  # noqa: E402
+from accounting.store.base import StoredReading  # noqa: E402
+from accounting.store.influx import InfluxStore, reading_lines  # noqa: E402
 from benchmarks.machine import machine_baseline  # noqa: E402
 from simulators.fleet import Fleet  # noqa: E402
 from tanji.site import parse_site_text  # noqa: E402
+from tanji.wire import readings_topic  # noqa: E402
 from tests.services import InfluxServer, MosquittoServer  # noqa: E402
 
 CLIENT_ID = "bench-accounting"
@@ -74,17 +92,145 @@ def _count(influx: InfluxServer, db: str) -> int:
     return int(series[0]["values"][0][1]) if series else 0
 
 
+def publisher(host: str, port: int, gateways: int, meters: int) -> None:
+    """Child mode: the fleet, publishing what the parent asks on stdin (one JSON command a line)."""
+    fleet = Fleet(host, port, gateways=gateways, meters_per_gateway=meters, site_id="fleet", period_s=1.0)
+    for line in sys.stdin:
+        cmd = json.loads(line)
+        fleet.period_s = cmd["period_ms"] / 1000
+        if cmd["realtime"]:
+            print(json.dumps(_publish_live(fleet, cmd["rounds"], cmd["start_ms"])), flush=True)
+        else:
+            stats = fleet.publish(cmd["rounds"], start_ms=cmd["start_ms"])
+            print(json.dumps({"readings": stats.readings, "seconds": stats.seconds}), flush=True)
+
+
+def _publish_live(fleet: Fleet, rounds: int, start_ms: int) -> dict:
+    """Every round made beforehand, each published at its timestamp: the generator's own speed
+    must not show as freshness. `late_s`: how far the latest round was behind its time."""
+    payloads = list(fleet.payloads(rounds, start_ms))
+    per_round = len(fleet.gateway_ids)
+    period_ms = int(fleet.period_s * 1000)
+    client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id="tanji-fleet-live")
+    client.max_inflight_messages_set(1000)
+    client.connect(fleet.host, fleet.port)
+    client.loop_start()
+    late = 0.0
+    readings = 0
+    pending = []
+    try:
+        for r in range(rounds):
+            delay = (start_ms + r * period_ms) / 1000 - time.time()
+            if delay > 0:
+                time.sleep(delay)
+            late = max(late, -delay)
+            for gateway, payload in payloads[r * per_round:(r + 1) * per_round]:
+                pending.append(client.publish(readings_topic(fleet.site_id, gateway), payload, qos=1))
+                readings += len(fleet.meter_ids[gateway])
+        for info in pending:
+            info.wait_for_publish(timeout=60)
+    finally:
+        client.loop_stop()
+        client.disconnect()
+    return {"readings": readings, "seconds": rounds * period_ms / 1000, "late_s": late}
+
+
+class _Fleet:
+    """The parent's handle on the publisher child."""
+
+    def __init__(self, host: str, port: int, gateways: int, meters: int) -> None:
+        self.proc = subprocess.Popen([sys.executable, __file__, "--publisher", host, str(port), str(gateways),
+                                      str(meters)], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+
+    def publish(self, rounds: int, start_ms: int, period_ms: int, realtime: bool) -> dict:
+        assert self.proc.stdin is not None and self.proc.stdout is not None
+        self.proc.stdin.write(json.dumps({"rounds": rounds, "start_ms": start_ms, "period_ms": period_ms,
+                                          "realtime": realtime}) + "\n")
+        self.proc.stdin.flush()
+        line = self.proc.stdout.readline()
+        if not line:
+            raise RuntimeError(f"the fleet publisher exited with code {self.proc.wait()}")
+        return json.loads(line)
+
+    def stop(self) -> None:
+        if self.proc.stdin is not None:
+            self.proc.stdin.close()
+        self.proc.wait(30)
+
+
+def ceiling_bodies(gateways: int, meters: int, rounds: int, start_ms: int, batch_lines: int) -> list[bytes]:
+    """The backlog's line protocol in the store's request size: a fresh fleet (same seed) makes the
+    same readings, formatted as ingest formats them (`reading_lines`)."""
+    fleet = Fleet("127.0.0.1", 0, gateways=gateways, meters_per_gateway=meters, site_id="fleet", period_s=1.0)
+    lines: list[bytes] = []
+    bodies: list[bytes] = []
+    for _, payload in fleet.payloads(rounds, start_ms):
+        batch = json.loads(payload)
+        lines += reading_lines([StoredReading(batch["site"], batch["gateway"], r["meter"], r["ts_ms"],
+                                              r["quality"], r["values"]) for r in batch["readings"]])
+        if len(lines) >= batch_lines:
+            bodies.append(b"\n".join(lines[:batch_lines]))
+            del lines[:batch_lines]
+    if lines:
+        bodies.append(b"\n".join(lines))
+    return bodies
+
+
+def store_ceiling(influx: InfluxServer, db: str, bodies: list[bytes]) -> float:
+    """Readings/s a plain writer gets into influxd: `bodies` posted one after the other on one
+    connection to the endpoint ingest writes to; every line is counted back."""
+    influx.create_database(db)
+    url = urllib.parse.urlsplit(influx.url)
+    conn = http.client.HTTPConnection(url.hostname, url.port, timeout=60)
+    path = f"/api/v2/write?org=tanji&bucket={db}&precision=ms"
+    headers = {"Authorization": "Token bench", "Content-Type": "text/plain; charset=utf-8"}
+    lines = sum(body.count(b"\n") + 1 for body in bodies)
+    started = time.perf_counter()
+    for body in bodies:
+        conn.request("POST", path, body=body, headers=headers)
+        resp = conn.getresponse()
+        detail = resp.read()
+        if resp.status != 204:
+            raise RuntimeError(f"influxd refused the ceiling write: {resp.status} {detail[:300]!r}")
+    seconds = time.perf_counter() - started
+    conn.close()
+    stored = _count(influx, db)
+    if stored != lines:
+        raise RuntimeError(f"the ceiling writer stored {stored} of {lines} lines")
+    return lines / seconds
+
+
+def settle(processes: dict[str, psutil.Process], limit_s: float = 30.0) -> float:
+    """Wait until influxd and accounting use less than a third of a core (at most `limit_s`)."""
+    started = time.monotonic()
+    while time.monotonic() - started < limit_s:
+        before = {k: _cpu_s(processes[k]) for k in ("influxd", "accounting")}
+        time.sleep(0.5)
+        if all((_cpu_s(processes[k]) - v) / 0.5 < 0.33 for k, v in before.items()):
+            break
+    return time.monotonic() - started
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--gateways", type=int, default=50)
     parser.add_argument("--meters", type=int, default=100, help="meters per gateway (readings per message)")
     parser.add_argument("--rounds", type=int, default=200, help="backlog polls of every meter (phase 1)")
-    parser.add_argument("--live-s", type=int, default=15, help="seconds of real-time publishing (phase 2)")
+    parser.add_argument("--live-rate", type=float, default=20_000, help="readings/s published in phase 2")
+    parser.add_argument("--live-s", type=float, default=15, help="seconds of real-time publishing (phase 2)")
     parser.add_argument("--gzip-level", type=int, default=None,
                         help="InfluxStore gzip level (default: the store's, i.e. 0 on loopback)")
+    parser.add_argument("--publisher", nargs=4, help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.publisher:
+        host, port, gateways, meters = args.publisher
+        publisher(host, int(port), int(gateways), int(meters))
+        return 0
     logging.basicConfig(level=logging.WARNING)
     machine = machine_baseline()  # before any server starts: the machine as the benchmark found it
+    n_meters = args.gateways * args.meters
+    live_period_ms = max(1, round(1000 * n_meters / args.live_rate))
+    live_rounds = max(1, round(args.live_s * 1000 / live_period_ms))
 
     with tempfile.TemporaryDirectory(prefix="tanji-bench-") as tmp:
         tmp_path = Path(tmp)
@@ -94,16 +240,19 @@ def main() -> int:
         influx.start()
         influx.create_database("bench")
         service = None
+        fleet = _Fleet(broker.host, broker.port, args.gateways, args.meters)
         try:
-            fleet = Fleet(broker.host, broker.port, gateways=args.gateways, meters_per_gateway=args.meters,
-                          site_id="fleet", period_s=1.0)
-            site = parse_site_text(fleet.site_text(), "fleet.yaml")
+            site = parse_site_text(Fleet(broker.host, broker.port, gateways=args.gateways,
+                                         meters_per_gateway=args.meters, site_id="fleet").site_text(), "fleet.yaml")
             _open_session(broker.host, broker.port, subscriptions([site.id], GROUP))
 
-            backlog = fleet.publish(args.rounds, start_ms=int(time.time() * 1000) - (args.rounds + 5) * 1000)
+            backlog_start_ms = int(time.time() * 1000) - (args.rounds + 5) * 1000
+            backlog = fleet.publish(args.rounds, backlog_start_ms, 1000, realtime=False)
             store = InfluxStore(influx.url, token="bench", org="tanji", bucket="bench", spill_dir=tmp_path / "spill",
                                 gzip_level=args.gzip_level)
             gzip_level = store.gzip_level
+            bodies = ceiling_bodies(args.gateways, args.meters, args.rounds, backlog_start_ms, store.batch_lines)
+            ceilings = [store_ceiling(influx, "ceiling_before", bodies)]
             service = AccountingService([site], store, broker_host=broker.host, broker_port=broker.port,
                                         client_id=CLIENT_ID, share_group=GROUP, cycle_max_messages=200)
             service.start()
@@ -112,68 +261,100 @@ def main() -> int:
                          "mosquitto": psutil.Process(broker.proc.pid)}
             cpu_before = {k: _cpu_s(p) for k, p in processes.items()}
             drain_started = time.monotonic()
-            while service.stats.accepted < backlog.readings and time.monotonic() - drain_started < 300:
+            while service.stats.accepted < backlog["readings"] and time.monotonic() - drain_started < 300:
                 time.sleep(0.01)
             drain_s = time.monotonic() - drain_started
             cores = {k: round((_cpu_s(p) - cpu_before[k]) / drain_s, 2) for k, p in processes.items()}
             stages_backlog = dict(service.stats.stage_s)
+            store.flush(120)
+            settle_s = settle(processes)
 
             fresh: list[float] = []
-            seen: set[tuple[str, int]] = set()
+            # the publisher makes the live rounds before the first one's time (at its backlog speed, x2 for safety)
+            prepare_s = 2 * live_rounds * n_meters / (backlog["readings"] / backlog["seconds"])
+            live_start_ms = int((time.time() + 1 + prepare_s) * 1000)
+            live_last_ms = live_start_ms + (live_rounds - 1) * live_period_ms
+            last_seen: dict[str, int] = {}
 
             def on_event(event: dict) -> None:
+                """Every live round a meter's newest timestamp now covers is fresh as of now."""
                 if event["type"] != "meters":
                     return
                 now_ms = time.time() * 1000
                 for m in event["meters"]:
                     ts = m["last_ts_ms"]
-                    if ts is not None and ts >= live_start_ms and (m["meter"], ts) not in seen:
-                        seen.add((m["meter"], ts))
-                        fresh.append((now_ms - ts) / 1000)
+                    if ts is None or ts < live_start_ms:
+                        continue
+                    seen = last_seen.get(m["meter"], live_start_ms - live_period_ms)
+                    if ts > seen:
+                        last_seen[m["meter"]] = ts
+                        fresh.extend((now_ms - t) / 1000 for t in range(seen + live_period_ms,
+                                                                         min(ts, live_last_ms) + 1, live_period_ms))
 
-            live_start_ms = int(time.time() * 1000) + 1000
             service.add_listener(on_event)
-            live = fleet.publish(args.live_s, realtime=True, start_ms=live_start_ms)
-            total = backlog.readings + live.readings
+            live_cpu = {k: _cpu_s(p) for k, p in processes.items()}
+            live_t0 = time.monotonic()
+            live = fleet.publish(live_rounds, live_start_ms, live_period_ms, realtime=True)
+            live_cores = {k: round((_cpu_s(p) - live_cpu[k]) / (time.monotonic() - live_t0), 2)
+                          for k, p in processes.items()}
+            total = backlog["readings"] + live["readings"]
             deadline = time.monotonic() + 60
             while service.stats.accepted < total and time.monotonic() < deadline:
                 time.sleep(0.05)
             store.flush(120)
             stored = _count(influx, "bench")
             fps = service.footprints(site.id, start_ms=0, end_ms=2**62)
+            duplicates = service.stats.duplicates
+            service.stop()
+            service = None
+            ceilings.append(store_ceiling(influx, "ceiling_after", bodies))
         finally:
             if service is not None:
                 service.stop()
+            fleet.stop()
             influx.stop()
             broker.stop()
 
     fresh.sort()
     p99 = fresh[min(len(fresh) - 1, int(0.99 * len(fresh)))] if fresh else None
-    rate = backlog.readings / drain_s
+    rate = backlog["readings"] / drain_s
     if cores["accounting"] >= 0.9:
         bottleneck = "accounting interpreter (one core, GIL)"
     else:
         bottleneck = max(stages_backlog, key=stages_backlog.get) if stages_backlog else None
     baseline = machine["json_loads_readings_per_s"]
+    ceiling = max(ceilings)
     result = {
         "benchmark": "ingest",
-        "meters": args.gateways * args.meters,
+        "meters": n_meters,
         "readings_published": total,
         "readings_per_s": round(rate),
         "drain_s": round(drain_s, 2),
         "goal_readings_per_s": 100_000,
+        "store_ceiling_readings_per_s": round(ceiling),
+        "store_ceiling_runs_readings_per_s": [round(c) for c in ceilings],
+        "ratio_to_store_ceiling": round(rate / ceiling, 3),
+        "goal_ratio_to_store_ceiling": 0.8,
         "gzip_level": gzip_level,
         "lost": total - stored,
-        "duplicates": service.stats.duplicates,
+        "duplicates": duplicates,
+        "settle_s": round(settle_s, 2),
+        "live_rate_readings_per_s": round(n_meters * 1000 / live_period_ms),
+        "live_period_s": live_period_ms / 1000,
+        "live_readings": live["readings"],
+        "live_publish_late_s": round(live["late_s"], 3),
+        "p50_freshness_s": round(fresh[len(fresh) // 2], 3) if fresh else None,
         "p99_freshness_s": round(p99, 3) if p99 is not None else None,
+        "max_freshness_s": round(fresh[-1], 3) if fresh else None,
         "goal_p99_freshness_s": 1.0,
         "freshness_samples": len(fresh),
         "bottleneck": bottleneck,
         "cpu_cores_during_drain": cores,
+        "cpu_cores_during_live": live_cores,
         "stage_share": {k: round(v / sum(stages_backlog.values()), 3) for k, v in stages_backlog.items()},
         "baseline_json_loads_readings_per_s": round(baseline),
         "ratio_to_json_loads_baseline": round(rate / baseline, 3),
-        "generator_readings_per_s": round(backlog.readings_per_s),
+        "generator_readings_per_s": round(backlog["readings"] / backlog["seconds"]),
         "footprints": len(fps),
         "machine": machine,
     }

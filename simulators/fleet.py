@@ -13,6 +13,7 @@ are the same models as the plant's, so the fleet has a ground truth too.
 from __future__ import annotations
 
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 import paho.mqtt.client as mqtt
@@ -105,6 +106,21 @@ class Fleet:
             client.loop_stop()
             client.disconnect()
         return FleetStats(batches, readings, size, time.monotonic() - started)
+
+    def payloads(self, rounds: int, start_ms: int) -> Iterator[tuple[str, bytes]]:
+        """The batches `publish(rounds, start_ms=start_ms)` would send, made without a broker.
+
+        A fresh fleet with the same seed makes the same bytes: what a benchmark's plain bulk
+        writer stores to measure the store's own ceiling beside ingest.
+        """
+        if not self._started:
+            for meter in self.meters.values():
+                meter.t = start_ms / 1000.0
+            self._started = True
+        period_ms = int(self.period_s * 1000)
+        for r in range(rounds):
+            for gateway in self.gateway_ids:
+                yield gateway, self._batch(gateway, start_ms + r * period_ms)
 
     def truth(self) -> TruthSnapshot:
         """Energy each virtual meter counted, up to its last published reading."""

@@ -44,11 +44,18 @@ def test_machine_baseline_measures_the_interpreter_and_memory():
 def test_ingest_benchmark_prints_its_result_and_loses_nothing():
     require_binary("mosquitto", "mosquitto")  # the benchmark starts its own servers
     require_binary("influxd", "influxdb")
-    result = run_benchmark("ingest", "--gateways", "3", "--meters", "10", "--rounds", "5", "--live-s", "2")
-    assert result["readings_published"] == 3 * 10 * (5 + 2)
+    # 30 meters at 60 readings/s: a live round every 0.5 s, 4 rounds in 2 s
+    result = run_benchmark("ingest", "--gateways", "3", "--meters", "10", "--rounds", "5",
+                           "--live-rate", "60", "--live-s", "2")
+    assert result["live_period_s"] == 0.5 and result["live_rate_readings_per_s"] == 60
+    assert result["live_readings"] == 3 * 10 * 4
+    assert result["readings_published"] == 3 * 10 * (5 + 4)
     assert result["lost"] == 0 and result["duplicates"] == 0
     assert result["readings_per_s"] > 0 and result["drain_s"] > 0
-    assert result["freshness_samples"] == 3 * 10 * 2
+    assert result["freshness_samples"] == 3 * 10 * 4  # every live reading of every meter, exactly once
+    assert result["store_ceiling_readings_per_s"] > 0 and len(result["store_ceiling_runs_readings_per_s"]) == 2
+    assert result["ratio_to_store_ceiling"] == pytest.approx(
+        result["readings_per_s"] / result["store_ceiling_readings_per_s"], abs=0.001)
     assert 0 < result["p99_freshness_s"] < 30
     assert set(result["cpu_cores_during_drain"]) == {"accounting", "influxd", "influx_bridge", "mosquitto"}
     assert result["gzip_level"] == 0  # InfluxDB on loopback
