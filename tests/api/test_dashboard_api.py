@@ -14,6 +14,7 @@ import pytest
 from fastapi.testclient import TestClient
 
 from accounting.api.dashboard import STATIC_DIR
+from tanji.wire import QUALITY_CODES
 from tests.api.conftest import API_TOKEN
 from tests.api.fake import FakeService
 
@@ -216,3 +217,16 @@ def test_the_dashboard_texts_exist_in_both_languages() -> None:
     assert zh == en, sorted(zh ^ en)
     used = set(re.findall(r'data-i18n(?:-title)?="([^"]+)"', (Path(STATIC_DIR) / "index.html").read_text()))
     assert used <= en, sorted(used - en)
+    assert {f"qcode.{q}" for q in QUALITY_CODES} <= en  # every reading quality the wire carries
+
+
+def test_the_docs_screenshots_exist_and_are_linked() -> None:
+    """docs/dashboard.md links every screenshot the browser test writes to docs/img, and each exists."""
+    docs = Path(__file__).resolve().parents[2] / "docs"
+    linked = set(re.findall(r"\(img/([\w.-]+\.png)\)", (docs / "dashboard.md").read_text()))
+    shot = {p.name for p in (docs / "img").glob("*.png")}
+    assert linked and linked <= shot, sorted(linked - shot)
+    for view in ("overview", "history", "alarms", "line", "product"):
+        for size in ("desktop", "phone"):
+            for lang in ("zh", "en"):
+                assert f"dashboard-{view}-{size}-{lang}.png" in linked

@@ -306,6 +306,11 @@ function meterInfo(id) {
   return null;
 }
 
+/** A reading's quality code (tanji/wire.py QUALITY_CODES) in the page's language. */
+function qualityText(q) {
+  return q ? t("qcode." + q) : "–";
+}
+
 function renderMeters() {
   const rows = state.meters.filter((m) => !state.site || m.site === state.site.id).map((m) => {
     const q = m.last_quality || "–";
@@ -314,7 +319,7 @@ function renderMeters() {
       el("td", { text: m.meter }), el("td", { text: t("role." + m.role) }),
       el("td", { class: "num", text: fmt(values.power_kw, 1) }),
       el("td", { class: "num", text: m.last_ts_ms ? siteTime(m.last_ts_ms) : "–" }),
-      el("td", { class: q === "good" ? "q-good" : q === "–" ? "" : "q-warn", text: q }),
+      el("td", { class: q === "good" ? "q-good" : q === "–" ? "" : "q-warn", text: qualityText(m.last_quality) }),
       el("td", { class: "num", text: fmt(m.comm_errors || 0, 0) }));
   });
   $("meters").replaceChildren(...rows);
@@ -565,8 +570,8 @@ function renderDrill() {
       el("td", { class: m.online ? "q-good" : "q-bad", text: t(m.online ? "meters.online" : "meters.offline") }),
       el("td", { text: m.last_ts_ms ? siteDateTime(m.last_ts_ms) : "–" }),
       el("td", { class: "values", text: Object.entries(m.last_values || {}).filter(([, v]) => v !== null)
-        .map(([k, v]) => k + " " + fmt(v)).join(" · ") }),
-      el("td", { class: m.last_quality === "good" ? "q-good" : "q-warn", text: m.last_quality || "–" }),
+        .map(([k, v]) => k + " " + (k.endsWith("_id") ? String(v) : fmt(v))).join(" · ") }),  // an id is not a quantity
+      el("td", { class: m.last_quality === "good" ? "q-good" : "q-warn", text: qualityText(m.last_quality) }),
       el("td", { class: "num", text: fmt(m.comm_errors || 0, 0) }), el("td", { class: "num", text: fmt(m.readings || 0, 0) })))));
     const events = el("ul", { class: "log", id: "drill-events" });
     renderLog(events, data.counter_events, t("drill.events.none"));
