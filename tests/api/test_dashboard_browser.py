@@ -27,7 +27,9 @@ import subprocess
 import sys
 import tempfile
 from collections.abc import Iterator
+from datetime import datetime, timedelta
 from pathlib import Path
+from zoneinfo import ZoneInfo
 
 import httpx
 import pytest
@@ -44,6 +46,7 @@ REPO = Path(__file__).resolve().parents[2]
 LIVE_TIMEOUT_S = 240
 API_TOKEN = "demo-token"
 PLC_UNITS = {"plc-a": 1, "plc-b": 2}
+SITE_TZ = ZoneInfo("Asia/Shanghai")  # the demo site's time zone (firmware-config/sites/cq-battery.yaml)
 LINE_RUNNING, UNITS_TOTAL = 6, 0  # holding register addresses (firmware-config/profiles/generic-plc-counter.yaml)
 
 pytestmark = pytest.mark.browser
@@ -222,7 +225,12 @@ def test_a_counter_going_back_is_an_alarm_acknowledged_in_the_page(demo: Demo) -
         item = "#alarms-active li[data-kind=counter_step_back]"
         wait(driver).until(lambda d: d.find_elements(By.CSS_SELECTOR, item + " button.ack"))
         text = driver.find_element(By.CSS_SELECTOR, item).text
-        assert "plc-b/units_total" in text and f"{units:,}" in text, text
+        # From what the service saw last (the PLC may count on between the read and the write)
+        # to the preset value (or a unit or two above it, counted before the next poll).
+        went = re.search(r"plc-b/units_total went back: ([\d,]+) → ([\d,]+)", text)
+        assert went, text
+        high, low = (int(g.replace(",", "")) for g in went.groups())
+        assert high >= units and lower <= low < high, text
         driver.find_element(By.CSS_SELECTOR, item + " button.ack").click()
         for answer in ("Wang Fang", "PLC restarted from its backup; units checked", API_TOKEN):
             prompt = wait(driver).until(expected_conditions.alert_is_present())
@@ -332,7 +340,18 @@ def test_docs_render_every_operation_offline(demo: Demo, shots: Path) -> None:
         no_console_errors(driver)
 
 
+def totals(history: dict) -> dict[str, float]:
+    """"product figure" → value (units, kgCO2e location and market) of a history body's window."""
+    return {f"{r['product_id']} {k}": r[k] for r in history["totals"]["products"]
+            for k in ("units", "kgco2e_location", "kgco2e_market")}
+
+
 def test_a_past_day_loads_from_the_store_after_a_restart(demo: Demo) -> None:
+    """The previous local day, asked before the restart, is shown the same after it: every hour
+    closed and with data, each product's units and kgCO2e (location and market) as before."""
+    yesterday = (datetime.now(SITE_TZ) - timedelta(days=1)).replace(hour=12, minute=0, second=0, microsecond=0)
+    before = httpx.get(f"{demo.url}/api/v1/sites/cq-battery/history",
+                       params={"window": "day", "start": yesterday.isoformat()}, timeout=120).json()
     demo.stop()
     demo.start()
     with chromium() as driver:
@@ -343,8 +362,10 @@ def test_a_past_day_loads_from_the_store_after_a_restart(demo: Demo) -> None:
         driver.find_element(By.ID, "pick-prev").click()  # the day before
         wait(driver).until(lambda d: (r := d.find_element(By.ID, "history-range")).get_attribute("data-start") != today
                            and r.get_attribute("data-buckets") == "24")
-        state = driver.execute_script("return state.history.buckets.map(b => [b.has_data, b.provisional]);")
-        assert state == [[True, False]] * 24  # every hour of the past day has data and is closed
+        shown = driver.execute_script("return state.history;")
+        assert [[b["has_data"], b["provisional"]] for b in shown["buckets"]] == [[True, False]] * 24  # all closed, with data
+        assert shown["start_ms"] == before["start_ms"] and shown["end_ms"] == before["end_ms"]
+        assert totals(shown) == pytest.approx(totals(before), rel=1e-9), "the past day changed with the restart"
         assert driver.execute_script("return document.querySelectorAll('#chart-emissions canvas').length") == 1
         driver.get(f"{demo.url}/?lang=en#/alarms")
         wait(driver).until(lambda d: "Wang Fang" in d.find_element(By.ID, "alarms-history").text)
