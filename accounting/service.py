@@ -29,6 +29,7 @@ from accounting.factors import selection
 from accounting.factors.catalogue import FactorCatalogue
 from accounting.factors.dataset import FactorDataset
 from accounting.factors.diff import factor_diff
+from accounting.factors.selection import dataset_for
 from accounting.ingest.admission import Admission
 from accounting.ingest.chain import ChainTracker
 from accounting.ingest.dedup import DedupIndex
@@ -37,7 +38,7 @@ from accounting.ingest.sequence import SequenceTracker
 from accounting.ingest.signatures import BatchSignatures
 from accounting.ingest.stats import IngestStats
 from accounting.ingest.subscriber import MqttSubscriber, default_client_id, subscriptions
-from accounting.live.engine_state import EngineState, dataset_for
+from accounting.live.engine_state import EngineState
 from accounting.live.engines import LiveEngines
 from accounting.live.events import Listener, Listeners, footprints_event, meters_event
 from accounting.live.grid import grid_factors

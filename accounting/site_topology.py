@@ -15,32 +15,25 @@ from zoneinfo import ZoneInfo
 from accounting.errors import TopologyError
 from accounting.factors.regions import grid_region_for_province
 from accounting.factors.selection import effective_matching_mode
-from accounting.topology import (
-    BATCH_ID,
-    COUNTER_CHANNELS,
-    PRODUCT_KEYS,
-    CostCentre,
-    Meter,
-    Product,
-    SiteTopology,
-)
+from accounting.topology import PRODUCT_KEYS, CostCentre, Meter, Product, SiteTopology
 from tanji.profile import Register
+from tanji.quantities import BATCH_ID
+from tanji.roles import counters_for
 from tanji.site import CostCentre as SiteCostCentre
 from tanji.site import Meter as SiteMeter
 from tanji.site import Site
 
 
 def _meter(m: SiteMeter) -> Meter:
+    """The counters the meter's role brings (`tanji.roles`), and a PLC's batch number."""
     names = [r.name for r in m.profile.registers]
-    channels = [n for n in names if n in COUNTER_CHANNELS or n == BATCH_ID]
-    if m.role == "production_counter":
-        channels = [c for c in channels if c not in ("energy_import_kwh", "energy_export_kwh")]
-        counter = "units_total"
-    else:
-        channels = [c for c in channels if c not in ("units_total", BATCH_ID)]
-        counter = "energy_import_kwh"
-    rollover = next((_rollover_in_channel_units(m, r) for r in m.profile.registers
-                     if r.name == counter and r.rollover), 0.0)
+    counters = counters_for(m.role, names)
+    channels = [n for n in names if n in counters]
+    if m.role == "production_counter" and BATCH_ID in names:
+        channels.append(BATCH_ID)
+    # The engine has one rollover per meter: that of its first counter (in catalogue order) that wraps.
+    registers = {r.name: r for r in m.profile.registers}
+    rollover = next((_rollover_in_channel_units(m, registers[c]) for c in counters if registers[c].rollover), 0.0)
     max_power = m.plausible_max_power_kw() if m.role != "production_counter" else (m.max_power_kw or 0.0)
     return Meter(
         meter_id=m.id,
@@ -56,8 +49,7 @@ def _meter(m: SiteMeter) -> Meter:
 
 def _rollover_in_channel_units(m: SiteMeter, r: Register) -> float:
     """A profile's rollover is a raw register value; the engine sees scaled, ratio-applied kWh (or units)."""
-    ratio = {"none": 1.0, "ct": m.ct_ratio, "vt": m.vt_ratio, "ctvt": m.ct_ratio * m.vt_ratio}[r.apply_ratio]
-    return float(r.rollover or 0.0) * r.scale * ratio
+    return float(r.rollover or 0.0) * r.scale * r.ratio(m.ct_ratio, m.vt_ratio)
 
 
 def _cost_centre(c: SiteCostCentre, production: list[SiteCostCentre]) -> CostCentre:

@@ -5,8 +5,10 @@ cost centre), how unmetered and utility energy is shared out, and which products
 production line makes. It is deliberately free of file parsing: the integrator builds it from
 the site YAML file; tests build it directly.
 
-Channel names carry their unit (``energy_import_kwh``, ``units_total``). Only cumulative
-channels enter the engine; instantaneous ones (``power_kw``) are ignored by it.
+Channel names carry their unit (``energy_import_kwh``, ``units_total``) and come from the
+catalogue of `tanji.quantities`: every counter there is a channel the engine counts (its
+flow says whether it is energy or units); instantaneous ones (``power_kw``) are ignored by it.
+Roles, matching modes and sharing keys are the shared core's too (`tanji.roles`, `tanji.methods`).
 """
 
 from __future__ import annotations
@@ -15,6 +17,9 @@ from dataclasses import dataclass, field
 from typing import Literal
 
 from accounting.errors import TopologyError
+from tanji.methods import MATCHING_MODES, SHARING_KEYS
+from tanji.quantities import BATCH_ID, COUNTED, ENERGY_COUNTERS, PRODUCTION_COUNTERS
+from tanji.roles import METER_ROLES
 
 #: Cumulative energy drawn from the network side of a meter (kWh).
 IMPORT_KWH = "energy_import_kwh"
@@ -22,15 +27,14 @@ IMPORT_KWH = "energy_import_kwh"
 EXPORT_KWH = "energy_export_kwh"
 #: Cumulative production counter (units).
 UNITS_TOTAL = "units_total"
-#: PLC register holding the current production batch number (a state, not a counter).
-BATCH_ID = "batch_id"
 
-#: Channels the engine treats as cumulative counters.
-COUNTER_CHANNELS = frozenset({IMPORT_KWH, EXPORT_KWH, UNITS_TOTAL})
+#: Channels the engine treats as cumulative counters: every counter of the catalogue that is
+#: not a part of another (a tariff register is a part of the total; counting both would double it).
+COUNTER_CHANNELS = frozenset(COUNTED)
 
-MeterRole = Literal["grid_import", "pv", "submeter", "production_counter"]
+MeterRole = Literal["grid_import", "pv", "submeter", "production_counter"]  # tanji.roles.METER_ROLES
 CostCentreKind = Literal["production", "utility"]
-MatchingMode = Literal["annual", "monthly", "hourly"]
+MatchingMode = Literal["annual", "monthly", "hourly"]  # tanji.methods.MATCHING_MODES
 #: How utility energy or the unmetered remainder is shared among production cost centres:
 #: ``energy`` pro rata to their directly metered energy (a physical relationship),
 #: ``units`` pro rata to units produced, ``fixed`` by declared shares (floor area, machine
@@ -41,9 +45,6 @@ SharingKey = Literal["energy", "units", "fixed"]
 #: minutes per unit for ``standard_time``.
 ProductKey = Literal["units", "mass", "standard_time"]
 
-METER_ROLES = ("grid_import", "pv", "submeter", "production_counter")
-MATCHING_MODES = ("annual", "monthly", "hourly")
-SHARING_KEYS = ("energy", "units", "fixed")
 PRODUCT_KEYS = ("units", "mass", "standard_time")
 
 
@@ -176,12 +177,14 @@ class SiteTopology:
         for m in self.meters:
             if m.role not in METER_ROLES:
                 raise TopologyError(f"meter {m.meter_id!r}: bad role {m.role!r}")
-            energy = [c for c in m.counter_channels if c != UNITS_TOTAL]
+            energy = [c for c in m.counter_channels if c in ENERGY_COUNTERS]
+            units = [c for c in m.counter_channels if c in PRODUCTION_COUNTERS]
             if m.role == "production_counter":
                 if energy:
-                    raise TopologyError(f"production counter {m.meter_id!r} has energy channels")
-            elif not energy or UNITS_TOTAL in m.channels:
-                raise TopologyError(f"meter {m.meter_id!r} needs energy channels only")
+                    raise TopologyError(f"production counter {m.meter_id!r} has energy channels {energy}")
+            elif not energy or units:
+                raise TopologyError(f"meter {m.meter_id!r} ({m.role}) needs energy channels only "
+                                    f"(one of {', '.join(ENERGY_COUNTERS)}); it has {list(m.channels)}")
             if m.role == "submeter" and m.cost_centre not in centres:
                 raise TopologyError(f"submeter {m.meter_id!r}: unknown cost centre {m.cost_centre!r}")
             if m.rollover_kwh < 0 or m.max_power_kw < 0 or m.poll_period_s <= 0:

@@ -22,7 +22,7 @@ import numba
 
 from accounting.engine import kernels_allocation, kernels_energy, kernels_market
 from accounting.engine.warmup import warm_kernels
-from accounting.live.engine_state import dataset_for
+from accounting.factors.selection import dataset_for
 from accounting.site_topology import site_topology
 from tanji.site import load_site
 

@@ -1,29 +1,17 @@
-"""Quality codes per value, and the per-meter memory needed to assign them.
+"""The per-meter memory needed to assign quality codes (the codes themselves: `tanji.quality`).
 
-Codes (tanji.wire.QUALITY_CODES): `good`; `out_of_range` (outside the profile's valid range,
-or not a finite number); `counter_reset_suspected` (a counter went down without wrapping at
-its rollover value: a meter swap, a PLC restart, a cleared register); `stale` (the grid
-quantities of a meter repeat bit for bit for `stale_after_s`: a live grid makes voltage and
-frequency jitter in their last bits, so a frozen answer means a hung meter or a protocol
-converter serving its cache); `comm_error` (the poll failed: no values at all).
-
-A reading's own quality is the worst of its values', in the order of SEVERITY, so a consumer
-that looks at one field still sees the most serious problem.
+`counter_reset_suspected`: a counter went down without wrapping at its rollover value (a
+meter swap, a PLC restart, a cleared register). `stale`: the grid quantities of a meter repeat
+bit for bit for `stale_after_s`; a live grid makes voltage and frequency jitter in their last
+bits, so a frozen answer means a hung meter or a protocol converter serving its cache.
 """
 
 from __future__ import annotations
 
 from tanji.profile import Register
 
-SEVERITY = ("good", "stale", "out_of_range", "counter_reset_suspected", "comm_error")
-_RANK = {code: i for i, code in enumerate(SEVERITY)}
 # Quantities that never hold still on an energised grid (see the module docstring).
 JITTERING = frozenset({"voltage_l1_v", "voltage_l2_v", "voltage_l3_v", "frequency_hz"})
-
-
-def worst(codes: list[str] | tuple[str, ...] | set[str]) -> str:
-    """The most serious of `codes` ("good" when there are none)."""
-    return max(codes, key=_RANK.__getitem__, default="good")
 
 
 class CounterWatch:

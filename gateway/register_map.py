@@ -11,11 +11,12 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 
-from gateway.quality import JITTERING, CounterWatch, StaleWatch, worst
+from gateway.quality import JITTERING, CounterWatch, StaleWatch
 from gateway.read_plan import ReadRequest
 from tanji import dlt645
 from tanji.codec import decode
 from tanji.profile import Register
+from tanji.quality import worst
 from tanji.site import Meter
 from tanji.wire import Reading
 
@@ -28,10 +29,10 @@ class RegisterMap:
     def __init__(self, meter: Meter, plan: Sequence[ReadRequest], stale_after_s: float = DEFAULT_STALE_AFTER_S) -> None:
         self.meter = meter
         self.plan = tuple(plan)
-        ratios = {"none": 1.0, "ct": meter.ct_ratio, "vt": meter.vt_ratio, "ctvt": meter.ct_ratio * meter.vt_ratio}
         # Per request, per register: (register, offset in the response, ratio).
         self._layout = tuple(
-            tuple((reg, reg.address - req.address, ratios[reg.apply_ratio]) for reg in req.registers)
+            tuple((reg, reg.address - req.address, reg.ratio(meter.ct_ratio, meter.vt_ratio))
+                  for reg in req.registers)
             for req in self.plan)
         self._counters = CounterWatch()
         self._stale = StaleWatch(stale_after_s)
@@ -84,9 +85,8 @@ class Dlt645Map:
 
     def __init__(self, meter: Meter, stale_after_s: float = DEFAULT_STALE_AFTER_S) -> None:
         self.meter = meter
-        ratios = {"none": 1.0, "ct": meter.ct_ratio, "vt": meter.vt_ratio, "ctvt": meter.ct_ratio * meter.vt_ratio}
         self.items: tuple[tuple[Register, float], ...] = tuple(
-            (reg, ratios[reg.apply_ratio]) for reg in meter.profile.registers)
+            (reg, reg.ratio(meter.ct_ratio, meter.vt_ratio)) for reg in meter.profile.registers)
         self._counters = CounterWatch()
         self._stale = StaleWatch(stale_after_s)
 

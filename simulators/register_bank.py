@@ -30,10 +30,6 @@ class ExceptionReply(Exception):  # noqa: N818 - it is a reply, not an error of 
         self.code = code
 
 
-def _ratio(reg: Register, ct_ratio: float, vt_ratio: float) -> float:
-    return {"none": 1.0, "ct": ct_ratio, "vt": vt_ratio, "ctvt": ct_ratio * vt_ratio}[reg.apply_ratio]
-
-
 def wrap_value(reg: Register) -> int | None:
     """The raw value at which an integer counter register starts again from 0."""
     if not reg.is_counter or reg.data_type not in _INTEGER_BITS:
@@ -55,7 +51,7 @@ class RegisterBank:
 
     def __init__(self, profile: MeterProfile, ct_ratio: float = 1.0, vt_ratio: float = 1.0) -> None:
         self.profile = profile
-        self.divisor = {r.name: r.scale * _ratio(r, ct_ratio, vt_ratio) for r in profile.registers}
+        self.divisor = {r.name: r.scale * r.ratio(ct_ratio, vt_ratio) for r in profile.registers}
         self.tables: dict[int, tuple[Register, ...]] = {
             code: tuple(r for r in profile.registers if r.function == name) for name, code in FUNCTIONS.items()}
         self.spans = {code: (regs[0].address, max(r.end for r in regs))
@@ -126,7 +122,7 @@ class Dlt645Bank:
     def __init__(self, profile: MeterProfile, ct_ratio: float = 1.0, vt_ratio: float = 1.0) -> None:
         self.profile = profile
         self.by_di = {r.di: r for r in profile.registers}
-        self.divisor = {r.name: r.scale * _ratio(r, ct_ratio, vt_ratio) for r in profile.registers}
+        self.divisor = {r.name: r.scale * r.ratio(ct_ratio, vt_ratio) for r in profile.registers}
 
     def read(self, di: int, values: dict[str, float]) -> bytes:
         """The value bytes answering a read of `di`; an unknown DI raises ExceptionReply(0x02)."""

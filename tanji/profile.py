@@ -73,6 +73,21 @@ class Register:
     def is_counter(self) -> bool:
         return QUANTITIES[self.name].kind == "counter"
 
+    def ratio(self, ct_ratio: float, vt_ratio: float) -> float:
+        """What the register's scaled value is multiplied by for the primary side (its `apply_ratio`).
+
+        A meter behind current (CT) and voltage (VT) transformers measures their secondary
+        side; energy and power scale with both, current with the CT, voltage with the VT.
+        The gateway multiplies by it, the simulators divide by it, accounting scales rollovers by it.
+        """
+        if self.apply_ratio == "none":
+            return 1.0
+        if self.apply_ratio == "ct":
+            return ct_ratio
+        if self.apply_ratio == "vt":
+            return vt_ratio
+        return ct_ratio * vt_ratio
+
 
 @dataclass(frozen=True, slots=True)
 class MeterProfile:

@@ -17,16 +17,16 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 from tanji import dlt645
 from tanji.config_file import Section, load_yaml, parse_yaml
 from tanji.gateway_keys import RegisteredKey, key_id, parse_public_key
+from tanji.methods import MATCHING_MODES, SHARING_KEYS
 from tanji.profile import PROFILES_DIR, MeterProfile, load_profiles
+from tanji.quantities import counters_of
+from tanji.roles import METER_ROLES, ROLE_FLOWS, counters_for
 
-ROLES = ("grid_import", "pv", "submeter", "production_counter")
 CENTRE_KINDS = ("production", "utility")
 ALLOCATION_KEYS = ("units", "mass", "machine_hours", "floor_area", "fixed", "standard_time")
-MATCHING_MODES = ("annual", "monthly", "hourly")
 #: What unmatched energy gets in market-based results (GHG Protocol Scope 2 revision options).
 UNCOVERED_RULES = ("residual_mix", "fossil_only", "grid_average")
 _DATE = re.compile(r"^\d{4}-(0[1-9]|1[0-2])-(0[1-9]|[12]\d|3[01])$")
-REMAINDER_KEYS = ("energy", "units", "fixed")
 TRANSPORTS = ("tcp", "rtu")
 #: Rates a serial port and a Modbus meter can both be set to; anything else is a typo (9601).
 BAUDRATES = (300, 600, 1200, 2400, 4800, 9600, 19200, 38400, 57600, 115200, 230400)
@@ -362,7 +362,7 @@ def _meter(section: Section, gateway_id: str, profiles: dict[str, MeterProfile],
         id=meter_id,
         gateway=gateway_id,
         profile=profiles[model],
-        role=section.choice("role", ROLES),
+        role=section.choice("role", METER_ROLES),
         transport=transport,
         unit_id=section.integer("unit_id", 1, minimum=0, maximum=247),
         poll_period_s=section.number("poll_period_s", 5.0, positive=True),
@@ -383,6 +383,10 @@ def _meter(section: Section, gateway_id: str, profiles: dict[str, MeterProfile],
         raise section.error("endpoint" if endpoint else "transport",
                             "a DL/T 645 meter over TCP needs a serial device server passing frames through",
                             "define an endpoint with framing: rtu (transparent mode) and set endpoint: <its id>")
+    if not counters_for(meter.role, [r.name for r in meter.profile.registers]):
+        wanted = ", ".join(counters_of(ROLE_FLOWS[meter.role]))
+        raise section.error("profile", f"profile {model!r} maps no counter a {meter.role} meter is counted by",
+                            f"use a profile that maps one of: {wanted}")
     if meter.role == "submeter" and not meter.cost_centre:
         raise section.error("cost_centre", "a submeter must name the cost centre it measures",
                             "add cost_centre: <id from cost_centres:>")
@@ -598,7 +602,7 @@ def parse_site(root: Section, profiles: dict[str, MeterProfile] | None = None) -
         cost_centres=centres,
         products=products,
         file=root.file,
-        remainder_key=site_section.choice("remainder_key", REMAINDER_KEYS, "energy"),
+        remainder_key=site_section.choice("remainder_key", SHARING_KEYS, "energy"),
         remainder_shares=_shares(site_section.section("remainder_shares", None)),
         remainder_key_uncertainty_pct=site_section.number("remainder_key_uncertainty_pct", 0.0, minimum=0),
         market=_market(site_section.section("market", None)),

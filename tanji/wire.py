@@ -18,12 +18,12 @@ from pathlib import Path
 from typing import Any
 
 from tanji.errors import WireFormatError
+from tanji.quality import QUALITY_CODES
 from tanji.quantities import QUANTITIES
 from tanji.signed_batch import parse_signature
 
 VERSION = 1
 TOPIC_ROOT = "tanji/v1"
-QUALITY_CODES = ("good", "stale", "comm_error", "out_of_range", "counter_reset_suspected")
 MAX_PAYLOAD_BYTES = 1024 * 1024
 MAX_READINGS_PER_BATCH = 5000
 # A gateway may replay a long backlog, but a timestamp older than this (or in the future

@@ -1,15 +1,22 @@
 """Response models: the OpenAPI contract of the v1 API.
 
-Models built here from site files are enforced (`response_model`). Footprints come from the
-engine and are only *documented* by `Footprint` (`responses=`): validating them again on the
-way out would turn any new engine field or type into a 500 on a control-room screen.
+Models built here from site files are enforced (`response_model`); their field names are the
+public view of a site file (`accounting.api.sites` fills them by name from `tanji.site`).
+Footprints come from the engine and are only *documented* by `Footprint` (`responses=`),
+derived field by field from the engine's `ProductFootprint`, the one definition of a
+footprint record: validating them again on the way out would turn any new engine field or
+type into a 500 on a control-room screen.
 """
 
 from __future__ import annotations
 
+import dataclasses
+import typing
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, create_model
+
+from accounting.engine.engine import ProductFootprint
 
 
 class Health(BaseModel):
@@ -27,8 +34,8 @@ class MeterInfo(BaseModel):
     gateway: str
     role: str
     cost_centre: str | None
-    model: str
-    accuracy_class: str | None
+    model: str = Field(description="the meter profile's model")
+    accuracy_class: str | None = Field(description="the meter profile's accuracy class")
     poll_period_s: float
 
 
@@ -45,7 +52,7 @@ class ProductInfo(BaseModel):
 
 class GatewayInfo(BaseModel):
     id: str
-    meters: list[str]
+    meters: list[str] = Field(description="ids of the meters it polls")
 
 
 class CostCentreInfo(BaseModel):
@@ -69,42 +76,36 @@ class SiteInfo(BaseModel):
     products: list[ProductInfo]
 
 
-class Footprint(BaseModel):
-    """One product's footprint over a window, as the engine computed it (ACCOUNTING.md §5)."""
+#: The fields of a footprint record, in the engine's order.
+FOOTPRINT_FIELDS: tuple[str, ...] = tuple(f.name for f in dataclasses.fields(ProductFootprint))
+_FOOTPRINT_DOCS = {
+    "kgco2e_per_unit_location": "null while no unit was produced",
+    "kgco2e_per_unit_market": "null while no unit was produced",
+    "hourly_matched_share": "hourly mode: share of consumption matched hour by hour by PV and "
+                            "instruments (no grid carbon-free term)",
+    "uncovered_basis": "residual_mix, fossil_only or grid_average",
+    "factor_selection": "latest_per_hour or pinned",
+    "boundary": "gate-to-gate (metered electricity) or cradle-to-gate (plus the declared upstream stage)",
+    "pcf_kgco2e_per_unit_market": "product carbon footprint per unit over `boundary`, market-based "
+                                  "(what PACT publishes)",
+    "kgco2e_per_battery_kwh_eu": "EU battery regulation figure: grid mix or direct connection, no "
+                                 "certificates; per kWh of declared battery energy",
+    "kgco2e_per_battery_kwh_market": "the market-based figure on the same boundary and unit",
+}
 
-    model_config = ConfigDict(extra="allow")
-    site_id: str
-    product_id: str
-    window_start_ms: int
-    window_end_ms: int
-    units: float
-    energy_kwh: float
-    kgco2e_location: float | None
-    kgco2e_market: float | None
-    kgco2e_per_unit_location: float | None = Field(description="null while no unit was produced")
-    kgco2e_per_unit_market: float | None
-    upstream_kgco2e_per_unit: float | None
-    dataset_id: str | None
-    dataset_version: str | None
-    matching_mode: str | None
-    share_metered: float | None
-    share_allocated: float | None
-    share_estimated: float | None
-    primary_data_share: float | None
-    uncertainty_pct_95: float | None
-    provisional: bool | None
-    revision: int | None
-    renewable_share: float | None
-    hourly_matched_share: float | None = Field(None, description="hourly mode: share of consumption matched "
-                                               "hour by hour by PV and instruments (no grid carbon-free term)")
-    uncovered_basis: str | None = Field(None, description="residual_mix, fossil_only or grid_average")
-    factor_selection: str | None = Field(None, description="latest_per_hour or pinned")
-    boundary: str | None = Field(None, description="gate-to-gate (metered electricity) or cradle-to-gate (plus the declared upstream stage)")
-    pcf_kgco2e_per_unit_market: float | None = Field(None, description="product carbon footprint per unit over `boundary`, market-based (what PACT publishes)")
-    battery_kwh_per_unit: float | None = None
-    kgco2e_per_battery_kwh_eu: float | None = Field(None, description="EU battery regulation figure: grid mix or direct connection, no certificates; per kWh of declared battery energy")
-    kgco2e_per_battery_kwh_market: float | None = Field(None, description="the market-based figure on the same boundary and unit")
 
+def _footprint_model() -> type[BaseModel]:
+    hints = typing.get_type_hints(ProductFootprint)
+    fields: dict[str, Any] = {}
+    for f in dataclasses.fields(ProductFootprint):
+        default = f.default if f.default is not dataclasses.MISSING else ...
+        fields[f.name] = (hints[f.name], Field(default, description=_FOOTPRINT_DOCS.get(f.name)))
+    return create_model("Footprint", __config__=ConfigDict(extra="allow"),
+                        __doc__="One product's footprint over a window, as the engine computed it "
+                                "(ACCOUNTING.md §5).", **fields)
+
+
+Footprint = _footprint_model()
 
 FOOTPRINT_LIST: dict[int | str, dict[str, Any]] = {
     200: {"model": list[Footprint], "description": "footprints, one per (site, product)"}}

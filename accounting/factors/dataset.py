@@ -27,6 +27,7 @@ from accounting.errors import (
     UnknownRegionError,
 )
 from accounting.factors.regions import NATIONAL
+from tanji.methods import parse_dataset_ref
 from tanji.site import UNCOVERED_RULES
 
 GasBasis = Literal["co2", "co2e_lifecycle"]
@@ -439,14 +440,14 @@ class FactorRegistry:
         """A dataset as a site file or the CLI names it: ``id`` → the latest published factor for
         each hour (`series`); ``id@version`` → that version only (pinned); ``id@v1+v2`` → the
         series of exactly those versions."""
-        dataset_id, at, version = spec.strip().partition("@")
-        if not dataset_id:
+        dataset_id, versions = parse_dataset_ref(spec)
+        if not dataset_id or (not versions and "@" in spec):
             raise FactorDatasetError(f"bad dataset reference {spec!r}; use ID or ID@VERSION")
-        if not at:
+        if not versions:
             return self.series(dataset_id)
-        if "+" in version:
-            return self.series(dataset_id, version.split("+"))
-        return self.get(dataset_id, version)
+        if len(versions) > 1:
+            return self.series(dataset_id, list(versions))
+        return self.get(dataset_id, versions[0])
 
     def __iter__(self) -> Iterator[FactorDataset]:
         """Every registered dataset version."""

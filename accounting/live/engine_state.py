@@ -32,8 +32,8 @@ from accounting.engine.checkpoint import Snapshot
 from accounting.engine.engine import Engine
 from accounting.engine.settings import DEFAULT_TAIL_S, EngineSettings
 from accounting.errors import CheckpointError, SourceUnavailableError
-from accounting.factors import selection
-from accounting.factors.dataset import FactorDataset, FactorRegistry
+from accounting.factors.dataset import FactorRegistry
+from accounting.factors.selection import dataset_for
 from accounting.instruments import InstrumentPortfolio
 from accounting.site_topology import site_topology
 from accounting.store.base import ReadingStore, StoredReading
@@ -43,20 +43,12 @@ from tanji.site import Site
 
 log = logging.getLogger(__name__)
 
-# Product footprints (GB/T 24067 / ISO 14067) need the lifecycle basis: upstream fuel supply and
-# grid losses included (ACCOUNTING.md §3). The MEE CO2-only factors are for Scope 2 reporting.
-DEFAULT_DATASET = selection.DEFAULT_DATASET
 #: The service's engine settings: a bounded raw tail, the store behind it.
 SERVICE_SETTINGS = EngineSettings(tail_s=DEFAULT_TAIL_S)
 #: Seconds between progress lines of a rebuild from the store.
 PROGRESS_S = 10.0
 #: How long a restart waits for the store to take acknowledged readings still queued for it.
 FLUSH_WAIT_S = 30.0
-
-
-def dataset_for(site: Site, registry: FactorRegistry | None = None) -> FactorDataset:
-    """The site's factor dataset as it uses it (`accounting.factors.selection.dataset_for`)."""
-    return selection.dataset_for(site, registry)
 
 
 @dataclass

@@ -1,6 +1,7 @@
 """A small in-memory accounting service for the API's unit tests.
 
-It loads the real demo site file and makes up footprints that move when `tick()` is called,
+It loads the real demo site file and makes up footprints (the engine's own `ProductFootprint`
+records, so their fields are the real ones) that move when `tick()` is called,
 so tests can watch the API and the stream follow a service without MQTT, a store or numba.
 It implements the whole `accounting.api.types` interface, write capabilities included, with
 the same rules the real ledger enforces (a certificate serial is claimed once).
@@ -17,6 +18,7 @@ from typing import Any
 from accounting.api import windows
 from accounting.api.deps import site_tz
 from accounting.api.types import Listener
+from accounting.engine.engine import ProductFootprint
 from accounting.errors import CertificateAlreadyClaimedError, FactorDatasetError
 from accounting.factors.dataset import dataset_from_dict
 from accounting.store.alarms import AlarmStore
@@ -88,7 +90,7 @@ class FakeService:
                 energy = (25.0 * (self.cycle + 1) * (i + 1) + 3.0 * self.cycle ** 1.5) * self.energy_scale.get(start_ms, 1.0)
                 loc = energy * 0.2268
                 mkt = loc * 0.6
-                out.append({
+                out.append(ProductFootprint(**{
                     "product_id": p.id, "site_id": site.id, "window_start_ms": start_ms, "window_end_ms": end_ms,
                     "units": units, "energy_kwh": energy,
                     "kgco2e_location": loc, "kgco2e_market": mkt,
@@ -111,7 +113,7 @@ class FakeService:
                     "kgco2e_eu_battery_electricity": loc,
                     "kgco2e_per_battery_kwh_eu": (loc / units / p.declared_unit_kwh
                                                   if p.declared_unit_kwh and units else None),
-                })
+                }).to_dict())
         return out
 
     def meter_status(self, site_id: str | None = None) -> list[dict]:

@@ -19,8 +19,8 @@ import numpy as np
 import pytest
 
 from accounting.engine.engine import Engine
+from accounting.factors.selection import dataset_for
 from accounting.ingest.engine_feed import EngineFeed
-from accounting.live.engine_state import dataset_for
 from accounting.site_topology import site_topology
 from accounting.store.base import StoredReading
 from accounting.store.checkpoints import CheckpointStore
