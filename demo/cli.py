@@ -22,7 +22,7 @@ from pathlib import Path
 import uvicorn
 
 from accounting.api.app import create_app
-from accounting.api.v1 import live_footprints
+from accounting.api.queries import live_footprints
 from accounting.embedded_broker import EmbeddedBroker
 from accounting.pact.tls import server_ssl
 from accounting.service import AccountingService

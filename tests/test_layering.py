@@ -8,7 +8,9 @@
     demo/         everything: the one process that holds all parts
 
 Read from the source (every import statement, lazy ones inside functions too), so a new
-upward import fails here before it breaks an edge install.
+upward import fails here before it breaks an edge install. Inside accounting/, the HTTP API
+reaches the service through its protocol (`accounting.api.types`) only, and its routers share
+helpers through modules of their own, never through each other.
 """
 
 from __future__ import annotations
@@ -44,6 +46,23 @@ def _imports(path: Path) -> set[str]:
     return names
 
 
+def _imported_modules(path: Path) -> set[str]:
+    """Full dotted names `path` imports (`from a.b import c` counts as a.b and a.b.c)."""
+    names: set[str] = set()
+    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"), str(path))):
+        if isinstance(node, ast.Import):
+            names.update(alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+            names.add(node.module)
+            names.update(f"{node.module}.{alias.name}" for alias in node.names)
+    return names
+
+
+def _defines_router(path: Path) -> bool:
+    return any(isinstance(node, ast.Assign) and any(getattr(t, "id", None) == "router" for t in node.targets)
+               for node in ast.parse(path.read_text(encoding="utf-8")).body)
+
+
 def _modules(part: str) -> list[Path]:
     return sorted((REPO / part).rglob("*.py"))
 
@@ -75,3 +94,23 @@ def test_the_rule_catches_an_upward_import(tmp_path: Path) -> None:
     module = tmp_path / "m.py"
     module.write_text("def run():\n    from accounting.service import AccountingService\n    import gateway.cli\n")
     assert _imports(module) >= {"accounting", "gateway"}
+
+
+API = REPO / "accounting" / "api"
+#: What the API must not reach past the service protocol into.
+BEHIND_THE_SERVICE = ("accounting.service", "accounting.live", "accounting.ingest", "accounting.store",
+                      "accounting.factors.dataset", "accounting.factors.catalogue", "accounting.instruments",
+                      "accounting.portfolio", "accounting.recompute")
+
+
+def test_api_routers_share_helpers_through_their_own_modules() -> None:
+    routers = {f"accounting.api.{p.stem}" for p in API.glob("*.py") if _defines_router(p)}
+    assert {"accounting.api.v1", "accounting.api.reports", "accounting.api.stream"} <= routers
+    wrong = {p.name: sorted(_imported_modules(p) & routers) for p in API.glob("*.py") if p.name != "app.py"}
+    assert not {k: v for k, v in wrong.items() if v}, "a router imports another router (only app.py assembles them)"
+
+
+def test_the_api_reaches_the_service_through_its_protocol_only() -> None:
+    wrong = {str(p.relative_to(REPO)): sorted(m for m in _imported_modules(p) if m.startswith(BEHIND_THE_SERVICE))
+             for p in API.rglob("*.py")}
+    assert not {k: v for k, v in wrong.items() if v}

@@ -15,8 +15,8 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Depends, HTTPException
 
 from accounting.api.deps import service, site_or_404
+from accounting.api.queries import EndParam, StartParam, WindowParam
 from accounting.api.types import AccountingServiceLike, OperatorLogLike
-from accounting.api.v1 import EndParam, StartParam, WindowParam
 from accounting.api.views import lines
 from accounting.api.views.history import history, resolve
 from tanji.site import Site

@@ -8,8 +8,8 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Depends, HTTPException, Query
 
 from accounting.api.deps import service, site_or_404
+from accounting.api.queries import EndParam, StartParam, WindowParam
 from accounting.api.types import AccountingServiceLike
-from accounting.api.v1 import EndParam, StartParam, WindowParam
 from accounting.api.views.history import Bucket, batch_window, history, resolve
 
 router = APIRouter(prefix="/api/v1", tags=["dashboard"])

@@ -5,8 +5,9 @@ a footprint rests on); adding them needs the API token. Factor dataset versions 
 append-only: a correction is a new version, so old results stay reproducible. Certificate
 serials are claimed once, across sites; a second claim is 409 Conflict.
 
-When the service does not manage factor datasets itself, the process-wide registry of
-`accounting.factors` (the one the engines load from) is listed and extended.
+Everything goes through the service's `FactorDatasetsLike` and `CertificatesLike` interfaces
+(`accounting.api.types`); a service without one answers 501, saying so, rather than this
+router reaching past it into engines or the process-wide factor registry.
 """
 
 from __future__ import annotations
@@ -18,9 +19,8 @@ from fastapi import APIRouter, Body, Depends, HTTPException, Query
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from accounting.api.auth import Writer
-from accounting.api.deps import selected_sites, service, site_or_404
+from accounting.api.deps import service, site_or_404
 from accounting.api.types import AccountingServiceLike, CertificatesLike, FactorDatasetsLike
-from accounting.factors.dataset import FactorDataset, dataset_from_dict, default_registry
 
 router = APIRouter(prefix="/api/v1", tags=["reference data"])
 Service = Annotated[AccountingServiceLike, Depends(service)]
@@ -67,73 +67,39 @@ class CertificateIn(BaseModel):
         return value
 
 
-def dataset_dict(ds: FactorDataset, in_use_by: list[str]) -> dict[str, Any]:
-    return {"dataset_id": ds.dataset_id, "version": ds.version, "publisher": ds.publisher,
-            "publication_date": ds.publication_date, "source_reference": ds.source_reference,
-            "unit": ds.unit, "gas_basis": ds.gas_basis, "granularity": ds.granularity,
-            "regions": list(ds.regions), "uncertainty_pct_95": ds.uncertainty_pct_95,
-            "has_residual_mix": bool(ds.residual_mix), "digest": ds.digest, "in_use_by": in_use_by}
+def _datasets(svc: AccountingServiceLike) -> FactorDatasetsLike:
+    if not isinstance(svc, FactorDatasetsLike):
+        raise HTTPException(501, "this accounting service keeps no factor dataset catalogue")
+    return svc
 
 
-def _in_use(svc: AccountingServiceLike) -> dict[tuple[str, str], list[str]]:
-    """(dataset id, version) → sites whose live engine uses it."""
-    used: dict[tuple[str, str], list[str]] = {}
-    engine = getattr(svc, "engine", None)
-    if engine is None:
-        return used
-    for site in selected_sites(svc, None):
-        ds = engine(site.id).dataset
-        used.setdefault((ds.dataset_id, ds.version), []).append(site.id)
-    return used
+def _certificates(svc: AccountingServiceLike) -> CertificatesLike:
+    if not isinstance(svc, CertificatesLike):
+        raise HTTPException(501, "this accounting service keeps no certificate ledger")
+    return svc
 
 
 @router.get("/factor-datasets", summary="Emission factor datasets and versions")
 def factor_datasets(svc: Service) -> list[dict[str, Any]]:
-    if isinstance(svc, FactorDatasetsLike):
-        return svc.factor_datasets()
-    used = _in_use(svc)
-    return [dataset_dict(ds, used.get((ds.dataset_id, ds.version), [])) for ds in default_registry()]
+    """Every dataset version (shipped and loaded), with the sites whose live engine uses it."""
+    return _datasets(svc).factor_datasets()
 
 
 @router.post("/factor-datasets", status_code=201, dependencies=[Writer],
              summary="Load a new factor dataset version (append-only)")
 def add_factor_dataset(svc: Service, document: Annotated[FactorDatasetIn, Body()]) -> dict[str, Any]:
-    doc = document.model_dump()
-    if isinstance(svc, FactorDatasetsLike):
-        return svc.add_factor_dataset(doc)
-    registry = default_registry()
-    if (doc["dataset_id"], doc["version"]) in {(d.dataset_id, d.version) for d in registry}:
-        raise HTTPException(409, f"{doc['dataset_id']} version {doc['version']} is already loaded; "
-                                 "publish a correction as a new version")
-    return dataset_dict(registry.add(dataset_from_dict(doc)), [])
-
-
-def _held_certificates(svc: AccountingServiceLike, site_id: str | None) -> list[dict[str, Any]]:
-    engine = getattr(svc, "engine", None)
-    out: list[dict[str, Any]] = []
-    for site in selected_sites(svc, site_id):
-        portfolio = engine(site.id).instruments if engine is not None else None
-        for held in portfolio.certificates if portfolio is not None else ():
-            c = held.certificate
-            out.append({"serial": c.serial, "site_id": site.id, "generation_month": c.generation_month,
-                        "technology": c.technology, "province": c.province, "mwh": 1.0,
-                        "earmark": held.earmark})
-    return out
+    return _datasets(svc).add_factor_dataset(document.model_dump())
 
 
 @router.get("/certificates", summary="Green certificates claimed per site")
 def certificates(svc: Service, site: Annotated[str | None, Query(max_length=64)] = None) -> list[dict[str, Any]]:
     if site is not None:
         site_or_404(svc, site)
-    if isinstance(svc, CertificatesLike):
-        return svc.certificates(site)
-    return _held_certificates(svc, site)
+    return _certificates(svc).certificates(site)
 
 
 @router.post("/certificates", status_code=201, dependencies=[Writer],
              summary="Register and claim a green certificate for a site (a serial is claimed once)")
 def add_certificate(svc: Service, certificate: Annotated[CertificateIn, Body()]) -> dict[str, Any]:
     site_or_404(svc, certificate.site_id)
-    if not isinstance(svc, CertificatesLike):
-        raise HTTPException(501, "this accounting service keeps no certificate ledger")
-    return svc.add_certificate(certificate.model_dump())
+    return _certificates(svc).add_certificate(certificate.model_dump())

@@ -9,7 +9,6 @@ to it: factor dataset id and version, matching mode, data-quality shares, 95 % u
 from __future__ import annotations
 
 import csv
-import dataclasses
 import html
 import io
 from datetime import datetime
@@ -19,8 +18,8 @@ from fastapi import APIRouter, Depends, HTTPException
 from fastapi.responses import HTMLResponse, Response
 
 from accounting.api.deps import service, site_or_404, site_tz
-from accounting.api.types import AccountingServiceLike
-from accounting.api.v1 import (
+from accounting.api.models import FOOTPRINT_FIELDS
+from accounting.api.queries import (
     EndParam,
     ProductParam,
     SiteParam,
@@ -28,7 +27,7 @@ from accounting.api.v1 import (
     WindowParam,
     select_footprints,
 )
-from accounting.engine.engine import ProductFootprint
+from accounting.api.types import AccountingServiceLike
 from accounting.factors.selection import exemption_text, factor_rule_text, uncovered_rule_text
 from tanji.site import Product, Site
 
@@ -36,7 +35,7 @@ router = APIRouter(prefix="/api/v1/reports", tags=["reports"])
 Service = Annotated[AccountingServiceLike, Depends(service)]
 
 #: The footprint record's fields (the single definition of a footprint), in its order.
-RECORD_FIELDS = tuple(f.name for f in dataclasses.fields(ProductFootprint))
+RECORD_FIELDS = FOOTPRINT_FIELDS
 #: Written as percentages for a spreadsheet (column name + `_pct`): the record holds fractions.
 PERCENT_FIELDS = tuple(f for f in RECORD_FIELDS if f.startswith("share_") or f.endswith("_share"))
 #: The window's bounds, written in the site's local time instead of epoch milliseconds.

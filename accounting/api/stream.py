@@ -31,9 +31,9 @@ from fastapi.responses import StreamingResponse
 
 from accounting.api import windows
 from accounting.api.deps import selected_sites, site_tz
+from accounting.api.queries import ingest_state, live_footprints, stats_dict
 from accounting.api.responses import dumps
 from accounting.api.types import AccountingServiceLike, Event
-from accounting.api.v1 import ingest_state, live_footprints, stats_dict
 from accounting.api.views.overview import overview
 
 #: Message kinds, in the order a new client receives its first snapshot.

@@ -72,15 +72,19 @@ def test_recompute_validates_its_period(client: TestClient) -> None:
     assert backwards.status_code == 422 and "after start" in backwards.json()["detail"]
 
 
-def test_without_service_support_the_registry_and_engine_are_used() -> None:
-    """A service offering only the read interface (like the ingest service today)."""
+def test_without_service_support_reference_data_answers_501() -> None:
+    """A service offering only the read interface: the API says what it lacks (it used to list
+    the process-wide factor registry and reach into engines instead; the service protocol is
+    now the API's only way to the data)."""
 
     class ReadOnly(FakeService):
         factor_datasets = add_factor_dataset = certificates = add_certificate = recompute = None
 
     with TestClient(create_app(ReadOnly(), api_token=API_TOKEN)) as c:
-        ids = {d["dataset_id"] for d in c.get("/api/v1/factor-datasets").json()}
-        assert {"cn-mee-regional-co2", "cn-mee-national-co2"} <= ids
-        assert c.get("/api/v1/certificates").json() == []
+        listed = c.get("/api/v1/factor-datasets")
+        assert listed.status_code == 501 and "no factor dataset catalogue" in listed.json()["detail"]
+        held = c.get("/api/v1/certificates")
+        assert held.status_code == 501 and "no certificate ledger" in held.json()["detail"]
+        assert c.post("/api/v1/certificates", json=CERT, headers=AUTH).status_code == 501
         r = c.post("/api/v1/recompute", headers=AUTH, json={"site_id": "cq-battery", "start": "0", "end": "1"})
         assert r.status_code == 422  # 0 is before 2000: validated before asking the service
