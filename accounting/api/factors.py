@@ -19,8 +19,6 @@ from accounting.api.deps import service, site_or_404
 from accounting.api.types import AccountingServiceLike, FactorDatasetsLike, FactorToolsLike
 from accounting.api.windows import parse_instant
 from accounting.errors import FactorDatasetError
-from accounting.factors.catalogue import dataset_document
-from accounting.factors.dataset import default_registry
 from accounting.factors.tables import parse_table_csv, validate_document
 
 router = APIRouter(prefix="/api/v1", tags=["factors"])
@@ -45,9 +43,9 @@ class DiffIn(BaseModel):
 
 @router.get("/factors", summary="Every factor dataset version, with provenance and where it is used")
 def factors(svc: Service) -> list[dict[str, Any]]:
-    if isinstance(svc, FactorDatasetsLike):
-        return svc.factor_datasets()
-    return [{**dataset_document(ds), "ref": ds.ref, "digest": ds.digest} for ds in default_registry()]
+    if not isinstance(svc, FactorDatasetsLike):
+        raise HTTPException(501, "this accounting service keeps no factor dataset catalogue")
+    return svc.factor_datasets()
 
 
 @router.get("/factors/rules", summary="A site's factor, selection rule and market-based settings")
@@ -67,10 +65,7 @@ def diff(svc: Service, body: DiffIn) -> dict[str, Any]:
 
 @router.get("/factors/{ref}", summary="One dataset (ID: latest per hour; ID@VERSION: pinned) in full")
 def show(svc: Service, ref: str) -> dict[str, Any]:
-    if isinstance(svc, FactorToolsLike):
-        return svc.factor_dataset(ref)
-    ds = default_registry().resolve(ref)
-    return {**dataset_document(ds), "ref": ds.ref, "selection": ds.selection, "digest": ds.digest}
+    return _tools(svc).factor_dataset(ref)
 
 
 @router.post("/factors", status_code=201, dependencies=[Writer],
