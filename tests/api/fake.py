@@ -19,9 +19,10 @@ from accounting.api import windows
 from accounting.api.deps import site_tz
 from accounting.api.types import Listener
 from accounting.engine.engine import ProductFootprint
-from accounting.errors import CertificateAlreadyClaimedError, FactorDatasetError
+from accounting.errors import CertificateAlreadyClaimedError, FactorDatasetError, InstrumentError
 from accounting.factors.dataset import dataset_from_dict
 from accounting.store.alarms import AlarmStore
+from tanji.methods import parse_dataset_ref
 from tanji.site import Site, load_site
 
 SITE_FILE = Path(__file__).resolve().parents[2] / "firmware-config" / "sites" / "cq-battery.yaml"
@@ -184,6 +185,30 @@ class FakeService:
             raise FactorDatasetError(f"dataset {key[0]} version {key[1]} is already loaded")
         self._datasets.append(document)
         return document
+
+    def factor_dataset(self, spec: str) -> dict:
+        """The newest loaded version the reference names (the real catalogue merges a series)."""
+        dataset_id, versions = parse_dataset_ref(spec)
+        found = [d for d in self._datasets
+                 if d["dataset_id"] == dataset_id and (not versions or d["version"] in versions)]
+        if not found:
+            raise FactorDatasetError(f"no factor dataset {spec!r}")
+        return {**found[-1], "ref": spec}
+
+    def factor_diff(self, site_id: str, old: str, new: str, *, start_ms: int, end_ms: int) -> dict:
+        before, after = self.factor_dataset(old), self.factor_dataset(new)
+        return {"site_id": site_id, "old": before["ref"], "new": after["ref"], "start_ms": start_ms,
+                "end_ms": end_ms, "products": []}
+
+    def market_rules(self, site_id: str) -> dict:
+        return {"matching_mode": self.sites[site_id].matching_mode}
+
+    def import_certificates(self, site_id: str, text: str) -> list[dict]:
+        rows = [line.split(",") for line in text.splitlines()[1:] if line.strip()]
+        if any(len(r) < 2 for r in rows):
+            raise InstrumentError("a certificate list row needs serial,generation_month,...")
+        return [self.add_certificate({"serial": r[0], "site_id": site_id, "generation_month": r[1]})
+                for r in rows]
 
     def certificates(self, site_id: str | None = None) -> list[dict]:
         return [c for c in self._certificates.values() if site_id in (None, c.get("site_id"))]
