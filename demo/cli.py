@@ -1,10 +1,12 @@
 """`tanji demo`: a whole plant on one machine, the embedded default of DESIGN.md.
 
-One process runs what production spreads over many boxes: the simulated Chongqing
-battery-pack plant (Modbus TCP meters and PLC counters), its gateway (with its SQLite spool),
-an embedded MQTT broker (amqtt), the accounting service on an embedded SQLite store, and the
-API and dashboard. Meters and broker get free ports, so a demo never collides with a real
-installation on the same machine.
+One process runs what production spreads over many boxes (`demo.stack`): a simulated plant
+(by default the Chongqing battery-pack plant; `--scenario` picks another, such as the Jiangsu
+electronics plant with its RS-485 bus), its gateway (with its SQLite spool), an embedded MQTT
+broker (amqtt), the accounting service on an embedded SQLite store, and here the API and
+dashboard over HTTP and HTTPS. Meters and broker get free ports and RS-485 buses a pty pair of
+their own, so a demo never collides with a real installation on the same machine and needs no
+serial port.
 """
 
 from __future__ import annotations
@@ -12,29 +14,22 @@ from __future__ import annotations
 import argparse
 import logging
 import signal
-import socket
 import tempfile
 import threading
 import time
-from dataclasses import replace
+from contextlib import ExitStack
 from pathlib import Path
 
 import uvicorn
 
 from accounting.api.app import create_app
 from accounting.api.queries import live_footprints
-from accounting.embedded_broker import EmbeddedBroker
 from accounting.pact.tls import server_ssl
 from accounting.service import AccountingService
 from accounting.shipments import ShipmentBook
-from accounting.store.checkpoints import CheckpointStore
-from accounting.store.sqlite import SqliteStore
-from demo.history import continue_from_store, seed_history
 from demo.pact import CLIENT, demo_host
-from gateway.service import GatewayService
-from simulators.plant import PlantSimulator
-from simulators.scenario import Scenario, load_scenario
-from tanji.site import Broker
+from demo.stack import DemoStack
+from simulators.scenario import load_scenario
 
 log = logging.getLogger("tanji.demo")
 REPO = Path(__file__).resolve().parent.parent
@@ -62,72 +57,22 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="PACT clients file (as for tanji accounting) instead of the demo client demo/demo")
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def _relocate(scenario: Scenario) -> tuple[Scenario, Broker]:
-    """Move every TCP meter and the broker to free local ports (meters sharing a port still share)."""
-    site = scenario.site
-    rtu = [m.id for m in site.meters if m.transport != "tcp"]
-    if rtu:
-        log.warning("the demo serves Modbus TCP only; RS-485 meters %s are left out of polling", ", ".join(rtu))
-    ports: dict[tuple[str | None, int | None], int] = {}
-    addresses = {}
-    for meter in site.meters:
-        if meter.transport == "tcp":
-            port = ports.setdefault((meter.host, meter.port), _free_port())
-            addresses[meter.id] = ("127.0.0.1", port)
-    broker = Broker(host="127.0.0.1", port=_free_port())
-    site = site.with_meter_addresses(addresses).with_broker(broker)
-    return replace(scenario, site=site), broker
-
-
 def run(args: argparse.Namespace) -> int:
     # amqtt logs every session state change at INFO; an operator wants the plant's lines instead.
     for noisy in ("amqtt", "transitions"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
     workdir = Path(args.workdir) if args.workdir else Path(tempfile.mkdtemp(prefix="tanji-demo-"))
     workdir.mkdir(parents=True, exist_ok=True)
-    scenario, broker_addr = _relocate(load_scenario(args.scenario))
-    site = scenario.site
     stop = threading.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: stop.set())
 
-    started: list = []
-    try:
-        broker = EmbeddedBroker(broker_addr.host, broker_addr.port)
-        broker.start()
-        started.append(broker.stop)
-
-        store = SqliteStore(workdir / "tanji.sqlite")
-        plant = PlantSimulator(scenario, seed=args.seed, time_scale=args.speed)
-        if store.count_readings(site.id):
-            continue_from_store(store, site.id, plant)
-        elif args.history_months > 0:
-            seed_history(scenario, store, plant, seed=args.seed, months=args.history_months)
-        plant.start()
-        started.append(plant.stop)
-        for line in plant.describe():
+    with DemoStack(load_scenario(args.scenario), workdir, seed=args.seed, speed=args.speed,
+                   history_months=args.history_months) as stack, ExitStack() as servers:
+        assert stack.plant is not None and stack.service is not None
+        service, site = stack.service, stack.site
+        for line in stack.plant.describe():
             log.info("simulated plant: %s", line)
-
-        log.info("accounting: preparing the engine (compiles numba kernels on the first run)")
-        service = AccountingService([site], store,
-                                    broker_host=broker_addr.host, broker_port=broker_addr.port,
-                                    client_id="tanji-demo-accounting", mqtt_version="3.1.1",
-                                    checkpoints=CheckpointStore(workdir / "checkpoints.sqlite"))
-        service.start()
-        started.append(service.stop)
-
-        gateway = GatewayService(site, spool_path=workdir / f"spool-{site.gateways[0].id}.sqlite",
-                                 broker=replace(site.broker, host=broker_addr.host, port=broker_addr.port,
-                                                mqtt_version="3.1.1"))  # amqtt speaks no MQTT 5
-        gateway.start()
-        started.append(gateway.stop)
-
         secure = f"https://{args.http_host}:{args.https_port}/"
         pact, tls = demo_host(service, workdir, secure.rstrip("/"), args.pact_clients)
         shipments = ShipmentBook(service, state_dir=workdir, pact=pact, scan_interval_s=10.0)
@@ -140,7 +85,7 @@ def run(args: argparse.Namespace) -> int:
                                                    **options))
             http = threading.Thread(target=server.run, name=f"http-{port}", daemon=True)
             http.start()
-            started.append(lambda s=server, t=http: (setattr(s, "should_exit", True), t.join(10)))
+            servers.callback(lambda s=server, t=http: (setattr(s, "should_exit", True), t.join(10)))
             deadline = time.monotonic() + 30
             while not server.started and http.is_alive() and time.monotonic() < deadline:
                 time.sleep(0.05)
@@ -160,12 +105,6 @@ def run(args: argparse.Namespace) -> int:
         print(f"  write token {args.api_token}   data in {workdir}", flush=True)
         print("  Ctrl-C stops." if args.duration is None else f"  stopping after {args.duration:g} s.", flush=True)
         _watch(service, stop, args.duration)
-    finally:
-        for stop_part in reversed(started):
-            try:
-                stop_part()
-            except Exception:  # a part that fails to stop must not keep the others running
-                log.exception("while stopping the demo")
     return 0
 
 

@@ -249,6 +249,13 @@ class Site:
             for g in self.gateways)
         return replace(self, gateways=gateways)
 
+    def with_bus_devices(self, devices: dict[str, str]) -> Site:
+        """A copy whose RS-485 buses (by id) are on other serial devices (the demo uses a pty pair)."""
+        gateways = tuple(
+            replace(g, buses=tuple(replace(b, device=devices[b.id]) if b.id in devices else b for b in g.buses))
+            for g in self.gateways)
+        return replace(self, gateways=gateways)
+
     def with_broker(self, broker: Broker) -> Site:
         return replace(self, broker=broker)
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import subprocess
+import sys
 import time
 import urllib.request
 from pathlib import Path
@@ -54,3 +55,39 @@ def test_bin_demo_serves_positive_footprints_then_stops(tmp_path):
             proc.wait()
     text = log.read_text()
     assert f"http://127.0.0.1:{port}/" in text and "client id 'demo', secret 'demo'" in text
+
+
+@pytest.mark.timeout(180)
+def test_demo_runs_the_rs485_plant_over_a_pty_pair_of_its_own(tmp_path):
+    """`tanji demo --scenario simulators/scenarios/js-electronics.yaml`: once it crashed for want of
+    /dev/ttyUSB0; now its RS-485 meters answer over a linked pty pair the demo makes itself."""
+    port = free_port()
+    log = tmp_path / "demo.log"
+    with open(log, "wb") as out:
+        proc = subprocess.Popen([sys.executable, "-m", "tanji", "demo", "--scenario",
+                                 "simulators/scenarios/js-electronics.yaml", "--duration", "30",
+                                 "--http-port", str(port), "--https-port", str(free_port()),
+                                 "--workdir", str(tmp_path / "work")],
+                                stdout=out, stderr=subprocess.STDOUT, cwd=REPO)
+    rtu = {"air-meter", "hvac-meter"}  # on bus rs485-1 in firmware-config/sites/js-electronics.yaml
+    meters: dict[str, dict] = {}
+    try:
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline and proc.poll() is None:
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/api/v1/meters", timeout=5) as resp:
+                    meters = {m["meter"]: m for m in json.loads(resp.read())}
+            except OSError:
+                meters = {}
+            if meters and all(meters[m]["readings"] >= 3 for m in rtu):
+                break
+            time.sleep(0.5)
+        else:
+            pytest.fail(f"RS-485 meters silent: {meters}\n{log.read_text()[-3000:]}")
+        assert all(meters[m]["last_quality"] == "good" for m in rtu), meters
+        assert proc.wait(timeout=90) == 0, log.read_text()[-3000:]
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert "RS-485 bus rs485-1: simulator at /dev/pts/" in log.read_text()
