@@ -1,1 +1,1 @@
-"""accounting package."""
+"""Accounting: readings from MQTT into a store and the engine, footprints served over HTTP."""
