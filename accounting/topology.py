@@ -32,14 +32,14 @@ UNITS_TOTAL = "units_total"
 #: not a part of another (a tariff register is a part of the total; counting both would double it).
 COUNTER_CHANNELS = frozenset(COUNTED)
 
-MeterRole = Literal["grid_import", "pv", "submeter", "production_counter"]  # tanji.roles.METER_ROLES
+MeterRole = Literal[METER_ROLES]  # type: ignore[valid-type]  # the tuple's names, as a Literal
 CostCentreKind = Literal["production", "utility"]
-MatchingMode = Literal["annual", "monthly", "hourly"]  # tanji.methods.MATCHING_MODES
+MatchingMode = Literal[MATCHING_MODES]  # type: ignore[valid-type]
 #: How utility energy or the unmetered remainder is shared among production cost centres:
 #: ``energy`` pro rata to their directly metered energy (a physical relationship),
 #: ``units`` pro rata to units produced, ``fixed`` by declared shares (floor area, machine
 #: hours or negotiated fixed shares — all static weights).
-SharingKey = Literal["energy", "units", "fixed"]
+SharingKey = Literal[SHARING_KEYS]  # type: ignore[valid-type]
 #: How a line's energy is split among the products it made in an hour. ``key_per_unit`` of the
 #: product gives the weight of one unit: 1 for ``units``, kg per unit for ``mass``, standard
 #: minutes per unit for ``standard_time``.
