@@ -20,6 +20,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from accounting.engine.results import ProductFootprint
 from accounting.shipments.drawing import Draw
 from tanji.site import Product
 
@@ -100,27 +101,30 @@ def line_record(*, shipment_id: str, line_no: int, site_id: str, product: Produc
     battery_eu = ((sums["kgco2e_eu_battery_electricity"] / quantity + (upstream or 0.0)) / battery_kwh
                   if battery_kwh else None)
     covered = sums["covered_pv_kwh"] + sums["covered_contract_kwh"] + sums["covered_gec_kwh"]
-    record: dict[str, Any] = {
-        "product_id": product.id, "site_id": site_id,
-        "window_start_ms": min(d.lot.start_ms for d in draws), "window_end_ms": max(d.lot.end_ms for d in draws),
-        "units": float(quantity), "energy_kwh": energy, "kgco2e_location": kg_loc, "kgco2e_market": kg_mkt,
-        "kgco2e_per_unit_location": per_loc, "kgco2e_per_unit_market": per_mkt,
-        "upstream_kgco2e_per_unit": upstream,
+    footprint = ProductFootprint(
+        product_id=product.id, site_id=site_id,
+        window_start_ms=min(d.lot.start_ms for d in draws), window_end_ms=max(d.lot.end_ms for d in draws),
+        units=float(quantity), energy_kwh=energy, kgco2e_location=kg_loc, kgco2e_market=kg_mkt,
+        kgco2e_per_unit_location=per_loc, kgco2e_per_unit_market=per_mkt,
+        upstream_kgco2e_per_unit=upstream,
         **{k: _joined([r.get(k) for r in records]) for k in DESCRIPTIVE},
         **shares,
-        "primary_data_share": primary,
-        "uncertainty_pct_95": 100 * unc_abs / kg_loc if kg_loc > 0 else None,
-        "provisional": any(bool(r.get("provisional")) for r in records),
-        "revision": max(int(r.get("revision") or 0) for r in records),
-        "renewable_share": covered / energy if energy > 0 else 0.0,
-        "hourly_matched_share": (weighted["hourly_matched_share"] / energy if energy > 0 else 0.0) if hourly else None,
-        "covered_pv_kwh": sums["covered_pv_kwh"], "covered_contract_kwh": sums["covered_contract_kwh"],
-        "covered_gec_kwh": sums["covered_gec_kwh"],
-        "kgco2e_per_battery_kwh_market": pcf / battery_kwh if battery_kwh else None,
-        "batch_id": None,
-        "pcf_kgco2e_per_unit_market": pcf, "battery_kwh_per_unit": battery_kwh,
-        "kgco2e_eu_battery_electricity": sums["kgco2e_eu_battery_electricity"],
-        "kgco2e_per_battery_kwh_eu": battery_eu,
+        primary_data_share=primary,
+        uncertainty_pct_95=100 * unc_abs / kg_loc if kg_loc > 0 else None,
+        provisional=any(bool(r.get("provisional")) for r in records),
+        revision=max(int(r.get("revision") or 0) for r in records),
+        renewable_share=covered / energy if energy > 0 else 0.0,
+        hourly_matched_share=(weighted["hourly_matched_share"] / energy if energy > 0 else 0.0) if hourly else None,
+        covered_pv_kwh=sums["covered_pv_kwh"], covered_contract_kwh=sums["covered_contract_kwh"],
+        covered_gec_kwh=sums["covered_gec_kwh"],
+        kgco2e_per_battery_kwh_market=pcf / battery_kwh if battery_kwh else None,
+        batch_id=None,
+        pcf_kgco2e_per_unit_market=pcf, battery_kwh_per_unit=battery_kwh,
+        kgco2e_eu_battery_electricity=sums["kgco2e_eu_battery_electricity"],
+        kgco2e_per_battery_kwh_eu=battery_eu,
+    )
+    record: dict[str, Any] = {
+        **footprint.to_dict(),
         "shipment_id": shipment_id, "line": line_no,
         "dataset_versions": sorted({f"{r.get('dataset_id')}@{r.get('dataset_version')}" for r in records}),
         "evidence": sorted({e for lot in lots for e in lot["evidence"]}),
