@@ -58,13 +58,13 @@ from pathlib import Path
 
 from gateway.signing_key import SigningKey
 from tanji import signed_batch
-from tanji.quantities import QUANTITIES
+from tanji.quantities import COUNTERS
 from tanji.signed_batch import new_chain_id
 from tanji.wire import Reading
 
 log = logging.getLogger("tanji.gateway.spool")
 ALARM_FRACTION = 0.8
-_COUNTERS = frozenset(name for name, q in QUANTITIES.items() if q.kind == "counter")
+_COUNTERS = frozenset(COUNTERS)
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS reading (
     id INTEGER PRIMARY KEY,

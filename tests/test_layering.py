@@ -114,3 +114,28 @@ def test_the_api_reaches_the_service_through_its_protocol_only() -> None:
     wrong = {str(p.relative_to(REPO)): sorted(m for m in _imported_modules(p) if m.startswith(BEHIND_THE_SERVICE))
              for p in API.rglob("*.py")}
     assert not {k: v for k, v in wrong.items() if v}
+
+
+
+def _undocumented(paths: list[Path]) -> list[str]:
+    """Modules whose docstring does not open with a sentence (none, or a bare title)."""
+    wrong = []
+    for path in paths:
+        doc = ast.get_docstring(ast.parse(path.read_text(encoding="utf-8"), str(path)))
+        if len((doc or "").strip().split("\n\n")[0].split()) < 4:
+            wrong.append(path.name if not path.is_relative_to(REPO) else str(path.relative_to(REPO)))
+    return wrong
+
+
+@pytest.mark.parametrize("part", PARTS)
+def test_every_module_says_what_it_is_for(part: str) -> None:
+    """A reader names each module's one job from its docstring, so every module has one."""
+    wrong = _undocumented(_modules(part))
+    assert not wrong, f"modules without a docstring naming their job: {wrong}"
+
+
+def test_the_docstring_rule_catches_a_bare_module(tmp_path: Path) -> None:
+    (tmp_path / "bare.py").write_text("X = 1\n", encoding="utf-8")
+    (tmp_path / "titled.py").write_text('"""Helpers."""\n', encoding="utf-8")
+    (tmp_path / "said.py").write_text('"""Parses the wire format into readings."""\n', encoding="utf-8")
+    assert _undocumented(sorted(tmp_path.glob("*.py"))) == ["bare.py", "titled.py"]
