@@ -22,6 +22,7 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
+from accounting.audit.evidence import FootprintEvidence
 from accounting.engine.engine import Engine
 from accounting.engine.warmup import warm_kernels
 from accounting.engine.windows import window_bounds
@@ -119,6 +120,7 @@ class AccountingService:
                                  store, self.stats, deliver=self._deliver, notify=self._notify,
                                  tick=self._tick, cycle_max_messages=cycle_max_messages,
                                  cycle_wait_s=cycle_wait_s)
+        self.evidence = FootprintEvidence(store, self.ledger, self.sites)
         self.jobs = PeriodicJobs()
         self.jobs.every(footprint_interval_s, "footprint announcements", self.announce_footprints)
         self.jobs.every(footprint_store_interval_s, "footprint writes", self.store_footprints)
@@ -259,9 +261,13 @@ class AccountingService:
 
     def footprints(self, site_id: str | None = None, *, start_ms: int, end_ms: int,
                    product_id: str | None = None, batch_id: str | None = None) -> list[dict[str, Any]]:
-        """Engine `ProductFootprint.to_dict()`s over [start_ms, end_ms), optionally one product or batch."""
-        return self.engines.footprints([site_id] if site_id else list(self.sites), start_ms=start_ms,
-                                       end_ms=end_ms, product_id=product_id, batch_id=batch_id)
+        """Engine `ProductFootprint.to_dict()`s over [start_ms, end_ms), optionally one product or batch,
+        with the evidence they rest on (`accounting.audit.evidence`)."""
+        records = self.engines.footprints([site_id] if site_id else list(self.sites), start_ms=start_ms,
+                                          end_ms=end_ms, product_id=product_id, batch_id=batch_id)
+        for sid in {r["site_id"] for r in records}:
+            self.evidence.annotate(sid, self._dataset(sid).digest, [r for r in records if r["site_id"] == sid])
+        return records
 
     def batch_runs(self, site_id: str) -> list[dict[str, Any]]:
         """The site's production batches (PLC batch register runs), for shipments."""

@@ -139,6 +139,20 @@ def _pct(value: Any) -> str:
     return "–" if not isinstance(value, int | float) else f"{100 * value:.1f} %"
 
 
+def evidence_text(fp: dict[str, Any]) -> str:
+    """The label's evidence row: the Merkle root of the signed readings and the factor dataset
+    digest an auditor checks with `tanji audit verify` (docs/audit.md)."""
+    e = html.escape
+    dataset = (f"因子数据集 factor dataset {e(str(fp.get('dataset_id')))}@{e(str(fp.get('dataset_version')))} "
+               f"<code data-testid=label-dataset-digest>{e(str(fp.get('dataset_digest') or '–'))[:16]}</code>")
+    root = fp.get("evidence_root")
+    if not root:
+        return f"读数未签名 readings not signed: no evidence root · {dataset}"
+    state = "完整 complete" if fp.get("evidence_complete") else "不完整 incomplete (missing or unsigned batches)"
+    return (f"签名读数 signed readings: Merkle root <code data-testid=label-evidence-root title=\"{e(str(root))}\">"
+            f"{e(str(root))[:16]}…</code> over {int(fp.get('evidence_batches') or 0)} batches, {state} · {dataset}")
+
+
 @router.get("/label/{site_id}/{product_id}", response_class=HTMLResponse,
             summary="Printable carbon label (碳标识) of a product, with its provenance")
 def carbon_label(svc: Service, site_id: str, product_id: str, window: WindowParam = None,
@@ -180,6 +194,7 @@ def carbon_label(svc: Service, site_id: str, product_id: str, window: WindowPara
                                   f" · estimated {_pct(fp.get('share_estimated'))} · primary data {_pct(fp.get('primary_data_share'))}"),
         ("不确定度 Uncertainty (95 %)", f"± {_num(fp.get('uncertainty_pct_95'), 1)} %"),
         ("修订 Revision", e(str(fp.get("revision")))),
+        ("证据 Evidence", evidence_text(fp)),
     ]
     body = "".join(f"<tr><th>{k}</th><td>{v}</td></tr>" for k, v in rows)
     page = f"""<!doctype html>

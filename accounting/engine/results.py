@@ -73,6 +73,16 @@ class ProductFootprint:
     #: unit's declared battery energy. ``kgco2e_per_battery_kwh_market`` is the market-based
     #: figure on the same boundary, under its own name.
     kgco2e_per_battery_kwh_eu: float | None = None
+    #: The evidence the figures rest on (docs/audit.md; filled by `accounting.audit.evidence`
+    #: where the site keeps signed batches): RFC 6962 Merkle root over the signed chain
+    #: segments holding the window's readings, how many batches they hold, whether every batch
+    #: of them is stored and signed; SHA-256 of the factor dataset's content; Merkle root over
+    #: the certificates and contracts whose period overlaps the window.
+    evidence_root: str | None = None
+    evidence_batches: int = 0
+    evidence_complete: bool = False
+    dataset_digest: str | None = None
+    instruments_root: str | None = None
 
     def to_dict(self) -> dict[str, object]:
         """A JSON-ready dict (field names carry the units)."""

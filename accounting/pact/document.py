@@ -33,7 +33,8 @@ EXTENSION_FIELDS = (
     "battery_kwh_per_unit", "kgco2e_per_battery_kwh_eu", "kgco2e_per_battery_kwh_market",
     "dataset_id", "dataset_version", "gas_basis", "factor_region", "matching_mode", "residual_mix",
     "share_metered", "share_allocated", "share_estimated", "primary_data_share", "uncertainty_pct_95",
-    "renewable_share", "hourly_matched_share", "factor_selection", "uncovered_basis", "revision")
+    "renewable_share", "hourly_matched_share", "factor_selection", "uncovered_basis", "revision",
+    "evidence_root", "evidence_batches", "evidence_complete", "dataset_digest", "instruments_root")
 
 
 @dataclass(frozen=True)

@@ -35,12 +35,7 @@ SHARES = ("share_metered", "share_allocated", "share_estimated")
 
 def evidence_of(record: dict[str, Any]) -> list[str]:
     """The evidence digests a record names (signed readings, issue #18); none while unsigned."""
-    out: list[str] = []
-    for key in sorted(record):
-        if key.startswith("evidence") and record[key]:
-            value = record[key]
-            out += [str(v) for v in value] if isinstance(value, list | tuple) else [str(value)]
-    return out
+    return [str(record["evidence_root"])] if record.get("evidence_root") else []
 
 
 def _joined(values: list[Any]) -> Any:

@@ -56,3 +56,31 @@ def altered(payload: bytes, kwh: float = 9999.0) -> bytes:
     return encode_batch_body(body["site"], body["gateway"], body["seq"],
                              json.dumps(body["readings"], separators=(",", ":")), backlog=body["backlog"],
                              sent_ms=body["sent_ms"], sig=json.dumps(body["sig"], separators=(",", ":")))
+
+
+def plant_site(tmp_path: Path, mode: str = "required") -> tuple[Path, Site, SigningKey]:
+    """`keyed_site` with a product counted by the PLC: a site whose footprints can be audited."""
+    path, _, key = keyed_site(tmp_path, 1883, mode=mode)
+    doc = yaml.safe_load(path.read_text())
+    doc["products"] = [{"id": "widget", "name": "Widget", "cost_centre": "line-a",
+                        "counter": {"meter": "plc-a", "channel": "units_total"}}]
+    path.write_text(yaml.safe_dump(doc, sort_keys=False))
+    return path, load_site(path), key
+
+
+def plant_payloads(tmp_path: Path, key: SigningKey | None, hours: int = 2, step_s: int = 60,
+                   per_batch: int = 30, start_ms: int = T0) -> list[bytes]:
+    """Signed batches of the plant site's three meters every `step_s` for `hours` (steady load)."""
+    spool = Spool(tmp_path / f"plant-{start_ms}.sqlite", signer=key, site="test-site", gateway="gw-1")
+    out = []
+    n = hours * 3600 // step_s + 1
+    for i in range(n):
+        ts = start_ms + i * step_s * 1000
+        spool.add([Reading("incomer", ts, "good", {"energy_import_kwh": 1000.0 + i * 2.0, "power_kw": 120.0}),
+                   Reading("line-a-meter", ts, "good", {"energy_import_kwh": 500.0 + i * 1.5, "power_kw": 90.0}),
+                   Reading("plc-a", ts, "good", {"units_total": 100 + i * 3})])
+    while (batch := spool.next_batch(per_batch)) is not None:
+        out.append(encode_batch_body("test-site", "gw-1", batch.seq, batch.body, backlog=False,
+                                     sent_ms=start_ms + hours * 3_600_000, sig=batch.sig))
+    spool.close()
+    return out
