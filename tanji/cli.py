@@ -31,6 +31,7 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "gateway": ("gateway.cli", "poll Modbus meters, spool readings durably and publish them over MQTT"),
     "accounting": ("accounting.cli", "ingest readings from MQTT, compute footprints, serve the API"),
     "factors": ("accounting.factors.cli", "list, show, import and diff emission factor versions"),
+    "audit": ("accounting.audit.cli", "export a site's footprint evidence as a bundle, verify a bundle offline"),
     "check": ("tanji.check", "validate site files and meter profiles (a whole deployment at once)"),
     "broker-config": ("tanji.broker_config", "generate Mosquitto users, ACL and config for a site's gateways"),
 }
