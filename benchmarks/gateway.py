@@ -36,12 +36,18 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
+import os
+import signal
 import struct
 import subprocess
 import sys
 import tempfile
+import threading
 import time
+from collections import Counter
+from collections.abc import Callable
 from pathlib import Path
 
 import psutil
@@ -50,37 +56,62 @@ import yaml
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+from benchmarks import peer_thingsboard  # noqa: E402
 from benchmarks.machine import machine_baseline  # noqa: E402
 from gateway.read_plan import naive_request_count, plan_for_profile  # noqa: E402
 from gateway.service import encode_batch_body, status_file  # noqa: E402
 from gateway.spool import Spool  # noqa: E402
 from tanji.codec import encode  # noqa: E402
 from tanji.profile import load_profiles  # noqa: E402
-from tanji.wire import Reading  # noqa: E402
+from tanji.wire import Reading, readings_topic  # noqa: E402
 from tests.services import MosquittoServer, free_port, wait_for_port  # noqa: E402
 
 SDM630 = load_profiles()["eastron-sdm630"]
 
 
-def serve(port: int) -> None:
-    """Server mode (in the subprocess): every unit id answers reads with the same SDM630 registers."""
+def serve(port: int, counts: Path | None = None) -> None:
+    """Server mode (in the subprocess): every unit id answers reads with the same SDM630 registers.
+
+    With `counts`, every answered request is counted by (unit id, first address) into that JSON
+    file (refreshed every 0.2 s, and last at SIGTERM): the polls the meters really answered,
+    which the side-by-side run compares with the readings that reached the broker.
+    """
     words = [0] * 80
     for reg in SDM630.registers:
         words[reg.address:reg.end] = encode(230.0 if "voltage" in reg.name else 12.5, reg.data_type, reg.order)
+    answered: Counter[str] = Counter()
+    silent = [False]  # SIGUSR1 toggles: the meters stop answering (requests time out) and start again
 
     async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         try:
             while True:
                 tid, _, length, unit = struct.unpack(">HHHB", await reader.readexactly(7))
                 fc, address, count = struct.unpack(">BHH", (await reader.readexactly(length - 1))[:5])
+                if silent[0]:
+                    continue
                 body = struct.pack(f">BB{count}H", fc, 2 * count, *words[address:address + count])
                 writer.write(struct.pack(">HHHB", tid, 0, len(body) + 1, unit) + body)
+                answered[f"{unit}:{address}"] += 1
         except (asyncio.IncompleteReadError, ConnectionError):
             writer.close()
 
+    def dump() -> None:
+        if counts is not None:
+            tmp = counts.with_suffix(".tmp")
+            tmp.write_text(json.dumps(answered))
+            os.replace(tmp, counts)
+
     async def main() -> None:
+        stop = asyncio.Event()
+        asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, stop.set)
+        asyncio.get_running_loop().add_signal_handler(signal.SIGUSR1, lambda: silent.__setitem__(0, not silent[0]))
         server = await asyncio.start_server(handle, "127.0.0.1", port, backlog=1024)
-        await server.serve_forever()
+        while not stop.is_set():
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), 0.2)
+            dump()
+        server.close()
+        dump()
 
     asyncio.run(main())
 
@@ -232,6 +263,179 @@ class _Confirmer:
         self.sub.stop()
 
 
+class _Arrivals:
+    """Readings reaching the broker, by (meter, timestamp), for either gateway's topics.
+
+    A persistent session (QoS 1, fixed client id), so what the broker holds for it across its
+    own restart still arrives. `first` maps every distinct reading to when it first arrived.
+    """
+
+    def __init__(self, broker: MosquittoServer, client_id: str) -> None:
+        import paho.mqtt.client as mqtt
+
+        self.first: dict[tuple[str, int], float] = {}
+        self.duplicates = 0
+        self.lock = threading.Lock()
+        self.client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=client_id, clean_session=False)
+        self.client.on_connect = lambda client, *a: client.subscribe(
+            [(readings_topic("+", "+"), 1), (peer_thingsboard.TELEMETRY_TOPIC, 1)])
+        self.client.on_message = self._on_message
+        self.client.reconnect_delay_set(0.2, 1)
+        self.client.connect(broker.host, broker.port)
+        self.client.loop_start()
+
+    def _on_message(self, client, userdata, message) -> None:  # noqa: ANN001 (paho's callback)
+        now = time.monotonic()
+        body = json.loads(message.payload)
+        if message.topic == peer_thingsboard.TELEMETRY_TOPIC:  # {"device": [{"ts": ms, "values": {}}]}
+            keys = [(device, entry["ts"]) for device, entries in body.items() for entry in entries]
+        else:  # Tanji's wire format
+            keys = [(r["meter"], r["ts_ms"]) for r in body["readings"] if r["values"]]  # not comm_error
+        with self.lock:
+            for key in keys:
+                if key in self.first:
+                    self.duplicates += 1
+                else:
+                    self.first[key] = now
+
+    def count(self, before_ms: float | None = None) -> int:
+        with self.lock:
+            if before_ms is None:
+                return len(self.first)
+            return sum(1 for _, ts in self.first if ts < before_ms)
+
+    def stop(self) -> None:
+        self.client.loop_stop()
+        self.client.disconnect()
+
+
+def _tree(proc: psutil.Process) -> list[psutil.Process]:
+    return [proc, *proc.children(recursive=True)]
+
+
+def _cpu_s(proc: psutil.Process) -> float:
+    return sum(p.cpu_times().user + p.cpu_times().system for p in _tree(proc))
+
+
+def _wait(condition: Callable[[], bool], limit_s: float) -> bool:
+    deadline = time.monotonic() + limit_s
+    while time.monotonic() < deadline:
+        if condition():
+            return True
+        time.sleep(0.1)
+    return False
+
+
+def _wait_still(count: Callable[[], int], still_s: float, limit_s: float) -> None:
+    """Until `count()` has not changed for `still_s` (at most `limit_s`)."""
+    deadline = time.monotonic() + limit_s
+    last, since = count(), time.monotonic()
+    while time.monotonic() < deadline and time.monotonic() - since < still_s:
+        time.sleep(0.2)
+        now = count()
+        if now != last:
+            last, since = now, time.monotonic()
+
+
+def side_by_side(kind: str, work: Path, broker: MosquittoServer, meters: int, period_s: float, seconds: float,
+                 outage_s: float, after_kill_s: float, quiet_kill: bool = False) -> dict[str, float | int]:
+    """One gateway (`tanji` or `thingsboard`) polling `meters` SDM630s every `period_s` through
+    the counting Modbus server into `broker`: readings/s, CPU s per 1,000 readings and RSS over
+    `seconds`; then the broker down for `outage_s` and back (how long until every reading
+    taken before it returned has arrived); then SIGKILL and a restart; then the meters stop
+    answering and, once nothing more arrives, `lost` = polls the meters answered − distinct
+    readings at the broker, exactly. `quiet_kill`: the meters stop answering half a second
+    before the SIGKILL (no poll in flight, so any loss is of readings the gateway had taken:
+    what the suite's smoke test asserts exactly); otherwise the kill lands mid-polling, where a
+    poll answered but not yet stored by any gateway is lost with it."""
+    work.mkdir(parents=True)
+    port = free_port()
+    counts = work / "answered.json"
+    server = subprocess.Popen([sys.executable, __file__, "--serve", str(port), "--counts", str(counts)])
+    arrivals = _Arrivals(broker, f"bench-arrivals-{kind}")
+    platform = None
+    if kind == "tanji":
+        site = site_file(work, meters, period_s, port, broker.port)
+        last_address = plan_for_profile(SDM630)[-1].address
+
+        def start() -> subprocess.Popen:
+            return subprocess.Popen([sys.executable, "-m", "tanji", "--log-level", "WARNING", "gateway", "--config",
+                                     str(site), "--spool", str(work / "spool.sqlite")], cwd=REPO)
+    else:
+        platform = peer_thingsboard.PlatformStandIn(broker.host, broker.port)
+        config = peer_thingsboard.write_config(work, broker.port, port, SDM630,
+                                               [(f"m{i:03d}", 1 + i % 247) for i in range(meters)], period_s)
+        script = peer_thingsboard.ensure_installed()
+        last_address = peer_thingsboard.last_address(SDM630)
+
+        def start() -> subprocess.Popen:
+            return peer_thingsboard.start(script, config, work, work / "gateway.log")
+    proc = None
+    try:
+        wait_for_port(port)
+        proc = start()
+        if not _wait(lambda: arrivals.count() > 0, 120):
+            raise RuntimeError(f"{kind}: no reading reached the broker in 120 s")
+        time.sleep(2.0)
+        ps = psutil.Process(proc.pid)
+        cpu0, n0, t0 = _cpu_s(ps), arrivals.count(), time.monotonic()
+        time.sleep(seconds)
+        cpu1, n1, t1 = _cpu_s(ps), arrivals.count(), time.monotonic()
+        rss_mb = sum(p.memory_info().rss for p in _tree(ps)) / 2**20
+
+        broker.stop()
+        time.sleep(outage_s)
+        broker.start()
+        back, back_ms = time.monotonic(), time.time() * 1000
+        _wait_still(lambda: arrivals.count(back_ms), 3.0, 300)
+        with arrivals.lock:
+            late = [at for (_, ts), at in arrivals.first.items() if ts < back_ms and at > back]
+        backlog_s = max(late) - back if late else 0.0
+
+        if quiet_kill:
+            server.send_signal(signal.SIGUSR1)
+            time.sleep(0.5)
+        proc.kill()
+        proc.wait(30)
+        time.sleep(1.0)
+        proc = start()
+        if quiet_kill:
+            server.send_signal(signal.SIGUSR1)
+        n_kill = arrivals.count()
+        _wait(lambda: arrivals.count() > n_kill, 120)
+        time.sleep(after_kill_s)
+
+        server.terminate()  # the meters stop answering; their final counts are written
+        server.wait(30)
+        _wait_still(arrivals.count, 5.0, 300)
+    finally:
+        if proc is not None:
+            proc.terminate()
+            proc.wait(30)
+        if server.poll() is None:
+            server.terminate()
+            server.wait(30)
+        arrivals.stop()
+        if platform is not None:
+            platform.stop()
+    left = peer_thingsboard.stored_messages(work) if kind == "thingsboard" else Spool(work / "spool.sqlite").depth
+    answered = json.loads(counts.read_text())
+    polled = sum(answered.get(f"{1 + i % 247}:{last_address}", 0) for i in range(meters))
+    received = arrivals.count()
+    readings = n1 - n0
+    return {
+        "readings_per_s": round(readings / (t1 - t0), 1),
+        "cpu_s_per_1000_readings": round((cpu1 - cpu0) / readings * 1000, 3) if readings else None,
+        "rss_mb": round(rss_mb, 1),
+        "backlog_after_outage_s": round(backlog_s, 2),
+        "readings_polled": polled,
+        "readings_received": received,
+        "lost": polled - received,
+        "duplicates": arrivals.duplicates,
+        "left_in_storage": left,  # spool rows (Tanji) or storage messages (ThingsBoard) never delivered
+    }
+
+
 def serial_server_site(workdir: Path, profile: str, meters: int, port: int, broker_port: int,
                        baudrate: int | None) -> Path:
     """`meters` meters of `profile` behind one device server (framing rtu) at 127.0.0.1:port."""
@@ -291,15 +495,56 @@ def serial_server_rate(work: Path, broker: MosquittoServer, profile: str, baudra
     return rate
 
 
+def run_side_by_side(work: Path, broker: MosquittoServer, args: argparse.Namespace) -> dict:
+    """Tanji's gateway and its peers, one after the other, on the same meters and broker."""
+    quick = args.quick
+    meters, period = (3, 0.2) if quick else (args.peer_meters, args.peer_period)
+    seconds, outage, after_kill = (1.0, 2.0, 1.0) if quick else (args.seconds, args.outage_s, 5.0)
+    out: dict = {"meters": meters, "poll_period_s": period, "offered_polls_per_s": round(meters / period, 1),
+                 "outage_s": outage}
+    for kind in args.peers.split(","):
+        if kind == "thingsboard":
+            if quick and not peer_thingsboard.is_installed():
+                out[kind] = {"skipped": "--quick does not install the peer (minutes of pip); it is not in "
+                                        f"{peer_thingsboard.cache_dir()} yet: `python benchmarks/peer_thingsboard.py`"}
+                continue
+            try:
+                peer_thingsboard.ensure_installed()
+            except peer_thingsboard.PeerUnavailable as exc:
+                out[kind] = {"skipped": str(exc)}
+                continue
+            out["thingsboard_gateway_version"] = peer_thingsboard.installed_version()
+        print(f"side by side: {kind}, {meters} SDM630 every {period} s, broker down {outage:g} s, SIGKILL",
+              flush=True)
+        out[kind] = side_by_side(kind, work / f"side-{kind}", broker, meters, period, seconds, outage, after_kill,
+                                 quiet_kill=quick)
+        print(f"  {kind}: {out[kind]}", flush=True)
+    tanji, peer = out.get("tanji"), out.get("thingsboard")
+    if isinstance(tanji, dict) and isinstance(peer, dict) and "skipped" not in peer:
+        better = {"readings_per_s": max, "cpu_s_per_1000_readings": min, "rss_mb": min,
+                  "backlog_after_outage_s": min, "lost": min}
+        out["tanji_ahead_on"] = [k for k, pick in better.items()
+                                 if tanji[k] is not None and peer[k] is not None and tanji[k] != peer[k]
+                                 and pick(tanji[k], peer[k]) == tanji[k]]
+    return out
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seconds", type=float, default=10.0, help="measuring time per run (default 10)")
     parser.add_argument("--quick", action="store_true",
                         help="the test suite's smoke test: 1 s runs, 2,000-reading backlogs, no 20 s serial runs")
+    parser.add_argument("--peer-meters", type=int, default=20, help="meters in the side-by-side run (default 20)")
+    parser.add_argument("--peer-period", type=float, default=0.05,
+                        help="their poll period in the side-by-side run, s (default 0.05: 400 polls/s offered)")
+    parser.add_argument("--outage-s", type=float, default=60.0, help="broker outage in the side-by-side run")
+    parser.add_argument("--peers", default="tanji,thingsboard",
+                        help="gateways of the side-by-side run (default tanji,thingsboard; '' skips it)")
     parser.add_argument("--serve", type=int, help=argparse.SUPPRESS)
+    parser.add_argument("--counts", type=Path, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.serve:
-        serve(args.serve)
+        serve(args.serve, args.counts)
         return
     if args.quick:
         args.seconds = 1.0
@@ -370,6 +615,9 @@ def main() -> None:
             result["dlt645_bus_max_polls_per_s"] = round(ceiling, 2)
             print(f"DL/T 645 at 9600 baud: {rate:.2f} polls/s, the line's maximum {ceiling:.2f} "
                   f"({rate / ceiling:.0%})", flush=True)
+
+            if args.peers:
+                result["side_by_side"] = run_side_by_side(work, broker, args)
         finally:
             broker.stop()
             server.terminate()

@@ -73,6 +73,21 @@ def test_gateway_benchmark_quick_run_prints_every_figure():
         assert result[key] > 0, key
     assert result["requests_per_poll"] < result["naive_requests_per_poll"]
     assert result["poll_errors"] == 0
+    side = result["side_by_side"]
+    assert side["meters"] == 3 and side["outage_s"] == 2.0
+    tanji = side["tanji"]
+    # across a broker outage and a SIGKILL (no poll in flight at the kill): every reading the meters
+    # answered reached the broker, counted by (meter, timestamp)
+    assert tanji["readings_polled"] > 0 and tanji["lost"] == 0
+    assert tanji["readings_received"] == tanji["readings_polled"]
+    for key in ("readings_per_s", "cpu_s_per_1000_readings", "rss_mb"):
+        assert tanji[key] > 0, key
+    peer = side["thingsboard"]
+    if "skipped" in peer:  # the peer is installed only by a full run (minutes of pip), then cached
+        assert "peer_thingsboard.py" in peer["skipped"]
+    else:
+        assert peer["readings_polled"] > 0
+        assert peer["lost"] == peer["readings_polled"] - peer["readings_received"]
 
 
 @pytest.mark.timeout(600)
