@@ -12,6 +12,7 @@ const state = {
   sites: [], site: null, products: {}, meters: [], gateways: [], stats: {}, footprints: [], overview: null,
   basis: "location", hbasis: "location", view: "overview", route: [], history: null,
   picker: { kind: "day" }, lastUpdate: 0, ws: null, pollTimer: null, refreshed: {}, firstRenderMs: null,
+  acking: null,  // the alarm the acknowledgement form is open for
 };
 
 const $ = (id) => document.getElementById(id);
@@ -506,6 +507,7 @@ async function loadAlarms() {
 function renderAlarms() {
   const d = state.alarmsData;
   renderAlarmList($("alarms-active"), d.active, true);
+  if (state.acking) $("ack-what").textContent = kindText({ ...state.acking, ts_ms: state.acking.raised_ms });
   const head = el("tr", {}, ...["alarms.raised", "severity.alarm", "", "alarms.cleared", "alarms.by", "alarms.note"]
     .map((k) => el("th", { text: k ? t(k) : "" })));
   const when = (ms) => (ms ? siteTime(ms, { month: "2-digit", day: "2-digit", hour: "2-digit", minute: "2-digit" }) : "–");
@@ -516,26 +518,58 @@ function renderAlarms() {
   renderLog($("changes-all"), d.changes, t("changes.none"));
 }
 
-async function acknowledge(alarm) {
-  const by = window.prompt(t("alarms.ack.who"), sessionStorage.getItem("tanji.operator") || "");
-  if (!by) return;
-  const note = window.prompt(t("alarms.ack.note"), "") || "";
-  sessionStorage.setItem("tanji.operator", by);
-  for (let attempt = 0; attempt < 2; attempt++) {
-    let token = sessionStorage.getItem("tanji.token");
-    if (!token) {
-      token = window.prompt(t("alarms.ack.token"), "");
-      if (!token) return;
-      sessionStorage.setItem("tanji.token", token);
-    }
+// Acknowledging is a form of the alarms view (not browser dialogs, which kiosk browsers block):
+// it sits outside the lists the stream re-renders, so what the operator types stays. The name is
+// kept for the browser session, the token too once it worked (never in localStorage).
+function acknowledge(alarm) {
+  state.acking = alarm;
+  $("ack-what").textContent = kindText({ ...alarm, ts_ms: alarm.raised_ms });
+  $("ack-by").value = $("ack-by").value || sessionStorage.getItem("tanji.operator") || "";
+  $("ack-note").value = "";
+  $("ack-token-field").hidden = Boolean(sessionStorage.getItem("tanji.token"));
+  $("ack-error").textContent = "";
+  $("ack-panel").hidden = false;
+  $("ack-panel").scrollIntoView({ block: "nearest" });
+  ($("ack-by").value ? $("ack-note") : $("ack-by")).focus();
+}
+
+function closeAcknowledge() {
+  state.acking = null;
+  $("ack-panel").hidden = true;
+}
+
+async function submitAcknowledge() {
+  const alarm = state.acking;
+  if (!alarm) return;
+  const by = $("ack-by").value.trim();
+  const token = sessionStorage.getItem("tanji.token") || $("ack-token").value.trim();
+  if (!by) { $("ack-by").focus(); return; }
+  if (!token) { $("ack-token-field").hidden = false; $("ack-token").focus(); return; }
+  $("ack-submit").disabled = true;
+  try {
     const r = await fetch(API + "/alarms/" + alarm.id + "/acknowledge", { method: "POST",
-      headers: { "Content-Type": "application/json", Authorization: "Bearer " + token }, body: JSON.stringify({ by, note }) });
-    if (r.status === 401 || r.status === 403) { sessionStorage.removeItem("tanji.token"); if (r.status === 403) break; continue; }
-    if (!r.ok) { window.alert(t("alarms.ack.failed", { why: "HTTP " + r.status })); return; }
+      headers: { "Content-Type": "application/json", Authorization: "Bearer " + token },
+      body: JSON.stringify({ by, note: $("ack-note").value.trim() }) });
+    if (r.status === 401 || r.status === 403) {
+      sessionStorage.removeItem("tanji.token");
+      $("ack-token-field").hidden = false;
+      $("ack-token").value = "";
+      $("ack-error").textContent = t("alarms.ack.failed", { why: t("alarms.ack.bad_token") });
+      $("ack-token").focus();
+      return;
+    }
+    if (r.status === 404 || r.status === 409) { $("ack-error").textContent = t("alarms.ack.gone"); await loadAlarms(); return; }
+    if (!r.ok) { $("ack-error").textContent = t("alarms.ack.failed", { why: "HTTP " + r.status }); return; }
+    sessionStorage.setItem("tanji.operator", by);
+    sessionStorage.setItem("tanji.token", token);
+    $("ack-token").value = "";
+    closeAcknowledge();
     await loadAlarms();
-    return;
+  } catch (e) {
+    $("ack-error").textContent = t("alarms.ack.failed", { why: e.message });
+  } finally {
+    $("ack-submit").disabled = false;
   }
-  window.alert(t("alarms.ack.failed", { why: "token" }));
 }
 
 // ---------------------------------------------------------------- drill-down
@@ -675,6 +709,8 @@ function controls() {
     if (b.dataset.kind !== "custom" && b.dataset.kind !== "batch") applyPicker();
   });
   $("picker").addEventListener("submit", (e) => { e.preventDefault(); applyPicker(); });
+  $("ack-form").addEventListener("submit", (e) => { e.preventDefault(); submitAcknowledge(); });
+  $("ack-cancel").addEventListener("click", closeAcknowledge);
   $("pick-prev").addEventListener("click", () => stepPicker(-1));
   $("pick-next").addEventListener("click", () => stepPicker(1));
   $("pick-now").addEventListener("click", () => {
