@@ -28,6 +28,7 @@ from accounting.factors.catalogue import FactorCatalogue
 from accounting.factors.dataset import FactorDataset
 from accounting.store.base import ReadingStore, StoredReading
 from accounting.store.ledger import LedgerStore
+from tanji.methods import dataset_ref
 
 #: Readings this long before the period are read too, so its first hour has a counter baseline.
 LOOKBACK_MS = 86_400_000
@@ -45,7 +46,7 @@ def resolve_dataset(catalogue: FactorCatalogue, live: FactorDataset, spec: str |
     if not spec:
         return live
     if "@" not in spec:
-        spec = f"{live.dataset_id}@{spec}"
+        spec = dataset_ref(live.dataset_id, spec)
     # the site's view (province first, its uncovered-energy rule) carries over to the new version
     return catalogue.resolve(spec).for_site(province=live.site_province,
                                             uncovered_rule=live.uncovered_rule)
@@ -99,7 +100,7 @@ class Recomputations:
         document = {
             "site_id": site_id, "result_id": result.result_id,
             "dataset_id": result.dataset_id, "dataset_version": result.dataset_version,
-            "live_dataset": f"{engine.dataset.dataset_id}@{engine.dataset.version}",
+            "live_dataset": engine.dataset.ref,
             "matching_mode": result.matching_mode, "start_ms": start_ms, "end_ms": end_ms,
             "computed_ms": int(time.time() * 1000), "readings": counted[0],
             "footprints": [{"site_id": site_id, **fp.to_dict()} for fp in result.footprints],

@@ -14,6 +14,23 @@ MATCHING_MODES = ("annual", "monthly", "hourly")
 SHARING_KEYS = ("energy", "units", "fixed")
 
 
+def dataset_ref(dataset_id: object, versions: object = None) -> str:
+    """A factor dataset reference from its id and version(s): the inverse of `parse_dataset_ref`.
+
+    `versions` is one version (``"2022"``), a series already joined (``"2021+2022"``), a
+    tuple of versions, or None/empty for the bare id (the latest published factor per hour).
+
+    >>> dataset_ref("cn-mee-regional-co2", "2022")
+    'cn-mee-regional-co2@2022'
+    >>> dataset_ref("cn-mee-regional-co2", ("2021", "2022"))
+    'cn-mee-regional-co2@2021+2022'
+    >>> dataset_ref("cn-electricity-carbon-footprint")
+    'cn-electricity-carbon-footprint'
+    """
+    joined = "+".join(str(v) for v in versions) if isinstance(versions, tuple | list) else versions
+    return f"{dataset_id}@{joined}" if joined not in (None, "") else str(dataset_id)
+
+
 def parse_dataset_ref(ref: str) -> tuple[str, tuple[str, ...]]:
     """A factor dataset reference → (dataset id, versions).
 

@@ -21,6 +21,7 @@ from accounting.factors.selection import dataset_for
 from accounting.factors.tables import load_table
 from accounting.store.ledger import LedgerStore
 from tanji.errors import ConfigError
+from tanji.methods import dataset_ref
 
 
 def _json_flag(p: argparse.ArgumentParser) -> None:
@@ -103,7 +104,7 @@ def _run(args: argparse.Namespace) -> int:
         return _diff(args)
     catalogue = _catalogue(args, writing=action == "import")
     if action == "list":
-        rows = [{"ref": f"{r['dataset_id']}@{r['version']}", **r} for r in catalogue.listing({})]
+        rows = [{"ref": dataset_ref(r['dataset_id'], r['version']), **r} for r in catalogue.listing({})]
         if args.json:
             json.dump(rows, sys.stdout, ensure_ascii=False, indent=1)
             print()
@@ -140,7 +141,7 @@ def _run(args: argparse.Namespace) -> int:
         json.dump(row, sys.stdout, ensure_ascii=False, indent=1)
         print()
     else:
-        print(f"{row['dataset_id']}@{row['version']}: {row['status']}; digest {row['digest'][:12]}; "
+        print(f"{dataset_ref(row['dataset_id'], row['version'])}: {row['status']}; digest {row['digest'][:12]}; "
               f"a running accounting service loads it at its next start or via POST /api/v1/factors")
     return 0
 

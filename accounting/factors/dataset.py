@@ -27,7 +27,7 @@ from accounting.errors import (
     UnknownRegionError,
 )
 from accounting.factors.regions import NATIONAL
-from tanji.methods import parse_dataset_ref
+from tanji.methods import dataset_ref, parse_dataset_ref
 from tanji.site import UNCOVERED_RULES
 
 GasBasis = Literal["co2", "co2e_lifecycle"]
@@ -136,7 +136,7 @@ class FactorDataset:
     @property
     def ref(self) -> str:
         """``id@version``: how a site file, the CLI and the API name this dataset version."""
-        return f"{self.dataset_id}@{self.version}"
+        return dataset_ref(self.dataset_id, self.version)
 
     def region_for(self, grid_region: str) -> str:
         """The dataset region used for a site: its province when the dataset has a provincial

@@ -16,6 +16,7 @@ from collections.abc import Mapping
 
 from accounting.factors.dataset import FactorDataset, FactorRegistry, default_registry
 from accounting.factors.regions import canonical_province, is_mainland
+from tanji.methods import dataset_ref
 from tanji.site import Site
 
 #: The dataset of a site file that names none: product footprints under GB/T 24067 need the
@@ -64,7 +65,7 @@ _UNCOVERED = {"residual_mix": "residual mix (national average excluding market-t
 def factor_rule_text(fp: Mapping[str, object]) -> str:
     """One line naming the factor and the rule of a footprint record, for labels and reports."""
     selection = _SELECTION.get(str(fp.get("factor_selection")), str(fp.get("factor_selection")))
-    return (f"{fp.get('dataset_id')}@{fp.get('dataset_version')} · region {fp.get('factor_region')} · "
+    return (f"{dataset_ref(fp.get('dataset_id'), fp.get('dataset_version'))} · region {fp.get('factor_region')} · "
             f"{fp.get('gas_basis')} · {selection}")
 
 

@@ -33,6 +33,7 @@ from accounting.api.responses import plain
 from accounting.api.types import AccountingServiceLike
 from accounting.pact.document import PactProduct, product_footprint, publishable
 from accounting.pact.published import Published, PublishedStore
+from tanji.methods import dataset_ref
 from tanji.site import Product, Site
 
 log = logging.getLogger(__name__)
@@ -159,7 +160,7 @@ class Publisher:
             note = (f"Revision of {latest.id}: recomputed with factor dataset {record.get('dataset_id')} "
                     f"version {record.get('dataset_version')}.")
             out += self._publish(period, record, latest, revision,
-                                 f"{record.get('dataset_id')}@{record.get('dataset_version')}", note)
+                                 dataset_ref(record.get('dataset_id'), record.get('dataset_version')), note)
         return out
 
     def _recompute(self, period: Period, dataset_spec: str | None) -> dict[str, Any] | None:

@@ -47,6 +47,7 @@ from accounting.shipments.lots import Lot, Lots, product_of, whole_units
 from accounting.shipments.pact import line_footprint, why_not
 from accounting.shipments.recompute import recomputed_records
 from accounting.shipments.store import ShipmentStore
+from tanji.methods import dataset_ref
 
 log = logging.getLogger(__name__)
 
@@ -396,7 +397,7 @@ class ShipmentBook:
                     continue
                 used = sorted({f"{ln['dataset_id']} version {ln['dataset_version']}" for ln in lines})
                 reason = f"recomputed with factor dataset {', '.join(used)}"
-                dataset = spec or f"{lines[0]['dataset_id']}@{lines[0]['dataset_version']}"
+                dataset = spec or dataset_ref(lines[0]['dataset_id'], lines[0]['dataset_version'])
                 done.append((sid, self._issue(row, lines, previous, dataset, reason)))
             except Exception:
                 log.exception("shipments: cannot recompute %s", sid)

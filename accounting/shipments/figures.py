@@ -22,6 +22,7 @@ from typing import Any
 
 from accounting.engine.results import ProductFootprint
 from accounting.shipments.drawing import Draw
+from tanji.methods import dataset_ref
 from tanji.site import Product
 
 #: Summed over lots in proportion to the units shipped.
@@ -121,7 +122,7 @@ def line_record(*, shipment_id: str, line_no: int, site_id: str, product: Produc
     record: dict[str, Any] = {
         **footprint.to_dict(),
         "shipment_id": shipment_id, "line": line_no,
-        "dataset_versions": sorted({f"{r.get('dataset_id')}@{r.get('dataset_version')}" for r in records}),
+        "dataset_versions": sorted({dataset_ref(r.get('dataset_id'), r.get('dataset_version')) for r in records}),
         "evidence": sorted({e for lot in lots for e in lot["evidence"]}),
         "lots": lots,
     }

@@ -7,7 +7,7 @@ import json
 import pytest
 
 from tanji import wire
-from tanji.methods import parse_dataset_ref
+from tanji.methods import dataset_ref, parse_dataset_ref
 from tanji.profile import RATIOS, Register
 from tanji.quality import QUALITY_CODES, worst
 from tanji.quantities import COUNTERS, ENERGY_COUNTERS, PRODUCTION_COUNTERS, QUANTITIES, Quantity
@@ -63,3 +63,7 @@ def test_dataset_references() -> None:
     assert parse_dataset_ref("cn-mee-regional-co2@2022") == ("cn-mee-regional-co2", ("2022",))
     assert parse_dataset_ref("cn-electricity-carbon-footprint") == ("cn-electricity-carbon-footprint", ())
     assert parse_dataset_ref(" x@2023+2024 ") == ("x", ("2023", "2024"))
+    # written back the one way every part writes it (records, labels, the CLI, recompute)
+    for ref in ("cn-mee-regional-co2@2022", "cn-electricity-carbon-footprint", "x@2023+2024"):
+        assert dataset_ref(*parse_dataset_ref(ref)) == ref
+    assert dataset_ref("x", "2023+2024") == "x@2023+2024" and dataset_ref("x", None) == "x"

@@ -20,6 +20,7 @@ import weakref
 from datetime import datetime, timedelta
 from typing import Any, Literal
 
+from accounting.api import windows
 from accounting.api.deps import site_tz
 from accounting.api.types import AccountingServiceLike, GridFactorsLike, OperatorLogLike
 from accounting.api.views import lines
@@ -119,7 +120,7 @@ def overview(svc: AccountingServiceLike, site: Site, basis: Basis = "location",
              now_ms: int | None = None) -> dict[str, Any]:
     """The overview body of one site (see the module docstring)."""
     now = _now_ms() if now_ms is None else now_ms
-    hour = now - now % HOUR_MS
+    hour, _ = windows.window_bounds("hour", now, site_tz(site))  # the one definition of "now" windows
     rows = {r.get("meter"): r for r in svc.meter_status(site.id)}
     factor = factor_in_effect(svc, site, hour)
     records = svc.footprints(site.id, start_ms=hour, end_ms=hour + HOUR_MS)
