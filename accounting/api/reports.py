@@ -29,6 +29,7 @@ from accounting.api.queries import (
 )
 from accounting.api.types import AccountingServiceLike
 from accounting.factors.selection import exemption_text, factor_rule_text, uncovered_rule_text
+from tanji.methods import dataset_ref
 from tanji.site import Product, Site
 
 router = APIRouter(prefix="/api/v1/reports", tags=["reports"])
@@ -143,7 +144,7 @@ def evidence_text(fp: dict[str, Any]) -> str:
     """The label's evidence row: the Merkle root of the signed readings and the factor dataset
     digest an auditor checks with `tanji audit verify` (docs/audit.md)."""
     e = html.escape
-    dataset = (f"因子数据集 factor dataset {e(str(fp.get('dataset_id')))}@{e(str(fp.get('dataset_version')))} "
+    dataset = (f"因子数据集 factor dataset {e(dataset_ref(fp.get('dataset_id'), fp.get('dataset_version')))} "
                f"<code data-testid=label-dataset-digest>{e(str(fp.get('dataset_digest') or '–'))[:16]}</code>")
     root = fp.get("evidence_root")
     if not root:
