@@ -111,7 +111,7 @@ def seed_history(scenario: Scenario, store: ReadingStore, live: PlantSimulator, 
         if isinstance(model, ProductionCounter) and isinstance(live_model, ProductionCounter):
             live_model.made, live_model.progress = model.made, model.progress
     log.info("history: %d readings from %s to now written in %.1f s", written,
-             datetime.fromtimestamp(start_ms / 1000, ZoneInfo(site.timezone or "Asia/Shanghai")).strftime("%Y-%m-%d"),
+             datetime.fromtimestamp(start_ms / 1000, site.zone).strftime("%Y-%m-%d"),
              time.monotonic() - started)
     return written
 

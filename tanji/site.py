@@ -22,6 +22,8 @@ from tanji.profile import PROFILES_DIR, MeterProfile, load_profiles
 from tanji.quantities import counters_of
 from tanji.roles import METER_ROLES, ROLE_FLOWS, counters_for
 
+#: A site file without `timezone` is on Beijing time.
+DEFAULT_TIMEZONE = "Asia/Shanghai"
 CENTRE_KINDS = ("production", "utility")
 ALLOCATION_KEYS = ("units", "mass", "machine_hours", "floor_area", "fixed", "standard_time")
 #: What unmatched energy gets in market-based results (GHG Protocol Scope 2 revision options).
@@ -223,6 +225,17 @@ class Site:
     remainder_key_uncertainty_pct: float = 0.0
     market: Market = field(default_factory=Market)
     signatures: str = "preferred"
+
+    @property
+    def zone(self) -> ZoneInfo:
+        """The site's civil time zone: its calendar windows, shifts and local times are in it.
+
+        The one place a site's zone is made (the site file's name was checked when read; a
+        site built by hand with no or an unknown name is on Beijing time, the default)."""
+        try:
+            return ZoneInfo(self.timezone or DEFAULT_TIMEZONE)
+        except (ZoneInfoNotFoundError, ValueError):
+            return ZoneInfo(DEFAULT_TIMEZONE)
 
     @property
     def meters(self) -> tuple[Meter, ...]:
@@ -601,7 +614,7 @@ def parse_site(root: Section, profiles: dict[str, MeterProfile] | None = None) -
         name=site_section.get("name", str, ""),
         province=site_section.get("province", str, fix="name the province, e.g. province: Chongqing"),
         grid_region=site_section.get("grid_region", str, None),
-        timezone=site_section.get("timezone", str, "Asia/Shanghai"),
+        timezone=site_section.get("timezone", str, DEFAULT_TIMEZONE),
         matching_mode=site_section.choice("matching_mode", MATCHING_MODES, "annual"),
         factor_dataset=site_section.get("factor_dataset", str, None),
         broker=_broker(root.section("broker", None)),
@@ -622,7 +635,7 @@ def parse_site(root: Section, profiles: dict[str, MeterProfile] | None = None) -
 
 
 def _timezone(site_section: Section) -> ZoneInfo:
-    name = site_section.get("timezone", str, "Asia/Shanghai")
+    name = site_section.get("timezone", str, DEFAULT_TIMEZONE)
     try:
         return ZoneInfo(name)
     except (ZoneInfoNotFoundError, ValueError):

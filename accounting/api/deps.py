@@ -2,14 +2,12 @@
 
 from __future__ import annotations
 
-from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+from zoneinfo import ZoneInfo
 
 from fastapi import HTTPException, Request
 
 from accounting.api.types import AccountingServiceLike
 from tanji.site import Site
-
-DEFAULT_TZ = "Asia/Shanghai"
 
 
 def service(request: Request) -> AccountingServiceLike:
@@ -31,8 +29,5 @@ def selected_sites(svc: AccountingServiceLike, site_id: str | None) -> list[Site
 
 
 def site_tz(site: Site) -> ZoneInfo:
-    """The site's zone; a zone name the system does not know falls back to Beijing time."""
-    try:
-        return ZoneInfo(site.timezone or DEFAULT_TZ)
-    except (ZoneInfoNotFoundError, ValueError):
-        return ZoneInfo(DEFAULT_TZ)
+    """The site's zone (`Site.zone`, the one definition)."""
+    return site.zone

@@ -147,14 +147,13 @@ def _run(args: argparse.Namespace) -> int:
 
 
 def _diff(args: argparse.Namespace) -> int:
-    from zoneinfo import ZoneInfo
 
     from accounting.factors.diff import factor_diff
     from accounting.store.sqlite import SqliteStore
     from tanji.site import load_site
 
     site = load_site(args.site)
-    tz = ZoneInfo(site.timezone)
+    tz = site.zone
     start, end = _instant(args.start, "--from", tz), _instant(args.end, "--to", tz)
     if end <= start:
         raise ConfigError("--to", None, "", "the period is empty", "--to must be after --from")

@@ -31,7 +31,6 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
-from zoneinfo import ZoneInfo
 
 from accounting.engine.engine import Engine
 from accounting.engine.kernels_energy import HOUR_MS, ROLLOVER_NEAR
@@ -327,7 +326,7 @@ def _number(value: object) -> float | None:
 
 
 def _local(ms: int, site: Site) -> str:
-    return datetime.fromtimestamp(ms / 1000, ZoneInfo(site.timezone or "Asia/Shanghai")).strftime("%Y-%m-%d %H:00")
+    return datetime.fromtimestamp(ms / 1000, site.zone).strftime("%Y-%m-%d %H:00")
 
 
 def _now_ms() -> int:

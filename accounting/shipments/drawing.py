@@ -20,7 +20,6 @@ from dataclasses import dataclass
 from datetime import date as Date
 from datetime import timedelta
 
-from accounting.api.deps import site_tz
 from accounting.errors import BatchAlreadyShippedError, OverShippedError, ShipmentInputError
 from accounting.shipments.declaration import Declaration, Line
 from accounting.shipments.lots import BATCH, Lot, Lots, day_bounds, local_date, whole_units
@@ -139,4 +138,4 @@ def fifo_window(decl: Declaration, site: Site, line: Line) -> tuple[int, int]:
 
 
 def _day(site: Site, ms: int) -> str:
-    return local_date(ms, site_tz(site))
+    return local_date(ms, site.zone)

@@ -20,7 +20,6 @@ from datetime import datetime, timedelta
 from typing import Any, Protocol, runtime_checkable
 from zoneinfo import ZoneInfo
 
-from accounting.api.deps import site_tz
 from accounting.api.responses import plain
 from accounting.api.types import AccountingServiceLike
 from accounting.shipments.declaration import batch_id_text
@@ -69,7 +68,7 @@ def batch_lines(site: Site) -> set[str]:
 
 
 def day_bounds(site: Site, day: str) -> tuple[int, int]:
-    tz = site_tz(site)
+    tz = site.zone
     d = Date.fromisoformat(day)
     start = datetime(d.year, d.month, d.day, tzinfo=tz)
     end = datetime.combine(d + timedelta(days=1), datetime.min.time(), tzinfo=tz)
@@ -116,7 +115,7 @@ class Lots:
             line = product_of(site, product_id).cost_centre
             return [replace(lot, product_id=product_id) for (cc, _), lot in self._batches(site).items()
                     if cc == line and lot.closed and start_ms <= lot.end_ms <= end_ms]
-        tz = site_tz(site)
+        tz = site.zone
         out: list[Lot] = []
         day = datetime.fromtimestamp(start_ms / 1000, tz).date()
         while True:

@@ -67,3 +67,17 @@ def test_dataset_references() -> None:
     for ref in ("cn-mee-regional-co2@2022", "cn-electricity-carbon-footprint", "x@2023+2024"):
         assert dataset_ref(*parse_dataset_ref(ref)) == ref
     assert dataset_ref("x", "2023+2024") == "x@2023+2024" and dataset_ref("x", None) == "x"
+
+
+def test_a_site_has_one_zone() -> None:
+    """Every part takes a site's zone from `Site.zone` (the API's windows, shipments' lots, the
+    plant watch, the factor CLI, the demo): a site file's name, else Beijing time."""
+    from dataclasses import replace
+    from pathlib import Path
+
+    from tanji.site import load_site
+
+    site = load_site(Path(__file__).resolve().parents[2] / "firmware-config" / "sites" / "cq-battery.yaml")
+    assert site.zone.key == site.timezone
+    assert replace(site, timezone="").zone.key == "Asia/Shanghai"
+    assert replace(site, timezone="Nowhere/Atlantis").zone.key == "Asia/Shanghai"
