@@ -14,7 +14,7 @@ import pytest
 from fastapi.testclient import TestClient
 
 from accounting.api.dashboard import STATIC_DIR
-from tanji.wire import QUALITY_CODES
+from tanji.quality import QUALITY_CODES
 from tests.api.conftest import API_TOKEN
 from tests.api.fake import FakeService
 
