@@ -16,6 +16,9 @@ then as its LAST line one JSON object:
 - ``spool_write_readings_per_s``: SDM630 readings committed to the spool (one transaction per
   100, as under load), and ``spool_replay_readings_per_s``: readings taken out again in
   batches of 500, encoded as wire-format payloads and acknowledged;
+- ``cpu_ms_per_1000_readings_signed`` against ``cpu_ms_per_1000_readings_unsigned``: gateway
+  process CPU per 1,000 SDM630 readings spooled, formed into batches of 100, signed and chained
+  (Ed25519, docs/audit.md) or not, and encoded for publishing, and ``signing_cpu_overhead``;
 - ``backlog_drain_readings_per_s``: a gateway started on a spool holding a 50,000-reading
   backlog, publishing it to Mosquitto until it is acknowledged (``delivery: broker``);
 - ``serial_server_polls_per_s``: 100 SDM630s behind one serial device server (the plant
@@ -188,6 +191,28 @@ def spool_rates(workdir: Path, n: int = 50_000) -> tuple[float, float]:
     replay = n / (time.perf_counter() - t0)
     spool.close()
     return write, replay
+
+
+def signing_cpu(workdir: Path, n: int = 50_000, batch: int = 100) -> tuple[float, float]:
+    """Gateway CPU ms per 1,000 SDM630 readings spooled, formed into batches of `batch` and
+    encoded for publishing, without and with Ed25519 signing and chaining (the same readings,
+    the same code path; process CPU time, so waiting on the disk does not count)."""
+    from gateway.signing_key import generate_key
+
+    key = generate_key(workdir / "bench.key")
+    out = []
+    for signer in (None, key):
+        spool = Spool(workdir / f"sign-{signer is not None}.sqlite", signer=signer, site="bench", gateway="gw")
+        readings = sdm630_readings(n, int(time.time() * 1000) - n)
+        t0 = time.process_time()
+        for i in range(0, n, batch):
+            spool.add(readings[i:i + batch])
+            b = spool.next_batch(batch)
+            encode_batch_body("bench", "gw", b.seq, b.body, backlog=False, sent_ms=0, sig=b.sig)
+            spool.ack(b.seq)
+        out.append((time.process_time() - t0) * 1000 / (n / 1000))
+        spool.close()
+    return out[0], out[1]
 
 
 def backlog_drain(workdir: Path, broker: MosquittoServer, modbus_port: int, n: int = 50_000,
@@ -585,6 +610,13 @@ def main() -> None:
             result["spool_write_readings_per_s"] = round(write)
             result["spool_replay_readings_per_s"] = round(replay)
             print(f"spool: {write:.0f} readings/s written, {replay:.0f} readings/s replayed", flush=True)
+
+            plain, signed = signing_cpu(work, backlog_n)
+            result["cpu_ms_per_1000_readings_unsigned"] = round(plain, 2)
+            result["cpu_ms_per_1000_readings_signed"] = round(signed, 2)
+            result["signing_cpu_overhead"] = round(signed / plain - 1, 3)
+            print(f"signing: {signed:.1f} ms CPU per 1,000 readings spooled, batched by 100 and encoded signed, "
+                  f"{plain:.1f} ms unsigned (+{(signed / plain - 1) * 100:.0f} %)", flush=True)
 
             drain = backlog_drain(work, broker, modbus_port, backlog_n)
             result["backlog_drain_readings_per_s"] = round(drain)

@@ -30,6 +30,10 @@ interpreter (ingest's Python threads share one core through the GIL); otherwise 
 stage where the cycles spent most time. The machine's baseline measured in the same run
 (`machine`: bare `json.loads` of fleet payloads, memory copy; benchmarks/machine.py) puts the
 rates in proportion.
+Phase 3 (signatures, docs/audit.md): `signatures_required_readings_per_s` against
+`signatures_off_readings_per_s`, the same fleet batches signed and chained with Ed25519 or
+not, through admission and the InfluxDB store in-process (`signature_phase` says how), and
+`signatures_slowdown` (goal <= 0.10).
 Prints one JSON object as its last line.
 """
 
@@ -211,6 +215,101 @@ def settle(processes: dict[str, psutil.Process], limit_s: float = 30.0) -> float
     return time.monotonic() - started
 
 
+def signature_phase(gateways: int, meters: int, influx: InfluxServer, tmp_path: Path, rounds: int,
+                    repeats: int = 2) -> dict:
+    """Ingest readings/s with `signatures: required` against `off`, same readings, same run.
+
+    The fleet's batches are signed and chained per gateway with Ed25519 (what its gateways
+    would publish with keys registered); `off` ingests the same batches unsigned (what its
+    gateways publish then). Each mode runs the ingest cycle in-process (admission with the
+    signature and chain checks, store formatting, the InfluxDB write, its evidence writes),
+    alternately `repeats` times into a fresh database; the best run of each counts (wall-clock
+    readings/s, and CPU µs per reading of accounting and influxd, which the machine's other
+    load does not inflate). The engine
+    is left out (its cost is the same in both modes), so the slowdown is relative to admission
+    and store alone: an upper bound of the whole service's.
+    """
+    from dataclasses import replace
+
+    from accounting.ingest.admission import Admission
+    from accounting.ingest.chain import ChainTracker
+    from accounting.ingest.dedup import DedupIndex
+    from accounting.ingest.pipeline import Pipeline
+    from accounting.ingest.sequence import SequenceTracker
+    from accounting.ingest.signatures import BatchSignatures
+    from accounting.ingest.stats import IngestStats
+    from accounting.ingest.subscriber import InboundMessage
+    from gateway.signing_key import generate_key
+    from tanji import signed_batch
+    from tanji.gateway_keys import RegisteredKey
+    from tanji.wire import encode_batch
+
+    fleet = Fleet("127.0.0.1", 0, gateways=gateways, meters_per_gateway=meters, site_id="fleet", period_s=1.0)
+    site = parse_site_text(fleet.site_text(), "fleet.yaml")
+    keys = {g: generate_key(tmp_path / f"{g}.key") for g in fleet.gateway_ids}
+    site = replace(site, gateways=tuple(replace(g, keys=(RegisteredKey(g.id, keys[g.id].public_key,
+                                                                        keys[g.id].key_id),))
+                                        for g in site.gateways))
+    start_ms = int(time.time() * 1000) - (rounds + 5) * 1000
+    unsigned, signed = [], []
+    prev: dict[str, str | None] = dict.fromkeys(fleet.gateway_ids)
+    for g, payload in fleet.payloads(rounds, start_ms):
+        body = json.loads(payload)
+        raw = signed_batch.raw_member(payload)
+        sig, prev[g] = signed_batch.sign(keys[g], site.id, g, body["seq"], "c0ffee00c0ffee00", prev[g], raw)
+        topic = f"tanji/v1/{site.id}/{g}/readings"
+        unsigned.append((topic, payload))
+        signed.append((topic, encode_batch(site.id, g, body["seq"], [], sent_ms=body["sent_ms"],
+                                           sig=sig.to_json(), readings_text=raw.decode())))
+    readings = sum(len(json.loads(p)["readings"]) for _, p in unsigned)
+
+    class Sink:
+        inbox = None
+
+        def ack(self, messages, unconfirmed=None) -> int:
+            return len(messages)
+
+    best: dict[str, float] = {}
+    cpu: dict[tuple[str, str], float] = {}
+    procs = {"accounting": psutil.Process(), "influxd": psutil.Process(influx.influxd.proc.pid)}
+    checks = 0
+    for i in range(repeats):
+        for mode, payloads in (("off", unsigned), ("required", signed)):
+            db = f"sig_{mode}_{i}"
+            influx.create_database(db)
+            store = InfluxStore(influx.url, token="bench", org="tanji", bucket=db, spill_dir=tmp_path / f"spill-{db}")
+            sites = {site.id: replace(site, signatures=mode)}
+            verifier = BatchSignatures(sites) if mode != "off" else None
+            admission = Admission(sites, DedupIndex(), SequenceTracker(), verifier,
+                                  ChainTracker(store) if verifier else None)
+            pipeline = Pipeline(Sink(), admission, store, IngestStats(), deliver=lambda cycles: None)
+            messages = [InboundMessage(t, p, 0, 0, start_ms + rounds * 1000, 0) for t, p in payloads]
+            cpu0 = {k: _cpu_s(proc) for k, proc in procs.items()}
+            t0 = time.perf_counter()
+            for k in range(0, len(messages), 200):
+                pipeline.run_cycle(messages[k:k + 200])
+            store.flush(120)
+            rate = readings / (time.perf_counter() - t0)
+            for k, proc in procs.items():
+                us = (_cpu_s(proc) - cpu0[k]) * 1e6 / readings
+                cpu[(mode, k)] = min(cpu.get((mode, k), us), us)
+            stored = _count(influx, db)
+            store.close()
+            if stored != readings:
+                raise SystemExit(f"signature phase {mode}: {stored} of {readings} readings stored")
+            best[mode] = max(best.get(mode, 0.0), rate)
+            if verifier is not None:
+                checks = verifier.stats.signature_checks
+    return {"signatures_off_readings_per_s": round(best["off"]),
+            "signatures_required_readings_per_s": round(best["required"]),
+            "signatures_slowdown": round(1 - best["required"] / best["off"], 3),
+            "goal_signatures_slowdown": 0.10,
+            "signature_checks_per_batch": round(checks / len(signed), 3),
+            # CPU per reading (best run), the machine's other load does not count in it
+            "signatures_cpu_us_per_reading": {f"{m}_{k}": round(v, 2) for (m, k), v in sorted(cpu.items())},
+            "signatures_readings": readings}
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--gateways", type=int, default=50)
@@ -218,6 +317,8 @@ def main() -> int:
     parser.add_argument("--rounds", type=int, default=200, help="backlog polls of every meter (phase 1)")
     parser.add_argument("--live-rate", type=float, default=20_000, help="readings/s published in phase 2")
     parser.add_argument("--live-s", type=float, default=15, help="seconds of real-time publishing (phase 2)")
+    parser.add_argument("--signature-rounds", type=int, default=50,
+                        help="polls of every meter in the signatures: required vs off comparison (phase 3)")
     parser.add_argument("--gzip-level", type=int, default=None,
                         help="InfluxStore gzip level (default: the store's, i.e. 0 on loopback)")
     parser.add_argument("--publisher", nargs=4, help=argparse.SUPPRESS)
@@ -308,6 +409,7 @@ def main() -> int:
             service.stop()
             service = None
             ceilings.append(store_ceiling(influx, "ceiling_after", bodies))
+            signatures = signature_phase(args.gateways, args.meters, influx, tmp_path, args.signature_rounds)
         finally:
             if service is not None:
                 service.stop()
@@ -356,6 +458,7 @@ def main() -> int:
         "ratio_to_json_loads_baseline": round(rate / baseline, 3),
         "generator_readings_per_s": round(backlog["readings"] / backlog["seconds"]),
         "footprints": len(fps),
+        **signatures,
         "machine": machine,
     }
     print(json.dumps(result))

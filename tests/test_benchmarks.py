@@ -46,7 +46,7 @@ def test_ingest_benchmark_prints_its_result_and_loses_nothing():
     require_binary("influxd", "influxdb")
     # 30 meters at 60 readings/s: a live round every 0.5 s, 4 rounds in 2 s
     result = run_benchmark("ingest", "--gateways", "3", "--meters", "10", "--rounds", "5",
-                           "--live-rate", "60", "--live-s", "2")
+                           "--live-rate", "60", "--live-s", "2", "--signature-rounds", "4")
     assert result["live_period_s"] == 0.5 and result["live_rate_readings_per_s"] == 60
     assert result["live_readings"] == 3 * 10 * 4
     assert result["readings_published"] == 3 * 10 * (5 + 4)
@@ -60,6 +60,9 @@ def test_ingest_benchmark_prints_its_result_and_loses_nothing():
     assert set(result["cpu_cores_during_drain"]) == {"accounting", "influxd", "influx_bridge", "mosquitto"}
     assert result["gzip_level"] == 0  # InfluxDB on loopback
     assert result["baseline_json_loads_readings_per_s"] == result["machine"]["json_loads_readings_per_s"]
+    assert result["signatures_readings"] == 3 * 10 * 4
+    assert result["signatures_required_readings_per_s"] > 0 and result["signatures_off_readings_per_s"] > 0
+    assert result["signature_checks_per_batch"] <= 1
 
 
 @pytest.mark.timeout(300)
@@ -69,7 +72,8 @@ def test_gateway_benchmark_quick_run_prints_every_figure():
     for key in ("polls_per_s", "rss_mb_200_meters", "spool_write_readings_per_s", "spool_replay_readings_per_s",
                 "backlog_drain_readings_per_s", "backlog_drain_confirmed_readings_per_s",
                 "serial_server_polls_per_s", "serial_server_bus_max_polls_per_s", "dlt645_polls_per_s",
-                "dlt645_9600_polls_per_s", "dlt645_bus_max_polls_per_s"):
+                "dlt645_9600_polls_per_s", "dlt645_bus_max_polls_per_s", "cpu_ms_per_1000_readings_signed",
+                "cpu_ms_per_1000_readings_unsigned"):
         assert result[key] > 0, key
     assert result["requests_per_poll"] < result["naive_requests_per_poll"]
     assert result["poll_errors"] == 0

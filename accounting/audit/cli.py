@@ -80,7 +80,7 @@ def _export(args: argparse.Namespace) -> int:
     if args.site and args.site != site.id:
         raise ConfigError(args.config, None, "site.id", f"the site file is site {site.id}, not {args.site}",
                           "pass the site file of the site to export")
-    tz = ZoneInfo(site.timezone)
+    tz = site.zone
     start, end = _instant(args.start, "--from", tz), _instant(args.end, "--to", tz)
     if end <= start:
         raise ConfigError("--to", None, "", "the period is empty", "--to must be after --from")
