@@ -6,7 +6,8 @@
     keys.json          the registered public keys, for the auditor to compare with the plant's records
     batches.jsonl      every signed batch the footprints rest on, one per line, as it arrived:
                        {"site", "gateway", "seq", "received_ms", "sig": {...} | null, "readings": [...]}
-                       with `readings` the exact bytes the signature covers (always the last member)
+                       with `readings` the exact bytes the signature covers (always the last member);
+                       an unsigned batch is its record only: `n`, `min_ts_ms`, `max_ts_ms`, no readings
     factors/*.json     the factor dataset versions of the site's dataset
     instruments.json   the certificates claimed and contracts held by the site (ledger records)
     footprints.json    per window: the footprint records as Tanji served them (with their
@@ -83,9 +84,11 @@ def batch_line(b: StoredBatch) -> bytes:
     sig = None
     if b.sig is not None:
         sig = {"alg": signed_batch.ALGORITHM, "key": b.key, "chain": b.chain, "prev": b.prev, "sig": b.sig}
-    head = json.dumps({"site": b.site, "gateway": b.gateway, "seq": b.seq, "received_ms": b.received_ms,
-                       "sig": sig}, separators=(",", ":"))
-    return head[:-1].encode() + b',"readings":' + b.readings + b"}"
+    head = {"site": b.site, "gateway": b.gateway, "seq": b.seq, "received_ms": b.received_ms, "sig": sig}
+    if sig is None:  # an unsigned batch: its record only (accounting keeps no readings of it as evidence)
+        head.update(n=b.n, min_ts_ms=b.min_ts_ms, max_ts_ms=b.max_ts_ms)
+    text = json.dumps(head, separators=(",", ":"))
+    return text[:-1].encode() + b',"readings":' + (b.readings or b"[]") + b"}"
 
 
 def parse_batch_line(line: bytes) -> StoredBatch:
@@ -106,10 +109,13 @@ def parse_batch_line(line: bytes) -> StoredBatch:
     else:
         head = signed_batch.header(site, gateway, seq, "-", "-", None, digest)
     ts = [r.get("ts_ms") for r in readings if isinstance(r, dict) and isinstance(r.get("ts_ms"), int)]
+    lo, hi, n = min(ts, default=0), max(ts, default=0), len(readings)
+    if sig is None and not readings:  # an unsigned batch's record
+        lo, hi, n = int(body.get("min_ts_ms") or 0), int(body.get("max_ts_ms") or 0), int(body.get("n") or 0)
+        raw = b""
     return StoredBatch(site, gateway, seq, signed_batch.batch_hash(head), sig.chain if sig else None,
                        sig.key if sig else None, sig.prev if sig else None,
-                       body["sig"]["sig"] if sig else None, min(ts, default=0), max(ts, default=0),
-                       len(readings), int(body.get("received_ms") or 0), raw)
+                       body["sig"]["sig"] if sig else None, lo, hi, n, int(body.get("received_ms") or 0), raw)
 
 
 def write_bundle(bundle: Bundle, out: IO[bytes], name: str = "bundle.zip") -> None:

@@ -177,14 +177,13 @@ def check_batches(site: Site, batches: Sequence[StoredBatch]) -> tuple[list[Batc
 
 
 def _readings(checks: Sequence[BatchCheck]) -> list[StoredReading]:
-    """The readings of the batches accounting would have stored: authentic and unsigned, the
-    first copy of each (meter, ts_ms) by arrival."""
+    """The readings of the authentic batches, the first copy of each (meter, ts_ms) by arrival."""
     import json
 
     rows: dict[tuple[str, int], StoredReading] = {}
     for c in sorted(checks, key=lambda c: (c.batch.received_ms, c.batch.gateway, c.batch.seq)):
-        if not (c.authentic or c.status == "unsigned"):
-            continue
+        if not c.authentic:
+            continue  # unsigned batches carry no readings: they are no evidence
         for r in json.loads(c.batch.readings):
             key = (r["meter"], r["ts_ms"])
             if key not in rows:
@@ -301,6 +300,11 @@ def verify_bundle(path: str | Path) -> Report:
                 v.reasons += seg_reasons
             elif seg_reasons:
                 v.reasons += seg_reasons
+            unsigned = sum(1 for c in report.batches if c.status == "unsigned"
+                           and c.batch.min_ts_ms < hi and c.batch.max_ts_ms >= lo)
+            if unsigned:
+                v.reasons.append(f"{unsigned} unsigned batches hold readings of this window: they are no evidence, "
+                                 "and the footprint cannot be recomputed from signed readings alone")
             if not record.get("evidence_complete"):
                 v.notes.append("the record says its evidence is incomplete (missing or unsigned batches)")
             if dataset_error:

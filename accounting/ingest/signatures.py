@@ -256,8 +256,11 @@ class BatchSignatures:
             self.stats.vouched_by_chain += c.vouched
         else:
             self.stats.unsigned_batches += 1
+        # An unsigned batch is recorded without its readings' bytes: it is no evidence, and
+        # keeping them would write every unsigned reading twice; its record still says which
+        # readings of which window are not vouched for (evidence_complete).
         return StoredBatch(site, gateway, c.seq, c.hash, c.chain, c.key.key_id if c.key else None, c.prev, c.sig,
-                           oldest, newest, len(readings), message.received_ms, c.readings)
+                           oldest, newest, len(readings), message.received_ms, c.readings if c.key else b"")
 
     def to_dict(self) -> dict[str, Any]:
         s = self.stats

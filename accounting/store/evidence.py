@@ -29,7 +29,8 @@ class StoredBatch(NamedTuple):
     """One admitted batch as it arrived: `readings` are the exact bytes its signature covers.
 
     Unsigned batches (a site with `signatures: preferred`) have `sig`, `key`, `chain` and `prev`
-    None; their `hash` is the header hash with `-` for those, so they are still named.
+    None, and no `readings` (b""): they are no evidence, only a record that readings of their
+    time span are not vouched for; their `hash` is the header hash with `-` for those.
     """
 
     site: str

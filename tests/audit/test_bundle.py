@@ -115,3 +115,12 @@ def test_an_edit_without_updating_the_manifest_is_named(bundle, tmp_path):
             w.writestr(n, data + b" " if n == "site.yaml" else data)
     r = tanji("audit", "verify", str(out))
     assert r.returncode == 1 and "site.yaml was changed after export" in r.stdout
+
+
+def test_an_unsigned_batch_travels_as_its_record_only():
+    from accounting.audit.bundle import batch_line, parse_batch_line
+    from accounting.store.evidence import StoredBatch
+
+    b = StoredBatch("test-site", "gw-1", 7, "ab" * 32, None, None, None, None, T0, T0 + 2000, 3, T0 + 5000, b"")
+    back = parse_batch_line(batch_line(b))
+    assert (back.seq, back.sig, back.n, back.min_ts_ms, back.max_ts_ms, back.readings) == (7, None, 3, T0, T0 + 2000, b"")

@@ -149,7 +149,10 @@ def test_a_gateway_without_registered_keys_counts_as_unsigned_when_preferred(tmp
     pipeline, _, stats, _ = make_pipeline(site, store)
     pipeline.run_cycle(messages(*payloads))
     assert stats.accepted == 6 and quarantine_reasons(store) == []
-    assert [b.sig for b in store.read_batches("test-site", T0 - 1, T0 + 3_600_000)] == [None, None]
+    kept = store.read_batches("test-site", T0 - 1, T0 + 3_600_000)
+    assert [(b.sig, b.n, b.readings) for b in kept] == [(None, 3, b""), (None, 3, b"")], \
+        "an unsigned batch is recorded, its readings are not written twice"
+    assert quarantine_reasons(store) == []
 
 
 def test_a_run_is_checked_by_its_newest_signature(tmp_path):
