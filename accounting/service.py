@@ -1,19 +1,23 @@
-"""The accounting process assembled: subscriber → ingest pipeline → engines, status, events, jobs.
+"""The accounting process assembled: subscriber → ingest pipeline → engines, status, watch, events, jobs.
 
 This module only builds the parts and wires them together; each does its one job elsewhere:
 - `accounting.ingest.pipeline`: the cycle on three threads (admit, store then ack, deliver),
   retrying the store until durable, acks in cycle order;
+- `accounting.ingest.admission` with `signatures` and `chain`: what is admitted, each batch's
+  signature and its gateway's chain checked for the sites that verify them;
 - `accounting.live.engines`: the sites' engines behind one lock, and the queries on them;
 - `accounting.live.engine_state`: engines restored from checkpoint + store on start, and
   checkpointed (periodically and on stop);
 - `accounting.live.status`: what each meter and gateway last said;
+- `accounting.live.watch` (with `accounting.store.alarms`): alarms and plant changes, the
+  operator's log;
 - `accounting.live.events`: listeners and the events they hear;
 - `accounting.live.jobs`: periodic work between cycles (footprint announcements and writes,
-  checkpoints);
+  checkpoints, store catch-up, chain gaps, the plant watch);
+- `accounting.audit.evidence`: the evidence a footprint names;
 - `accounting.portfolio`, `accounting.factors.catalogue`, `accounting.recompute`: the write
   side (certificates, contracts, factor datasets, recomputation), kept in the ledger.
 """
-
 from __future__ import annotations
 
 import logging
