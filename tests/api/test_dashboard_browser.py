@@ -333,6 +333,11 @@ def test_every_view_fits_a_phone_reads_well_and_is_photographed(demo: Demo, shot
                 assert layout["page"] <= 0, f"{view} at {width} px scrolls sideways by {layout['page']} px"
                 assert not layout["header"], f"{view} at {width} px: header parts outside the screen {layout}"
                 assert not layout["overflowing"], f"{view} at {width} px: numbers outside their card {layout}"
+                if view.startswith("product"):  # the footprint's evidence (docs/audit.md) is one of its facts
+                    evidence, facts = driver.execute_script(
+                        "return [evidenceText(state.drill.data.footprint),"
+                        " Array.from(document.querySelectorAll('#drill-body dd')).map(d => d.textContent)];")
+                    assert evidence in facts, (evidence, facts)
                 failures = driver.execute_script(CONTRAST)
                 assert not failures, f"{view} {lang} {size}: below WCAG AA contrast: {failures}"
                 driver.save_screenshot(str(shots / f"dashboard-{view.split('/')[0]}-{size}-{lang}.png"))

@@ -307,6 +307,14 @@ function meterInfo(id) {
   return null;
 }
 
+/** What a footprint's figures rest on (docs/audit.md): its signed batches, whether every one of
+ * them is held, and the Merkle root an auditor checks with `tanji audit verify`. */
+function evidenceText(f) {
+  if (!f.evidence_root) return t("evidence.unsigned");
+  return t(f.evidence_complete ? "evidence.complete" : "evidence.incomplete", { n: fmt(f.evidence_batches || 0, 0) })
+    + " · " + f.evidence_root.slice(0, 16) + "…";
+}
+
 /** A reading's quality code (tanji/wire.py QUALITY_CODES) in the page's language. */
 function qualityText(q) {
   return q ? t("qcode." + q) : "–";
@@ -633,6 +641,7 @@ function renderDrill() {
       [t("quality.dataset"), (f.dataset_id || "?") + " v" + (f.dataset_version || "?") + " · " + (f.factor_region || "")],
       [t("quality.matching"), (f.matching_mode || "?") + (f.uncovered_basis === "grid_average" ? " · " + t("factor.market.fallback") : "")],
       [t("quality.revision"), String(f.revision ?? "–")],
+      [t("quality.evidence"), evidenceText(f)],
       ["", f.provisional ? t("quality.provisional") : t("quality.closed")],
     ].flatMap(([k, v]) => [el("dt", { text: k }), el("dd", { text: v })]));
     const chart = el("div", { class: "chart", id: "chart-drill" });
