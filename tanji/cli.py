@@ -143,13 +143,14 @@ class LocalTimeFormatter(logging.Formatter):
 
 
 def configure_logging(level: str) -> None:
+    """Log lines to stderr; a host that already set up logging (a test run, an embedding) keeps its own."""
+    root = logging.getLogger()
+    root.setLevel(level)
+    if root.handlers:
+        return
     handler = logging.StreamHandler()
     handler.setFormatter(LocalTimeFormatter("%(asctime)s %(levelname)-7s %(name)s: %(message)s"))
-    root = logging.getLogger()
-    for old in list(root.handlers):
-        root.removeHandler(old)
     root.addHandler(handler)
-    root.setLevel(level)
 
 
 def _pipe_closed() -> int:
