@@ -39,6 +39,7 @@ from accounting.ingest.admission import Admission
 from accounting.ingest.chain import ChainTracker
 from accounting.ingest.dedup import DedupIndex
 from accounting.ingest.pipeline import Cycle, Pipeline
+from accounting.ingest.readiness import Readiness
 from accounting.ingest.sequence import SequenceTracker
 from accounting.ingest.signatures import BatchSignatures
 from accounting.ingest.stats import IngestStats
@@ -125,6 +126,7 @@ class AccountingService:
                                  tick=self._tick, cycle_max_messages=cycle_max_messages,
                                  cycle_wait_s=cycle_wait_s)
         self.evidence = FootprintEvidence(store, self.ledger, self.sites)
+        self.ready = Readiness(self._subscriber, self.pipeline, self._newest_ms)
         self.jobs = PeriodicJobs()
         self.jobs.every(footprint_interval_s, "footprint announcements", self.announce_footprints)
         self.jobs.every(footprint_store_interval_s, "footprint writes", self.store_footprints)
@@ -139,9 +141,11 @@ class AccountingService:
 
     def start(self) -> None:
         """Compile the kernels, restore engines and ingest state, then subscribe and ingest."""
+        self.ready.starting = True
         for site in self.sites.values():
             warm_kernels(site_topology(site), dataset_for(site))
         self.restore()
+        self.ready.restored = True
         self._subscriber.start()
         self.pipeline.start()
 
@@ -173,6 +177,14 @@ class AccountingService:
 
     def wait_connected(self, timeout_s: float = 10.0) -> bool:
         return self._subscriber.connected.wait(timeout_s)
+
+    def readiness(self) -> dict[str, Any]:
+        """Restored, subscribed and caught up? (`accounting.ingest.readiness`, `/api/v1/ready`)."""
+        return self.ready.check()
+
+    def _newest_ms(self) -> int | None:
+        newest = [t for t in (self.status.newest_ms(s) for s in self.sites) if t is not None]
+        return max(newest) if newest else None
 
     # -- the pipeline's hooks (engine thread) ---------------------------------------------
 
@@ -327,6 +339,14 @@ class AccountingService:
 
     def contracts(self, site_id: str | None = None) -> list[dict[str, Any]]:
         return self.portfolios.contracts(site_id)
+
+    def technologies(self, site_id: str) -> dict[str, Any]:
+        """The technologies the site's live dataset has a life-cycle factor for (instruments must name one)."""
+        ds = self._dataset(site_id)
+        return {"site_id": site_id, "dataset_id": ds.dataset_id, "dataset_version": ds.version,
+                "gas_basis": ds.gas_basis, "kgco2e_per_kwh": dict(sorted(ds.technology_factors.items())),
+                # A CO2-only dataset counts covered energy at 0 whatever its technology.
+                "any_technology": ds.gas_basis == "co2"}
 
     def add_contract(self, contract: dict[str, Any]) -> dict[str, Any]:
         """Hold a green-power contract (and claim its bundled GECs) durably for its site."""

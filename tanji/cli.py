@@ -127,7 +127,7 @@ def build_parser(argv: list[str], *, load_all: bool = False) -> argparse.Argumen
             loaded = _load(module)
             loaded.add_arguments(sp)
             # The module's docstring is its manual: usage lines and what the command does.
-            sp.epilog = "\n".join((loaded.__doc__ or "").splitlines()[1:]).strip() or None
+            sp.epilog = "\n".join((loaded.__doc__ or "").splitlines()[1:]).strip("\n") or None
     return parser
 
 

@@ -18,6 +18,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from accounting.api import (
     alarms,
+    contracts,
     dashboard,
     docs,
     drilldown,
@@ -35,9 +36,11 @@ from accounting.api import pact as pact_routes
 from accounting.api import shipments as shipment_routes
 from accounting.api.errors import install_error_handlers
 from accounting.api.limits import BodyLimit
+from accounting.api.read_access import ReadAccess
 from accounting.api.responses import TanjiJSONResponse
+from accounting.api.starting import StartingUp
 from accounting.api.stream import StreamHub
-from accounting.api.types import AccountingServiceLike
+from accounting.api.types import AccountingServiceLike, ReadinessLike
 from accounting.pact.clients import PactClients
 from accounting.pact.host import PactHost
 
@@ -71,23 +74,30 @@ class SecurityHeaders:
         await self.app(scope, receive, send_with_headers)
 
 
-def middleware() -> list[Middleware]:
-    """The middleware stack, outermost first: body limits before anything reads a body."""
-    return [Middleware(BodyLimit), Middleware(SecurityHeaders)]
+def middleware(service: AccountingServiceLike | None = None, read_tokens: tuple[str, ...] = ()) -> list[Middleware]:
+    """The middleware stack, outermost first: body limits before anything reads a body, the
+    read token before any route answers, and 503 for data routes while the service starts."""
+    restored = ((lambda: not service.readiness().get("starting", False))
+                if isinstance(service, ReadinessLike) else (lambda: True))
+    return [Middleware(BodyLimit), Middleware(SecurityHeaders), Middleware(ReadAccess, tokens=read_tokens),
+            Middleware(StartingUp, restored=restored)]
 
 
 def create_app(service: AccountingServiceLike, *, api_token: str | None = None,
                pact_clients: dict[str, str] | PactClients | None = None, pact: PactHost | None = None,
-               pact_state_dir: str | Path | None = None, shipments: ShipmentBook | None = None) -> FastAPI:
+               pact_state_dir: str | Path | None = None, shipments: ShipmentBook | None = None,
+               read_token: str | None = None) -> FastAPI:
     """The Tanji HTTP application over `service`.
 
-    api_token: bearer token required by the write endpoints (certificates, factor datasets,
-        recompute); None disables writes (they answer 403).
+    api_token: bearer token required by the write endpoints (certificates, contracts, factor
+        datasets, recompute); None disables writes (they answer 403).
     pact: the deployment's PACT host (clients, published footprints, events; see
         `accounting.pact.host`), started and stopped with the app. Without one, a host is made
         of `pact_clients` (a clients file read with `PactClients.from_file`, or client id →
         secret with every grant; None accepts no client) keeping its state in `pact_state_dir`
         (None: in memory).
+    read_token: when given, every read of the dashboard and API needs it (or the API token);
+        probes and PACT stay open (accounting.api.read_access). None leaves reads open.
     """
 
     hub = StreamHub(service)
@@ -117,7 +127,7 @@ def create_app(service: AccountingServiceLike, *, api_token: str | None = None,
         summary="Live, auditable product carbon footprints from factory electricity meters.",
         version="1",
         default_response_class=TanjiJSONResponse,
-        middleware=middleware(),
+        middleware=middleware(service, tuple(t for t in (read_token, api_token) if t and read_token)),
         lifespan=lifespan,
         docs_url=None,  # served by `docs` from this package: no CDN, no inline script
         redoc_url=None,
@@ -133,6 +143,7 @@ def create_app(service: AccountingServiceLike, *, api_token: str | None = None,
     app.include_router(stream.router)
     app.include_router(reference.router)
     app.include_router(factors.router)
+    app.include_router(contracts.router)
     app.include_router(recompute.router)
     app.include_router(reports.router)
     app.include_router(shipment_routes.router)

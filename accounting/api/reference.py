@@ -53,7 +53,8 @@ class CertificateIn(BaseModel):
     serial: str = Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9][A-Za-z0-9_.:/-]*$")
     site_id: str = Field(min_length=1, max_length=64)
     generation_month: str = Field(description="YYYY-MM", examples=["2025-01"])
-    technology: str = Field(min_length=1, max_length=32, examples=["wind", "solar_pv", "hydro"])
+    technology: str = Field(min_length=1, max_length=32, examples=["wind_onshore", "solar_pv_utility", "hydro"],
+                            description="a technology of the site's factor dataset (GET /api/v1/technologies)")
     province: str = Field(min_length=1, max_length=32, examples=["Sichuan"])
     earmark: str | None = Field(None, max_length=64, description="cost centre or product it covers first")
     tradable: bool = Field(True, description="false for certificates of self-consumed energy or old hydro")

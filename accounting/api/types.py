@@ -99,3 +99,26 @@ class OperatorLogLike(Protocol):
 
     def plant_changes(self, site_id: str | None = None, *, since_ms: int | None = None,
                       until_ms: int | None = None, limit: int = 100) -> list[dict]: ...
+
+
+@runtime_checkable
+class ContractsLike(Protocol):
+    """Green-power contracts; holding one is a write, its bundled GEC serials are claimed once."""
+
+    def contracts(self, site_id: str | None = None) -> list[dict]: ...
+
+    def add_contract(self, contract: dict) -> dict: ...
+
+
+@runtime_checkable
+class TechnologiesLike(Protocol):
+    """The technology names a site's certificates and contracts may carry (its dataset's)."""
+
+    def technologies(self, site_id: str) -> dict: ...
+
+
+@runtime_checkable
+class ReadinessLike(Protocol):
+    """`{"ready": bool, "restored": bool, ..., "reasons": [...]}` (accounting.ingest.readiness)."""
+
+    def readiness(self) -> dict: ...

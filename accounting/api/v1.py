@@ -12,6 +12,7 @@ from importlib import metadata
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, HTTPException
+from fastapi.responses import JSONResponse
 
 from accounting.api import windows
 from accounting.api.deps import selected_sites, service, site_or_404
@@ -29,7 +30,7 @@ from accounting.api.queries import (
     window_of,
 )
 from accounting.api.sites import product_dict, site_dict
-from accounting.api.types import AccountingServiceLike
+from accounting.api.types import AccountingServiceLike, ReadinessLike
 
 router = APIRouter(prefix="/api/v1", tags=["v1"])
 Service = Annotated[AccountingServiceLike, Depends(service)]
@@ -44,12 +45,30 @@ except metadata.PackageNotFoundError:  # running from a source tree that was nev
 
 @router.get("/health", response_model=Health, summary="Liveness and ingest freshness")
 def health(svc: Service) -> dict[str, Any]:
-    """Always 200 while the process serves; `ingest` says whether readings are flowing."""
+    """Liveness: always 200 while the process serves; `ingest` says whether readings are flowing.
+
+    Not readiness: it answers while the engines are restored and before the broker has
+    acknowledged the subscriptions; wait for `/api/v1/ready` before publishing."""
     stats = stats_dict(svc)
     now = windows.now_ms()
     return {"status": "ok", "version": VERSION,
             "now_ms": now, "uptime_s": round(time.monotonic() - _STARTED, 3),
             "sites": sorted(svc.sites), "ingest": ingest_state(stats, now), "stats": stats}
+
+
+@router.get("/ready", summary="Readiness: 200 once restored, subscribed and caught up, else 503",
+            responses={503: {"description": "not ready yet; `reasons` says what it waits for"}})
+def ready(svc: Service) -> JSONResponse:
+    """What an orchestrator waits for before sending readings or traffic (docs/deploy.md).
+
+    `/health` only says the process answers. Until the engines are restored, the broker has
+    acknowledged the subscriptions and what it had queued is ingested, readings published
+    meanwhile may be dropped (a fresh install has no session at the broker yet) and the
+    numbers are stale: 503, with `reasons`.
+    """
+    state = svc.readiness() if isinstance(svc, ReadinessLike) else {"ready": True, "reasons": []}
+    return JSONResponse(state, status_code=200 if state["ready"] else 503,
+                        headers={"Cache-Control": "no-store"})
 
 
 @router.get("/sites", response_model=list[SiteInfo], summary="Sites, their meters, cost centres and products")

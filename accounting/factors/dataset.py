@@ -9,6 +9,7 @@ key, and recomputing with it is an explicit act (``Engine.recompute``).
 from __future__ import annotations
 
 import csv
+import difflib
 import hashlib
 import json
 from collections.abc import Iterable, Iterator, Mapping
@@ -213,9 +214,13 @@ class FactorDataset:
         for name in (technology, TECHNOLOGY_ALIASES.get(technology)):
             if name is not None and name in table:
                 return float(table[name])
+        known = sorted(table)
+        close = ([k for k in known if technology.lower() in k]
+                 or difflib.get_close_matches(technology, known, n=1, cutoff=0.6))
         raise MissingFactorError(
-            f"{self.dataset_id} {self.version} has no life-cycle factor for {technology!r}; it publishes "
-            f"{', '.join(sorted(table)) or 'none'}")
+            f"{self.dataset_id} {self.version} has no life-cycle factor for {technology!r}"
+            + (f"; did you mean {' or '.join(map(repr, close))}?" if close else "")
+            + f"; it publishes {', '.join(known) or 'none'} (GET /api/v1/technologies)")
 
     def _lookup(self, series: Mapping[str | int, float], hour_start_ms: np.ndarray,
                 utc_offset_minutes: int) -> np.ndarray:

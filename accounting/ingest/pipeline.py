@@ -109,6 +109,11 @@ class Pipeline:
         self.cycle_wait_s = cycle_wait_s
         self._stopping = threading.Event()
         self._thread: threading.Thread | None = None
+        # What accounting.ingest.readiness asks: messages taken from the inbox, delivered to
+        # the engines, and when the last ones were taken (each written by one thread only).
+        self.messages_taken = 0
+        self.messages_delivered = 0
+        self.last_taken_at = 0.0
 
     def start(self) -> None:
         """Quiet the garbage collector and start the three threads."""
@@ -124,6 +129,7 @@ class Pipeline:
 
     def run_cycle(self, messages: list[InboundMessage]) -> None:
         """One cycle start to end on the calling thread (what the pipeline does on three)."""
+        self.messages_taken += len(messages)
         cycle = self._admit(messages)
         self._write(cycle)
         self._deliver([cycle])
@@ -200,6 +206,8 @@ class Pipeline:
                 if time.monotonic() >= deadline:
                     break
                 time.sleep(0.001)
+        self.last_taken_at = time.monotonic()
+        self.messages_taken += len(batch)
         return batch
 
     def _caught_up(self, stored: queue.Queue[Cycle | None]) -> bool:
@@ -267,6 +275,7 @@ class Pipeline:
                     stats.last_message_ms = max(m.received_ms for m in cycle.messages)
                 stats.cycles += 1
             stats.seq_gaps = self.admission.sequences.gaps()
+        self.messages_delivered += sum(len(c.messages) for c in cycles)
         if self.notify is not None:
             self.notify(cycles)
         t5 = time.perf_counter()

@@ -114,6 +114,10 @@ class MqttSubscriber:
         self.topics = topics
         self.inbox: queue.Queue[InboundMessage] = queue.Queue(inbox_size)
         self.connected = threading.Event()
+        # Monotonic time the broker acknowledged every subscription of this connection; None
+        # before, after a refusal, and while disconnected (accounting.ingest.readiness).
+        self.subscribed_at: float | None = None
+        self._subscribe_mid: int | None = None
         self._generation = 0
         self._keepalive_s = keepalive_s
         self.client_id = client_id
@@ -134,6 +138,7 @@ class MqttSubscriber:
         self._client.reconnect_delay_set(0.2, 5)
         self._client.on_connect = self._on_connect
         self._client.on_disconnect = self._on_disconnect
+        self._client.on_subscribe = self._on_subscribe
         self._client.on_message = self._on_message
 
     def start(self) -> None:
@@ -182,14 +187,31 @@ class MqttSubscriber:
             log.warning("broker %s:%d refused the connection: %s", self.host, self.port, reason_code)
             return
         self._generation += 1
-        client.subscribe([(t, 1) for t in self.topics])
-        log.info("connected to %s:%d (session present: %s), subscribed to %s",
+        self.subscribed_at = None
+        _, self._subscribe_mid = client.subscribe([(t, 1) for t in self.topics])
+        log.info("connected to %s:%d (session present: %s), subscribing to %s",
                  self.host, self.port, flags.session_present, self.topics)
         self.connected.set()
+
+    def _on_subscribe(self, client: mqtt.Client, userdata: object, mid: int,
+                      reason_codes: list[mqtt.ReasonCode], properties: object) -> None:
+        if mid != self._subscribe_mid:
+            return
+        refused = [t for t, rc in zip(self.topics, reason_codes, strict=False) if rc.is_failure]
+        if refused:
+            log.error("the broker %s:%d refused the subscriptions %s (its ACL must grant this user read on "
+                      "them): nothing is ingested from them", self.host, self.port, refused)
+            return
+        self.subscribed_at = time.monotonic()
+        log.info("subscribed to %s", self.topics)
+
+    def inbox_empty(self) -> bool:
+        return self.inbox.empty()
 
     def _on_disconnect(self, client: mqtt.Client, userdata: object, flags: mqtt.DisconnectFlags,
                        reason_code: mqtt.ReasonCode, properties: object) -> None:
         self.connected.clear()
+        self.subscribed_at = None
         if reason_code.is_failure:
             log.warning("lost the broker %s:%d (%s); reconnecting", self.host, self.port, reason_code)
 

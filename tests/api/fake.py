@@ -20,7 +20,7 @@ from accounting.api.deps import site_tz
 from accounting.api.types import Listener
 from accounting.engine.engine import ProductFootprint
 from accounting.errors import CertificateAlreadyClaimedError, FactorDatasetError, InstrumentError
-from accounting.factors.dataset import dataset_from_dict
+from accounting.factors.dataset import dataset_from_dict, default_registry
 from accounting.store.alarms import AlarmStore
 from tanji.methods import parse_dataset_ref
 from tanji.site import Site, load_site
@@ -72,6 +72,7 @@ class FakeService:
         self.recomputations: list[dict[str, Any]] = []
         self.log = AlarmStore()  # the real operator's log, in memory
         self.stopped: set[str] = set()  # cost centres whose line is stopped (test control)
+        self._contracts: dict[str, dict[str, Any]] = {}
 
     # -- read interface ----------------------------------------------------------------------
     def footprints(self, site_id: str | None = None, *, start_ms: int, end_ms: int,
@@ -219,6 +220,20 @@ class FakeService:
             raise CertificateAlreadyClaimedError(serial, self._certificates[serial].get("site_id") or "?")
         self._certificates[serial] = certificate
         return certificate
+
+    def contracts(self, site_id: str | None = None) -> list[dict]:
+        return [c for c in self._contracts.values() if site_id in (None, c.get("site_id"))]
+
+    def add_contract(self, contract: dict) -> dict:
+        if contract["contract_id"] in self._contracts:
+            raise InstrumentError(f"contract {contract['contract_id']!r} is already held")
+        self._contracts[contract["contract_id"]] = contract
+        return contract
+
+    def technologies(self, site_id: str) -> dict:
+        ds = default_registry().get("cn-electricity-carbon-footprint")
+        return {"site_id": site_id, "dataset_id": ds.dataset_id, "dataset_version": ds.version,
+                "gas_basis": ds.gas_basis, "kgco2e_per_kwh": dict(ds.technology_factors), "any_technology": False}
 
     def recompute(self, site_id: str, *, start_ms: int, end_ms: int,
                   dataset_version: str | None = None) -> dict:

@@ -20,6 +20,7 @@ from pathlib import Path
 import pytest
 import yaml
 
+from tanji.cli import build_parser
 from tanji.cli import main as tanji
 from tanji.quantities import QUANTITIES
 from tanji.site import Broker, load_site
@@ -107,3 +108,60 @@ def test_numba_warm_up_compiles_every_engine_kernel_into_the_cache(tmp_path: Pat
     for kernel in ("feed_channels", "allocate_hours", "match_market"):
         assert kernel in result.stdout
     assert list((tmp_path / "numba-cache").rglob("*.nbi"))
+
+
+def _env_file(path: Path) -> dict[str, str]:
+    return dict(line.split("=", 1) for line in path.read_text().splitlines() if line and not line.startswith("#"))
+
+
+def _checked_secrets() -> list[str]:
+    """The variables broker-init.sh hands to check-secrets.sh."""
+    text = (DOCKER / "broker-init.sh").read_text().replace("\\\n", " ")
+    line = next(x for x in text.splitlines() if "check-secrets.sh" in x and not x.startswith("#"))
+    return line.split("check-secrets.sh", 1)[1].split()
+
+
+def test_the_stack_refuses_the_placeholder_secrets_of_env_example(tmp_path: Path) -> None:
+    """What docker/README.md promises: a copied .env.example does not start the stack."""
+    example = _env_file(DOCKER / ".env.example")
+    checked = _checked_secrets()
+    placeholders = sorted(k for k, v in example.items() if v.startswith("change-me"))
+    assert sorted(checked) == placeholders == sorted([*SECRETS, "TANJI_API_TOKEN", "TANJI_READ_TOKEN"])
+
+    def check(env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(["sh", str(DOCKER / "check-secrets.sh"), *checked], capture_output=True, text=True,
+                              env={"PATH": os.environ["PATH"], **env}, timeout=30)
+
+    refused = check(example)
+    assert refused.returncode == 1
+    for name in checked:
+        assert f"check-secrets: {name} is still the placeholder '{example[name]}' from .env.example" in refused.stderr
+    short = check({**{k: "x" * 40 for k in checked}, "TANJI_API_TOKEN": "short"})
+    assert short.returncode == 1 and "TANJI_API_TOKEN has 5 characters, fewer than 16" in short.stderr
+    generated = {k: f"{k.lower()}-{os.urandom(12).hex()}" for k in checked}
+    assert check(generated).returncode == 0
+    # broker-init runs the check first, and every service holding a secret waits for it.
+    env_file = tmp_path / "good.env"
+    env_file.write_text("".join(f"{k}={v}\n" for k, v in generated.items()))
+    services = yaml.safe_load(compose("config", env_file=env_file).stdout)["services"]
+    assert set(services["broker-init"]["environment"]) == set(checked)
+    for name in ("mosquitto", "influxdb", "accounting", "gateway", "grafana"):
+        assert services[name]["depends_on"]["broker-init"]["condition"] == "service_completed_successfully", name
+
+
+def test_accounting_runs_with_the_production_flags_and_reports_readiness() -> None:
+    services = yaml.safe_load(compose("config", env_file=DOCKER / ".env.example").stdout)["services"]
+    accounting = services["accounting"]
+    args = build_parser(accounting["command"]).parse_args(accounting["command"])
+    assert args.api_token_file == "/etc/tanji/secrets/api-token" and args.read_token_file == "/etc/tanji/secrets/read-token"
+    assert args.pact_clients == "/etc/tanji/pact-clients.yaml" and args.tls_cert and args.tls_key
+    assert [p["target"] for p in accounting["ports"]] == [args.http_port] == [8443]
+    probe = accounting["healthcheck"]["test"]
+    assert probe[:4] == ["CMD", "tanji", "accounting", "status"] and f"https://127.0.0.1:{args.http_port}" in probe
+    # The demo gateway publishes only once accounting is subscribed: nothing is dropped on a fresh stack.
+    gateway = services["gateway"]
+    assert gateway["depends_on"]["accounting"]["condition"] == "service_healthy"
+    assert gateway["healthcheck"]["test"][:4] == ["CMD", "tanji", "gateway", "status"]
+    from accounting.pact.clients import PactClients
+
+    assert len(PactClients.from_file(DOCKER / "pact-clients.yaml")) == 0

@@ -16,6 +16,7 @@ import sqlite3
 import subprocess
 import sys
 import time
+import urllib.error
 import urllib.request
 from pathlib import Path
 
@@ -59,6 +60,19 @@ def _tanji(args: list[str], log: Path, env: dict[str, str] | None = None) -> sub
 def _get_json(url: str) -> object:
     with urllib.request.urlopen(url, timeout=10) as resp:
         return json.loads(resp.read())
+
+
+def _wait_ready(port: int, timeout_s: float) -> None:
+    """Until `/api/v1/ready` answers 200 (restored, subscribed, caught up)."""
+    wait_for_port(port, timeout_s)
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        try:
+            _get_json(f"http://127.0.0.1:{port}/api/v1/ready")
+            return
+        except urllib.error.HTTPError:
+            time.sleep(0.1)
+    raise TimeoutError(f"accounting on port {port} not ready after {timeout_s} s")
 
 
 def _stop(proc: subprocess.Popen) -> None:
@@ -108,8 +122,9 @@ def test_sdm630_to_footprint_api_equals_hand_calculation(tmp_path, mosquitto, in
         procs.append(_tanji(["accounting", "--config", str(site_file), "--client-id", "acc-sqlite",
                              "--store", f"sqlite:{tmp_path / 'tanji.sqlite'}", "--http-port", str(http_sqlite)],
                             tmp_path / "accounting-sqlite.log"))
-        wait_for_port(http_influx, 120)
-        wait_for_port(http_sqlite, 120)
+        # As docs/deploy.md says: the gateway starts once accounting is ready (subscribed).
+        _wait_ready(http_influx, 120)
+        _wait_ready(http_sqlite, 120)
         gateway = _tanji(["gateway", "--config", str(site_file)], tmp_path / "gateway.log")
         procs.append(gateway)
 
