@@ -85,6 +85,12 @@ class Accounting:
             self.proc = subprocess.Popen(self.argv, stdout=out, stderr=subprocess.STDOUT, start_new_session=True,
                                          env={**os.environ, "PYTHONPATH": str(REPO)})
         wait_for_port(self.port, timeout_s=240)
+        # HTTP answers from the start; data routes once the service is ready (docs/deploy.md §3).
+        deadline = time.monotonic() + 240
+        with self.client() as c:
+            while c.get("/api/v1/ready").status_code != 200:
+                assert time.monotonic() < deadline, self.log.read_text()[-3000:]
+                time.sleep(0.1)
 
     def stop(self) -> None:
         if self.proc is not None and self.proc.poll() is None:
