@@ -81,7 +81,9 @@ def _commands() -> list[tuple[str, list[str]]]:
     for page in PAGES:
         for block in re.findall(r"```(?:sh|bash)\n(.*?)```", page.read_text(), flags=re.S):
             for line in block.replace("\\\n", " ").splitlines():
-                line = re.sub(r"\[[^\]]*\]", "", line.strip())
+                line = line.strip()
+                while re.search(r"\[[^\[\]]*\]", line):  # optional parts, nested ones too
+                    line = re.sub(r"\[[^\[\]]*\]", "", line)
                 if line.startswith("tanji "):
                     argv = shlex.split(line, comments=True)
                     for stop in ("&&", "|", ";", ">"):
