@@ -176,7 +176,17 @@ class AccountingService:
         self.alarm_log.close()
 
     def wait_connected(self, timeout_s: float = 10.0) -> bool:
-        return self._subscriber.connected.wait(timeout_s)
+        """Connected and the subscriptions acknowledged (a SUBACK): from then on the broker
+        keeps what is published for this session. Connected alone is too early: a reading
+        published before the SUBACK of a first session is dropped."""
+        deadline = time.monotonic() + timeout_s
+        if not self._subscriber.connected.wait(timeout_s):
+            return False
+        while self._subscriber.subscribed_at is None:
+            if time.monotonic() >= deadline:
+                return False
+            time.sleep(0.01)
+        return True
 
     def readiness(self) -> dict[str, Any]:
         """Restored, subscribed and caught up? (`accounting.ingest.readiness`, `/api/v1/ready`)."""

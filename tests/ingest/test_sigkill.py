@@ -37,14 +37,15 @@ def _count(db) -> int:
         return 0
 
 
-def _accounting(mosquitto, db, state, share_group: str) -> subprocess.Popen:
-    cmd = [sys.executable, "-m", "tanji", "--log-level", "WARNING", "accounting",
+def _accounting(mosquitto, db, state, share_group: str, log) -> subprocess.Popen:
+    cmd = [sys.executable, "-m", "tanji", "--log-level", "INFO", "accounting",
            "--config", str(REPO / "firmware-config/sites/cq-battery.yaml"),
            "--broker", f"{mosquitto.host}:{mosquitto.port}", "--store", f"sqlite:{db}",
            "--state-dir", str(state), "--client-id", "accounting-under-test",
            "--share-group", share_group, "--checkpoint-interval", "0.5"]
-    return subprocess.Popen(cmd, cwd=REPO, env={**os.environ, "PYTHONPATH": str(REPO)},
-                            start_new_session=True)
+    with open(log, "ab") as out:
+        return subprocess.Popen(cmd, cwd=REPO, env={**os.environ, "PYTHONPATH": str(REPO)},
+                                stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
 
 
 def _reference(site, batches, t0):
@@ -62,11 +63,15 @@ def test_sigkill_mid_stream_then_restart_gives_uninterrupted_totals(cq_site, mos
     t0 = hour_start(int(time.time() * 1000)) - 2 * HOUR_MS
     batches = plant_batches(cq_site, start_ms=t0, step_ms=10_000, polls=720, polls_per_batch=2)
     expected = sum(b.readings for b in batches)
-    proc = _accounting(mosquitto, db, state, "g1")
+    log = tmp_path / "accounting.log"
+    proc = _accounting(mosquitto, db, state, "g1", log)
     publisher = Publisher(mosquitto.host, mosquitto.port)
     try:
-        assert wait_until(lambda: db.exists(), 30)
-        time.sleep(2.0)  # subscribed (the persistent session queues what it misses from now on)
+        # Subscribed: the persistent session queues what it misses from now on (what
+        # /api/v1/ready says, logged too; a fixed sleep lost readings on a loaded machine).
+        assert wait_until(lambda: "ready: restored, subscribed and caught up" in log.read_text(errors="replace")
+                          or proc.poll() is not None, 120), log.read_text(errors="replace")[-2000:]
+        assert proc.poll() is None, log.read_text(errors="replace")[-2000:]
 
         def publish_slowly() -> None:
             for i in range(0, len(batches), 6):
@@ -83,7 +88,7 @@ def test_sigkill_mid_stream_then_restart_gives_uninterrupted_totals(cq_site, mos
         assert 0 < killed_at < expected, "the kill came too late to be mid-stream"
         print(f"killed with {killed_at} of {expected} readings stored")
 
-        proc = _accounting(mosquitto, db, state, "g1")
+        proc = _accounting(mosquitto, db, state, "g1", log)
         assert wait_until(lambda: _count(db) == expected, 90), (_count(db), expected)
         time.sleep(1.5)  # let the redelivered tail settle before the clean stop
         proc.send_signal(signal.SIGTERM)

@@ -37,7 +37,7 @@ SITE_FILE = REPO / "firmware-config" / "sites" / "cq-battery.yaml"
 
 
 class Accounting:
-    """One `tanji accounting` process; `ready` once it has restored and subscribed."""
+    """One `tanji accounting` process; `ready` once it logs that it is (restored, subscribed, caught up)."""
 
     def __init__(self, args: list[str], log: Path, launcher: list[str] | None = None) -> None:
         self.log = log
@@ -51,7 +51,8 @@ class Accounting:
         return self.log.read_text(errors="replace")
 
     def wait_ready(self, timeout_s: float = 120) -> None:
-        ok = wait_until(lambda: "accounting: 1 site(s)" in self.text() or self.proc.poll() is not None,
+        ok = wait_until(lambda: "ready: restored, subscribed and caught up" in self.text()
+                        or self.proc.poll() is not None,
                         timeout_s)
         assert ok and self.proc.poll() is None, self.text()[-3000:]
 
