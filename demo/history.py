@@ -74,7 +74,7 @@ def seed_history(scenario: Scenario, store: ReadingStore, live: PlantSimulator, 
     live plant continue from them. Returns how many readings were written."""
     site = scenario.site
     now_ms = now_ms or int(time.time() * 1000)
-    start_ms = history_start_ms(site.timezone or "Asia/Shanghai", now_ms, months)
+    start_ms = history_start_ms(site.zone.key, now_ms, months)
     started = time.monotonic()
     past = PlantSimulator(replace(scenario, step_s=CELL_S, faults=()), seed=seed,
                           clock=ManualClock(start_ms / 1000))
