@@ -2,14 +2,15 @@
 
 The YAML samples of docs/configuration.md are real site and profile files; every page cites only
 files of the repository; every `tanji` command a page shows in a shell block is a valid command
-line, and `check`, `broker-config` and `--help` ones run as shown; docs/api.md lists every route
-and /api/v1 query parameter the app serves.
+line, `check`, `broker-config` and `--help` ones run as shown, and the status ones exit 1 when
+nothing runs; docs/api.md lists every route and /api/v1 query parameter the app serves.
 """
 
 from __future__ import annotations
 
 import re
 import shlex
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -19,7 +20,7 @@ import pytest
 from tanji.cli import build_parser
 from tanji.config_file import parse_yaml
 from tanji.profile import load_profiles, parse_profile
-from tanji.site import parse_site
+from tanji.site import load_site, parse_site
 
 DOC = Path(__file__).resolve().parents[2] / "docs" / "configuration.md"
 
@@ -102,16 +103,28 @@ def test_the_pages_show_commands():
 @pytest.mark.parametrize(("where", "argv"), COMMANDS, ids=[w for w, _ in COMMANDS])
 def test_every_command_shown_parses_and_runs_where_it_can(where: str, argv: list[str], tmp_path: Path):
     """Each option shown exists; `check`, `broker-config` and `--help` run as shown (paths of the
-    deployed host mapped: /etc/tanji/site.yaml is the shipped plant, outputs go to a temporary dir)."""
+    deployed host mapped: /etc/tanji/site.yaml is the shipped plant, outputs go to a temporary dir),
+    and the status commands run against nothing running and exit 1 saying why."""
     try:
         build_parser(argv).parse_args(argv)
     except SystemExit as exc:
         assert exc.code == 0 and "--help" in argv, f"{where}: not a valid command line"
     run = [a.replace("/etc/tanji/site.yaml", DEPLOYED_SITE) for a in argv]
+    status = "--help" not in argv and argv[:2] in (["gateway", "status"], ["accounting", "status"])
     if argv[0] == "broker-config":
         for flag in ("--out", "--secrets-dir"):
             if flag in run:
                 run[run.index(flag) + 1] = str(tmp_path / flag.strip("-"))
+    elif status and argv[0] == "accounting":
+        # The documented host is not this machine: a local port nothing listens on stands in.
+        with socket.socket() as probe:
+            probe.bind(("127.0.0.1", 0))
+            port = probe.getsockname()[1]
+        run[run.index("--url") + 1] = f"http://127.0.0.1:{port}"
+    elif status:
+        spool = load_site(REPO / DEPLOYED_SITE).gateways[0].spool_path
+        if Path(f"{spool}.status.json").exists():
+            pytest.skip(f"a gateway of the shipped plant runs on this machine ({spool})")
     elif argv[0] != "check" and "--help" not in argv:
         pytest.skip("runs a service; tests/e2e runs it as docs/deploy.md shows")
     files = [a for a in run[1:] if a.endswith((".yaml", ".yml"))]
@@ -119,6 +132,10 @@ def test_every_command_shown_parses_and_runs_where_it_can(where: str, argv: list
         pytest.skip(f"names files of a deployment, not of the repository: {files}")
     result = subprocess.run([sys.executable, "-m", "tanji", *run], capture_output=True, text=True, cwd=REPO,
                             timeout=120)
+    if status:  # down: exit 1 and one line saying why, no traceback
+        assert result.returncode == 1 and result.stdout.strip() and "Traceback" not in result.stderr, \
+            f"{where}\n{result.stdout}\n{result.stderr}"
+        return
     assert result.returncode == 0, f"{where}\n{result.stdout}\n{result.stderr}"
 
 
