@@ -107,9 +107,10 @@ class CheckpointStore:
 
     def save_snapshot(self, site: str, taken_ms: int, service: dict[str, Any], snapshot: Snapshot) -> int:
         """Write a snapshot (its blocks replace those saved; a full one replaces all) and the
-        meta, in one transaction. Returns the bytes written. Raises ``CheckpointError`` when
-        the file was found broken: it has been replaced by an empty one, so the caller's next
-        snapshot must be full."""
+        meta, in one transaction. Returns the bytes written. Raises ``CheckpointError`` when it
+        was not saved, so the caller's next snapshot must be full: the file was found broken
+        (it has been replaced by an empty one), or the write failed (disk full, I/O error, a
+        lock held too long; the file and its previous checkpoint are kept)."""
         blocks = snapshot.compress()
         scalars = snapshot.scalars_bytes()
         meta = json.dumps(snapshot.meta)
@@ -125,9 +126,15 @@ class CheckpointStore:
                     conn.execute("INSERT OR REPLACE INTO engines VALUES (?, ?, ?, ?, ?)",
                                  (site, taken_ms, meta, scalars, json.dumps(service)))
                 except BaseException:
-                    conn.execute("ROLLBACK")
+                    if conn.in_transaction:  # SQLite may have rolled back already (I/O error)
+                        conn.execute("ROLLBACK")
                     raise
                 conn.execute("COMMIT")
+            except sqlite3.OperationalError as exc:  # disk full, I/O error, locked: not corruption
+                with contextlib.suppress(sqlite3.Error):
+                    if conn.in_transaction:
+                        conn.execute("ROLLBACK")
+                raise CheckpointError(f"checkpoint not saved, the previous one is kept: {exc}") from exc
             except sqlite3.DatabaseError as exc:
                 self._recover(exc)
                 raise CheckpointError(f"checkpoint file was broken and replaced: {exc}") from exc
@@ -143,6 +150,10 @@ class CheckpointStore:
                     return None
                 blocks = dict(self._conn.execute(
                     "SELECT block, data FROM engine_blocks WHERE site = ?", (site,)).fetchall())
+            except sqlite3.OperationalError as exc:  # I/O error, locked: not corruption
+                log.error("checkpoint of site %s cannot be read now (%s); it is rebuilt from the store",
+                          site, exc)
+                return None
             except sqlite3.DatabaseError as exc:
                 self._recover(exc)
                 return None

@@ -185,3 +185,44 @@ def test_sigkill_during_a_checkpoint_write_leaves_the_previous_one(tmp_path):
     saved = store.load_snapshot("s")
     assert saved.service == {"which": "first"} and saved.snapshot.blocks == {0: b"x" * 100}
     store.close()
+
+
+FULL_DISK_CHILD = textwrap.dedent("""
+    import resource, sys, numpy as np
+    sys.path.insert(0, {repo!r})
+    from accounting.engine.checkpoint import Snapshot
+    from accounting.errors import CheckpointError
+    from accounting.store.checkpoints import CheckpointStore
+    store = CheckpointStore(sys.argv[1])
+    small = Snapshot({{"which": "first"}}, {{"a": np.arange(3)}}, {{0: b"x" * 100}}, full=True)
+    store.save_snapshot("s", 1, {{"which": "first"}}, small)
+    # the disk is full from now on: no file of this process may grow past 1 MB
+    resource.setrlimit(resource.RLIMIT_FSIZE, (1 << 20, 1 << 20))
+    rng = np.random.default_rng(0)
+    big = Snapshot({{"which": "second"}}, {{"a": np.arange(3)}},
+                   {{b: rng.bytes(64 * 1024) for b in range(64)}}, full=True)
+    try:
+        store.save_snapshot("s", 2, {{"which": "second"}}, big)
+    except CheckpointError as exc:
+        print("refused:", exc)
+    print("set aside:", len(store.set_aside))
+    print("loaded:", store.load_snapshot("s").service["which"])
+""")
+
+
+def test_a_full_disk_refuses_the_checkpoint_and_keeps_the_file(tmp_path):
+    """A write error (disk full, I/O error, locked) is not corruption: the checkpoint is refused
+    with a CheckpointError (the caller's next one is full) and the file, whose previous checkpoint
+    is intact, stays where it is. It used to be moved aside as corrupt."""
+    path = tmp_path / "checkpoints.sqlite"
+    script = tmp_path / "child.py"
+    script.write_text(FULL_DISK_CHILD.format(repo=str(REPO)))
+    out = subprocess.run([sys.executable, str(script), str(path)], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr[-3000:]
+    lines = out.stdout.splitlines()
+    assert lines[0].startswith("refused:"), out.stdout
+    assert lines[1:] == ["set aside: 0", "loaded: first"]
+    assert not list(tmp_path.glob("checkpoints.sqlite.corrupt-*"))
+    store = CheckpointStore(path)
+    assert store.load_snapshot("s").service == {"which": "first"}
+    store.close()
