@@ -223,12 +223,20 @@ def run(args: argparse.Namespace) -> int:
                                     checkpoints=CheckpointStore(state_dir / "checkpoints.sqlite"),
                                     checkpoint_interval_s=args.checkpoint_interval,
                                     mqtt_version="3.1.1" if broker is not None else "5")  # amqtt: no MQTT 5
+        stop.watch(service.failed)
         log.info("accounting: %d site(s) from %s via %s:%d into %s", len(sites), ", ".join(args.config),
                  host, port, args.store)
         if args.http_port is not None:
-            return _serve(service, args, stop, api_token=api_token, read_token=read_token,
+            code = _serve(service, args, stop, api_token=api_token, read_token=read_token,
                           pact_clients=pact_clients, tls=tls, state_dir=state_dir)
-        return _run_headless(service, stop)
+        else:
+            code = _run_headless(service, stop)
+        if service.failed.is_set():
+            # Never a process that looks alive and ingests nothing: exit, and let the supervisor
+            # (systemd Restart=, Docker restart:) start a fresh one, which resumes from the broker.
+            log.critical("accounting exits because ingest stopped: %s", service.pipeline.failure)
+            return 1
+        return code
     finally:
         if broker is not None:
             broker.stop()
@@ -250,6 +258,14 @@ class _StopSignal:
         self._event.set()
         for server in self.servers:
             server.should_exit = True
+
+    def watch(self, failed: threading.Event) -> None:
+        """A dying ingest stage stops the process as a signal does (and it then exits 1)."""
+        def run() -> None:
+            failed.wait()
+            self._handle()
+
+        threading.Thread(target=run, name="accounting-watchdog", daemon=True).start()
 
     def is_set(self) -> bool:
         return self._event.is_set()

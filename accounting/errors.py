@@ -28,6 +28,11 @@ class ReadingError(AccountingError):
     """A batch of readings is malformed (length mismatch, non-finite timestamp)."""
 
 
+class StoreRejectedError(AccountingError):
+    """The reading store refuses these rows for good (their content, not the store's state):
+    retrying cannot help, so ingest finds the message they came from and quarantines it."""
+
+
 class FactorDatasetError(AccountingError):
     """A factor dataset is malformed, or a different dataset is registered under the same version."""
 

@@ -21,6 +21,7 @@ This module only builds the parts and wires them together; each does its one job
 from __future__ import annotations
 
 import logging
+import threading
 import time
 from collections.abc import Iterable
 from pathlib import Path
@@ -121,7 +122,8 @@ class AccountingService:
         self.signatures = BatchSignatures(self.sites) if verifying else None
         self.chains = ChainTracker(store if isinstance(store, EvidenceStore) else None) if verifying else None
         self.pipeline = Pipeline(self._subscriber, Admission(self.sites, self._dedup, self._sequences,
-                                                             self.signatures, self.chains),
+                                                             lookup=store.find_readings, signatures=self.signatures,
+                                                             chains=self.chains),
                                  store, self.stats, deliver=self._deliver, notify=self._notify,
                                  tick=self._tick, cycle_max_messages=cycle_max_messages,
                                  cycle_wait_s=cycle_wait_s)
@@ -136,6 +138,7 @@ class AccountingService:
         self.jobs.every(1.0, "plant watch", lambda: self.watch.check(self.meter_status(), self.gateway_status()))
         self._announced: dict[str, int] = {}  # site → engines.changes() when last announced
         self._touched: dict[str, list[str]] = {}  # meters the last delivery touched (engine thread)
+        self._started = False
 
     # -- lifecycle ------------------------------------------------------------------------
 
@@ -148,6 +151,7 @@ class AccountingService:
         self.ready.restored = True
         self._subscriber.start()
         self.pipeline.start()
+        self._started = True
 
     def restore(self) -> None:
         """Every site's engine, meter states, dedup index and sequences as the store and checkpoints hold them."""
@@ -195,6 +199,29 @@ class AccountingService:
     def _newest_ms(self) -> int | None:
         newest = [t for t in (self.status.newest_ms(s) for s in self.sites) if t is not None]
         return max(newest) if newest else None
+
+    @property
+    def failed(self) -> threading.Event:
+        """Set when an ingest stage has died: the process must exit non-zero (`tanji accounting` does)."""
+        return self.pipeline.failed
+
+    def health(self) -> dict[str, Any]:
+        """`{"status": "ok" | "degraded" | "failed", "problems": [...]}`: failed when a stage died
+        (restart the process), degraded while the store refuses writes (ingest waits, nothing lost)."""
+        problems: list[str] = []
+        status = "ok"
+        if self.pipeline.failure is not None:
+            status = "failed"
+            problems.append(f"ingest stopped: {self.pipeline.failure}")
+        if self._started and not self._subscriber.network_alive():
+            status = "failed"
+            problems.append("the MQTT network thread has died")
+        since = self.pipeline.store_failing_since
+        if since is not None and status == "ok":
+            status = "degraded"
+            problems.append(f"store writes failing for {time.monotonic() - since:.0f} s; ingest waits, nothing is "
+                            "acknowledged meanwhile")
+        return {"status": status, "problems": problems}
 
     # -- the pipeline's hooks (engine thread) ---------------------------------------------
 

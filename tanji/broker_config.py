@@ -103,7 +103,8 @@ def acl_text(site: Site, accounting_instances: int = 1) -> str:
         "# A gateway may publish only its own readings and status and read only the",
         "# confirmations sent to it; the accounting service may read the whole site (also",
         "# through $share/... shared subscriptions) and publish only confirmations (that a",
-        "# batch is stored). Anything not granted here is denied.",
+        "# batch is stored). Anything not granted here is denied. Not a gateway's whole subtree:",
+        "# there every topic could hold a retained message of the maximum packet size.",
         "",
     ]
     for gateway in site.gateways:
@@ -181,6 +182,9 @@ def mosquitto_conf(site: Site, layout: BrokerLayout, config_dir: Path) -> str:
         "max_queued_bytes 0\n"
         "# Accounting acknowledges only after its store write: let it hold a whole write batch.\n"
         "max_inflight_messages 1000\n"
+        "# The largest message a wire-v1 batch needs: bigger ones are refused at the door. With\n"
+        "# the ACL's two topics per gateway this also bounds the retained messages a gateway can\n"
+        "# leave in the broker (and in every new subscriber's first packets) to two of this size.\n"
         f"max_packet_size {MAX_PACKET_BYTES}\n"
         "\n"
         "log_dest stdout\n"

@@ -26,15 +26,26 @@ Flow = Literal["import", "export", "generation", "production"]
 KINDS: tuple[Kind, ...] = ("counter", "state", "gauge")
 FLOWS: tuple[Flow, ...] = ("import", "export", "generation", "production")
 
+#: Registers larger than this cannot hold whole numbers exactly in a float (2**53).
+_EXACT = float(2**53)
+
 
 @dataclass(frozen=True, slots=True)
 class Quantity:
+    """A quantity; `low`..`high` is what is physically possible for it (in its unit, primary
+    side), far wider than any plausible reading: a value claimed good outside it is not a
+    measurement (a misdecoded register, a forged payload) and ingest quarantines it."""
+
     name: str
     unit: str
     kind: Kind
     doc: str
     flow: Flow | None = None  # counters only: what they count
     part_of: str | None = None  # a counter that is a part of another (a tariff's share of the total)
+    # The physically possible range: a reading claimed good outside it is quarantined at
+    # admission (`impossible_value`, accounting/ingest/admission.py).
+    low: float = -1e12
+    high: float = 1e12
 
     def __post_init__(self) -> None:
         if self.kind not in KINDS:
@@ -42,27 +53,41 @@ class Quantity:
         if (self.kind == "counter") != (self.flow is not None) or (self.flow and self.flow not in FLOWS):
             raise ValueError(f"quantity {self.name}: a counter names its flow ({FLOWS}), nothing else does")
 
+    def possible(self, value: float) -> bool:
+        return self.low <= value <= self.high
+
+
+#: A counter register is never negative; 1e12 kWh is a thousand TWh.
+_ENERGY = {"low": 0.0, "high": 1e12}
+#: 10 GW either way: more than any single grid connection.
+_POWER = {"low": -1e7, "high": 1e7}
 
 _CATALOGUE = [
-    Quantity("energy_import_kwh", "kWh", "counter", "cumulative active energy drawn from the grid side of the meter", "import"),
-    Quantity("energy_export_kwh", "kWh", "counter", "cumulative active energy fed back through the meter", "export"),
-    Quantity("energy_generated_kwh", "kWh", "counter", "cumulative energy produced by a PV inverter", "generation"),
+    Quantity("energy_import_kwh", "kWh", "counter", "cumulative active energy drawn from the grid side of the meter", "import",
+             **_ENERGY),
+    Quantity("energy_export_kwh", "kWh", "counter", "cumulative active energy fed back through the meter", "export",
+             **_ENERGY),
+    Quantity("energy_generated_kwh", "kWh", "counter", "cumulative energy produced by a PV inverter", "generation",
+             **_ENERGY),
     # Per-tariff registers of multi-tariff meters (DL/T 645 DI 00 01 0t 00 / 00 02 0t 00): parts of
     # energy_import_kwh / energy_export_kwh, stored and shown, never added to them.
     *(Quantity(f"energy_import_t{t}_kwh", "kWh", "counter", f"cumulative imported energy in tariff {t}",
-               "import", part_of="energy_import_kwh") for t in (1, 2, 3, 4)),
+               "import", part_of="energy_import_kwh", **_ENERGY) for t in (1, 2, 3, 4)),
     *(Quantity(f"energy_export_t{t}_kwh", "kWh", "counter", f"cumulative exported energy in tariff {t}",
-               "export", part_of="energy_export_kwh") for t in (1, 2, 3, 4)),
-    Quantity("power_kw", "kW", "gauge", "total active power, positive when importing"),
-    Quantity("reactive_power_kvar", "kvar", "gauge", "total reactive power"),
-    Quantity("power_factor", "1", "gauge", "total power factor"),
-    Quantity("frequency_hz", "Hz", "gauge", "grid frequency"),
-    *(Quantity(f"voltage_l{p}_v", "V", "gauge", f"phase {p} to neutral voltage") for p in (1, 2, 3)),
-    *(Quantity(f"current_l{p}_a", "A", "gauge", f"phase {p} current") for p in (1, 2, 3)),
-    Quantity("units_total", "1", "counter", "cumulative good units produced (PLC counter)", "production"),
-    Quantity("units_rejected_total", "1", "counter", "cumulative rejected units (PLC counter)", "production"),
-    Quantity("batch_id", "1", "state", "the production batch / lot number currently running"),
-    Quantity("line_running", "1", "state", "1 while the line runs, 0 when stopped"),
+               "export", part_of="energy_export_kwh", **_ENERGY) for t in (1, 2, 3, 4)),
+    Quantity("power_kw", "kW", "gauge", "total active power, positive when importing", **_POWER),
+    Quantity("reactive_power_kvar", "kvar", "gauge", "total reactive power", **_POWER),
+    # Physically within [-1, 1]; meters round a little past it, so only far outside is impossible.
+    Quantity("power_factor", "1", "gauge", "total power factor", low=-2.0, high=2.0),
+    Quantity("frequency_hz", "Hz", "gauge", "grid frequency", low=0.0, high=1000.0),
+    *(Quantity(f"voltage_l{p}_v", "V", "gauge", f"phase {p} to neutral voltage", low=0.0, high=1e6) for p in (1, 2, 3)),
+    *(Quantity(f"current_l{p}_a", "A", "gauge", f"phase {p} current", low=-1e6, high=1e6) for p in (1, 2, 3)),
+    Quantity("units_total", "1", "counter", "cumulative good units produced (PLC counter)", "production",
+             low=0.0, high=_EXACT),
+    Quantity("units_rejected_total", "1", "counter", "cumulative rejected units (PLC counter)", "production",
+             low=0.0, high=_EXACT),
+    Quantity("batch_id", "1", "state", "the production batch / lot number currently running", low=-_EXACT, high=_EXACT),
+    Quantity("line_running", "1", "state", "1 while the line runs, 0 when stopped", low=0.0, high=1.0),
 ]
 
 QUANTITIES: dict[str, Quantity] = {q.name: q for q in _CATALOGUE}

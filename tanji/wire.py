@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,12 +27,22 @@ VERSION = 1
 TOPIC_ROOT = "tanji/v1"
 MAX_PAYLOAD_BYTES = 1024 * 1024
 MAX_READINGS_PER_BATCH = 5000
+#: A status document is a few hundred bytes per meter; beyond this it is refused, not served
+#: to every dashboard and stream client.
+MAX_STATUS_BYTES = 64 * 1024
+#: JSON nesting a batch needs is 4 (batch, readings, reading, values); a status's meters map 3.
+#: Deeper payloads are refused before any parser recurses into them.
+MAX_DEPTH = 8
+#: Integers on the wire (seq, sent_ms, ts_ms) are signed 64-bit, as every store keeps them.
+INT64_MAX = 2**63 - 1
+STATES = ("online", "offline")
 # A gateway may replay a long backlog, but a timestamp older than this (or in the future
 # beyond the clock tolerance) is a broken clock, not a late reading.
 MAX_AGE_MS = 400 * 24 * 3600 * 1000
 MAX_FUTURE_MS = 5 * 60 * 1000
 SCHEMA_PATH = Path(__file__).parent / "schemas" / "wire-v1.json"
 
+_FLOAT_MAX = int(1.7976931348623157e308)
 _BATCH_KEYS = {"v", "site", "gateway", "seq", "sent_ms", "backlog", "readings"}
 _OPTIONAL_BATCH_KEYS = {"sig"}  # a signed batch (tanji/signed_batch.py, docs/audit.md)
 _READING_KEYS = {"meter", "ts_ms", "quality", "values", "value_quality"}
@@ -135,14 +146,58 @@ def _is_int(value: Any) -> bool:
     return isinstance(value, int) and not isinstance(value, bool)
 
 
+# The bytes that matter to nesting: brackets, and the quote and backslash that hide them in strings.
+_NESTING = re.compile(rb'[\[\]{}"\\]')
+
+
+def nesting_depth(payload: bytes, limit: int = MAX_DEPTH) -> int:
+    """How deeply the JSON arrays and objects in `payload` nest, counting only up to `limit + 1`.
+
+    Runs before any parser (json.loads and msgspec both recurse, and 100,000 `[` end in a
+    RecursionError) in one pass over the bytes that matter, stopping as soon as the limit is
+    passed; brackets inside strings do not count. It does not validate anything else.
+    """
+    depth = deepest = 0
+    in_string = False
+    escaped_at = -1  # position of the byte a backslash escapes
+    for match in _NESTING.finditer(payload):
+        pos = match.start()
+        c = payload[pos]
+        if in_string:
+            if pos == escaped_at:
+                continue
+            if c == 0x5C:  # backslash
+                escaped_at = pos + 1
+            elif c == 0x22:  # quote
+                in_string = False
+        elif c == 0x22:
+            in_string = True
+        elif c == 0x5B or c == 0x7B:  # [ {
+            depth += 1
+            if depth > deepest:
+                deepest = depth
+                if deepest > limit:
+                    return deepest
+        elif c == 0x5D or c == 0x7D:  # ] }
+            depth -= 1
+    return deepest
+
+
+def _loads(payload: bytes, reason: str, max_bytes: int) -> Any:
+    """JSON, after the checks that keep a parser safe: size, then nesting depth."""
+    if len(payload) > max_bytes:
+        _fail("too_large", f"{len(payload)} bytes > {max_bytes}")
+    if nesting_depth(payload) > MAX_DEPTH:
+        _fail("too_deep", f"JSON nested deeper than {MAX_DEPTH} levels")
+    try:
+        return json.loads(payload)
+    except (ValueError, UnicodeDecodeError, RecursionError) as exc:
+        raise WireFormatError(reason, f"not JSON: {str(exc)[:200]}") from None
+
+
 def decode_batch(payload: bytes, topic: str | None = None, now_ms: int | None = None) -> dict[str, Any]:
     """Parse and validate one readings message; raises WireFormatError with a reason code."""
-    if len(payload) > MAX_PAYLOAD_BYTES:
-        _fail("too_large", f"{len(payload)} bytes > {MAX_PAYLOAD_BYTES}")
-    try:
-        body = json.loads(payload)
-    except (ValueError, UnicodeDecodeError) as exc:
-        raise WireFormatError("not_json", str(exc)[:200]) from None
+    body = _loads(payload, "not_json", MAX_PAYLOAD_BYTES)
     validate_batch(body, now_ms)
     if topic is not None:
         site, gateway, kind = parse_topic(topic)
@@ -150,6 +205,31 @@ def decode_batch(payload: bytes, topic: str | None = None, now_ms: int | None = 
             _fail("bad_topic", f"readings published on a {kind!r} topic")
         if site != body["site"] or gateway != body["gateway"]:
             _fail("topic_mismatch", f"topic says {site}/{gateway}, payload says {body['site']}/{body['gateway']}")
+    return body
+
+
+def decode_status(payload: bytes, topic: str) -> dict[str, Any]:
+    """Parse and check one status message (retained, on `tanji/v1/<site>/<gateway>/status`).
+
+    Bounded before parsing (`too_large` beyond MAX_STATUS_BYTES, `too_deep`), then `bad_status`
+    unless it is an object naming the topic's site and gateway with a known `state`, an integer
+    `ts_ms`, and nothing a JSON response could not carry again (NaN, infinities, lone
+    surrogates), so whoever it is served to gets valid JSON.
+    """
+    site, gateway, _ = parse_topic(topic)
+    body = _loads(payload, "bad_status", MAX_STATUS_BYTES)
+    if not isinstance(body, dict) or body.get("site") != site or body.get("gateway") != gateway:
+        _fail("bad_status", "status must be an object naming the topic's site and gateway")
+    if body.get("v") != VERSION or isinstance(body.get("v"), bool):
+        _fail("version", f"unsupported status version {body.get('v')!r}; this reader speaks v{VERSION}")
+    if body.get("state") not in STATES:
+        _fail("bad_status", f"state must be one of {STATES}")
+    if not _is_int(body.get("ts_ms")) or not 0 <= body["ts_ms"] <= INT64_MAX:
+        _fail("bad_status", "ts_ms must be an integer (UTC epoch ms)")
+    try:
+        json.dumps(body, allow_nan=False, ensure_ascii=False).encode()
+    except (ValueError, UnicodeEncodeError):
+        _fail("bad_status", "status holds a value JSON cannot carry (NaN, infinity or a lone surrogate)")
     return body
 
 
@@ -173,10 +253,10 @@ def validate_batch(body: Any, now_ms: int | None = None) -> None:
     for key in ("site", "gateway"):
         if not isinstance(body[key], str) or not 0 < len(body[key]) <= 64:
             _fail("schema", f"{key} must be a string of 1-64 characters")
-    if not _is_int(body["seq"]) or body["seq"] < 0:
-        _fail("schema", "seq must be a non-negative integer")
-    if not _is_int(body["sent_ms"]):
-        _fail("schema", "sent_ms must be an integer (UTC epoch ms)")
+    if not _is_int(body["seq"]) or not 0 <= body["seq"] <= INT64_MAX:
+        _fail("schema", "seq must be a non-negative 64-bit integer")
+    if not _is_int(body["sent_ms"]) or not -INT64_MAX <= body["sent_ms"] <= INT64_MAX:
+        _fail("schema", "sent_ms must be a 64-bit integer (UTC epoch ms)")
     if not isinstance(body["backlog"], bool):
         _fail("schema", "backlog must be true or false")
     readings = body["readings"]
@@ -215,6 +295,8 @@ def _validate_reading(i: int, r: Any, lo: int, hi: int) -> None:
             continue
         if isinstance(value, bool) or not isinstance(value, int | float):
             _fail("schema", f"readings[{i}].values.{name} must be a number or null")
+        if isinstance(value, int) and not -_FLOAT_MAX <= value <= _FLOAT_MAX:
+            _fail("not_finite", f"readings[{i}].values.{name} is an integer too large for a float")
         if not math.isfinite(value):
             _fail("not_finite", f"readings[{i}].values.{name} is not finite")
     vq = r.get("value_quality")

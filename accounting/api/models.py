@@ -20,7 +20,9 @@ from accounting.engine.engine import ProductFootprint
 
 
 class Health(BaseModel):
-    status: str = Field(description="`ok` while the process serves")
+    status: str = Field(description="`ok`; `degraded` while the store refuses writes (nothing is lost, ingest "
+                                    "waits); `failed` (HTTP 503) once an ingest stage has died")
+    problems: list[str] = Field(default_factory=list, description="what is not ok, for an operator")
     version: str
     now_ms: int
     uptime_s: float

@@ -43,17 +43,25 @@ except metadata.PackageNotFoundError:  # running from a source tree that was nev
     VERSION = "0+unknown"
 
 
-@router.get("/health", response_model=Health, summary="Liveness and ingest freshness")
-def health(svc: Service) -> dict[str, Any]:
-    """Liveness: always 200 while the process serves; `ingest` says whether readings are flowing.
+@router.get("/health", response_model=Health, summary="Liveness and ingest freshness",
+            responses={503: {"description": "an ingest stage has died: the process is exiting (restart it)"}})
+def health(svc: Service) -> Any:
+    """Liveness: 200 while the process serves and ingests (`status` ok, or degraded while the
+    store refuses writes); 503 with `status` failed once an ingest stage has died, which a
+    liveness probe must see (the process exits non-zero right after); `ingest` says whether
+    readings are flowing.
 
     Not readiness: it answers while the engines are restored and before the broker has
     acknowledged the subscriptions; wait for `/api/v1/ready` before publishing."""
     stats = stats_dict(svc)
     now = windows.now_ms()
-    return {"status": "ok", "version": VERSION,
+    check = svc.health() if callable(getattr(svc, "health", None)) else {"status": "ok", "problems": []}
+    body = {"status": check["status"], "problems": check["problems"], "version": VERSION,
             "now_ms": now, "uptime_s": round(time.monotonic() - _STARTED, 3),
             "sites": sorted(svc.sites), "ingest": ingest_state(stats, now), "stats": stats}
+    if check["status"] == "failed":
+        return JSONResponse(body, status_code=503)
+    return body
 
 
 @router.get("/ready", summary="Readiness: 200 once restored, subscribed and caught up, else 503",

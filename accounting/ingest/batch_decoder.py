@@ -55,8 +55,8 @@ class Batch(msgspec.Struct, forbid_unknown_fields=True):
     v: Literal[1]
     site: _Id
     gateway: _Id
-    seq: Annotated[int, msgspec.Meta(ge=0)]
-    sent_ms: int
+    seq: Annotated[int, msgspec.Meta(ge=0, le=wire.INT64_MAX)]
+    sent_ms: Annotated[int, msgspec.Meta(ge=-wire.INT64_MAX, le=wire.INT64_MAX)]
     backlog: bool
     readings: Annotated[list[Reading], msgspec.Meta(max_length=wire.MAX_READINGS_PER_BATCH)]
     sig: Sig | msgspec.UnsetType = msgspec.UNSET  # absent, never null (as the reference says)

@@ -10,6 +10,14 @@ Admission remembers a reading as it admits it, before the store has it. That is 
 the service writes admitted cycles in order and retries a failing write until it is durable:
 a reading admitted is stored before any later copy of it could be acknowledged, or the process
 ends and takes the index with it (a restart seeds it from the store).
+
+The index holds timestamps only (no values: that would cost memory per reading and time on
+the hot path). So it cannot say alone whether a copy *agrees* with the first: with a
+`doubtful` list, `fresh` hands admission the readings it must check against the first copy
+(`accounting.ingest.admission`: first value wins, a different one is a conflict) instead of
+deciding: those seen before, and those older than everything the index can vouch for
+(`floor`: the newest timestamp evicted, or below the oldest seeded from a store that has
+more), which only the store can answer.
 """
 
 from __future__ import annotations
@@ -35,11 +43,16 @@ class _Key(NamedTuple):
 
 
 class _MeterIndex:
-    __slots__ = ("order", "seen")
+    __slots__ = ("floor", "order", "seen")
 
     def __init__(self) -> None:
         self.order: deque[int] = deque()
         self.seen: set[int] = set()
+        self.floor: int | None = None  # a timestamp at or below it may be stored without being in `seen`
+
+
+#: `fresh` marks a doubtful reading as seen before (in the index) or older than the index knows.
+SEEN, BEYOND = "seen", "beyond"
 
 
 class DedupIndex:
@@ -49,16 +62,30 @@ class DedupIndex:
         self.window = window
         self._meters: dict[tuple[str, str], _MeterIndex] = {}
 
-    def seed(self, site: str, meter: str, timestamps: list[int]) -> None:
-        """Remember timestamps already stored (on restart, from the store)."""
-        self.fresh(site, [_Key(meter, ts) for ts in sorted(timestamps)[-self.window:]])
+    def seed(self, site: str, meter: str, timestamps: list[int], complete: bool | None = None) -> None:
+        """Remember timestamps already stored (on restart, the store's newest `window`).
+
+        `complete`: the store holds no older ones (default: fewer than `window` were given);
+        otherwise a reading older than the oldest of them is checked against the store.
+        """
+        newest = sorted(timestamps)[-self.window:]
+        self.fresh(site, [_Key(meter, ts) for ts in newest])
+        if newest and not (len(timestamps) < self.window if complete is None else complete):
+            index = self._meters[(site, meter)]
+            floor = newest[0] - 1
+            index.floor = floor if index.floor is None else max(index.floor, floor)
 
     def contains(self, site: str, meter: str, ts_ms: int) -> bool:
         index = self._meters.get((site, meter))
         return index is not None and ts_ms in index.seen
 
-    def fresh(self, site: str, readings: Iterable[R]) -> list[R]:
-        """The readings not seen before, in order; remembered from now on (ingest's hot loop)."""
+    def fresh(self, site: str, readings: Iterable[R], doubtful: list[tuple[str, R]] | None = None) -> list[R]:
+        """The readings not seen before, in order; remembered from now on (ingest's hot loop).
+
+        Without `doubtful`, a copy seen before is dropped and one older than the index knows
+        is passed as fresh (the idempotent store absorbs it). With it, both go there instead,
+        as (`SEEN` or `BEYOND`, reading), unremembered, for the caller to check.
+        """
         meters = self._meters
         window = self.window
         out: list[R] = []
@@ -69,14 +96,29 @@ class DedupIndex:
                 index = meters[(site, meter)] = _MeterIndex()
             seen = index.seen
             if ts_ms in seen:
+                if doubtful is not None:
+                    doubtful.append((SEEN, r))
+                continue
+            floor = index.floor
+            if floor is not None and ts_ms <= floor and doubtful is not None:
+                doubtful.append((BEYOND, r))
                 continue
             seen.add(ts_ms)
             order = index.order
             order.append(ts_ms)
             if len(order) > window:
-                seen.discard(order.popleft())
+                evicted = order.popleft()
+                seen.discard(evicted)
+                if floor is None or evicted > floor:
+                    index.floor = evicted
             out.append(r)
         return out
+
+    def forget(self, site: str, meter: str, ts_ms: int) -> None:
+        """Unlearn a reading admission learned but the store then refused (its message was quarantined)."""
+        index = self._meters.get((site, meter))
+        if index is not None:
+            index.seen.discard(ts_ms)
 
     def add(self, site: str, meter: str, ts_ms: int) -> None:
         """Remember one reading."""

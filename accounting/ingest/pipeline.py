@@ -21,10 +21,19 @@ retried until durable), so a copy arriving meanwhile still counts as a duplicate
 is acked only after its own cycle's write and every earlier one returned. Under a backlog
 the engine is fed many cycles at once (at most `engine_batch_s` late), since its cost is
 per channel touched, not per reading; once caught up, at once.
+
+No input stops a stage. Admission never raises for a message (accounting/ingest/admission.py);
+a store that refuses rows for good (`StoreRejectedError`, their content, not its state) is
+answered per message: the message it refuses is quarantined (`store_rejected`), the others
+are written. A hook that raises is logged and counted (`stage_errors`), and the stage goes
+on. A thread that dies anyway (a bug below all that) sets `failure`: the service reports
+itself failed and `tanji accounting` exits non-zero so its supervisor restarts it, instead
+of a process that looks alive and ingests nothing.
 """
 
 from __future__ import annotations
 
+import collections
 import gc
 import logging
 import queue
@@ -34,10 +43,11 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Protocol
 
+from accounting.errors import StoreRejectedError
 from accounting.ingest.admission import Admission, Admitted
 from accounting.ingest.stats import IngestStats
 from accounting.ingest.subscriber import InboundMessage
-from accounting.store.base import EncodedReadings, ReadingStore
+from accounting.store.base import EncodedReadings, QuarantinedMessage, ReadingStore
 
 log = logging.getLogger(__name__)
 
@@ -107,6 +117,7 @@ class Pipeline:
         self.tick = tick
         self.cycle_max_messages = cycle_max_messages
         self.cycle_wait_s = cycle_wait_s
+        self._refused: collections.deque[tuple[str, str, int]] = collections.deque()
         self._stopping = threading.Event()
         self._thread: threading.Thread | None = None
         # What accounting.ingest.readiness asks: messages taken from the inbox, delivered to
@@ -114,12 +125,38 @@ class Pipeline:
         self.messages_taken = 0
         self.messages_delivered = 0
         self.last_taken_at = 0.0
+        self.failed = threading.Event()
+        self.failure: str | None = None
+        self.store_failing_since: float | None = None  # monotonic time of the first failed try of the current write
 
     def start(self) -> None:
         """Quiet the garbage collector and start the three threads."""
         quiet_gc()
-        self._thread = threading.Thread(target=self._run, name="accounting-ingest", daemon=True)
+        self._thread = threading.Thread(target=self._guarded, args=(self._run,), name="accounting-ingest",
+                                        daemon=True)
         self._thread.start()
+
+    def _guarded(self, target: Callable[..., None], *args: object) -> None:
+        """Run a stage's thread; if it dies other than by `stop()`, say so for good (`failure`)."""
+        try:
+            target(*args)
+        except BaseException as exc:  # noqa: BLE001 - recorded, logged, and the process exits non-zero
+            if not self._stopping.is_set():
+                self._fail(f"{threading.current_thread().name} died: {type(exc).__name__}: {exc}")
+                log.critical("ingest stage %s died; the service is failed and must be restarted",
+                             threading.current_thread().name, exc_info=True)
+            raise
+        if not self._stopping.is_set():
+            self._fail(f"{threading.current_thread().name} ended without being stopped")
+
+    def _fail(self, why: str) -> None:
+        if self.failure is None:
+            self.failure = why
+        self.failed.set()
+
+    def alive(self) -> bool:
+        """Started, not failed, and not stopped."""
+        return self._thread is not None and not self.failed.is_set() and not self._stopping.is_set()
 
     def stop(self, timeout_s: float = 30.0) -> None:
         """Finish the cycles under way (stored ones are delivered), then return."""
@@ -139,8 +176,9 @@ class Pipeline:
     def _run(self) -> None:
         admitted: queue.Queue[Cycle | None] = queue.Queue(self.pipeline_depth)
         stored: queue.Queue[Cycle | None] = queue.Queue(self.engine_queue_depth)
-        feeder = threading.Thread(target=self._engine_loop, args=(stored,), name="accounting-engine", daemon=True)
-        writer = threading.Thread(target=self._write_loop, args=(admitted, stored, feeder),
+        feeder = threading.Thread(target=self._guarded, args=(self._engine_loop, stored),
+                                  name="accounting-engine", daemon=True)
+        writer = threading.Thread(target=self._guarded, args=(self._write_loop, admitted, stored, feeder),
                                   name="accounting-store", daemon=True)
         feeder.start()
         writer.start()
@@ -216,14 +254,50 @@ class Pipeline:
 
     def _admit(self, messages: list[InboundMessage]) -> Cycle:
         t0 = time.perf_counter()
+        self._forget_refused()
         admitted = self.admission.admit(messages)
         t1 = time.perf_counter()
-        encoded = self.store.encode_readings(admitted.rows)
+        try:
+            encoded = self.store.encode_readings(admitted.rows)
+        except Exception:  # noqa: BLE001 - find the message whose rows cannot be formatted
+            log.exception("formatting a cycle for the store failed; finding the message responsible")
+            self._keep_only(messages, admitted, self.store.encode_readings, "internal_error")
+            encoded = self.store.encode_readings(admitted.rows)
         t2 = time.perf_counter()
         with self.stats.lock:
             self.stats.stage_s["admit"] += t1 - t0
             self.stats.stage_s["encode"] += t2 - t1
         return Cycle(messages, admitted, encoded)
+
+    def _keep_only(self, messages: list[InboundMessage], admitted: Admitted,
+                   accept: Callable[[list], object], reason: str) -> int:
+        """Drop from `admitted` the rows of each message `accept(rows)` raises for, quarantining
+        the message instead (its readings are unlearned, so a good copy can come later);
+        returns the sum of what `accept` returned for the others (rows written, when it writes)."""
+        rows, origins, kept = admitted.rows, admitted.origins, 0
+        admitted.rows, admitted.origins = [], []
+        for index, start, end in origins:
+            part = rows[start:end]
+            try:
+                result = accept(part)
+            except Exception as exc:  # noqa: BLE001 - this message's rows, and only them, are refused
+                m = messages[index]
+                log.error("the store refuses the readings of a message on %.200r (%s: %s); quarantined as %s",
+                          m.topic, type(exc).__name__, exc, reason)
+                admitted.quarantined.append(self.admission.reject(m, reason, f"{type(exc).__name__}: {exc}",
+                                                                  whole=True))
+                self._refused.extend((r.site, r.meter, r.ts_ms) for r in part)
+                continue
+            kept += result if isinstance(result, int) else 0
+            admitted.origins.append((index, len(admitted.rows), len(admitted.rows) + len(part)))
+            admitted.rows.extend(part)
+        return kept
+
+    def _forget_refused(self) -> None:
+        """Unlearn (on the admitting thread, which owns the dedup index) readings the store refused."""
+        while self._refused:
+            site, meter, ts_ms = self._refused.popleft()
+            self.admission.dedup.forget(site, meter, ts_ms)
 
     def _write(self, cycle: Cycle) -> None:
         """Store (durable), then ack: in cycle order, on the store thread."""
@@ -238,31 +312,55 @@ class Pipeline:
             self.stats.stage_s["ack"] += t3 - t2
 
     def _store(self, cycle: Cycle) -> int:
-        """Write until durable; retries forever (nothing is acked meanwhile, so nothing is lost)."""
+        """Write until durable; retries forever (nothing is acked meanwhile, so nothing is lost),
+        except that rows the store refuses for good are answered per message."""
         delay = 0.1
-        while True:
-            try:
-                admitted = cycle.admitted
-                self.store.quarantine(admitted.quarantined)
-                if admitted.batches or admitted.chain_events:  # signed batches beside their readings
-                    self.store.write_batches(admitted.batches)  # type: ignore[attr-defined]
-                    self.store.write_chain_events(admitted.chain_events)  # type: ignore[attr-defined]
-                return self.store.write_encoded(cycle.encoded)
-            except Exception:
-                if self._stopping.is_set():
-                    raise
-                log.exception("store write failed; retrying in %.1f s", delay)
-                time.sleep(delay)
-                delay = min(delay * 2, 10.0)
+        quarantined = evidence = False
+        try:
+            while True:
+                try:
+                    if not quarantined:
+                        self._quarantine(cycle.admitted.quarantined)
+                        quarantined = True
+                    if not evidence:
+                        admitted = cycle.admitted
+                        if admitted.batches or admitted.chain_events:  # signed batches beside their readings
+                            self.store.write_batches(admitted.batches)  # type: ignore[attr-defined]
+                            self.store.write_chain_events(admitted.chain_events)  # type: ignore[attr-defined]
+                        evidence = True
+                    try:
+                        return self.store.write_encoded(cycle.encoded)
+                    except StoreRejectedError:
+                        refused_before = len(cycle.admitted.quarantined)
+                        inserted = self._keep_only(cycle.messages, cycle.admitted, self.store.write_readings,
+                                                   "store_rejected")
+                        self._quarantine(cycle.admitted.quarantined[refused_before:])
+                        cycle.encoded = EncodedReadings(cycle.admitted.rows)
+                        return inserted
+                except Exception:
+                    if self._stopping.is_set():
+                        raise
+                    if self.store_failing_since is None:
+                        self.store_failing_since = time.monotonic()
+                    log.exception("store write failed; retrying in %.1f s", delay)
+                    time.sleep(delay)
+                    delay = min(delay * 2, 10.0)
+        finally:
+            self.store_failing_since = None
+
+    def _quarantine(self, records: list[QuarantinedMessage]) -> None:
+        if records:
+            self.store.quarantine(records)
 
     def _deliver(self, cycles: list[Cycle]) -> None:
         """Hand stored cycles to `deliver`, count them, then `notify`."""
         if not cycles:
             return
         t3 = time.perf_counter()
-        self.deliver(cycles)
+        self._hook(self.deliver, cycles, "engine")
         t4 = time.perf_counter()
         stats = self.stats
+        sequences = self.admission.sequences
         with stats.lock:
             for cycle in cycles:
                 admitted = cycle.admitted
@@ -271,17 +369,44 @@ class Pipeline:
                 stats.duplicates += admitted.duplicates + len(admitted.rows) - cycle.inserted
                 for q in admitted.quarantined:
                     stats.quarantined_by_reason[q.reason] += 1
+                    if q.payload_dropped:
+                        stats.quarantine_payloads_dropped += 1
+                for site, meter in admitted.conflicts:
+                    stats.conflicts[f"{site}/{meter}"] += 1
                 if cycle.messages:
                     stats.last_message_ms = max(m.received_ms for m in cycle.messages)
                 stats.cycles += 1
-            stats.seq_gaps = self.admission.sequences.gaps()
+            stats.seq_gaps = sequences.gaps()
+            stats.seq_anomalies = dict(sequences.anomalies)
+            stats.conflict_checks_failed = self.admission.first_copies.checks_failed
         self.messages_delivered += sum(len(c.messages) for c in cycles)
         if self.notify is not None:
-            self.notify(cycles)
+            self._hook(self.notify, cycles, "notify")
         t5 = time.perf_counter()
         with stats.lock:
             stats.stage_s["engine"] += t4 - t3
             stats.stage_s["notify"] += t5 - t4
+
+    def _hook(self, hook: Hook, cycles: list[Cycle], stage: str) -> None:
+        """Call a hook; if it raises, try each cycle alone, and count the cycles it still fails on."""
+        try:
+            hook(cycles)
+            return
+        except Exception:  # noqa: BLE001 - the readings are stored; the stage must go on
+            log.exception("the %s stage failed on %d stored cycles", stage, len(cycles))
+        failed = len(cycles)
+        if len(cycles) > 1:
+            failed = 0
+            for cycle in cycles:
+                try:
+                    hook([cycle])
+                except Exception:  # noqa: BLE001
+                    failed += 1
+        with self.stats.lock:
+            self.stats.stage_errors[stage] += failed
+        if failed:
+            log.error("the %s stage skipped %d cycles it cannot take (their readings are stored; a restart or "
+                      "a recompute reads them from the store)", stage, failed)
 
 
 def _hand_over(q: queue.Queue[Cycle | None], item: Cycle | None, consumer: threading.Thread) -> None:

@@ -92,6 +92,44 @@ class InboundMessage:
     generation: int  # connection generation: an ack is only valid on the connection that delivered it
 
 
+class MessageInbox(queue.Queue):
+    """A FIFO of inbound messages bounded by count *and* by payload bytes.
+
+    The broker's in-flight window bounds QoS 1 deliveries, but not QoS 0 ones (a publisher's
+    QoS is the ceiling of its subscribers'), so a count alone would let 100,000 1 MiB messages
+    into memory. A `put` waits while the count or the bytes are at their limit (a single
+    message larger than `max_bytes` still fits into an empty inbox); the waiting network
+    thread then stops reading, and TCP back-pressure reaches the broker.
+    """
+
+    def __init__(self, maxsize: int, max_bytes: int) -> None:
+        super().__init__(maxsize)
+        self.max_bytes = max_bytes
+        self.bytes = 0
+
+    def put(self, item: InboundMessage, block: bool = True, timeout: float | None = None) -> None:
+        size = len(item.payload)
+        with self.not_full:
+            deadline = None if timeout is None else time.monotonic() + timeout
+            while self._qsize() >= self.maxsize > 0 or (self.bytes and self.bytes + size > self.max_bytes):
+                remaining = None if deadline is None else deadline - time.monotonic()
+                if not block or (remaining is not None and remaining <= 0):
+                    raise queue.Full
+                self.not_full.wait(remaining)
+            self._put(item)
+            self.unfinished_tasks += 1
+            self.not_empty.notify()
+
+    def _put(self, item: InboundMessage) -> None:
+        self.queue.append(item)
+        self.bytes += len(item.payload)
+
+    def _get(self) -> InboundMessage:
+        item = self.queue.popleft()
+        self.bytes -= len(item.payload)
+        return item
+
+
 def subscriptions(sites: list[str], share_group: str | None) -> list[str]:
     """The topic filters one instance subscribes to (readings shared, status plain)."""
     topics = []
@@ -107,12 +145,13 @@ class MqttSubscriber:
 
     def __init__(self, host: str, port: int, client_id: str, topics: list[str], *,
                  username: str | None = None, password: str | None = None, keepalive_s: int = 30,
-                 inbox_size: int = 100_000, tls: bool = False, ca_file: str | None = None,
-                 mqtt_version: str = "5", session_expiry_s: int = SESSION_EXPIRY_S) -> None:
+                 inbox_size: int = 100_000, inbox_bytes: int = 256 * 1024 * 1024, tls: bool = False,
+                 ca_file: str | None = None, mqtt_version: str = "5",
+                 session_expiry_s: int = SESSION_EXPIRY_S) -> None:
         self.host = host
         self.port = port
         self.topics = topics
-        self.inbox: queue.Queue[InboundMessage] = queue.Queue(inbox_size)
+        self.inbox: queue.Queue[InboundMessage] = MessageInbox(inbox_size, inbox_bytes)
         self.connected = threading.Event()
         # Monotonic time the broker acknowledged every subscription of this connection; None
         # before, after a refusal, and while disconnected (accounting.ingest.readiness).
@@ -215,8 +254,17 @@ class MqttSubscriber:
         if reason_code.is_failure:
             log.warning("lost the broker %s:%d (%s); reconnecting", self.host, self.port, reason_code)
 
+    def network_alive(self) -> bool:
+        """paho's network thread runs (it is gone for good if a callback ever raised out of it)."""
+        thread = getattr(self._client, "_thread", None)  # set by loop_start(); paho has no public accessor
+        return thread is not None and thread.is_alive()
+
     def _on_message(self, client: mqtt.Client, userdata: object, message: mqtt.MQTTMessage) -> None:
         # Blocks the network thread when the inbox is full: back-pressure reaches the broker,
         # which stops sending once our in-flight window is exhausted.
-        self.inbox.put(InboundMessage(message.topic, message.payload, message.mid, message.qos,
+        try:
+            topic = message.topic
+        except UnicodeDecodeError:  # brokers refuse such topics; should one pass, admission names it
+            topic = bytes(message._topic).decode("utf-8", "backslashreplace")
+        self.inbox.put(InboundMessage(topic, message.payload, message.mid, message.qos,
                                       int(time.time() * 1000), self._generation))

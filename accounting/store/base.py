@@ -46,7 +46,9 @@ class EncodedReadings(NamedTuple):
 
 
 class QuarantinedMessage(NamedTuple):
-    """A message that failed validation: kept verbatim with its reason, never silently dropped."""
+    """A message (or one reading of it) that failed admission: kept with its reason, never
+    silently dropped. `payload` is its first bytes (`accounting.ingest.quarantine` bounds
+    it; empty beyond the rate cap); `payload_bytes` and `sha256` describe the whole."""
 
     received_ms: int
     topic: str
@@ -54,6 +56,13 @@ class QuarantinedMessage(NamedTuple):
     detail: str
     payload: bytes
     site: str | None = None
+    payload_bytes: int | None = None
+    sha256: str | None = None
+
+    @property
+    def payload_dropped(self) -> bool:
+        """The payload was not kept (beyond the quarantine's rate cap)."""
+        return not self.payload and bool(self.payload_bytes)
 
 
 class ReadingStore(ABC):
@@ -117,6 +126,24 @@ class ReadingStore(ABC):
     @abstractmethod
     def reading_span(self, site: str) -> tuple[int, int] | None:
         """``(oldest, newest)`` reading timestamp of a site, or None when it has none."""
+
+    def find_readings(self, site: str, meter: str, timestamps: Sequence[int]) -> dict[int, StoredReading]:
+        """The stored readings of one meter at exactly these timestamps, by timestamp.
+
+        Ingest asks only about copies its dedup index cannot vouch for (accounting/ingest/dedup.py),
+        so this is off the hot path: one range read per cluster of timestamps an hour apart.
+        """
+        wanted = sorted(set(timestamps))
+        found: dict[int, StoredReading] = {}
+        start = 0
+        for i in range(1, len(wanted) + 1):
+            if i == len(wanted) or wanted[i] - wanted[i - 1] > 3_600_000:
+                lo, hi = wanted[start], wanted[i - 1]
+                for r in self.read_readings(site, meter, lo, hi + 1):
+                    found[r.ts_ms] = r
+                start = i
+        keep = set(wanted)
+        return {ts: r for ts, r in found.items() if ts in keep}
 
     @abstractmethod
     def latest(self, site: str) -> dict[str, StoredReading]:

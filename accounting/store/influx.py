@@ -43,6 +43,7 @@ import numpy as np
 from influxdb_client import InfluxDBClient, WritePrecision, WriteService
 from influxdb_client.rest import ApiException
 
+from accounting.errors import StoreRejectedError
 from accounting.store.base import (
     GOOD,
     VALUE_NAMES,
@@ -141,8 +142,14 @@ def gzip_level_for(url: str) -> int:
     return 0 if loopback else 1
 
 
-class InfluxWriteError(Exception):
-    """InfluxDB refused a write for good (4xx other than 429): retrying cannot help."""
+#: What InfluxDB answers about the content of a write (bad line protocol, field type conflict,
+#: points beyond the retention period, too large). Other 4xx (401, 403, 404: token, bucket)
+#: are about its configuration and are retried like an outage, so nothing is thrown away.
+_REFUSED_STATUS = frozenset({400, 413, 422})
+
+
+class InfluxWriteError(StoreRejectedError):
+    """InfluxDB refused a write for its content (400, 413, 422): retrying cannot help."""
 
 
 class InfluxStore(InfluxEvidence, ReadingStore):
@@ -182,8 +189,11 @@ class InfluxStore(InfluxEvidence, ReadingStore):
                                            precision=_PRECISIONS[precision],
                                            content_type="text/plain; charset=utf-8", **kwargs)
         except ApiException as exc:
-            if exc.status is not None and 400 <= exc.status < 500 and exc.status != 429:
-                raise InfluxWriteError(f"InfluxDB refused the write: {exc.status} {exc.body}") from exc
+            if exc.status in _REFUSED_STATUS:
+                raise InfluxWriteError(f"InfluxDB refused the write: {exc.status} {str(exc.body)[:500]}") from exc
+            if exc.status in (401, 403, 404):
+                log.error("InfluxDB answers %s to writes: check the token (TANJI_INFLUX_TOKEN), --influx-org and "
+                          "--influx-bucket; retrying", exc.status)
             raise
 
     def _chunks(self, lines: Sequence[bytes]) -> list[bytes]:
@@ -265,11 +275,13 @@ class InfluxStore(InfluxEvidence, ReadingStore):
         for m in messages:
             self._quarantine_seq = (self._quarantine_seq + 1) % 1_000_000
             payload = m.payload[:QUARANTINE_PAYLOAD_MAX].decode("utf-8", "backslashreplace")
+            size = len(m.payload) if m.payload_bytes is None else m.payload_bytes
+            digest = f",sha256={_string_field(m.sha256)}" if m.sha256 else ""
             lines.append(
                 f"{QUARANTINE},reason={_tag(m.reason)},site={_tag(m.site or '_unknown')} "
                 f"topic={_string_field(m.topic)},detail={_string_field(m.detail)},"
-                f"payload={_string_field(payload)},payload_bytes={len(m.payload)}i "
-                f"{m.received_ms * 1_000_000 + self._quarantine_seq}".encode())
+                f"payload={_string_field(payload)},payload_bytes={size}i{digest} "
+                f"{m.received_ms * 1_000_000 + self._quarantine_seq}".encode("utf-8", "backslashreplace"))
         self._submit(self._chunks(lines), "ns")
 
     def flush(self, timeout_s: float = 30.0) -> bool:
@@ -397,7 +409,8 @@ class InfluxStore(InfluxEvidence, ReadingStore):
                 site = rec.get("site")
                 out.append(QuarantinedMessage(int(rec["time"]),
                                               rec["topic"], rec["reason"], rec["detail"],
-                                              rec["payload"].encode(), None if site == "_unknown" else site))
+                                              rec["payload"].encode(), None if site == "_unknown" else site,
+                                              rec.get("payload_bytes"), rec.get("sha256")))
         return out
 
     def count_readings(self, site: str | None = None) -> int:

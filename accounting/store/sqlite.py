@@ -17,6 +17,7 @@ from typing import Any
 
 import numpy as np
 
+from accounting.errors import StoreRejectedError
 from accounting.store import sqlite_evidence
 from accounting.store.base import (
     GOOD,
@@ -59,10 +60,19 @@ CREATE TABLE IF NOT EXISTS quarantine (
     topic TEXT NOT NULL,
     reason TEXT NOT NULL,
     detail TEXT NOT NULL,
-    payload BLOB NOT NULL
+    payload BLOB NOT NULL,
+    payload_bytes INTEGER,
+    sha256 TEXT
 );
 CREATE INDEX IF NOT EXISTS quarantine_reason ON quarantine (reason, received_ms);
 """
+
+#: Quarantine keeps the newest this many records (each holds at most a bounded payload).
+QUARANTINE_MAX_ROWS = 100_000
+# What SQLite raises for the content of a row (a value it cannot bind or hold), as opposed to
+# its own state (locked, disk full, I/O: sqlite3.OperationalError, retried).
+_REFUSED = (sqlite3.IntegrityError, sqlite3.InterfaceError, sqlite3.DataError, sqlite3.ProgrammingError,
+            OverflowError, TypeError, ValueError)
 
 _COLUMNS = ("site", "meter", "ts_ms", "gateway", "quality", "value_quality", *VALUE_NAMES)
 _INSERT = f"INSERT OR IGNORE INTO readings ({', '.join(_COLUMNS)}) VALUES ({', '.join('?' * len(_COLUMNS))})"
@@ -86,23 +96,31 @@ def _reading(row: tuple) -> StoredReading:
 class SqliteStore(sqlite_evidence.SqliteEvidence, ReadingStore):
     """A `ReadingStore` in one SQLite file; safe to read from other threads while ingest writes."""
 
-    def __init__(self, path: str | Path, *, synchronous: str = "FULL") -> None:
+    def __init__(self, path: str | Path, *, synchronous: str = "FULL",
+                 quarantine_max_rows: int = QUARANTINE_MAX_ROWS) -> None:
         self.path = str(path)
         self._synchronous = synchronous
+        self.quarantine_max_rows = quarantine_max_rows
         self._local = threading.local()
         self._write_lock = threading.Lock()
         self._connections: list[sqlite3.Connection] = []
         self._connections_lock = threading.Lock()
         self._conn().executescript(SCHEMA)
         self._conn().executescript(sqlite_evidence.SCHEMA)  # signed batches and chain events
-        self._add_new_value_columns()
+        self._add_new_columns()
 
-    def _add_new_value_columns(self) -> None:
-        """A store written before a quantity joined tanji/quantities.py gets its column (NULL so far)."""
-        have = {row[1] for row in self._conn().execute("PRAGMA table_info(readings)")}
+    def _add_new_columns(self) -> None:
+        """A store written before a quantity joined tanji/quantities.py gets its column (NULL so
+        far); one written before quarantine recorded sizes and digests gets those columns."""
+        conn = self._conn()
+        have = {row[1] for row in conn.execute("PRAGMA table_info(readings)")}
         for name in VALUE_NAMES:
             if name not in have:
-                self._conn().execute(f"ALTER TABLE readings ADD COLUMN {name} REAL")
+                conn.execute(f"ALTER TABLE readings ADD COLUMN {name} REAL")
+        have = {row[1] for row in conn.execute("PRAGMA table_info(quarantine)")}
+        for column, kind in (("payload_bytes", "INTEGER"), ("sha256", "TEXT")):
+            if column not in have:
+                conn.execute(f"ALTER TABLE quarantine ADD COLUMN {column} {kind}")
 
     def _conn(self) -> sqlite3.Connection:
         conn = getattr(self._local, "conn", None)
@@ -127,8 +145,10 @@ class SqliteStore(sqlite_evidence.SqliteEvidence, ReadingStore):
             conn.execute("BEGIN IMMEDIATE")
             try:
                 conn.executemany(_INSERT, encoded.payload)
-            except BaseException:
+            except BaseException as exc:
                 conn.execute("ROLLBACK")
+                if isinstance(exc, _REFUSED):
+                    raise StoreRejectedError(f"SQLite refuses a row: {type(exc).__name__}: {exc}") from exc
                 raise
             conn.execute("COMMIT")
             return conn.total_changes - before
@@ -218,25 +238,33 @@ class SqliteStore(sqlite_evidence.SqliteEvidence, ReadingStore):
         return [json.loads(body) for (body,) in cur]
 
     def quarantine(self, messages: Sequence[QuarantinedMessage]) -> None:
+        """Keep the records (bounded by ingest) and only the newest `quarantine_max_rows` of them."""
         if not messages:
             return
         conn = self._conn()
         with self._write_lock:
             conn.execute("BEGIN IMMEDIATE")
-            conn.executemany(
-                "INSERT INTO quarantine (received_ms, site, topic, reason, detail, payload) "
-                "VALUES (?, ?, ?, ?, ?, ?)",
-                [(m.received_ms, m.site, m.topic, m.reason, m.detail, m.payload) for m in messages])
+            try:
+                conn.executemany(
+                    "INSERT INTO quarantine (received_ms, site, topic, reason, detail, payload, payload_bytes, sha256) "
+                    "VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                    [(m.received_ms, m.site, m.topic, m.reason, m.detail, m.payload,
+                      len(m.payload) if m.payload_bytes is None else m.payload_bytes, m.sha256) for m in messages])
+                newest = conn.execute("SELECT MAX(id) FROM quarantine").fetchone()[0]
+                conn.execute("DELETE FROM quarantine WHERE id <= ?", (newest - self.quarantine_max_rows,))
+            except BaseException:
+                conn.execute("ROLLBACK")
+                raise
             conn.execute("COMMIT")
 
     def quarantined(self, limit: int = 100) -> list[QuarantinedMessage]:
         cur = self._conn().execute(
-            "SELECT received_ms, topic, reason, detail, payload, site FROM quarantine "
+            "SELECT received_ms, topic, reason, detail, payload, site, payload_bytes, sha256 FROM quarantine "
             "ORDER BY id DESC LIMIT ?", (limit,))
         return [QuarantinedMessage(*row) for row in cur]
 
     def quarantine_counts(self) -> dict[str, int]:
-        """Quarantined messages per reason, over the whole life of the store."""
+        """Quarantined messages per reason among the records kept (the newest `quarantine_max_rows`)."""
         cur = self._conn().execute("SELECT reason, COUNT(*) FROM quarantine GROUP BY reason")
         return dict(cur.fetchall())
 

@@ -54,6 +54,7 @@ class FakeService:
         self.stats = FakeStats()
         self.cycle = 0
         self.calls: list[dict[str, Any]] = []
+        self.batches: dict[str, list[str]] = {"20260101": ["pack-48v-100ah"]}  # batch number → products
         self._listeners: list[Listener] = []
         self._lock = threading.Lock()
         self._datasets = [{"dataset_id": "cn-mee-national-co2", "version": "2022",
@@ -79,14 +80,17 @@ class FakeService:
                    product_id: str | None = None, batch_id: str | None = None) -> list[dict]:
         self.calls.append({"site_id": site_id, "start_ms": start_ms, "end_ms": end_ms,
                            "product_id": product_id, "batch_id": batch_id})
-        if batch_id is not None and batch_id != "B-001":
+        # As the engine does: a batch is a number some line's PLC showed in its batch_id register,
+        # and only the products of that line have a footprint for it.
+        batch_products = None if batch_id is None else self.batches.get(batch_id)
+        if batch_id is not None and batch_products is None:
             return []
         out = []
         for site in self.sites.values():
             if site_id not in (None, site.id):
                 continue
             for i, p in enumerate(site.products):
-                if product_id not in (None, p.id):
+                if product_id not in (None, p.id) or (batch_products is not None and p.id not in batch_products):
                     continue
                 units = 0.0 if end_ms <= self.production_from_ms else 10.0 * (self.cycle + 1) * (i + 1)
                 energy = (25.0 * (self.cycle + 1) * (i + 1) + 3.0 * self.cycle ** 1.5) * self.energy_scale.get(start_ms, 1.0)

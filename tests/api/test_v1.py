@@ -86,10 +86,12 @@ def test_bad_inputs_are_4xx_with_the_fix(client: TestClient) -> None:
 
 def test_batch_footprints(client: TestClient, service: FakeService) -> None:
     before = len(service.calls)
-    r = client.get("/api/v1/footprints/batches/B-001")
-    assert r.status_code == 200 and {f["batch_id"] for f in r.json()} == {"B-001"}
-    assert "B-001" in {c["batch_id"] for c in service.calls[before:]}
-    assert client.get("/api/v1/footprints/batches/B-404").status_code == 404
+    r = client.get("/api/v1/footprints/batches/20260101")
+    assert r.status_code == 200 and {(f["batch_id"], f["product_id"]) for f in r.json()} == {
+        ("20260101", "pack-48v-100ah")}  # only the line that ran it
+    assert "20260101" in {c["batch_id"] for c in service.calls[before:]}
+    assert client.get("/api/v1/footprints/batches/20260102").status_code == 404
+    assert client.get("/api/v1/footprints/batches/B-001").status_code == 404  # PLC registers hold numbers
 
 
 def test_sites_products_meters_series(client: TestClient) -> None:

@@ -263,6 +263,47 @@ def test_a_gateway_cannot_publish_under_another_gateways_topic(broker: Broker) -
             c.stop()
 
 
+def test_a_gateway_leaves_at_most_its_two_retained_messages_of_bounded_size(broker: Broker) -> None:
+    """Issue #14 item 6: 200 x 1 MB retained under a gateway's own subtree grew Mosquitto from
+    10 to 212 MB. Now only its readings and status topics are writable, and nothing above the
+    wire format's size passes the broker's door."""
+    gw_a = connect(broker, "gw-a", broker.password("gw-a"), "gw-a")
+    big = b"x" * (1024 * 1024 - 100)
+    try:
+        junk = [gw_a.mqtt.publish(f"tanji/v1/{SITE}/gw-a/junk/{i}", big, qos=1, retain=True).mid for i in range(200)]
+        status = gw_a.mqtt.publish(f"tanji/v1/{SITE}/gw-a/status", b'{"v":1}', qos=1, retain=True).mid
+        gw_a.wait(lambda: all(m in gw_a.puback for m in [*junk, status]), "PUBACKs")
+        assert {str(gw_a.puback[m]) for m in junk} == {"Not authorized"}
+        assert not gw_a.puback[status].is_failure  # "No matching subscribers" yet, but retained
+    finally:
+        gw_a.stop()
+    # Above max_packet_size the broker does not take the message at all: it drops the connection.
+    oversized = connect(broker, "gw-a", broker.password("gw-a"), "gw-a")
+    dropped: list[object] = []
+
+    def on_disconnect(*args: object) -> None:
+        with oversized.changed:
+            dropped.append(args)
+            oversized.changed.notify_all()
+
+    oversized.mqtt.on_disconnect = on_disconnect
+    oversized.mqtt.publish(f"tanji/v1/{SITE}/gw-a/status", b"y" * (3 * 1024 * 1024), qos=0, retain=True)
+    oversized.wait(lambda: bool(dropped), "the broker to drop the oversized publish")
+    oversized.mqtt.loop_stop()
+    reader = connect(broker, ACCOUNTING_USER, broker.password(ACCOUNTING_USER), "accounting")
+    try:
+        reader.mqtt.subscribe(f"tanji/v1/{SITE}/#", qos=1)
+        reader.wait(lambda: bool(reader.suback), "SUBACK")
+        probe = connect(broker, "gw-b", broker.password("gw-b"), "gw-b")  # retained ones come first,
+        publish_all(probe, [(readings_topic(SITE, "gw-b"), batch("gw-b", 1))])  # then this one
+        probe.stop()
+        reader.wait(lambda: any(m.topic.endswith("/gw-b/readings") for m in reader.messages), "a live message")
+        retained = [(m.topic, m.payload) for m in reader.messages if m.retain]
+        assert retained == [(f"tanji/v1/{SITE}/gw-a/status", b'{"v":1}')]
+    finally:
+        reader.stop()
+
+
 def test_rotated_password_takes_over_on_reload(broker: Broker, tmp_path: Path) -> None:
     old = broker.password("gw-a")
     generate(tmp_path / "site.yaml", broker.conf_dir, "--no-tls", "--port", str(broker.port),

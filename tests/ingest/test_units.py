@@ -62,7 +62,7 @@ def test_admission_drops_duplicates_and_names_reasons(cq_site):
     out = admission.admit([_msg(b1.topic, b1.payload), _msg(b1.topic, b1.payload), _msg(b2.topic, b2.payload),
                            _msg("tanji/v1/elsewhere/gw-cq-01/readings", b1.payload),
                            _msg("tanji/v1/cq-battery/gw-cq-01/status",
-                                b'{"v":1,"site":"cq-battery","gateway":"gw-cq-01","state":"online"}')])
+                                b'{"v":1,"site":"cq-battery","gateway":"gw-cq-01","state":"online","ts_ms":1}')])
     assert len(out.rows) == b1.readings + b2.readings
     assert out.duplicates == b1.readings
     assert [q.reason for q in out.quarantined] == ["unknown_site"]
