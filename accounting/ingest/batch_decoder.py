@@ -63,6 +63,7 @@ class Batch(msgspec.Struct, forbid_unknown_fields=True):
 
 
 _decoder = msgspec.json.Decoder(Batch)
+_disagreements = 0
 
 
 class _Rejected(Exception):
@@ -83,8 +84,12 @@ def decode_batch(payload: bytes, site: str, gateway: str, now_ms: int) -> Batch:
     except Exception:  # noqa: BLE001 - any doubt at all goes to the reference, which names it
         pass
     body = wire.decode_batch(payload, wire.readings_topic(site, gateway), now_ms)  # raises the reason
-    log.warning("wire decoders disagree: the reference accepts a %s/%s message the fast path rejects; "
-                "ingesting the reference's reading of it", site, gateway)
+    global _disagreements
+    _disagreements += 1
+    if _disagreements & (_disagreements - 1) == 0:  # 1st, 2nd, 4th, 8th...: a hostile stream cannot flood the log
+        log.warning("wire decoders disagree: the reference accepts a %s/%s message the fast path rejects; "
+                    "ingesting the reference's reading of it (%d such messages so far; a lone surrogate "
+                    "escape in a meter id is one, refused later as unknown_meter)", site, gateway, _disagreements)
     return from_reference(body)
 
 

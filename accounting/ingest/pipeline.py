@@ -141,11 +141,13 @@ class Pipeline:
         try:
             target(*args)
         except BaseException as exc:  # noqa: BLE001 - recorded, logged, and the process exits non-zero
-            if not self._stopping.is_set():
+            if self._stopping.is_set():
+                log.exception("ingest stage %s failed while stopping", threading.current_thread().name)
+            else:
                 self._fail(f"{threading.current_thread().name} died: {type(exc).__name__}: {exc}")
                 log.critical("ingest stage %s died; the service is failed and must be restarted",
                              threading.current_thread().name, exc_info=True)
-            raise
+            return
         if not self._stopping.is_set():
             self._fail(f"{threading.current_thread().name} ended without being stopped")
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import queue
 import time
 
 import pytest
@@ -82,10 +83,16 @@ def test_item1_status_topics_are_bounded_too(cq_site):
     assert out.statuses[(SITE, GW)]["polls"] == 3
 
 
-def test_nesting_depth_ignores_brackets_in_strings():
-    assert wire.nesting_depth(b'{"a":"[[[[[[[[[[[[[","b":["\\"[[[[[[[[[[[[["]}') == 2
-    assert wire.nesting_depth(b'"\\\\"[[[') == 3  # an escaped backslash ends the escape
-    assert wire.nesting_depth(b"[" * 1_000_000, limit=8) == 9  # stops as soon as the limit is passed
+def test_depth_check_ignores_brackets_in_strings_and_is_linear():
+    assert not wire.deeper_than(b'{"a":"[[[[[[[[[[[[[","b":["\\"[[[[[[[[[[[[["]}', 2)
+    assert wire.deeper_than(b'{"a":"[[[[[[[[[[[[[","b":["\\"[[[[[[[[[[[[["]}', 1)
+    assert wire.deeper_than(b'"\\\\"[[[', 2) and not wire.deeper_than(b'"\\\\"[[[', 3)  # escaped backslash
+    assert wire.deeper_than(b"[" * 1_000_000, 8)
+    assert not wire.deeper_than(b"[]" * 500_000, 1)
+    assert not wire.deeper_than(b'"' + b'\\"' * 500_000, 0)  # no regex backtracking on escapes
+    valid = wire.encode_batch(SITE, GW, 1, [_incomer(NOW, 1.0)])
+    assert not wire.deeper_than(valid, 4) and wire.deeper_than(valid, 3)
+    assert not any(wire.deeper_than(valid[:cut], 8) for cut in range(len(valid)))  # truncated: not_json
 
 
 def test_any_exception_quarantines_only_its_message(cq_site, monkeypatch):
@@ -199,7 +206,7 @@ def test_inbox_is_bounded_by_bytes_as_well_as_count():
     big = InboundMessage("t", b"x" * 1024, 1, 0, 0, 0)
     for _ in range(3):
         inbox.put(big, timeout=0.1)
-    with pytest.raises(Exception, match=""):  # queue.Full: a QoS 0 flood waits instead of filling memory
+    with pytest.raises(queue.Full):  # a QoS 0 flood waits instead of filling memory
         inbox.put(big, timeout=0.05)
     inbox.get()
     inbox.put(big, timeout=0.1)
