@@ -41,7 +41,7 @@ class Source:
 def make_pipeline(site, store, gap_grace_s: float = 120.0):
     sites = {site.id: site}
     chains = ChainTracker(store, gap_grace_s=gap_grace_s)
-    admission = Admission(sites, DedupIndex(), SequenceTracker(), BatchSignatures(sites), chains)
+    admission = Admission(sites, DedupIndex(), SequenceTracker(), signatures=BatchSignatures(sites), chains=chains)
     source = Source()
     stats = IngestStats()
     return Pipeline(source, admission, store, stats, deliver=lambda cycles: None), source, stats, chains
