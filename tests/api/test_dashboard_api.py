@@ -105,10 +105,10 @@ def test_history_buckets_are_the_services_footprints_of_each_bucket(client: Test
 
 
 def test_history_of_a_batch_and_the_errors(client: TestClient) -> None:
-    batch = client.get(f"/api/v1/sites/{SITE}/history", params={"batch": "B-001", "bucket": "day"})
+    batch = client.get(f"/api/v1/sites/{SITE}/history", params={"batch": "20260101", "bucket": "day"})
     assert batch.status_code == 200 and batch.json()["batch"]
-    assert client.get(f"/api/v1/sites/{SITE}/history", params={"batch": "B-404"}).status_code == 404
-    both = client.get(f"/api/v1/sites/{SITE}/history", params={"batch": "B-001", "window": "day"})
+    assert client.get(f"/api/v1/sites/{SITE}/history", params={"batch": "20260102"}).status_code == 404
+    both = client.get(f"/api/v1/sites/{SITE}/history", params={"batch": "20260101", "window": "day"})
     assert both.status_code == 422
     assert client.get(f"/api/v1/sites/{SITE}/history", params={"start": "yesterday"}).status_code == 422
     too_long = client.get(f"/api/v1/sites/{SITE}/history", params={
