@@ -69,7 +69,7 @@ def prime(publisher: Publisher, first, done) -> None:
 def subscribed(service: AccountingService, publisher: Publisher) -> None:
     """Wait until the in-process service is subscribed: a (not retained) status gets through."""
     probe = wire.status_payload(SITE, GW, "online", probe=True)
-    for _ in range(60):
+    for _ in range(180):
         publisher.publish(wire.status_topic(SITE, GW), probe).wait_for_publish(10)
         if wait_until(lambda: service.gateway_status()[0]["status"] is not None, 1.0):
             return

@@ -64,7 +64,7 @@ class Publisher:
         self.client.on_connect = lambda *a: self._connected.set()
         self.client.connect(host, port)
         self.client.loop_start()
-        if not self._connected.wait(10):
+        if not self._connected.wait(60):
             raise TimeoutError("publisher could not connect")
 
     def publish(self, topic: str, payload: bytes, *, retain: bool = False) -> mqtt.MQTTMessageInfo:
