@@ -22,6 +22,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, replace
 from typing import Any
 
+from gateway.clock import READINGS
 from gateway.links import (
     Dlt645Link,
     MbapConnection,
@@ -41,7 +42,8 @@ MAX_BACKOFF_S = 60.0
 
 
 def now_ms() -> int:
-    return time.time_ns() // 1_000_000
+    """UTC epoch ms for a reading: the wall clock, bridged by the monotonic one over steps (gateway/clock.py)."""
+    return READINGS.now_ms()
 
 
 @dataclass(slots=True)

@@ -45,6 +45,7 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
+from gateway.clock import READINGS
 from gateway.metrics import MetricsServer, exposition
 from gateway.publisher import MAX_INFLIGHT, Publisher
 from gateway.scheduler import Scheduler, now_ms
@@ -490,6 +491,7 @@ class GatewayService:
             "confirmed_readings": self.confirmed_readings,
             "republished_batches": self.republished_batches,
             "signing_key": self.signer.key_id if self.signer is not None else None,
+            **READINGS.health(),
         }
         if self.spool is not None:
             out.update(self.spool.stats())
