@@ -50,6 +50,7 @@ from accounting.live.engines import LiveEngines
 from accounting.live.events import Listener, Listeners, footprints_event, meters_event
 from accounting.live.grid import grid_factors
 from accounting.live.jobs import PeriodicJobs
+from accounting.live.reading_flags import meter_flags
 from accounting.live.status import PlantStatus
 from accounting.live.watch import PlantWatch
 from accounting.portfolio import Portfolios
@@ -325,6 +326,10 @@ class AccountingService:
     def batch_runs(self, site_id: str) -> list[dict[str, Any]]:
         """The site's production batches (PLC batch register runs), for shipments."""
         return self.engines.batch_runs(site_id)
+
+    def reading_flags(self, site_id: str, meter: str, *, start_ms: int, end_ms: int) -> dict[str, Any]:
+        """One meter's flagged readings and hours over [start_ms, end_ms) (accounting/live/reading_flags.py)."""
+        return meter_flags(site_id, meter, self.engine(site_id), self.store, self.engines.lock, start_ms, end_ms)
 
     def meter_status(self, site_id: str | None = None) -> list[dict[str, Any]]:
         """Per meter: id, site, gateway, role, last ts_ms / values / quality, and since this process

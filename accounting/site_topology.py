@@ -34,7 +34,10 @@ def _meter(m: SiteMeter) -> Meter:
     # The engine has one rollover per meter: that of its first counter (in catalogue order) that wraps.
     registers = {r.name: r for r in m.profile.registers}
     rollover = next((_rollover_in_channel_units(m, registers[c]) for c in counters if registers[c].rollover), 0.0)
-    max_power = m.plausible_max_power_kw() if m.role != "production_counter" else (m.max_power_kw or 0.0)
+    # A production counter's cap is in units per hour: the site file's max_power_kw (read as
+    # units/h), else its profile's max_units_per_h (docs/accounting.md).
+    max_power = (m.plausible_max_power_kw() if m.role != "production_counter"
+                 else (m.max_power_kw or m.profile.max_units_per_h or 0.0))
     return Meter(
         meter_id=m.id,
         role=m.role,  # type: ignore[arg-type]  # the same four roles, validated by both sides

@@ -104,6 +104,9 @@ class MeterProfile:
     nominal_voltage_v: float | None
     file: str
     protocol: str = "modbus"
+    # Counters of things (a PLC's units_total): the most units per hour the machine can make,
+    # the plausibility cap of ACCOUNTING.md section 1 when the site file gives none.
+    max_units_per_h: float | None = None
 
     def register(self, name: str) -> Register:
         for reg in self.registers:
@@ -182,6 +185,7 @@ def parse_profile(root: Section) -> MeterProfile:
         max_current_a=root.number("max_current_a", None, positive=True),
         nominal_voltage_v=root.number("nominal_voltage_v", None, positive=True),
         file=root.file,
+        max_units_per_h=root.number("max_units_per_h", None, positive=True),
     )
     root.get("notes", str, None)
     root.reject_unknown()

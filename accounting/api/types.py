@@ -58,6 +58,13 @@ class CertificatesLike(Protocol):
 
 
 @runtime_checkable
+class ReadingFlagsLike(Protocol):
+    """Per-reading data-quality flags of one meter over a period (the live service has them)."""
+
+    def reading_flags(self, site_id: str, meter: str, *, start_ms: int, end_ms: int) -> dict: ...
+
+
+@runtime_checkable
 class RecomputeLike(Protocol):
     """Explicit recomputation of a period: its output is a new, versioned result."""
 

@@ -11,7 +11,7 @@ import time
 from importlib import metadata
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, HTTPException
+from fastapi import APIRouter, Depends, HTTPException, Path
 from fastapi.responses import JSONResponse
 
 from accounting.api import windows
@@ -30,10 +30,12 @@ from accounting.api.queries import (
     window_of,
 )
 from accounting.api.sites import product_dict, site_dict
-from accounting.api.types import AccountingServiceLike, ReadinessLike
+from accounting.api.types import AccountingServiceLike, ReadinessLike, ReadingFlagsLike
 
 router = APIRouter(prefix="/api/v1", tags=["v1"])
 Service = Annotated[AccountingServiceLike, Depends(service)]
+#: The longest period one flags request may cover.
+FLAGS_MAX_MS = 31 * 86_400_000
 #: A batch lookup without start/end searches this far back.
 BATCH_LOOKBACK_MS = 31 * 86_400_000
 _STARTED = time.monotonic()
@@ -99,6 +101,26 @@ def meters(svc: Service, site: SiteParam = None) -> list[dict[str, Any]]:
     if site is not None:
         site_or_404(svc, site)
     return svc.meter_status(site)
+
+
+@router.get("/meters/{meter}/flags", summary="A meter's flagged readings and hours over a period")
+def meter_flags(svc: Service, meter: Annotated[str, Path(max_length=64)], site: SiteParam = None,
+                window: WindowParam = None, start: StartParam = None, end: EndParam = None) -> dict[str, Any]:
+    """Per counter channel: every reading the energy step flagged (`rollover`, `counter_reset`,
+    `implausible`, `gap_spread`, `rebased`; docs/accounting.md) with its value, how many usable
+    readings the period holds, and the hours whose readings carry a flag. The period is a
+    window or start/end as for footprints (default: the current local day), at most 31 days."""
+    owners = [s for s in selected_sites(svc, site) if any(m.id == meter for m in s.meters)]
+    if not owners:
+        raise HTTPException(404, f"no meter {meter!r}" + (f" at site {site!r}" if site else ""))
+    if len(owners) > 1:
+        raise HTTPException(422, f"meter {meter!r} exists at several sites; name one with ?site=")
+    if not isinstance(svc, ReadingFlagsLike):
+        raise HTTPException(501, "this service keeps no per-reading flags")
+    start_ms, end_ms = window_of(window, start, end, owners[0])
+    if end_ms - start_ms > FLAGS_MAX_MS:
+        raise HTTPException(422, "a flags request covers at most 31 days; ask period by period")
+    return svc.reading_flags(owners[0].id, meter, start_ms=start_ms, end_ms=end_ms)
 
 
 @router.get("/gateways", summary="Gateway status: sequence gaps, last message")

@@ -21,7 +21,7 @@ from accounting.engine import checkpoint as cp
 from accounting.engine.arrays import KeyIndex, build_topology_arrays, instrument_rows
 from accounting.engine.batches import BatchLog
 from accounting.engine.footprints import FootprintReducer, add_span
-from accounting.engine.kernels_energy import HOUR_MS, NO_TS
+from accounting.engine.kernels_energy import HOUR_MS, NO_TS, counter_to_hours
 from accounting.engine.live import CounterFeed, sort_batch
 from accounting.engine.results import FootprintResult, IngestSummary, ProductFootprint, SiteBalance
 from accounting.engine.settings import EngineSettings
@@ -298,6 +298,33 @@ class Engine:
         if end_ms is not None:
             sel &= hours * HOUR_MS < end_ms
         return hours[sel] * HOUR_MS, st.flags[sel, c].copy()
+
+    def reading_flags(self, meter_id: str, channel: str, ts_ms: np.ndarray, value: np.ndarray,
+                      start_ms: int) -> np.ndarray:
+        """The ``FLAG_*`` the energy step gives each of one counter channel's readings
+        ``ts_ms``/``value`` (sorted, unique, usable, all after the start of ``start_ms``'s hour).
+
+        The step is re-run from the state the engine holds entering that hour (its anchor, the
+        last accepted reading before it); the rule looks only at that baseline and the reading,
+        so each flag is the one the live engine gave. Per-hour flags keep only their OR
+        (:meth:`hourly_flags`); this is the per-reading view of a meter and period."""
+        c = self.channel_index(meter_id, channel)
+        if c >= self._counters:
+            raise ReadingError(f"{meter_id}/{channel} is not a counter channel")
+        a_t, a_v = self._feed.anchor(c, start_ms // HOUR_MS)
+        ts = np.ascontiguousarray(ts_ms, dtype=np.int64)
+        val = np.ascontiguousarray(value, dtype=np.float64)
+        first = 0
+        if a_t != NO_TS:
+            ts, val, first = np.concatenate(([a_t], ts)), np.concatenate(([a_v], val)), 1
+        flags = np.zeros(len(ts), np.uint8)
+        if len(ts) > 1:
+            origin = int(ts[0]) // HOUR_MS
+            n = int(ts[-1]) // HOUR_MS - origin + 1
+            p = self._arrays.channel_params
+            counter_to_hours(ts, val, flags, 0, len(ts), float(p.rollover[c]), float(p.max_rate[c]),
+                             int(p.gap_ms[c]), origin, origin, np.zeros(n), np.zeros(n))
+        return flags[first:]
 
     def footprints(self, start_ms: int | None = None, end_ms: int | None = None, *,
                    batch_id: str | float | None = None) -> list[ProductFootprint]:

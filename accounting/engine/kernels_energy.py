@@ -4,6 +4,8 @@ Input of a channel: its readings sorted by time with no duplicate timestamps. Th
 reading is the baseline. Each later reading gives a delta: the plain difference, or across a
 rollover the difference through the wrap value, or after a reset the reading itself. A delta
 implying a rate above the plausible maximum is rejected and leaves the baseline where it was.
+A drop that cannot be a reset is rejected as a glitch while it is within the gap threshold of
+the baseline, and rebased (nothing booked, baseline moved) once it has lasted longer.
 The accepted delta is spread uniformly over (t_prev, t] and split pro rata across hour
 buckets; when the interval is longer than the gap threshold, or the delta comes from a reset,
 the energy is also added to the ``estimated`` matrix (its total is measured, its time
@@ -47,6 +49,18 @@ FLAG_IMPLAUSIBLE = 4
 FLAG_GAP_SPREAD = 8
 #: Per-hour flags only: at least one reading ended in the hour.
 FLAG_READ = 16
+#: The register went back to a value it cannot have counted up to since a reset, and stayed
+#: there past the gap threshold: nothing is booked for the step, the baseline re-anchors on the
+#: reading (ACCOUNTING.md section 1, "rebased"; an alarm).
+FLAG_REBASED = 32
+#: The names ACCOUNTING.md section 1 gives the flags (API and documents show these).
+FLAG_NAMES = {FLAG_ROLLOVER: "rollover", FLAG_COUNTER_RESET: "counter_reset", FLAG_IMPLAUSIBLE: "implausible",
+              FLAG_GAP_SPREAD: "gap_spread", FLAG_REBASED: "rebased"}
+
+
+def flag_names(bits: int) -> list[str]:
+    """The names of the ``FLAG_*`` bits set in ``bits`` (``FLAG_READ`` is not a finding)."""
+    return [name for bit, name in FLAG_NAMES.items() if bits & bit]
 
 # run vector (int64)
 R_PREV_T = 0  # last accepted reading (the baseline of the next delta)
@@ -277,13 +291,24 @@ def _anchors(run: np.ndarray, runf: np.ndarray, t: int, c: int, anc_ts: np.ndarr
 def _delta(v: float, pv: float, dt: int, rollover: float, max_rate: float,
            gap_ms: int) -> tuple[float, int]:
     """The delta of a reading ``v`` after the baseline ``pv``, ``dt`` ms later, and its flag:
-    ``FLAG_IMPLAUSIBLE`` alone means rejected (the baseline stays)."""
+    ``FLAG_IMPLAUSIBLE`` alone means rejected (the baseline stays); ``FLAG_REBASED`` books
+    nothing and moves the baseline (the rebase rule needs a plausible maximum rate)."""
     flag = 0
     if v >= pv:
         d = v - pv
     elif rollover > 0.0 and pv >= ROLLOVER_NEAR * rollover:
         d = v + rollover - pv
         flag = FLAG_ROLLOVER
+    elif max_rate > 0.0 and v * HOUR_MS > max_rate * dt:
+        # Lower than the baseline, and more than a counter restarted from zero since the
+        # baseline can show. Within the gap threshold of the last accepted reading it is a
+        # glitch (rejected: a single out-of-line value must not move the baseline, and the
+        # next reading back in line is booked from it). Once no reading has come back in line
+        # for longer than that, the register really went back (a PLC restored from a backup,
+        # a meter replaced): book nothing for the step and re-anchor on this reading.
+        if dt <= gap_ms:
+            return v, FLAG_IMPLAUSIBLE
+        return 0.0, FLAG_REBASED
     else:
         d = v
         flag = FLAG_COUNTER_RESET

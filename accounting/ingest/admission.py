@@ -21,7 +21,9 @@ A message that breaks any of these is quarantined whole: a half-stored batch wou
 explain to an auditor. One reading inside a well-formed batch whose value claimed `good` is
 physically impossible (outside its quantity's range in `tanji.quantities`: -5 kWh, 1e308 kWh)
 is quarantined alone (`impossible_value`): the batch is sound, the other meters' readings are
-real, and the bad one would otherwise be stored as good. Any other exception while admitting
+real, and the bad one would otherwise be stored as good. So is one stamped before a reading of
+its meter from an earlier batch of its gateway (`clock_backwards`: the gateway's clock went
+back; accounting/ingest/meter_order.py). Any other exception while admitting
 one message (a bug, or an input nobody thought of) quarantines that message as
 `internal_error` and admission goes on: no input stops ingest. Quarantine records are bounded
 by `accounting.ingest.quarantine`.
@@ -45,6 +47,7 @@ from accounting.ingest import batch_decoder
 from accounting.ingest.chain import ChainTracker
 from accounting.ingest.conflicts import FirstCopies, Lookup, same_reading
 from accounting.ingest.dedup import BEYOND, DedupIndex
+from accounting.ingest.meter_order import MeterOrder
 from accounting.ingest.quarantine import QuarantinePolicy
 from accounting.ingest.sequence import SequenceTracker
 from accounting.ingest.signatures import FINAL_REFUSALS, BatchSignatures
@@ -128,6 +131,7 @@ class Admission:
         self.first_copies = FirstCopies(lookup)
         self.signatures = signatures
         self.chains = chains
+        self.order = MeterOrder()
         self._meters = {(s.id, g.id): frozenset(m.id for m in g.meters) for s in sites.values() for g in s.gateways}
 
     def admit(self, messages: list[InboundMessage], now_ms: int | None = None) -> Admitted:
@@ -190,8 +194,12 @@ class Admission:
                     return
                 out.batches.append(kept)
         possible = self._possible(m, batch, out)
+        backwards = self.order.backwards(site_id, gateway_id, batch.seq, possible)
+        if backwards:
+            possible = self._misstamped(m, batch, possible, backwards, out)
         # Everything that can fail has been checked: only now learn from the message.
         self.sequences.observe(site_id, gateway_id, batch.seq)
+        self.order.learn(site_id, gateway_id, batch.seq, possible)
         repeated: list[tuple[str, batch_decoder.Reading]] = []
         fresh = self.dedup.fresh(site_id, possible, repeated)
         if repeated:
@@ -231,6 +239,22 @@ class Admission:
                 f"readings[{i}] ({r.meter}, ts_ms {r.ts_ms}): {name} = {v!r} claimed good is outside the "
                 f"possible range [{lo:g}, {hi:g}] {QUANTITIES[name].unit}", body, batch.site))
         return readings if keep is None else keep
+
+    def _misstamped(self, m: InboundMessage, batch: batch_decoder.Batch, readings: list[batch_decoder.Reading],
+                    backwards: list[int], out: Admitted) -> list[batch_decoder.Reading]:
+        """The readings without those stamped before their meter's readings of earlier batches
+        (each quarantined on its own as `clock_backwards`)."""
+        bad = set(backwards)
+        for i in backwards:
+            r = readings[i]
+            body = _encode({"v": batch.v, "site": batch.site, "gateway": batch.gateway, "seq": batch.seq,
+                            "readings": [_wire_reading(r)]})
+            out.quarantined.append(self.quarantine.record(
+                m.received_ms, m.topic, "clock_backwards",
+                f"{r.meter} ts_ms {r.ts_ms} in batch {batch.seq} is stamped before a reading of the same meter in an "
+                f"earlier batch: the gateway's clock went backwards (the next reading in order carries the energy)",
+                body, batch.site))
+        return [r for i, r in enumerate(readings) if i not in bad]
 
     def _resolve(self, messages: list[InboundMessage], doubtful: list[_Doubtful], out: Admitted) -> None:
         """Each doubtful reading is a duplicate (same as its first copy), a conflict (different:

@@ -14,7 +14,7 @@ class IngestStats:
 
     `received` counts MQTT readings messages; `accepted` readings stored for the first time;
     `duplicates` readings dropped as already seen; `quarantined_by_reason` rejected messages
-    (and single readings: `impossible_value`, `conflict`) per reason code, of which
+    (and single readings: `impossible_value`, `clock_backwards`, `conflict`) per reason code, of which
     `quarantine_payloads_dropped` were kept without their payload (rate cap);
     `conflicts` copies per "site/meter" that disagreed with the first (which was kept), and
     `conflict_checks_failed` repeated readings the store could not be asked about;

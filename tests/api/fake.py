@@ -137,6 +137,11 @@ class FakeService:
                  "last_quality": "good", "readings": 100 + self.cycle, "comm_errors": 0}
                 for s in self.sites.values() if site_id in (None, s.id) for i, m in enumerate(s.meters)]
 
+    def reading_flags(self, site_id: str, meter: str, *, start_ms: int, end_ms: int) -> dict:
+        """The fake feeds no engine: no channel has flagged readings (the real one is tested in
+        tests/ingest/test_clock_counters.py)."""
+        return {"site_id": site_id, "meter": meter, "start_ms": start_ms, "end_ms": end_ms, "channels": []}
+
     def gateway_status(self) -> list[dict]:
         return [{"site": s.id, "gateway": g.id, "status": None, "seq_gaps": 0}
                 for s in self.sites.values() for g in s.gateways]

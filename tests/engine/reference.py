@@ -28,13 +28,19 @@ def channel_hourly(readings, rollover, max_rate, gap_ms):
     prev_t, prev_e = series[0]
     for t, e in series[1:]:
         reset = False
+        hours_elapsed = (t - prev_t) / HOUR
         if e >= prev_e:
             delta = e - prev_e
         elif rollover > 0 and prev_e >= 0.9 * rollover:
             delta = e + rollover - prev_e
+        elif max_rate > 0 and e / hours_elapsed > max_rate:
+            # lower, and more than a reset since prev_t can show: a glitch within the gap
+            # threshold (rejected), else the register went back (rebased: nothing booked)
+            if t - prev_t > gap_ms:
+                prev_t, prev_e = t, e
+            continue
         else:
             delta, reset = e, True
-        hours_elapsed = (t - prev_t) / HOUR
         if max_rate > 0 and delta / hours_elapsed > max_rate:
             continue  # implausible: rejected, baseline stays
         is_estimate = reset or (t - prev_t) > gap_ms

@@ -11,6 +11,7 @@ from accounting.engine.kernels_energy import (
     FLAG_COUNTER_RESET,
     FLAG_GAP_SPREAD,
     FLAG_IMPLAUSIBLE,
+    FLAG_REBASED,
     FLAG_ROLLOVER,
     counter_to_hours,
     counters_to_hours_many,
@@ -48,6 +49,9 @@ CORNERS = {
     "rollover": ([T0, T0 + 60_000], [995.0, 3.0]),
     "drop far from rollover is a reset": ([T0, T0 + 60_000], [500.0, 3.0]),
     "implausible then back": ([T0, T0 + 60_000, T0 + 120_000, T0 + 180_000], [0.0, 900.0, 2.0, 3.0]),
+    "drop too high for a reset, back at once: a glitch": ([T0 + k * 60_000 for k in range(4)], [700.0, 650.0, 702.0, 704.0]),
+    "drop too high for a reset that stays: rebased": ([T0 + k * 60_000 for k in range(7)],
+                                                      [700.0, 650.0, 651.0, 652.0, 653.0, 654.0, 656.0]),
 }
 
 
@@ -64,6 +68,35 @@ def test_energy_kernel_flags():
     ts = [T0, T0 + 60_000, T0 + 120_000, T0 + 180_000, T0 + 3_600_000]
     _, _, _, flags = run_kernel(ts, [995.0, 3.0, 900.0, 1.0, 2.0], rollover=1000.0, max_rate=600.0)
     assert list(flags) == [0, FLAG_ROLLOVER, FLAG_IMPLAUSIBLE, FLAG_COUNTER_RESET, FLAG_GAP_SPREAD]
+
+
+def test_plc_counter_restarted_on_a_saved_count_is_rebased_not_booked():
+    """#14 item 5: a PLC simulator restart took units_total 11,507 → 11,489 and the engine booked
+    11,489 units (the drop was taken for a reset; PLC counters had no cap). Now, with the PLC
+    profile's cap (360,000 units/h), the drop is a glitch for the gap threshold (3 polls of
+    0.25 s), then rebased: nothing booked for it, every unit after it counted."""
+    poll = 250
+    ts = [T0 + k * poll for k in range(14)]
+    val = [11_505.0, 11_506.0, 11_507.0, 11_489.0, 11_489.0, 11_490.0, 11_490.0, 11_491.0, 11_492.0,
+           11_493.0, 11_493.0, 11_494.0, 11_495.0, 11_496.0]
+    origin, energy, _, flags = run_kernel(ts, val, max_rate=360_000.0, gap_ms=3 * poll)
+    I, R = FLAG_IMPLAUSIBLE, FLAG_REBASED  # noqa: E741
+    assert list(flags) == [0, 0, 0, I, I, I, R, 0, 0, 0, 0, 0, 0, 0]
+    assert energy.sum() == pytest.approx(2.0 + (11_496 - 11_490))  # 11,505→11,507, then from the rebase
+    ref_e, _ = channel_hourly(list(zip(ts, val, strict=True)), 0.0, 360_000.0, 3 * poll)
+    assert as_dict(origin, energy) == pytest.approx({h: v for h, v in ref_e.items() if v})
+    # without a cap (as before the PLC profile had one) the whole register is booked
+    _, uncapped, _, _ = run_kernel(ts, val, max_rate=0.0, gap_ms=3 * poll)
+    assert uncapped.sum() == pytest.approx(2.0 + 11_489 + 7)
+
+
+def test_a_single_low_glitch_does_not_move_the_baseline():
+    poll = 250
+    ts = [T0 + k * poll for k in range(5)]
+    _, energy, _, flags = run_kernel(ts, [11_507.0, 5_000.0, 11_508.0, 11_509.0, 11_509.0],
+                                     max_rate=360_000.0, gap_ms=3 * poll)
+    assert list(flags) == [0, FLAG_IMPLAUSIBLE, 0, 0, 0]
+    assert energy.sum() == pytest.approx(2.0)
 
 
 @pytest.mark.parametrize("seed", range(5))

@@ -1,0 +1,123 @@
+"""Issue #14 item 5 against the real service (real Mosquitto, SQLite): gateway clocks that go
+backwards, and a PLC counter that went back to a saved count. Each failed before its fix, with
+the figures in its docstring.
+"""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+from fastapi.testclient import TestClient
+
+from accounting.api.app import create_app
+from accounting.service import AccountingService
+from accounting.store.sqlite import SqliteStore
+from tanji import wire
+from tests.ingest.test_hostile_service import GW, SITE, subscribed
+from tests.ingest.traffic import HOUR_MS, Publisher, hour_start, wait_until
+
+KW = 36.0  # every energy meter draws this; every PLC counts a unit every second poll
+
+
+def _values(meter, k: int) -> dict[str, float]:
+    if meter.role == "production_counter":
+        return {"units_total": float(k // 2), "batch_id": 7.0, "line_running": 1.0}
+    return {"energy_import_kwh": 1000.0 + KW * k / 3600, "energy_export_kwh": 0.0, "power_kw": KW}
+
+
+def _batches(site, t0: int, polls: int, stamp, per_batch: int = 5) -> list[tuple[str, bytes]]:
+    """Poll k of every meter at true time t0 + k s, stamped `stamp(k, true_ts)`, in seq order."""
+    [gateway] = site.gateways
+    out = []
+    for seq, first in enumerate(range(0, polls, per_batch)):
+        readings = [{"meter": m.id, "ts_ms": stamp(k, t0 + 1000 * k), "quality": "good", "values": _values(m, k)}
+                    for k in range(first, min(first + per_batch, polls)) for m in gateway.meters]
+        out.append((wire.readings_topic(SITE, GW), wire.encode_batch(SITE, GW, seq, readings)))
+    return out
+
+
+def _units(service: AccountingService, meter: str, lo: int, hi: int) -> float:
+    _, units = service.engine(SITE).hourly_energy(meter, "units_total", lo, hi)
+    return float(units.sum())
+
+
+@pytest.mark.timeout(180)
+def test_a_gateway_clock_stepped_back_an_hour_for_60_s_books_nothing_early(mosquitto, cq_site, tmp_path):
+    """Before: a gateway clock stepped back one hour for 60 s put 420 readings (60 polls of 7
+    meters) an hour early, stored as good; the engine took the registers' drops back to true
+    time for resets (here the incomer's 1,000 kWh register was booked whole; on the plant of
+    the report 30,415 units for 49). Now they are quarantined as
+    `clock_backwards` (a later batch stamped earlier than its meter's readings of an earlier
+    one) and the totals are those of the registers."""
+    store = SqliteStore(tmp_path / "tanji.sqlite")
+    service = AccountingService([cq_site], store, broker_host=mosquitto.host, broker_port=mosquitto.port)
+    service.start()
+    publisher = Publisher(mosquitto.host, mosquitto.port)
+    try:
+        subscribed(service, publisher)
+        t0 = hour_start(int(time.time() * 1000)) - 2 * HOUR_MS
+        polls, meters = 400, len(cq_site.gateways[0].meters)
+        stepped = range(100, 160)
+        batches = _batches(cq_site, t0, polls, lambda k, ts: ts - HOUR_MS if k in stepped else ts)
+        publisher.publish_all(batches)
+        good = (polls - len(stepped)) * meters
+        assert wait_until(lambda: service.stats.accepted == good and service.stats.received == len(batches), 60), \
+            service.stats.to_dict()
+        stats = service.stats.to_dict()
+        assert stats["quarantined_by_reason"] == {"clock_backwards": len(stepped) * meters}
+        assert store.count_readings(SITE) == good
+        lo, hi = t0 - 2 * HOUR_MS, t0 + HOUR_MS
+        _, kwh = service.engine(SITE).hourly_energy("incomer", "energy_import_kwh", lo, hi)
+        assert kwh.sum() == pytest.approx(KW * (polls - 1) / 3600, rel=1e-9)  # 3.99 kWh, every Wh of it
+        assert _units(service, "plc-a", lo, hi) == _units(service, "plc-b", lo, hi) == (polls - 1) // 2
+        # the 61 s the readings were missing are spread, and the flags say so
+        flags = TestClient(create_app(service)).get(
+            "/api/v1/meters/incomer/flags", params={"start": str(t0), "end": str(t0 + HOUR_MS)}).json()
+        [imp] = [c for c in flags["channels"] if c["channel"] == "energy_import_kwh"]
+        assert imp["readings"] == polls - len(stepped)
+        assert imp["flagged"] == [{"ts_ms": t0 + 1000 * 160, "value": pytest.approx(1000.0 + KW * 160 / 3600),
+                                   "flags": ["gap_spread"]}]
+    finally:
+        publisher.close()
+        service.stop()
+
+
+@pytest.mark.timeout(180)
+def test_a_plc_counter_back_at_a_saved_count_is_rebased_and_flagged(mosquitto, cq_site, tmp_path):
+    """Before: a PLC simulator restart took units_total 11,507 → 11,489 and 11,489 units were
+    booked (a drop was a reset whatever its size; PLC counters had no plausibility cap). Now the
+    generic PLC profile caps units_total at 360,000 units/h: the drop is a glitch for the gap
+    threshold (3 polls), then rebased (nothing booked for it), and the flags route lists it."""
+    store = SqliteStore(tmp_path / "tanji.sqlite")
+    service = AccountingService([cq_site], store, broker_host=mosquitto.host, broker_port=mosquitto.port)
+    service.start()
+    publisher = Publisher(mosquitto.host, mosquitto.port)
+    try:
+        subscribed(service, publisher)
+        t0 = hour_start(int(time.time() * 1000)) - HOUR_MS
+        counts = [11_505, 11_506, 11_507, 11_489, 11_489, 11_490, 11_490, 11_491, 11_492, 11_493, 11_493,
+                  11_494, 11_495, 11_496]
+        readings = [{"meter": "plc-a", "ts_ms": t0 + 1000 * k, "quality": "good",
+                     "values": {"units_total": float(n), "batch_id": 7.0, "line_running": 1.0}}
+                    for k, n in enumerate(counts)]
+        publisher.publish_all([(wire.readings_topic(SITE, GW), wire.encode_batch(SITE, GW, seq, readings[i:i + 2]))
+                               for seq, i in enumerate(range(0, len(readings), 2))])
+        assert wait_until(lambda: service.stats.accepted == len(counts), 60), service.stats.to_dict()
+        assert _units(service, "plc-a", t0, t0 + HOUR_MS) == 2 + (11_496 - 11_490)
+        r = TestClient(create_app(service)).get("/api/v1/meters/plc-a/flags",
+                                                params={"site": SITE, "start": str(t0), "end": str(t0 + HOUR_MS)})
+        assert r.status_code == 200, r.text
+        [units] = r.json()["channels"]
+        assert units["channel"] == "units_total" and units["readings"] == len(counts)
+        assert [(f["ts_ms"] - t0, f["value"], f["flags"]) for f in units["flagged"]] == [
+            (3000, 11_489, ["implausible"]), (4000, 11_489, ["implausible"]), (5000, 11_490, ["implausible"]),
+            (6000, 11_490, ["rebased"])]
+        assert units["hours"] == [{"start_ms": t0, "flags": ["implausible", "rebased"]}]
+        client = TestClient(create_app(service))
+        assert client.get("/api/v1/meters/nope/flags").status_code == 404
+        assert client.get("/api/v1/meters/plc-a/flags", params={"start": str(t0 - 40 * 86_400_000),
+                                                                 "end": str(t0)}).status_code == 422
+    finally:
+        publisher.close()
+        service.stop()
