@@ -108,8 +108,8 @@ def test_a_plc_counter_back_at_a_saved_count_is_rebased_and_flagged(mosquitto, c
         r = TestClient(create_app(service)).get("/api/v1/meters/plc-a/flags",
                                                 params={"site": SITE, "start": str(t0), "end": str(t0 + HOUR_MS)})
         assert r.status_code == 200, r.text
-        [units] = r.json()["channels"]
-        assert units["channel"] == "units_total" and units["readings"] == len(counts)
+        [units] = [c for c in r.json()["channels"] if c["channel"] == "units_total"]
+        assert units["readings"] == len(counts)
         assert [(f["ts_ms"] - t0, f["value"], f["flags"]) for f in units["flagged"]] == [
             (3000, 11_489, ["implausible"]), (4000, 11_489, ["implausible"]), (5000, 11_490, ["implausible"]),
             (6000, 11_490, ["rebased"])]
