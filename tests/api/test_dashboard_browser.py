@@ -257,6 +257,12 @@ def test_a_counter_going_back_is_an_alarm_acknowledged_in_the_page(demo: Demo) -
         driver.get(f"{demo.url}/?lang=zh#/line/line-b")
         wait(driver).until(lambda d: d.find_elements(By.CSS_SELECTOR, "#drill-events li[data-kind=counter_step_back]"))
         assert "计数倒退" in driver.find_element(By.ID, "drill-events").text
+        # and the accounting's own flags of that reading: not booked as new units (rejected as
+        # implausible, then rebased, or booked from zero as a reset: the engine's rule decides)
+        flagged = "#drill-flags li[data-meter=plc-b][data-channel=units_total]"
+        wait(driver).until(lambda d: d.find_elements(By.CSS_SELECTOR, flagged))
+        names = set(" ".join(e.get_attribute("data-flags") for e in driver.find_elements(By.CSS_SELECTOR, flagged)).split())
+        assert names & {"implausible", "rebased", "counter_reset"}, names
         assert driver.find_elements(By.CSS_SELECTOR, "#drill-body tr[data-meter=plc-b]")
         # the browser logs the refused wrong token as a failed request
         no_console_errors(driver, "/acknowledge - Failed to load resource: the server responded with a status of 401")

@@ -13,6 +13,7 @@ const state = {
   basis: "location", hbasis: "location", view: "overview", route: [], history: null,
   picker: { kind: "day" }, lastUpdate: 0, ws: null, pollTimer: null, refreshed: {}, firstRenderMs: null,
   acking: null,  // the alarm the acknowledgement form is open for
+  flagsCache: null,  // the drill-down's per-reading flags: {key, at, flags}
 };
 
 const $ = (id) => document.getElementById(id);
@@ -588,9 +589,51 @@ async function loadDrill() {
   const data = await getJSON(sitePath((kind === "line" ? "/lines/" : "/products/") + encodeURIComponent(id))
     + (query ? "?" + query : ""));
   if (state.route[1] !== id) return;  // navigated elsewhere meanwhile
-  state.drill = { kind, id, data };
+  const meters = kind === "line" ? data.meters.map((m) => m.id) : [data.product.counter_meter];
+  const flags = await loadFlags(meters, data.start_ms, data.end_ms);
+  if (state.route[1] !== id) return;
+  state.drill = { kind, id, data, flags };
   state.refreshed.drill = Date.now();
   renderDrill();
+}
+
+// The accounting's own per-reading flags (GET /api/v1/meters/{id}/flags): which readings its
+// energy step took as a counter reset, a rollover, a rebase, an implausible value or a gap.
+// Answering reads the window's stored readings, so the page asks once per meters and window,
+// and for a window still open at most every minute, not on every stream update.
+const FLAGS_REFRESH_MS = 60e3, FLAGS_MAX_MS = 31 * 86400e3, FLAGS_SHOWN = 50;
+async function loadFlags(meters, lo, hi) {
+  const open = hi > Date.now() - 120e3;
+  const key = meters.join(",") + "|" + lo + "|" + (open ? "open" : hi);
+  const had = state.flagsCache;
+  if (had && had.key === key && (!open || Date.now() - had.at < FLAGS_REFRESH_MS)) return had.flags;
+  let flags = null;  // null: not asked (the window is longer than the API answers)
+  if (hi - lo <= FLAGS_MAX_MS) {
+    const site = "site=" + encodeURIComponent(state.site.id) + "&start=" + lo + "&end=" + hi;
+    const answers = await Promise.all(meters.map((m) => getJSON(API + "/meters/" + encodeURIComponent(m) + "/flags?" + site)));
+    flags = answers.flatMap((a) => a.channels.flatMap((c) => c.flagged.map((f) => ({ meter: a.meter, channel: c.channel, ...f }))))
+      .sort((a, b) => b.ts_ms - a.ts_ms);
+  }
+  state.flagsCache = { key, at: Date.now(), flags };
+  return flags;
+}
+
+function renderFlags(flags) {
+  const section = el("section", { class: "panel wide", id: "drill-flags-panel" }, el("h2", { text: t("drill.flags") }));
+  if (flags === null) { section.append(el("p", { class: "hint", text: t("drill.flags.too_long") })); return section; }
+  const counts = {};
+  for (const f of flags) for (const name of f.flags) counts[name] = (counts[name] || 0) + 1;
+  section.append(el("p", { class: "hint", id: "drill-flag-counts" }, ...Object.entries(counts).map(([name, n], i) =>
+    el("span", { "data-flag": name, text: (i ? " · " : "") + t("drill.flags.count", { flag: t("flag." + name), n: fmt(n, 0) }) }))));
+  if (flags.length > FLAGS_SHOWN) section.append(el("p", { class: "hint", text: t("drill.flags.latest", { n: FLAGS_SHOWN }) }));
+  const list = el("ul", { class: "log", id: "drill-flags" });
+  list.replaceChildren(...(flags.length ? flags.slice(0, FLAGS_SHOWN).map((f) => el("li",
+    { "data-meter": f.meter, "data-channel": f.channel, "data-flags": f.flags.join(" "), class: "flagged" },
+    el("time", { text: siteTime(f.ts_ms, { month: "2-digit", day: "2-digit", hour: "2-digit", minute: "2-digit", second: "2-digit" }) }),
+    el("span", { text: f.meter + "/" + f.channel + " " + fmt(f.value, f.channel.endsWith("_kwh") ? 3 : 0) + " · "
+      + f.flags.map((name) => t("flag." + name)).join(" · ") }))) : [el("li", { class: "none", text: t("drill.flags.none") })]));
+  section.append(list);
+  return section;
 }
 
 function renderDrill() {
@@ -625,6 +668,7 @@ function renderDrill() {
       el("section", { class: "panel wide" }, el("h2", { text: t("drill.meters") }), el("div", { class: "scroll" }, meters)),
       el("section", { class: "panel" }, el("h2", { text: t("drill.events") }), events),
       el("section", { class: "panel" }, el("h2", { text: t("drill.alarms") }), alarms),
+      renderFlags(state.drill.flags),
       el("section", { class: "panel wide" }, el("h2", { text: t("drill.products") }), el("div", { class: "scroll" }, products)));
   } else {
     const p = data.product, f = data.footprint || {};
@@ -650,6 +694,7 @@ function renderDrill() {
     body.replaceChildren(
       el("section", { class: "panel" }, el("h2", { text: t("drill.quality") }), qualityBar(f), quality),
       el("section", { class: "panel" }, el("h2", { text: t("drill.events") }), events),
+      renderFlags(state.drill.flags),
       el("section", { class: "panel wide" }, el("h2", { text: t("drill.hourly") }), chart));
     Charts.ready().then(() => Charts.productHours(chart, data.history, p.name));
   }
