@@ -590,7 +590,8 @@ async function loadDrill() {
     + (query ? "?" + query : ""));
   if (state.route[1] !== id) return;  // navigated elsewhere meanwhile
   const meters = kind === "line" ? data.meters.map((m) => m.id) : [data.product.counter_meter];
-  const flags = await loadFlags(meters, data.start_ms, data.end_ms);
+  // A service that keeps no per-reading flags (501) still shows the rest of the drill-down.
+  const flags = await loadFlags(meters, data.start_ms, data.end_ms).catch((e) => ({ error: e.message }));
   if (state.route[1] !== id) return;
   state.drill = { kind, id, data, flags };
   state.refreshed.drill = Date.now();
@@ -621,6 +622,7 @@ async function loadFlags(meters, lo, hi) {
 function renderFlags(flags) {
   const section = el("section", { class: "panel wide", id: "drill-flags-panel" }, el("h2", { text: t("drill.flags") }));
   if (flags === null) { section.append(el("p", { class: "hint", text: t("drill.flags.too_long") })); return section; }
+  if (flags.error) { section.append(el("p", { class: "hint", text: t("drill.flags.unavailable", { why: flags.error }) })); return section; }
   const counts = {};
   for (const f of flags) for (const name of f.flags) counts[name] = (counts[name] || 0) + 1;
   section.append(el("p", { class: "hint", id: "drill-flag-counts" }, ...Object.entries(counts).map(([name, n], i) =>
