@@ -28,11 +28,17 @@ then as its LAST line one JSON object:
   (request + answer bytes + 2 × 3.5 characters of silence, 10 bits a character), and their ratio;
 - ``dlt645_polls_per_s``: 100 DL/T 645-2007 meters (20 data identifiers a poll, one frame
   each) behind one device server without wire timing: what the gateway and the simulator
-  manage, and ``dlt645_9600_polls_per_s`` against ``dlt645_bus_max_polls_per_s`` at 9,600 baud.
-
+  manage, and ``dlt645_9600_polls_per_s`` against ``dlt645_bus_max_polls_per_s`` at 9,600 baud;
+- ``side_by_side``: Tanji's gateway and the ThingsBoard IoT Gateway 3.8 (its own venv under a
+  cache dir, benchmarks/peer_thingsboard.py), one after the other, on the same counting Modbus
+  server and Mosquitto (``--peer-meters`` SDM630s every ``--peer-period`` s): per gateway
+  ``readings_per_s``, ``cpu_s_per_1000_readings``, ``rss_mb``; across a ``--outage-s`` broker
+  outage ``outage_readings_delivered`` and ``backlog_after_outage_s``; across the outage and a
+  SIGKILL ``lost`` = polls the meters answered − distinct readings at the broker, exactly;
+  ``tanji_ahead_on`` lists the figures where Tanji's is the better (see `side_by_side`);
 - ``machine``: the machine's baseline measured in the same run (benchmarks/machine.py).
 
-Usage: ``.venv/bin/python benchmarks/gateway.py [--seconds 10] [--quick]``
+Usage: ``.venv/bin/python benchmarks/gateway.py [--seconds 10] [--quick] [--peers tanji,thingsboard]``
 """
 
 from __future__ import annotations
