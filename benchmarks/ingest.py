@@ -396,7 +396,8 @@ def main() -> int:
             live_cpu = {k: _cpu_s(p) for k, p in processes.items()}
             live_t0 = time.monotonic()
             live = fleet.publish(live_rounds, live_start_ms, live_period_ms, realtime=True)
-            live_cores = {k: round((_cpu_s(p) - live_cpu[k]) / (time.monotonic() - live_t0), 2)
+            # per second of live publishing (the preparation before it leaves the processes idle)
+            live_cores = {k: round((_cpu_s(p) - live_cpu[k]) / min(live["seconds"], time.monotonic() - live_t0), 2)
                           for k, p in processes.items()}
             total = backlog["readings"] + live["readings"]
             deadline = time.monotonic() + 60
