@@ -216,7 +216,7 @@ def test_live_figures_are_the_records_and_move_without_a_reload(demo: Demo) -> N
         no_console_errors(driver)
 
 
-def test_a_counter_going_back_is_an_alarm_acknowledged_in_the_page(demo: Demo) -> None:
+def test_a_counter_going_back_is_an_alarm_acknowledged_in_the_page(demo: Demo, shots: Path) -> None:
     units = demo.read_units("plc-b")
     # The service has seen the counter at that value (else the step back happens before it
     # looks, and it is a step forward from the last reading it has).
@@ -263,6 +263,9 @@ def test_a_counter_going_back_is_an_alarm_acknowledged_in_the_page(demo: Demo) -
         wait(driver).until(lambda d: d.find_elements(By.CSS_SELECTOR, flagged))
         names = set(" ".join(e.get_attribute("data-flags") for e in driver.find_elements(By.CSS_SELECTOR, flagged)).split())
         assert names & {"implausible", "rebased", "counter_reset"}, names
+        driver.set_window_size(1440, 2400)  # the whole drill-down, its flags included, for the docs
+        wait(driver).until(lambda d: d.execute_script("return document.documentElement.clientHeight") > 1500)
+        driver.save_screenshot(str(shots / "dashboard-line-step-back-desktop-zh.png"))
         assert driver.find_elements(By.CSS_SELECTOR, "#drill-body tr[data-meter=plc-b]")
         # the browser logs the refused wrong token as a failed request
         no_console_errors(driver, "/acknowledge - Failed to load resource: the server responded with a status of 401")
