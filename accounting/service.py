@@ -180,10 +180,12 @@ class AccountingService:
         self.ledger.close()
         self.alarm_log.close()
 
-    def wait_connected(self, timeout_s: float = 10.0) -> bool:
+    def wait_connected(self, timeout_s: float = 60.0) -> bool:
         """Connected and the subscriptions acknowledged (a SUBACK): from then on the broker
         keeps what is published for this session. Connected alone is too early: a reading
-        published before the SUBACK of a first session is dropped."""
+        published before the SUBACK of a first session is dropped. Returns as soon as it is
+        so; the bound only ends the wait on a broker that never answers (a loaded machine took
+        over 10 s to connect)."""
         deadline = time.monotonic() + timeout_s
         if not self._subscriber.connected.wait(timeout_s):
             return False
