@@ -48,6 +48,7 @@ import argparse
 import dataclasses
 import json
 import os
+import shutil
 import statistics
 import subprocess
 import sys
@@ -267,6 +268,10 @@ def issue_run(kind: str, days: list[float]) -> list[dict[str, float]]:
                          "checkpoint_mb": round(written / 1e6, 3)})
             print(f"  {kind}: day {marks[h + 1]:g}: {held:,} readings held, RSS {rss_mb():.0f} MB, "
                   f"checkpoint {took:.3f} s / {written / 1e6:.2f} MB", file=sys.stderr, flush=True)
+    if checkpoints is not None:
+        checkpoints.close()
+        store.close()
+    shutil.rmtree(tmp, ignore_errors=True)
     return rows
 
 
@@ -376,6 +381,7 @@ def main() -> None:
         assert np.array_equal(restored.hourly_energy(*key)[1], engine.hourly_energy(*key)[1]), key
     checkpoints.close()
     store.close()
+    shutil.rmtree(tmp, ignore_errors=True)
     print(f"restore at month {months}: {restore_s:.2f} s ({restore_checkpoint_s:.2f} s the checkpoint, the rest "
           f"the store's last hour; {restore_cpu_s:.2f} s of CPU; hours equal the live engine's)", flush=True)
 
