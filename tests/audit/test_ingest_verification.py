@@ -167,3 +167,28 @@ def test_a_run_is_checked_by_its_newest_signature(tmp_path):
     assert checker.stats.signature_checks == 2  # the head fails; batch 3 vouches for 0..3
     refused = [checker._checked[i].reason for i in range(5)]
     assert refused == [None, None, None, None, "bad_signature"]
+
+
+def test_a_restarted_tracker_knows_the_chains_from_the_store(tmp_path, store):
+    from accounting.ingest.batch_decoder import decode_batch
+
+    _, site, key = keyed_site(tmp_path, 1883, mode="required")
+    honest = signed_payloads(tmp_path, key, 4)
+    pipeline, _, _, chains = make_pipeline(site, store, gap_grace_s=0.0)
+    pipeline.run_cycle(messages(honest[0], honest[1], honest[3]))
+    store.write_chain_events(chains.check())  # batch 2 never came: a recorded gap
+    store.flush()
+    recent = store.recent_batches("test-site", "gw-1", 10)
+    assert sorted(b.seq for b in recent) == [0, 1, 3] and all(b.readings == b"" for b in recent)
+    restarted = ChainTracker(store, gap_grace_s=0.0)
+    restarted.restore("test-site", ["gw-1"])
+    assert [(a["kind"], a["seq_lo"]) for a in restarted.alarms()] == [("gap", 2)]
+    checker = BatchSignatures({site.id: site})
+    checker.prepare(messages(honest[1], honest[2]))
+    again = checker.check(0, messages(honest[1])[0], "test-site", "gw-1",
+                          decode_batch(honest[1], "test-site", "gw-1", T0 + 120_000))
+    assert restarted.observe(again) == "replay"
+    late = checker.check(1, messages(honest[2])[0], "test-site", "gw-1",
+                         decode_batch(honest[2], "test-site", "gw-1", T0 + 120_000))
+    assert restarted.observe(late) == "new"
+    assert restarted.alarms() == [], "the late batch closes the gap recorded before the restart"
