@@ -149,7 +149,6 @@ class AccountingService:
         for site in self.sites.values():
             warm_kernels(site_topology(site), dataset_for(site))
         self.restore()
-        self.ready.restored = True
         self._subscriber.start()
         self.pipeline.start()
         self._started = True
@@ -169,6 +168,7 @@ class AccountingService:
             for meter in site.meters:
                 self._dedup.seed(site.id, meter.id,
                                  self.store.recent_timestamps(site.id, meter.id, self._dedup.window))
+        self.ready.restored = True  # footprints can be asked from here on
 
     def stop(self) -> None:
         """Finish the current cycle, disconnect, checkpoint, and close the stores."""

@@ -129,3 +129,11 @@ class ReadinessLike(Protocol):
     """`{"ready": bool, "restored": bool, ..., "reasons": [...]}` (accounting.ingest.readiness)."""
 
     def readiness(self) -> dict: ...
+
+
+def engines_restored(service: object) -> bool:
+    """Can the service's engines be asked for footprints yet? Background scans (PACT publication,
+    shipments) start with the HTTP server, before the engines are restored from the checkpoints and
+    the store; asked earlier they would fail on every site. A service without readiness (a tool,
+    the API's test fake) has nothing to restore."""
+    return not isinstance(service, ReadinessLike) or bool(service.readiness().get("restored", True))

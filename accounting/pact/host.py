@@ -19,7 +19,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from accounting.api.types import AccountingServiceLike
+from accounting.api.types import AccountingServiceLike, engines_restored
 from accounting.pact import events
 from accounting.pact.clients import PactClient, PactClients
 from accounting.pact.document import EXTENSION_PATH
@@ -110,11 +110,12 @@ class PactHost:
         """One pass: recomputations asked for, a publication scan, then due deliveries."""
         with self._work:
             done: list[str] = []
-            while self._recomputes:
+            while self._recomputes and engines_restored(self.service):
                 site_id, start_ms, end_ms, spec = self._recomputes.pop(0)
                 done += self.publisher.recomputed(site_id, start_ms, end_ms, spec)
             try:
-                done += self.publisher.scan()
+                if engines_restored(self.service):  # the next scan publishes what the restore brings
+                    done += self.publisher.scan()
             except Exception:
                 log.exception("PACT: publication scan failed")
         if deliver:

@@ -30,7 +30,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from accounting.api.types import AccountingServiceLike
+from accounting.api.types import AccountingServiceLike, engines_restored
 from accounting.errors import (
     ShipmentError,
     ShipmentInputError,
@@ -124,6 +124,8 @@ class ShipmentBook:
     def run_once(self) -> list[tuple[str, int]]:
         """Recomputations asked for, then a scan of live revisions; the versions issued."""
         done: list[tuple[str, int]] = []
+        if not engines_restored(self.service):  # starting: the next pass scans the restored engines
+            return done
         with self._lock:
             while self._recomputes:
                 done += self._recomputed(*self._recomputes.pop(0))

@@ -346,3 +346,28 @@ def test_dashboard_lists_shipments(plant: Plant) -> None:
     assert rows["DEC-D2"]["status"] == "issued"
     assert rows["DEC-D2"]["totals"]["kgco2e_location"] == pytest.approx(5 * PER_UNIT["102"])
     assert [s["shipment_id"] for s in c.get("/api/v1/shipments", params={"status": "draft"}).json()] == ["DEC-D1"]
+
+
+def test_background_scans_wait_for_the_restore(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """PACT publication and shipment scans start with the HTTP server, before the engines are
+    restored: asked then they failed on every site (a KeyError traceback per product and scan)."""
+    import logging
+
+    from accounting.api.types import engines_restored
+    from accounting.pact.clients import PactClients
+    from accounting.pact.document import PactProduct
+    from accounting.pact.host import PactHost
+
+    Plant(tmp_path)  # its readings in the store
+    service = AccountingService([load_site(tmp_path / "site.yaml")], SqliteStore(tmp_path / "tanji.sqlite"))
+    host = PactHost(service, PactClients.from_secrets({"buyer": "buyer-secret-0123456789"},
+                                                      products={("s-plant", "widget"): PactProduct((), 90.0)}),
+                    require_https=False)
+    book = ShipmentBook(service, pact=host, scan_interval_s=3600)
+    assert not engines_restored(service)
+    with caplog.at_level(logging.ERROR):
+        assert host.run_once() == [] and book.run_once() == []
+        service.restore()
+        assert engines_restored(service)  # from here on the scans ask the engines
+        assert host.run_once() == [] and book.run_once() == []  # nothing closed within the horizon
+    assert [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR] == []
