@@ -277,8 +277,9 @@ def test_item8_values_and_conflicts_follow_one_rule_in_every_store(backend, mosq
         publisher.publish_all(live)
         assert wait_until(lambda: service.stats.accepted == n, 60), service.stats.to_dict()
         hostile = [
-            (topic, wire.encode_batch(SITE, GW, 42, [_incomer(t0 + 2000, 1000.0 + 0.01 * 2)])),  # a true copy
-            (topic, wire.encode_batch(SITE, GW, 43, [_incomer(t0 + 1000, 5000.0)])),  # conflict, 4,199 readings old
+            # batch 0 again (its seq: a replay; a later seq with these stamps is a clock gone backwards)
+            (topic, wire.encode_batch(SITE, GW, 0, [_incomer(t0 + 2000, 1000.0 + 0.01 * 2)])),  # a true copy
+            (topic, wire.encode_batch(SITE, GW, 0, [_incomer(t0 + 1000, 5000.0)])),  # conflict, 4,199 readings old
             (topic, wire.encode_batch(SITE, GW, 2**62, [_incomer(t0 + 1000 * n + 1, -5.0),
                                                          _incomer(t0 + 1000 * n + 2, 1e308),
                                                          _incomer(t0 + 1000 * n + 3, 1000.0 + 0.01 * n)])),
