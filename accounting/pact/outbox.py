@@ -18,7 +18,6 @@ import base64
 import json
 import logging
 import random
-import sqlite3
 import ssl
 import threading
 import time
@@ -32,6 +31,7 @@ from typing import Any
 
 from accounting.pact.clients import EventsTarget
 from accounting.pact.events import CONTENT_TYPE
+from accounting.store.state_db import open_state_db
 
 log = logging.getLogger(__name__)
 
@@ -79,11 +79,7 @@ class Outbox:
         self.retry_base_s = retry_base_s
         self.clock = clock
         self._lock = threading.Lock()
-        self._db = sqlite3.connect(str(path) if path else ":memory:", check_same_thread=False,
-                                   isolation_level=None, timeout=30)
-        if path:
-            self._db.execute("PRAGMA journal_mode=WAL")
-        self._db.execute("PRAGMA synchronous=FULL")
+        self._db = open_state_db(path)
         self._db.execute(_SCHEMA)
         self._db.execute("CREATE INDEX IF NOT EXISTS outbox_due ON outbox (state, next_ms)")
         self._tokens: dict[str, tuple[str, float]] = {}  # events url -> (token, valid until)

@@ -13,11 +13,12 @@ One SQLite file (`pact-published.sqlite` in the state directory), written with
 from __future__ import annotations
 
 import json
-import sqlite3
 import threading
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+from accounting.store.state_db import open_state_db
 
 _SCHEMA = """CREATE TABLE IF NOT EXISTS footprints (
     seq INTEGER PRIMARY KEY AUTOINCREMENT,
@@ -61,10 +62,7 @@ class PublishedStore:
     def __init__(self, path: str | Path | None = None) -> None:
         self.path = str(path) if path else ":memory:"
         self._lock = threading.Lock()
-        self._db = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None, timeout=30)
-        if path:
-            self._db.execute("PRAGMA journal_mode=WAL")
-        self._db.execute("PRAGMA synchronous=FULL")
+        self._db = open_state_db(path)
         self._db.execute(_SCHEMA)
         # A shipment line's footprint (accounting.shipments) names its shipment; months do not.
         if "shipment_id" not in {r[1] for r in self._db.execute("PRAGMA table_info(footprints)")}:

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from accounting.errors import ShipmentExistsError, ShipmentIssuedError, UnknownShipmentError
+from accounting.store.state_db import open_state_db
 
 _SCHEMA = (
     """CREATE TABLE IF NOT EXISTS shipments (
@@ -46,10 +47,7 @@ class ShipmentStore:
     def __init__(self, path: str | Path | None = None) -> None:
         self.path = str(path) if path else ":memory:"
         self._lock = threading.Lock()
-        self._db = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None, timeout=30)
-        if path:
-            self._db.execute("PRAGMA journal_mode=WAL")
-        self._db.execute("PRAGMA synchronous=FULL")
+        self._db = open_state_db(path)
         self._db.execute("PRAGMA foreign_keys=ON")
         for statement in _SCHEMA:
             self._db.execute(statement)

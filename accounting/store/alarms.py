@@ -17,13 +17,13 @@ with the hour, a meter went offline or came back, energy was estimated over a ga
 from __future__ import annotations
 
 import json
-import sqlite3
 import threading
 import time
 from pathlib import Path
 from typing import Any, Literal
 
 from accounting.errors import UnknownAlarmError
+from accounting.store.state_db import open_state_db
 
 Severity = Literal["alarm", "warning", "info"]
 SEVERITIES: tuple[str, ...] = ("alarm", "warning", "info")
@@ -61,9 +61,7 @@ class AlarmStore:
     def __init__(self, path: str | Path = ":memory:") -> None:
         self.path = str(path)
         self._lock = threading.Lock()
-        self._conn = sqlite3.connect(self.path, timeout=30, check_same_thread=False, isolation_level=None)
-        if self.path != ":memory:":
-            self._conn.execute("PRAGMA journal_mode=WAL")
+        self._conn = open_state_db(self.path)
         for statement in _SCHEMA:
             self._conn.execute(statement)
 

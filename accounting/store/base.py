@@ -9,6 +9,7 @@ appear twice.
 
 from __future__ import annotations
 
+import json
 from abc import ABC, abstractmethod
 from collections.abc import Iterator, Sequence
 from typing import Any, NamedTuple
@@ -205,6 +206,33 @@ def channel_arrays(channels: Sequence[Channel], rows: Any) -> ChannelArrays:
             ts.append(ts_ms)
             val.append(float(v))
     return sort_arrays(np.array(pos, np.int64), np.array(ts, np.int64), np.array(val, np.float64))
+
+
+def good_columns(wanted: Sequence[tuple[int, str]], ts_ms: Sequence[int], quality: Sequence[str],
+                 value_quality: Sequence[str | None], values: Sequence[Sequence[float | None]]) -> list[ChannelArrays]:
+    """Per wanted `(position, quantity)` of one meter, the columns of its good values, from a store's
+    columns (`values[j]` holds `wanted[j]`'s quantity, None where absent): the row's quality unless
+    its `value_quality` (JSON) names the quantity, absent values left out. The column-wise form of
+    `channel_arrays`' rule, shared by the stores' `read_channel_arrays`."""
+    ts = np.array(ts_ms, np.int64)
+    good = np.array([q == GOOD for q in quality], bool)
+    vq = [(k, json.loads(v)) for k, v in enumerate(value_quality) if v]
+    out = []
+    for (i, quantity), column in zip(wanted, values, strict=True):
+        val = np.array(column, np.float64)  # None -> nan
+        ok = good.copy()
+        for k, q in vq:
+            ok[k] = q.get(quantity, GOOD) == GOOD
+        ok &= ~np.isnan(val)
+        out.append((np.full(int(ok.sum()), i, np.int64), ts[ok], val[ok]))
+    return out
+
+
+def joined_arrays(parts: Sequence[ChannelArrays]) -> ChannelArrays:
+    """Parts of `good_columns` as one sorted `ChannelArrays`."""
+    if not parts:
+        return _empty_arrays()
+    return sort_arrays(*(np.concatenate([p[k] for p in parts]) for k in range(3)))
 
 
 def sort_arrays(pos: np.ndarray, ts: np.ndarray, val: np.ndarray) -> ChannelArrays:

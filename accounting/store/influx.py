@@ -39,13 +39,11 @@ from pathlib import Path
 from typing import Any
 
 import msgspec
-import numpy as np
 from influxdb_client import InfluxDBClient, WritePrecision, WriteService
 from influxdb_client.rest import ApiException
 
 from accounting.errors import StoreRejectedError
 from accounting.store.base import (
-    GOOD,
     VALUE_NAMES,
     Channel,
     ChannelArrays,
@@ -53,7 +51,8 @@ from accounting.store.base import (
     QuarantinedMessage,
     ReadingStore,
     StoredReading,
-    sort_arrays,
+    good_columns,
+    joined_arrays,
 )
 from accounting.store.influx_evidence import InfluxEvidence
 from accounting.store.spill import SpilledWrite, SpillQueue
@@ -341,7 +340,7 @@ class InfluxStore(InfluxEvidence, ReadingStore):
         for i, (meter, quantity) in enumerate(channels):
             if quantity in VALUE_NAMES:
                 by_meter.setdefault(meter, []).append((i, quantity))
-        pos_l, ts_l, val_l = [], [], []
+        parts: list[ChannelArrays] = []
         for meter, wanted in by_meter.items():
             fields = ", ".join(f'"{q}"' for _, q in wanted)
             series = self.query(
@@ -354,24 +353,11 @@ class InfluxStore(InfluxEvidence, ReadingStore):
                     continue
                 columns = list(zip(*rows, strict=True))
                 at = {name: k for k, name in enumerate(cols)}
-                ts = np.array(columns[at["time"]], np.int64)
-                good = np.array([q == GOOD for q in columns[at["quality"]]], bool)
+                present = [(i, q) for i, q in wanted if q in at]
                 vq_col = columns[at["value_quality"]] if "value_quality" in at else ()
-                vq = [(k, json.loads(v)) for k, v in enumerate(vq_col) if v]
-                for i, quantity in wanted:
-                    if quantity not in at:
-                        continue
-                    val = np.array([np.nan if v is None else v for v in columns[at[quantity]]], np.float64)
-                    ok = good.copy()
-                    for k, q in vq:
-                        ok[k] = q.get(quantity, GOOD) == GOOD
-                    ok &= ~np.isnan(val)
-                    pos_l.append(np.full(int(ok.sum()), i, np.int64))
-                    ts_l.append(ts[ok])
-                    val_l.append(val[ok])
-        if not pos_l:
-            return np.zeros(0, np.int64), np.zeros(0, np.int64), np.zeros(0)
-        return sort_arrays(np.concatenate(pos_l), np.concatenate(ts_l), np.concatenate(val_l))
+                parts += good_columns(present, columns[at["time"]], columns[at["quality"]], vq_col,
+                                      [columns[at[q]] for _, q in present])
+        return joined_arrays(parts)
 
     #: JSON answers are large: stream a site an hour at a time.
     stream_window_ms = 3_600_000

@@ -14,13 +14,13 @@ two accounting processes sharing the file still cannot both claim it.
 from __future__ import annotations
 
 import json
-import sqlite3
 import threading
 import time
 from pathlib import Path
 from typing import Any
 
 from accounting.errors import CertificateAlreadyClaimedError, FactorVersionConflictError
+from accounting.store.state_db import open_state_db
 
 _SCHEMA = (
     """CREATE TABLE IF NOT EXISTS claims (
@@ -57,10 +57,7 @@ class LedgerStore:
     def __init__(self, path: str | Path) -> None:
         self.path = str(path)
         self._lock = threading.Lock()
-        self._conn = sqlite3.connect(self.path, timeout=30, check_same_thread=False, isolation_level=None)
-        if self.path != ":memory:":
-            self._conn.execute("PRAGMA journal_mode=WAL")
-        self._conn.execute("PRAGMA synchronous=FULL")
+        self._conn = open_state_db(self.path)
         for statement in _SCHEMA:
             self._conn.execute(statement)
         # `detail` (JSON: tradable, project, cancellation period, counted) came after the first release

@@ -15,12 +15,9 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
 from accounting.errors import StoreRejectedError
 from accounting.store import sqlite_evidence
 from accounting.store.base import (
-    GOOD,
     VALUE_NAMES,
     Channel,
     ChannelArrays,
@@ -28,7 +25,8 @@ from accounting.store.base import (
     QuarantinedMessage,
     ReadingStore,
     StoredReading,
-    sort_arrays,
+    good_columns,
+    joined_arrays,
 )
 
 _VALUE_COLUMNS = ", ".join(f"{name} REAL" for name in VALUE_NAMES)
@@ -167,7 +165,7 @@ class SqliteStore(sqlite_evidence.SqliteEvidence, ReadingStore):
     def read_channel_arrays(self, site: str, channels: Sequence[Channel], start_ms: int,
                             end_ms: int) -> ChannelArrays:
         """One query per meter for only the columns asked, converted column by column."""
-        pos_l, ts_l, val_l = [], [], []
+        parts: list[ChannelArrays] = []
         by_meter: dict[str, list[tuple[int, str]]] = {}
         for i, (meter, quantity) in enumerate(channels):
             if quantity not in VALUE_NAMES:
@@ -183,21 +181,8 @@ class SqliteStore(sqlite_evidence.SqliteEvidence, ReadingStore):
             if not rows:
                 continue
             columns = list(zip(*rows, strict=True))
-            ts = np.array(columns[0], np.int64)
-            good = np.array([q == GOOD for q in columns[1]], bool)
-            vq = [(k, json.loads(v)) for k, v in enumerate(columns[2]) if v]
-            for j, (i, quantity) in enumerate(wanted):
-                val = np.array(columns[3 + j], np.float64)  # NULL -> nan
-                ok = good.copy()
-                for k, q in vq:
-                    ok[k] = q.get(quantity, GOOD) == GOOD
-                ok &= ~np.isnan(val)
-                pos_l.append(np.full(int(ok.sum()), i, np.int64))
-                ts_l.append(ts[ok])
-                val_l.append(val[ok])
-        if not pos_l:
-            return np.zeros(0, np.int64), np.zeros(0, np.int64), np.zeros(0)
-        return sort_arrays(np.concatenate(pos_l), np.concatenate(ts_l), np.concatenate(val_l))
+            parts += good_columns(wanted, columns[0], columns[1], columns[2], columns[3:])
+        return joined_arrays(parts)
 
     def reading_span(self, site: str) -> tuple[int, int] | None:
         row = self._conn().execute("SELECT MIN(ts_ms), MAX(ts_ms) FROM readings WHERE site = ?",
