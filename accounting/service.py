@@ -10,7 +10,7 @@ This module only builds the parts and wires them together; each does its one job
   checkpointed (periodically and on stop);
 - `accounting.live.status`: what each meter and gateway last said;
 - `accounting.live.watch` (with `accounting.store.alarms`): alarms and plant changes, the
-  operator's log;
+  operator's log; `accounting.live.chain_alarms` puts the chains' gaps and forks there too;
 - `accounting.live.events`: listeners and the events they hear;
 - `accounting.live.jobs`: periodic work between cycles (footprint announcements and writes,
   checkpoints, store catch-up, chain gaps, the plant watch);
@@ -45,6 +45,7 @@ from accounting.ingest.sequence import SequenceTracker
 from accounting.ingest.signatures import BatchSignatures
 from accounting.ingest.stats import IngestStats
 from accounting.ingest.subscriber import MqttSubscriber, default_client_id, subscriptions
+from accounting.live.chain_alarms import sync_chain_alarms
 from accounting.live.engine_state import EngineState
 from accounting.live.engines import LiveEngines
 from accounting.live.events import Listener, Listeners, footprints_event, meters_event
@@ -282,12 +283,15 @@ class AccountingService:
             self.engine_state.save(site_id, snapshot, engine, sequences=sequences)
 
     def check_chains(self) -> None:
-        """Record chain gaps still open after their grace (alarm), and gaps filled late."""
+        """Record chain gaps still open after their grace, and gaps filled late; mirror open gaps
+        and forks into the operator's alarm list."""
         if self.chains is None:
             return
         events = self.chains.check()
         if events and isinstance(self.store, EvidenceStore):
             self.store.write_chain_events(events)
+        sync_chain_alarms(self.alarm_log, self.chains.alarms(),
+                          [s.id for s in self.sites.values() if s.signatures != "off"])
         with self.stats.lock:
             self.stats.audit = self.audit_status()
 

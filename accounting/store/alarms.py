@@ -147,6 +147,14 @@ class AlarmStore:
                                       " AND cleared_ms IS NULL", (site_id, kind)).fetchall()
         return {r[0] for r in rows}
 
+    def ever_raised(self, site_id: str, kind: str, subject: str) -> bool:
+        """Whether an alarm of (site, kind, subject) was ever raised, active or ended: an event
+        found again (after a restart, or after its acknowledgement) is not raised twice."""
+        with self._lock:
+            row = self._conn.execute("SELECT 1 FROM alarms WHERE site_id = ? AND kind = ? AND subject = ? LIMIT 1",
+                                     (site_id, kind, subject)).fetchone()
+        return row is not None
+
     # -- changes -----------------------------------------------------------------------------
 
     def record_change(self, site_id: str, kind: str, subject: str, message: str,

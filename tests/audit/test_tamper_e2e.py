@@ -119,6 +119,7 @@ def test_forged_altered_replayed_and_dropped_batches_are_named(tmp_path, mosquit
         wait(lambda: service.stats.received >= len(relay.forwarded), what="accounting to receive them all")
         service.pipeline.stop()
         service.check_chains()
+        operator_alarms = service.alarms("test-site", active=True)
     finally:
         relay.stop()
         gateway.stop()
@@ -133,6 +134,9 @@ def test_forged_altered_replayed_and_dropped_batches_are_named(tmp_path, mosquit
     events = {(e.kind, e.seq_lo) for e in store.chain_events("test-site")}
     assert ("gap", 3) in events and ("replay", 2) in events
     assert stats["audit"]["alarms"][0]["kind"] == "gap"
+    gaps = [a for a in operator_alarms if a["kind"] == "chain_gap"]
+    assert [(a["detail"]["seq_lo"], a["detail"]["seq_hi"], a["severity"]) for a in gaps] == [(3, 3, "alarm")], \
+        "the dropped batch is in the operator's alarm list too"
     assert {q.reason for q in store.quarantined()} == {"bad_signature", "unknown_key"}
     assert all(v != 9999.0 for r in store.read_readings("test-site", None, 0, 2**62)
                for v in r.values.values())
@@ -174,6 +178,7 @@ def test_the_chain_verifies_across_a_kill_between_signing_and_publishing_and_a_b
         last = max(json.loads(p)["seq"] for p in collector.payloads)
         wait(lambda: service.stats.to_dict()["accepted"] >= len(published(collector.payloads)), what="all stored")
         service.check_chains()
+        operator_alarms = service.alarms("test-site")
     finally:
         collector.stop()
         gateway.stop()
@@ -191,5 +196,7 @@ def test_the_chain_verifies_across_a_kill_between_signing_and_publishing_and_a_b
     assert [e for e in events if e.kind in ("fork", "new_chain")] == []
     assert all(e.resolved_ms is not None for e in events if e.kind == "gap")
     assert service.chains.alarms() == []
+    assert [a for a in operator_alarms if a["kind"].startswith("chain_") and a["active"]] == [], \
+        "a gap filled late leaves no active alarm"
     assert stored_ts(service) == published(collector.payloads)
     store.close()
