@@ -38,6 +38,7 @@ from accounting.recompute import LOOKAHEAD_MS, LOOKBACK_MS
 from accounting.store.evidence import MAX_BATCH_SPAN_MS, ChainEvent, EvidenceStore, StoredBatch
 from tanji import signed_batch
 from tanji.errors import TanjiError
+from tanji.methods import dataset_ref
 
 FORMAT = "tanji-audit-bundle-1"
 README = """Tanji audit bundle ({format})
@@ -131,7 +132,7 @@ def write_bundle(bundle: Bundle, out: IO[bytes], name: str = "bundle.zip") -> No
     for model, text in sorted(bundle.profiles.items()):
         files[f"profiles/{model}.yaml"] = text.encode()
     for doc in bundle.datasets:
-        files[f"factors/{doc['dataset_id']}@{doc['version']}.json"] = _json(doc)
+        files[f"factors/{dataset_ref(doc['dataset_id'], doc['version'])}.json"] = _json(doc)
     manifest = {"format": FORMAT, "site": bundle.site_id, "start_ms": bundle.start_ms, "end_ms": bundle.end_ms,
                 "created_ms": bundle.created_ms, "tanji": bundle.tanji_version,
                 "windows": [[w["start_ms"], w["end_ms"]] for w in bundle.windows],

@@ -41,6 +41,7 @@ from tanji import signed_batch
 from tanji.config_file import parse_yaml
 from tanji.errors import TanjiError
 from tanji.gateway_keys import RegisteredKey
+from tanji.methods import dataset_ref
 from tanji.profile import parse_profile
 from tanji.site import Site, parse_site_text
 
@@ -217,12 +218,12 @@ def _dataset_changes(docs: Sequence[dict[str, Any]]) -> list[str]:
                     a = published.get(region, {}).get(period)
                     b = (given.get(region) or {}).get(period)
                     if a is None or b is None or not _close(a, b):
-                        out.append(f"factor dataset {doc['dataset_id']}@{doc['version']}: {table} {region} {period} "
+                        out.append(f"factor dataset {dataset_ref(doc['dataset_id'], doc['version'])}: {table} {region} {period} "
                                    f"is {b} in the bundle, {a} as published (shipped with Tanji)")
         for name in sorted(set(ref.technology_factors) | set(doc.get("technology_factors") or {})):
             a, b = ref.technology_factors.get(name), (doc.get("technology_factors") or {}).get(name)
             if a is None or b is None or not _close(a, b):
-                out.append(f"factor dataset {doc['dataset_id']}@{doc['version']}: technology factor {name} is {b} "
+                out.append(f"factor dataset {dataset_ref(doc['dataset_id'], doc['version'])}: technology factor {name} is {b} "
                            f"in the bundle, {a} as published")
     return out
 
@@ -311,8 +312,9 @@ def verify_bundle(path: str | Path) -> Report:
                 v.reasons.append(dataset_error)
             elif record.get("dataset_digest") != dataset.digest or record.get("dataset_version") != dataset.version:
                 v.reasons.append(f"factor dataset {dataset.ref}: its content (digest {dataset.digest[:16]}…) is not "
-                                 f"the dataset the record names ({record.get('dataset_id')}@"
-                                 f"{record.get('dataset_version')}, digest {str(record.get('dataset_digest'))[:16]}…)")
+                                 f"the dataset the record names ("
+                                 f"{dataset_ref(record.get('dataset_id'), record.get('dataset_version'))}, "
+                                 f"digest {str(record.get('dataset_digest'))[:16]}…)")
                 v.reasons += changed_factors
             if record.get("instruments_root") != instruments_root:
                 v.reasons.append("certificates and contracts: their records are not the ones the footprint rests on "
