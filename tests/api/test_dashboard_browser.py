@@ -22,9 +22,6 @@ from __future__ import annotations
 import json
 import os
 import re
-import signal
-import subprocess
-import sys
 import tempfile
 from collections.abc import Iterator
 from datetime import datetime, timedelta
@@ -39,9 +36,8 @@ from selenium.webdriver.support import expected_conditions
 from selenium.webdriver.support.ui import WebDriverWait
 
 from tests.api.browser import chromium
-from tests.services import free_port, wait_for_port
+from tests.demo_process import DemoProcess
 
-REPO = Path(__file__).resolve().parents[2]
 #: A bound for DOM waits on a loaded machine, not a performance requirement.
 LIVE_TIMEOUT_S = 240
 API_TOKEN = "demo-token"
@@ -52,40 +48,15 @@ LINE_RUNNING, UNITS_TOTAL = 6, 0  # holding register addresses (firmware-config/
 pytestmark = pytest.mark.browser
 
 
-class Demo:
-    """`tanji demo` on a work directory kept across restarts."""
+class Demo(DemoProcess):
+    """The demo with an hour to run, and the PLCs it simulates written to as an operator would."""
 
     def __init__(self, workdir: Path) -> None:
-        self.workdir = workdir
-        self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
-        self.proc: subprocess.Popen[bytes] | None = None
-        self.starts = 0
+        super().__init__(workdir, duration_s=3600)
 
     @property
-    def log(self) -> Path:
-        return self.workdir / f"demo-{self.starts}.log"
-
-    def start(self) -> None:
-        self.starts += 1
-        with open(self.log, "wb") as out:
-            self.proc = subprocess.Popen(
-                [sys.executable, "-m", "tanji", "demo", "--http-port", str(self.port),
-                 "--https-port", str(free_port()), "--duration", "3600", "--workdir", str(self.workdir / "data")],
-                cwd=self.workdir, stdout=out, stderr=subprocess.STDOUT, start_new_session=True,
-                env={**os.environ, "PYTHONPATH": str(REPO)})
-        wait_for_port(self.port, timeout_s=LIVE_TIMEOUT_S)
-
-    def stop(self) -> None:
-        if self.proc is None:
-            return
-        os.killpg(self.proc.pid, signal.SIGTERM)
-        try:
-            self.proc.wait(timeout=120)
-        except subprocess.TimeoutExpired:
-            os.killpg(self.proc.pid, signal.SIGKILL)
-            self.proc.wait()
-        self.proc = None
+    def url(self) -> str:
+        return self.http
 
     def plc(self, meter: str) -> tuple[int, int]:
         """(port, unit id) the demo serves a PLC on, as its start-up log says."""

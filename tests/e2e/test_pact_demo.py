@@ -15,12 +15,8 @@ from __future__ import annotations
 import csv
 import hashlib
 import io
-import os
-import signal
 import sqlite3
 import ssl
-import subprocess
-import sys
 import time
 import urllib.error
 import urllib.request
@@ -36,56 +32,19 @@ from accounting.pact import events
 from accounting.pact.clients import hash_secret
 from accounting.pact.filters import parse_time
 from tests import pact_reference
+from tests.demo_process import DemoProcess
 from tests.pact_partner import CLIENT_ID, CLIENT_SECRET, Partner
-from tests.services import free_port, wait_for_port
 
-REPO = Path(__file__).resolve().parents[2]
 SECRET = "demo-partner-secret-0123456789"
 PACK = "urn:tanji:product:cq-battery:pack-48v-100ah"
 ESS = "urn:tanji:product:cq-battery:ess-5kwh"
 
 
-class Demo:
-    """`tanji demo` in a process of its own, restartable on the same ports and work directory."""
+class Demo(DemoProcess):
+    """The demo with the partner's PACT client file, spoken to over its HTTPS port."""
 
     def __init__(self, workdir: Path, clients: Path) -> None:
-        self.workdir, self.clients = workdir, clients
-        self.http_port, self.https_port = free_port(), free_port()
-        self.log = workdir / "demo.log"
-        self.proc: subprocess.Popen | None = None
-
-    @property
-    def https(self) -> str:
-        return f"https://127.0.0.1:{self.https_port}"
-
-    @property
-    def http(self) -> str:
-        return f"http://127.0.0.1:{self.http_port}"
-
-    def start(self) -> None:
-        with open(self.log, "ab") as out:
-            self.proc = subprocess.Popen(
-                [sys.executable, "-m", "tanji", "demo", "--http-port", str(self.http_port), "--https-port",
-                 str(self.https_port), "--duration", "900", "--workdir", str(self.workdir / "data"),
-                 "--pact-clients", str(self.clients)],
-                cwd=self.workdir, stdout=out, stderr=subprocess.STDOUT, start_new_session=True,
-                env={**os.environ, "PYTHONPATH": str(REPO)})
-        lines = self.log.stat().st_size if self.log.exists() else 0
-        deadline = time.monotonic() + 240
-        while "local CA" not in self.log.read_bytes()[lines:].decode(errors="replace"):
-            assert self.proc.poll() is None, self.log.read_text()[-3000:]
-            assert time.monotonic() < deadline, "the demo did not announce itself within 240 s"
-            time.sleep(0.2)
-        wait_for_port(self.https_port, timeout_s=30)
-
-    def stop(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            os.killpg(self.proc.pid, signal.SIGTERM)
-            try:
-                self.proc.wait(timeout=60)
-            except subprocess.TimeoutExpired:
-                os.killpg(self.proc.pid, signal.SIGKILL)
-                self.proc.wait()
+        super().__init__(workdir, "--pact-clients", str(clients))
 
     def client(self) -> httpx.Client:
         ca = ssl.create_default_context(cafile=str(self.workdir / "data" / "tls" / "ca.pem"))

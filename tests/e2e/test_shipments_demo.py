@@ -19,10 +19,6 @@ footprints of the issued shipment; the dashboard's list; a recompute with anothe
 
 from __future__ import annotations
 
-import os
-import signal
-import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -30,47 +26,16 @@ import httpx
 import pytest
 
 from tests import pact_reference
-from tests.services import free_port, wait_for_port
+from tests.demo_process import DemoProcess
 
-REPO = Path(__file__).resolve().parents[2]
 TOKEN = "demo-token"
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
 PACK = "pack-48v-100ah"
 
 
-class Demo:
-    def __init__(self, workdir: Path) -> None:
-        self.workdir = workdir
-        self.port, self.https_port = free_port(), free_port()
-        self.log = workdir / "demo.log"
-        self.proc: subprocess.Popen | None = None
-
-    def start(self) -> None:
-        seen = self.log.stat().st_size if self.log.exists() else 0
-        with open(self.log, "ab") as out:
-            self.proc = subprocess.Popen(
-                [sys.executable, "-m", "tanji", "demo", "--http-port", str(self.port), "--https-port",
-                 str(self.https_port), "--duration", "900", "--workdir", str(self.workdir / "data")],
-                cwd=self.workdir, stdout=out, stderr=subprocess.STDOUT, start_new_session=True,
-                env={**os.environ, "PYTHONPATH": str(REPO)})
-        deadline = time.monotonic() + 240
-        while "write token" not in self.log.read_bytes()[seen:].decode(errors="replace"):
-            assert self.proc.poll() is None, self.log.read_text()[-3000:]
-            assert time.monotonic() < deadline, "the demo did not announce itself within 240 s"
-            time.sleep(0.2)
-        wait_for_port(self.port, timeout_s=30)
-
-    def stop(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            os.killpg(self.proc.pid, signal.SIGTERM)
-            try:
-                self.proc.wait(timeout=60)
-            except subprocess.TimeoutExpired:
-                os.killpg(self.proc.pid, signal.SIGKILL)
-                self.proc.wait()
-
+class Demo(DemoProcess):
     def client(self) -> httpx.Client:
-        return httpx.Client(base_url=f"http://127.0.0.1:{self.port}", timeout=60)
+        return httpx.Client(base_url=self.http, timeout=60)
 
 
 def batch_record(c: httpx.Client, batch_id: str) -> dict:
