@@ -15,7 +15,6 @@ import csv
 import io
 import time
 from collections.abc import Callable, Iterable, Mapping
-from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from accounting.errors import CertificateAlreadyClaimedError, InstrumentError
@@ -31,6 +30,7 @@ from accounting.instruments import (
     check_transferable,
 )
 from accounting.store.ledger import LedgerStore
+from tanji.civil_calendar import DEFAULT_TIMEZONE, civil_month, civil_zone
 from tanji.site import Site
 
 #: Energy one GEC certifies, in MWh.
@@ -68,9 +68,9 @@ def project_of(serial: str, given: str) -> str:
     return code
 
 
-def _civil_month(ms: int, utc_offset_minutes: int = 480) -> str:
-    dt = datetime.fromtimestamp(ms / 1000, UTC) + timedelta(minutes=utc_offset_minutes)
-    return f"{dt.year:04d}-{dt.month:02d}"
+def _civil_month(ms: int) -> str:
+    """The month on the calendar of China's certificate registry (Beijing time), whatever the site's zone."""
+    return civil_month(ms, civil_zone(DEFAULT_TIMEZONE))
 
 
 def _period(month: str, matching_mode: str) -> str:
@@ -78,11 +78,8 @@ def _period(month: str, matching_mode: str) -> str:
     return month[:4] if matching_mode == "annual" else month
 
 
-def _month_of(period: int | str, granularity: str, utc_offset_minutes: int = 480) -> str:
-    if granularity == "monthly":
-        return str(period)
-    dt = datetime.fromtimestamp(int(period) / 1000, UTC) + timedelta(minutes=utc_offset_minutes)
-    return f"{dt.year:04d}-{dt.month:02d}"
+def _month_of(period: int | str, granularity: str) -> str:
+    return str(period) if granularity == "monthly" else _civil_month(int(period))
 
 
 class Portfolios:

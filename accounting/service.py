@@ -30,7 +30,6 @@ from typing import Any
 from accounting.audit.evidence import FootprintEvidence
 from accounting.engine.engine import Engine
 from accounting.engine.warmup import warm_kernels
-from accounting.engine.windows import window_bounds
 from accounting.factors import selection
 from accounting.factors.catalogue import FactorCatalogue
 from accounting.factors.dataset import FactorDataset
@@ -62,6 +61,7 @@ from accounting.store.base import ReadingStore, StoredReading
 from accounting.store.checkpoints import CheckpointStore
 from accounting.store.evidence import EvidenceStore
 from accounting.store.ledger import LedgerStore
+from tanji.civil_calendar import window_bounds
 from tanji.site import Site
 
 log = logging.getLogger(__name__)
@@ -267,8 +267,8 @@ class AccountingService:
     def store_footprints(self) -> None:
         """Write the open hour's (provisional) footprints to the store, for Grafana and history."""
         now_ms = int(time.time() * 1000)
-        start, end = window_bounds("hour", now_ms)
-        for site_id in self.sites:
+        for site_id, site in self.sites.items():
+            start, end = window_bounds("hour", now_ms, site.zone)
             fps = self.footprints(site_id, start_ms=start, end_ms=end)
             if fps:
                 self.store.write_footprints(site_id, start, end, now_ms, fps)

@@ -9,8 +9,6 @@ vocabulary, and a mapping choice is made once, visibly.
 from __future__ import annotations
 
 import math
-from datetime import datetime
-from zoneinfo import ZoneInfo
 
 from accounting.errors import TopologyError
 from accounting.factors.regions import grid_region_for_province
@@ -70,11 +68,6 @@ def _cost_centre(c: SiteCostCentre, production: list[SiteCostCentre]) -> CostCen
                         "sharing a utility among lines; use units, fixed or floor_area")
 
 
-def _utc_offset_minutes(timezone: str) -> int:
-    offset = datetime.now(ZoneInfo(timezone)).utcoffset()
-    return int(offset.total_seconds() // 60) if offset is not None else 0
-
-
 def site_topology(site: Site) -> SiteTopology:
     """The engine's view of a site file."""
     production = [c for c in site.cost_centres if c.kind == "production"]
@@ -99,7 +92,7 @@ def site_topology(site: Site) -> SiteTopology:
         cost_centres=tuple(_cost_centre(c, production) for c in site.cost_centres),
         products=tuple(products),
         matching_mode=effective_matching_mode(site),  # type: ignore[arg-type]  # hourly exemption applied
-        utc_offset_minutes=_utc_offset_minutes(site.timezone),
+        timezone=site.zone.key,
         remainder_key=site.remainder_key,  # type: ignore[arg-type]  # validated by tanji.site
         remainder_shares=dict(site.remainder_shares),
         remainder_key_uncertainty_pct=site.remainder_key_uncertainty_pct,

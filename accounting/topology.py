@@ -15,8 +15,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from typing import Literal
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from accounting.errors import TopologyError
+from tanji.civil_calendar import DEFAULT_TIMEZONE, civil_zone, whole_hour_zone
 from tanji.methods import MATCHING_MODES, SHARING_KEYS
 from tanji.quantities import BATCH_ID, COUNTED, ENERGY_COUNTERS, PRODUCTION_COUNTERS
 from tanji.roles import METER_ROLES
@@ -117,10 +119,10 @@ class Product:
 class SiteTopology:
     """A site: meters, cost centres, products and the site's accounting settings.
 
-    ``utc_offset_minutes`` fixes the civil calendar used for matching windows and annual or
-    monthly factors (China: +480, no daylight saving); it must be a whole number of hours so
-    that calendar boundaries fall on hour buckets. ``remainder_key`` shares the unmetered
-    remainder R among production cost centres.
+    ``timezone`` (an IANA name) is the civil calendar of matching windows and annual or monthly
+    factors (`tanji.civil_calendar`, daylight saving included; China: Asia/Shanghai); its
+    offsets must be whole hours so that calendar boundaries fall on hour buckets.
+    ``remainder_key`` shares the unmetered remainder R among production cost centres.
     """
 
     site_id: str
@@ -129,13 +131,18 @@ class SiteTopology:
     cost_centres: tuple[CostCentre, ...]
     products: tuple[Product, ...] = ()
     matching_mode: MatchingMode = "annual"
-    utc_offset_minutes: int = 480
+    timezone: str = DEFAULT_TIMEZONE
     remainder_key: SharingKey = "energy"
     remainder_shares: dict[str, float] = field(default_factory=dict)
     remainder_key_uncertainty_pct: float = 0.0
 
     def __post_init__(self) -> None:
         self.validate()
+
+    @property
+    def zone(self) -> ZoneInfo:
+        """The site's civil time zone (`tanji.civil_calendar`)."""
+        return civil_zone(self.timezone)
 
     def meter(self, meter_id: str) -> Meter:
         """The meter with this id."""
@@ -156,8 +163,12 @@ class SiteTopology:
         """Raise :class:`TopologyError` on any inconsistency; called on construction."""
         if self.matching_mode not in MATCHING_MODES:
             raise TopologyError(f"matching_mode must be one of {MATCHING_MODES}")
-        if self.utc_offset_minutes % 60:
-            raise TopologyError("utc_offset_minutes must be a whole number of hours")
+        try:
+            tz = civil_zone(self.timezone)
+        except (ZoneInfoNotFoundError, ValueError):
+            raise TopologyError(f"unknown time zone {self.timezone!r}") from None
+        if not whole_hour_zone(tz):
+            raise TopologyError(f"time zone {self.timezone}: its UTC offsets must be whole hours")
         _unique("meter", [m.meter_id for m in self.meters])
         _unique("cost centre", [c.cost_centre_id for c in self.cost_centres])
         _unique("product", [p.product_id for p in self.products])

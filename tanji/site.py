@@ -15,6 +15,7 @@ from pathlib import Path
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from tanji import dlt645
+from tanji.civil_calendar import DEFAULT_TIMEZONE, civil_zone, whole_hour_zone
 from tanji.config_file import Section, load_yaml, parse_yaml
 from tanji.gateway_keys import RegisteredKey, key_id, parse_public_key
 from tanji.methods import MATCHING_MODES, SHARING_KEYS
@@ -22,8 +23,6 @@ from tanji.profile import PROFILES_DIR, MeterProfile, load_profiles
 from tanji.quantities import counters_of
 from tanji.roles import METER_ROLES, ROLE_FLOWS, counters_for
 
-#: A site file without `timezone` is on Beijing time.
-DEFAULT_TIMEZONE = "Asia/Shanghai"
 CENTRE_KINDS = ("production", "utility")
 ALLOCATION_KEYS = ("units", "mass", "machine_hours", "floor_area", "fixed", "standard_time")
 #: What unmatched energy gets in market-based results (GHG Protocol Scope 2 revision options).
@@ -233,9 +232,9 @@ class Site:
         The one place a site's zone is made (the site file's name was checked when read; a
         site built by hand with no or an unknown name is on Beijing time, the default)."""
         try:
-            return ZoneInfo(self.timezone or DEFAULT_TIMEZONE)
+            return civil_zone(self.timezone or DEFAULT_TIMEZONE)
         except (ZoneInfoNotFoundError, ValueError):
-            return ZoneInfo(DEFAULT_TIMEZONE)
+            return civil_zone(DEFAULT_TIMEZONE)
 
     @property
     def meters(self) -> tuple[Meter, ...]:
@@ -637,9 +636,14 @@ def parse_site(root: Section, profiles: dict[str, MeterProfile] | None = None) -
 def _timezone(site_section: Section) -> ZoneInfo:
     name = site_section.get("timezone", str, DEFAULT_TIMEZONE)
     try:
-        return ZoneInfo(name)
+        tz = civil_zone(name)
     except (ZoneInfoNotFoundError, ValueError):
         raise site_section.error("timezone", f"unknown time zone {name!r}", "use an IANA name, e.g. Asia/Shanghai") from None
+    if not whole_hour_zone(tz):
+        raise site_section.error("timezone", f"{name} has UTC offsets that are not whole hours: energy is booked in "
+                                 "whole UTC hours, so its days and months would not start on an hour",
+                                 "use the zone of a whole-hour offset (Asia/Shanghai, Europe/Budapest, …)")
+    return tz
 
 
 def device_address(meter: Meter) -> str:

@@ -9,11 +9,11 @@ enough to hold units produced even early in a shift. A window that contains "now
 from __future__ import annotations
 
 import time
-from datetime import datetime, timedelta
+from datetime import datetime
 from typing import Literal
 from zoneinfo import ZoneInfo
 
-from accounting.engine.windows import window_bounds as engine_window_bounds
+from tanji import civil_calendar
 
 Window = Literal["live", "hour", "shift", "day", "month", "year"]
 WINDOWS: tuple[str, ...] = ("live", "hour", "shift", "day", "month", "year")
@@ -57,15 +57,13 @@ def parse_instant(value: str, name: str) -> int:
 def window_bounds(window: str, at_ms: int, tz: ZoneInfo) -> tuple[int, int]:
     """The calendar window of kind `window` that contains the instant `at_ms` (whole window).
 
-    The engine owns what a window is (its hour buckets use the site's UTC offset); the API
-    only names the zone and maps `live` to the day, so the two can never disagree.
+    `tanji.civil_calendar` owns what a window is (the engine's matching windows come from it
+    too); the API only names the zone and maps `live` to the day, so the two never disagree.
     """
     if window not in WINDOWS:
         raise WindowError(f"window={window!r} is unknown; use one of {', '.join(WINDOWS)}")
-    offset = datetime.fromtimestamp(at_ms / 1000, tz).utcoffset() or timedelta(0)
-    return engine_window_bounds("day" if window == "live" else window, at_ms,
-                                utc_offset_minutes=int(offset.total_seconds() // 60),
-                                shift_hours=SHIFT_HOURS, first_shift_local_hour=0)
+    return civil_calendar.window_bounds("day" if window == "live" else window, at_ms, tz,
+                                        shift_hours=SHIFT_HOURS, first_shift_local_hour=0)
 
 
 def resolve(window: str | None, start: str | None, end: str | None, tz: ZoneInfo,

@@ -30,6 +30,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
+from zoneinfo import ZoneInfo
 
 from accounting.audit.evidence import instrument_leaves, segment_leaf, window_segments
 from accounting.factors.catalogue import dataset_document
@@ -37,6 +38,7 @@ from accounting.factors.selection import effective_matching_mode
 from accounting.recompute import LOOKAHEAD_MS, LOOKBACK_MS
 from accounting.store.evidence import MAX_BATCH_SPAN_MS, ChainEvent, EvidenceStore, StoredBatch
 from tanji import signed_batch
+from tanji.civil_calendar import window_bounds
 from tanji.errors import TanjiError
 from tanji.methods import dataset_ref
 
@@ -192,25 +194,21 @@ def _json(value: Any) -> bytes:
 def matching_span(site: Any, start_ms: int, end_ms: int) -> tuple[int, int]:
     """[start, end) widened to whole matching windows: market-based figures share certificates
     across a civil year (annual matching) or a month (monthly), so recomputing them needs all of it."""
-    from accounting.engine.windows import window_bounds
-
     mode = effective_matching_mode(site)
-    if mode == "annual":
-        return window_bounds("year", start_ms)[0], window_bounds("year", end_ms - 1)[1]
-    if mode == "monthly":
-        return window_bounds("month", start_ms)[0], window_bounds("month", end_ms - 1)[1]
+    if mode in ("annual", "monthly"):
+        kind = "year" if mode == "annual" else "month"
+        return window_bounds(kind, start_ms, site.zone)[0], window_bounds(kind, end_ms - 1, site.zone)[1]
     return start_ms, end_ms
 
 
-def split_windows(start_ms: int, end_ms: int, window: str | None) -> list[tuple[int, int]]:
-    """[start, end) as one window (`None`/`period`) or cut into calendar hours, days or months."""
-    from accounting.engine.windows import window_bounds
-
+def split_windows(start_ms: int, end_ms: int, window: str | None, tz: ZoneInfo) -> list[tuple[int, int]]:
+    """[start, end) as one window (`None`/`period`) or cut into calendar hours, days or months
+    of the site's zone `tz`."""
     if window in (None, "period"):
         return [(start_ms, end_ms)]
     out, t = [], start_ms
     while t < end_ms:
-        lo, hi = window_bounds(window, t)
+        lo, hi = window_bounds(window, t, tz)
         out.append((max(lo, start_ms), min(hi, end_ms)))
         t = hi
     return out
@@ -232,7 +230,7 @@ def export_parts(service: Any, site_id: str, start_ms: int, end_ms: int, window:
             batches.setdefault((b.gateway, b.hash), b)
 
     claims, contracts = service.ledger.claims(site_id), service.ledger.contracts(site_id)
-    for lo, hi in split_windows(start_ms, end_ms, window):
+    for lo, hi in split_windows(start_ms, end_ms, window, site.zone):
         segments = window_segments(store, site_id, lo, hi) if site.signatures != "off" else []
         for s in segments:
             keep(store.read_chain_batches(site_id, s.gateway, s.chain, s.first, s.last))

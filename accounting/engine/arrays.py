@@ -10,6 +10,7 @@ from __future__ import annotations
 from collections.abc import Hashable, Sequence
 from dataclasses import dataclass
 from typing import NamedTuple
+from zoneinfo import ZoneInfo
 
 import numpy as np
 
@@ -25,6 +26,7 @@ from accounting.errors import TopologyError, UnknownChannelError
 from accounting.factors.dataset import FactorDataset, period_start_ms
 from accounting.instruments import GEC_KWH, InstrumentPortfolio, deliverable
 from accounting.topology import EXPORT_KWH, IMPORT_KWH, SiteTopology
+from tanji.civil_calendar import month_starts
 
 _KEYS = {"energy": KEY_ENERGY, "units": KEY_UNITS, "fixed": KEY_FIXED}
 #: Life-cycle technology of on-site PV, for the ``co2e_lifecycle`` gas basis.
@@ -151,18 +153,18 @@ def build_topology_arrays(topology: SiteTopology, gap_polls: float = 3.0) -> Top
                           allocation=allocation)
 
 
-def civil_period_index(hour_ms: np.ndarray, mode: str, utc_offset_minutes: int) -> np.ndarray:
-    """Matching-window number of each hour: civil year (``annual``), year*12+month
-    (``monthly``) or the absolute hour (``hourly``)."""
+def civil_period_index(hour_ms: np.ndarray, mode: str, tz: ZoneInfo) -> np.ndarray:
+    """Matching-window number of each hour: civil year (``annual``), year*12+month-1
+    (``monthly``) in the site's zone `tz` (daylight saving included), or the absolute hour
+    (``hourly``). The month starts come from `tanji.civil_calendar`; the hours are searched in them."""
     hour_ms = np.asarray(hour_ms, dtype=np.int64)
     if mode == "hourly":
         return hour_ms // HOUR_MS
-    local = (hour_ms + utc_offset_minutes * 60_000).astype("datetime64[ms]")
-    years = local.astype("datetime64[Y]").astype(np.int64) + 1970
-    if mode == "annual":
-        return years
-    months = local.astype("datetime64[M]").astype(np.int64) % 12
-    return years * 12 + months
+    if hour_ms.size == 0:
+        return np.zeros(0, dtype=np.int64)
+    year0, starts = month_starts(int(hour_ms.min()), int(hour_ms.max()), tz)
+    months = year0 * 12 + np.searchsorted(np.asarray(starts, dtype=np.int64), hour_ms, side="right") - 1
+    return months // 12 if mode == "annual" else months
 
 
 @dataclass(frozen=True)
@@ -220,7 +222,7 @@ def instrument_rows(portfolio: InstrumentPortfolio | None, topology: SiteTopolog
     """Eligible instrument rows (certificates aggregated into lots) and the ineligible refs."""
     if portfolio is None:
         return [], []
-    off = topology.utc_offset_minutes
+    tz = topology.zone
     rows: list[InstrumentRow] = []
     ineligible: list[tuple[str, str]] = []
     for contract in portfolio.contracts:
@@ -232,17 +234,17 @@ def instrument_rows(portfolio: InstrumentPortfolio | None, topology: SiteTopolog
             ineligible.append((contract.contract_id, "no hourly settlement data"))
             continue
         for period, kwh in contract.deliveries:
-            start = int(period) if contract.granularity == "hourly" else period_start_ms(str(period), off)
+            start = int(period) if contract.granularity == "hourly" else period_start_ms(str(period), tz)
             factor = dataset.technology_factor(contract.technology, start)
             if legacy:  # legacy clause: the month's delivery at a flat profile over its hours
-                end = period_start_ms(_next_month(str(period)), off)
+                end = period_start_ms(_next_month(str(period)), tz)
                 hours = range(start, end, HOUR_MS)
                 for h in hours:
                     rows.append(InstrumentRow("contract", (contract.contract_id,), h,
-                                              int(civil_period_index(np.array([h]), mode, off)[0]),
+                                              int(civil_period_index(np.array([h]), mode, tz)[0]),
                                               float(kwh) / len(hours), contract.earmark, factor))
                 continue
-            window = int(civil_period_index(np.array([start]), mode, off)[0])
+            window = int(civil_period_index(np.array([start]), mode, tz)[0])
             rows.append(InstrumentRow("contract", (contract.contract_id,), start, window,
                                       float(kwh), contract.earmark, factor))
     lots: dict[tuple, list[str]] = {}
@@ -259,8 +261,8 @@ def instrument_rows(portfolio: InstrumentPortfolio | None, topology: SiteTopolog
             continue
         lots.setdefault((cert.generation_month, cert.technology, held.earmark), []).append(cert.serial)
     for (month, tech, earmark), serials in sorted(lots.items(), key=lambda kv: (kv[0][0], kv[0][1], kv[0][2] or "")):
-        start = period_start_ms(month, off)
-        window = int(civil_period_index(np.array([start]), mode, off)[0])
+        start = period_start_ms(month, tz)
+        window = int(civil_period_index(np.array([start]), mode, tz)[0])
         rows.append(InstrumentRow("gec", tuple(serials), start, window, GEC_KWH * len(serials),
                                   earmark, dataset.technology_factor(tech, start)))
     return rows, ineligible
@@ -279,7 +281,7 @@ def build_market_arrays(hour_ms: np.ndarray, topology: SiteTopology, tarrays: To
     Consumers are the products then one column for unallocated energy. An earmark names a
     product (that product) or a cost centre (its products).
     """
-    periods = civil_period_index(hour_ms, mode, topology.utc_offset_minutes)
+    periods = civil_period_index(hour_ms, mode, topology.zone)
     if len(periods):
         cut = np.flatnonzero(np.diff(periods)) + 1
         lo = np.concatenate(([0], cut)).astype(np.int64)

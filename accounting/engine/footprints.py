@@ -26,9 +26,9 @@ from accounting.engine.kernels_energy import HOUR_MS
 from accounting.engine.kernels_market import match_market
 from accounting.engine.results import ProductFootprint, SiteBalance
 from accounting.engine.state import LiveState
-from accounting.engine.windows import window_bounds
 from accounting.factors.dataset import FactorDataset
 from accounting.topology import SiteTopology
+from tanji.civil_calendar import window_bounds
 
 
 @dataclass(frozen=True)
@@ -86,9 +86,9 @@ class FootprintReducer:
         if self.matching_mode == "hourly":
             return lo, hi
         kind = "year" if self.matching_mode == "annual" else "month"
-        off = self.topology.utc_offset_minutes
-        start, _ = window_bounds(kind, lo * HOUR_MS, utc_offset_minutes=off)
-        _, end = window_bounds(kind, hi * HOUR_MS, utc_offset_minutes=off)
+        tz = self.topology.zone
+        start, _ = window_bounds(kind, lo * HOUR_MS, tz)
+        _, end = window_bounds(kind, hi * HOUR_MS, tz)
         return -((-start) // HOUR_MS), -((-end) // HOUR_MS) - 1
 
     def derive(self, state: LiveState, version: int, lo: int | None = None,
@@ -120,9 +120,9 @@ class FootprintReducer:
         out = ka.allocation_outputs(n, len(a.products))
         ka.allocate_hours(energy_hc, est_hc, a.allocation, out)
         hour_ms = (h_lo + np.arange(n, dtype=np.int64)) * HOUR_MS
-        off = self.topology.utc_offset_minutes
-        loc = self.dataset.location_factors(self.topology.grid_region, hour_ms, off)
-        res = self.dataset.residual_factors(self.topology.grid_region, hour_ms, off)
+        tz = self.topology.zone
+        loc = self.dataset.location_factors(self.topology.grid_region, hour_ms, tz)
+        res = self.dataset.residual_factors(self.topology.grid_region, hour_ms, tz)
         cons = np.ascontiguousarray(np.column_stack((out.energy, out.site[:, ka.SITE_UNALLOCATED])))
         m = build_market_arrays(hour_ms, self.topology, a, self.rows, self.ineligible,
                                 self.matching_mode)

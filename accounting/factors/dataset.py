@@ -14,10 +14,11 @@ import hashlib
 import json
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field, replace
-from datetime import UTC, datetime, timedelta, timezone
+from datetime import UTC, datetime
 from importlib import resources
 from pathlib import Path
 from typing import Literal
+from zoneinfo import ZoneInfo
 
 import numpy as np
 
@@ -28,6 +29,7 @@ from accounting.errors import (
     UnknownRegionError,
 )
 from accounting.factors.regions import NATIONAL
+from tanji import civil_calendar
 from tanji.methods import dataset_ref, parse_dataset_ref
 from tanji.site import UNCOVERED_RULES
 
@@ -185,13 +187,14 @@ class FactorDataset:
         return replace(self, site_province=province, uncovered_rule=uncovered_rule)
 
     def location_factors(self, grid_region: str, hour_start_ms: np.ndarray,
-                         utc_offset_minutes: int = 480) -> np.ndarray:
-        """Location-based factor (kg/kWh) of each hour, for the site's grid region."""
-        return self._lookup(self.factors[self.region_for(grid_region)], hour_start_ms,
-                            utc_offset_minutes)
+                         tz: ZoneInfo | None = None) -> np.ndarray:
+        """Location-based factor (kg/kWh) of each hour, for the site's grid region; a monthly or
+        annual factor holds from the start of its month or year in the site's zone `tz`
+        (default Beijing time, the publisher's calendar)."""
+        return self._lookup(self.factors[self.region_for(grid_region)], hour_start_ms, tz)
 
     def residual_factors(self, grid_region: str, hour_start_ms: np.ndarray,
-                         utc_offset_minutes: int = 480) -> np.ndarray | None:
+                         tz: ZoneInfo | None = None) -> np.ndarray | None:
         """Factor of each hour for uncovered energy under the site's rule (`uncovered_basis`),
         or ``None`` when it is the grid average (the location factor)."""
         basis = self.uncovered_basis(grid_region)
@@ -199,7 +202,7 @@ class FactorDataset:
             return None
         table = self.fossil_only if basis == "fossil_only" else self.residual_mix
         region = self._table_region(table, grid_region)
-        return self._lookup(table[region], hour_start_ms, utc_offset_minutes)  # type: ignore[index]
+        return self._lookup(table[region], hour_start_ms, tz)  # type: ignore[index]
 
     def technology_factor(self, technology: str, at_ms: int | None = None) -> float:
         """Factor of energy covered by an instrument: 0 for ``co2``; the life-cycle factor otherwise
@@ -223,7 +226,7 @@ class FactorDataset:
             + f"; it publishes {', '.join(known) or 'none'} (GET /api/v1/technologies)")
 
     def _lookup(self, series: Mapping[str | int, float], hour_start_ms: np.ndarray,
-                utc_offset_minutes: int) -> np.ndarray:
+                tz: ZoneInfo | None) -> np.ndarray:
         hours = np.asarray(hour_start_ms, dtype=np.int64)
         if self.granularity == "hourly":
             keys = np.fromiter((int(k) for k in series), dtype=np.int64, count=len(series))
@@ -239,7 +242,7 @@ class FactorDataset:
             return vals[pos]
         # Annual or monthly: the latest period starting at or before the hour (the most recent
         # published vintage); hours before the first period use the first one.
-        starts = np.array([period_start_ms(str(k), utc_offset_minutes) for k in series],
+        starts = np.array([period_start_ms(str(k), tz) for k in series],
                           dtype=np.int64)
         vals = np.fromiter(series.values(), dtype=np.float64, count=len(series))
         order = np.argsort(starts)
@@ -248,15 +251,13 @@ class FactorDataset:
         return vals[np.clip(pos, 0, len(vals) - 1)]
 
 
-def period_start_ms(period: str, utc_offset_minutes: int = 480) -> int:
-    """UTC epoch ms of the civil start of ``"YYYY"`` or ``"YYYY-MM"`` at the given UTC offset."""
-    parts = period.split("-")
+def period_start_ms(period: str, tz: ZoneInfo | None = None) -> int:
+    """UTC epoch ms of the civil start of ``"YYYY"`` or ``"YYYY-MM"`` in zone `tz` (default
+    Beijing time): `tanji.civil_calendar.period_start_ms`, a bad period as a dataset error."""
     try:
-        year, month = int(parts[0]), int(parts[1]) if len(parts) > 1 else 1
+        return civil_calendar.period_start_ms(period, tz or civil_calendar.civil_zone())
     except ValueError:
         raise FactorDatasetError(f"bad period {period!r}") from None
-    tz = timezone(timedelta(minutes=utc_offset_minutes))
-    return int(datetime(year, month, 1, tzinfo=tz).timestamp() * 1000)
 
 
 def _plain(table: Mapping[str, Mapping[str | int, float]]) -> dict[str, dict[str, float]]:

@@ -31,8 +31,8 @@ def grid_factors(engine: Engine, start_ms: int, end_ms: int) -> dict[str, Any]:
     ds, topo = engine.dataset, engine.topology
     first = start_ms - start_ms % HOUR_MS  # the hour containing start_ms
     hours = np.arange(first, end_ms, HOUR_MS, dtype=np.int64)[:MAX_HOURS]
-    location = ds.location_factors(topo.grid_region, hours, topo.utc_offset_minutes)
-    residual = ds.residual_factors(topo.grid_region, hours, topo.utc_offset_minutes)
+    location = ds.location_factors(topo.grid_region, hours, topo.zone)
+    residual = ds.residual_factors(topo.grid_region, hours, topo.zone)
     return {
         "dataset_id": ds.dataset_id, "dataset_version": ds.version, "publisher": ds.publisher,
         "publication_date": ds.publication_date, "source_reference": ds.source_reference,

@@ -27,6 +27,9 @@ CASES = [
     ("remainder_key: units", "remainder_key: energy", 7, "site.remainder_key", "no production line has a submeter",
      "remainder_key: units"),
     ("channel: units_total", "channel: units", 21, "products[0].counter", "has no 'units'", "units_total"),
+    ("  name: e2e", "  name: e2e\n  timezone: Asia/Beijing", 4, "site.timezone", "unknown time zone", "IANA"),
+    # energy is booked in whole UTC hours: a half-hour zone's days would not start on one
+    ("  name: e2e", "  name: e2e\n  timezone: Asia/Kolkata", 4, "site.timezone", "not whole hours", "whole-hour"),
     # A role is counted by the counters of its flows (tanji.roles): a PLC counts no grid energy.
     ("role: grid_import, profile: eastron-sdm630", "role: grid_import, profile: generic-plc-counter", 14,
      "gateways[0].meters[0].profile", "maps no counter a grid_import meter", "energy_import_kwh"),

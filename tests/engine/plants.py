@@ -55,6 +55,9 @@ def scenarios(draw, *, instruments: bool = True) -> Scenario:
     n_util = draw(st.integers(0, 2))
     n_hours = draw(st.integers(1, 6))
     mode = draw(st.sampled_from(["annual", "monthly", "hourly"]))
+    # T0 is 2025-03-01T00:00Z: in New York the first hours are still February (a month and,
+    # in monthly matching, a window boundary inside the scenario); Berlin and Beijing are in March
+    timezone = draw(st.sampled_from(["Asia/Shanghai", "America/New_York", "Europe/Berlin"]))
     poll = rng.choice([60, 300, 900])
     lines = [f"L{i}" for i in range(n_lines)]
     ccs = [CostCentre(line) for line in lines]
@@ -88,7 +91,7 @@ def scenarios(draw, *, instruments: bool = True) -> Scenario:
                                     key_uncertainty_pct=rng.choice([0.0, 3.0])))
     topo = SiteTopology(site_id=f"site-{seed}", grid_region=rng.choice(["East", "Southwest"]),
                         meters=tuple(meters), cost_centres=tuple(ccs), products=tuple(products),
-                        matching_mode=mode, remainder_key=rng.choice(["energy", "units", "fixed"]),
+                        matching_mode=mode, timezone=timezone, remainder_key=rng.choice(["energy", "units", "fixed"]),
                         remainder_shares={line: rng.uniform(0.1, 1) for line in lines},
                         remainder_key_uncertainty_pct=rng.choice([0.0, 10.0]))
     readings = []

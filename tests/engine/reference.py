@@ -10,7 +10,8 @@ from __future__ import annotations
 import math
 from collections import defaultdict
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
+from zoneinfo import ZoneInfo
 
 HOUR = 3_600_000
 
@@ -209,16 +210,16 @@ def allocate_hour(topo, chan_e, chan_x, hour):
 
 
 # ---------------------------------------------------------------- 3. factors
-def local_time(hour, offset_min):
-    return datetime(1970, 1, 1, tzinfo=UTC) + timedelta(milliseconds=hour * HOUR, minutes=offset_min)
+def local_time(hour, tz):
+    """The local wall-clock time at the start of a UTC hour, in the zone `tz` (a ZoneInfo)."""
+    return (datetime(1970, 1, 1, tzinfo=UTC) + timedelta(milliseconds=hour * HOUR)).astimezone(tz)
 
 
-def factor_for_hour(table, granularity, hour, offset_min):
+def factor_for_hour(table, granularity, hour, tz):
     """Latest published period at or before the hour (first one before it starts); hourly exact."""
     if granularity == "hourly":
         return table[hour * HOUR] if hour * HOUR in table else table[str(hour * HOUR)]
-    t = local_time(hour, offset_min)
-    tz = timezone(timedelta(minutes=offset_min))
+    t = local_time(hour, tz)
     starts = []
     for period, value in table.items():
         year, _, month = str(period).partition("-")
@@ -226,26 +227,26 @@ def factor_for_hour(table, granularity, hour, offset_min):
     starts.sort()
     chosen = starts[0][1]
     for start, value in starts:
-        if start <= t.replace(tzinfo=tz):
+        if start <= t:
             chosen = value
     return chosen
 
 
 # ---------------------------------------------------------------- 4. market-based
-def window_of(hour, mode, offset_min):
+def window_of(hour, mode, tz):
     if mode == "hourly":
         return ("h", hour)
-    t = local_time(hour, offset_min)
+    t = local_time(hour, tz)
     return ("y", t.year) if mode == "annual" else ("m", t.year, t.month)
 
 
-def window_of_period(start_ms, mode, offset_min):
-    return window_of(start_ms // HOUR, mode, offset_min)
+def window_of_period(start_ms, mode, tz):
+    return window_of(start_ms // HOUR, mode, tz)
 
 
-def month_start_ms(month, offset_min):
+def month_start_ms(month, tz):
     y, m = month.split("-")
-    return int(datetime(int(y), int(m), 1, tzinfo=timezone(timedelta(minutes=offset_min))).timestamp() * 1000)
+    return int(datetime(int(y), int(m), 1, tzinfo=tz).timestamp() * 1000)
 
 
 def instruments_list(portfolio, topo, dataset, mode, regional):
@@ -263,7 +264,7 @@ def instruments_list(portfolio, topo, dataset, mode, regional):
     out = []
     if portfolio is None:
         return out
-    off = topo.utc_offset_minutes
+    off = ZoneInfo(topo.timezone)
     for c in portfolio.contracts:
         if not ok(c.province) or (mode == "hourly" and c.granularity != "hourly"):
             continue
@@ -299,7 +300,7 @@ def market_match(topo, hours, results, instruments, pv_factor, uncovered_factor,
             kg[(h, k)] += cov[(h, k, "pv")] * pv_factor
     windows = defaultdict(list)
     for h in hours:
-        windows[window_of(h, mode, topo.utc_offset_minutes)].append(h)
+        windows[window_of(h, mode, ZoneInfo(topo.timezone))].append(h)
     used_total = 0.0
 
     def members(earmark):
@@ -359,7 +360,7 @@ def reference_footprints(topo, dataset, readings, start_ms, end_ms, *, portfolio
         return {}, {}
     hours = list(range(all_hours[0], all_hours[-1] + 1))
     results = {h: allocate_hour(topo, chan_e, chan_x, h) for h in hours}
-    off = topo.utc_offset_minutes
+    off = ZoneInfo(topo.timezone)
     region = topo.grid_region if topo.grid_region in dataset.factors else "CN"
     loc = {h: factor_for_hour(dataset.factors[region], dataset.granularity, h, off) for h in hours}
     if region in dataset.residual_mix:

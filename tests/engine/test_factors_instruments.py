@@ -23,6 +23,7 @@ from accounting.factors import (
     shipped_datasets,
 )
 from accounting.instruments import GecLedger, GreenCertificate, InstrumentPortfolio, deliverable
+from tanji.civil_calendar import civil_zone
 from tests.engine.scenarios import T0, H, worked_example_arrays, worked_example_topology
 
 
@@ -138,9 +139,10 @@ def test_unknown_channel_and_bad_readings():
 
 def test_window_bounds_local_calendar():
     at = T0 + 20 * H  # 2025-03-01T20:00Z = 2025-03-02T04:00+08:00
-    day = window_bounds("day", at)
+    tz = civil_zone("Asia/Shanghai")
+    day = window_bounds("day", at, tz)
     assert day == (T0 + 16 * H, T0 + 40 * H)
-    assert window_bounds("shift", at) == (T0 + 16 * H, T0 + 24 * H)
-    assert window_bounds("hour", at + 5) == (at, at + H)
-    lo, hi = window_bounds("month", at)
+    assert window_bounds("shift", at, tz) == (T0 + 16 * H, T0 + 24 * H)
+    assert window_bounds("hour", at + 5, tz) == (at, at + H)
+    lo, hi = window_bounds("month", at, tz)
     assert (hi - lo) // H == 31 * 24
