@@ -26,7 +26,7 @@ def _meter(m: SiteMeter) -> Meter:
     """The counters the meter's role brings (`tanji.roles`), and a PLC's batch number."""
     names = [r.name for r in m.profile.registers]
     counters = counters_for(m.role, names)
-    channels = [n for n in names if n in counters]
+    channels = list(m.counters)
     if m.role == "production_counter" and BATCH_ID in names:
         channels.append(BATCH_ID)
     # The engine has one rollover per meter: that of its first counter (in catalogue order) that wraps.
@@ -45,6 +45,7 @@ def _meter(m: SiteMeter) -> Meter:
         max_power_kw=0.0 if math.isinf(max_power) else float(max_power),
         accuracy_class_pct=m.profile.accuracy_pct,
         poll_period_s=m.poll_period_s,
+        replacements=m.replacements,
     )
 
 

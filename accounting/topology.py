@@ -21,6 +21,7 @@ from accounting.errors import TopologyError
 from tanji.civil_calendar import DEFAULT_TIMEZONE, civil_zone, whole_hour_zone
 from tanji.methods import MATCHING_MODES, SHARING_KEYS
 from tanji.quantities import BATCH_ID, COUNTED, ENERGY_COUNTERS, PRODUCTION_COUNTERS
+from tanji.replacements import MeterReplacement
 from tanji.roles import METER_ROLES
 
 #: Cumulative energy drawn from the network side of a meter (kWh).
@@ -69,6 +70,8 @@ class Meter:
     max_power_kw: float = 0.0
     accuracy_class_pct: float = 1.0
     poll_period_s: float = 60.0
+    #: Recorded replacements of the meter, by time (``tanji.replacements``).
+    replacements: tuple[MeterReplacement, ...] = ()
 
     @property
     def counter_channels(self) -> tuple[str, ...]:
@@ -200,6 +203,7 @@ class SiteTopology:
                 raise TopologyError(f"submeter {m.meter_id!r}: unknown cost centre {m.cost_centre!r}")
             if m.rollover_kwh < 0 or m.max_power_kw < 0 or m.poll_period_s <= 0:
                 raise TopologyError(f"meter {m.meter_id!r}: negative limits or poll period")
+            _check_replacements(m)
         meters = {m.meter_id: m for m in self.meters}
         for p in self.products:
             if p.line not in production:
@@ -227,3 +231,23 @@ def _check_shares(owner: str, key: str, shares: dict[str, float], production: se
             raise TopologyError(f"{owner}: negative share for {target!r}")
     if key == "fixed" and sum(shares.values()) <= 0:
         raise TopologyError(f"{owner}: the fixed key needs positive shares")
+
+
+def _check_replacements(m: Meter) -> None:
+    """Records in time order, each naming the same counter channels of the meter on both sides
+    with finite, non-negative register values."""
+    last = None
+    for r in m.replacements:
+        if last is not None and r.at_ms <= last:
+            raise TopologyError(f"meter {m.meter_id!r}: replacements must be in time order, one per instant")
+        last = r.at_ms
+        if not r.old_final or set(r.old_final) != set(r.new_initial):
+            raise TopologyError(f"meter {m.meter_id!r}: replacement at {r.at_ms} must give old_final and "
+                                "new_initial of the same channels")
+        for channel, value in (*r.old_final.items(), *r.new_initial.items()):
+            if channel not in m.counter_channels:
+                raise TopologyError(f"meter {m.meter_id!r}: replacement names {channel!r}, not one of its "
+                                    f"counters {list(m.counter_channels)}")
+            if not 0.0 <= value < float("inf"):
+                raise TopologyError(f"meter {m.meter_id!r}: replacement reading {value!r} of {channel} "
+                                    "is not a finite, non-negative register value")

@@ -129,6 +129,13 @@ class SimulatedDevice:
                 if kind == "counter_reset":
                     for name in self.model.counter_names:
                         self.model.set_shown(name, params["value"])
+                elif kind == "replace":
+                    # What the technician writes down: the old meter's displays as it comes
+                    # out, the new one's as it goes in (docs/accounting.md, meter replacements).
+                    params = {**params, "old_final": {n: self.model.shown(n) for n in self.model.counter_names},
+                              "new_initial": dict.fromkeys(self.model.counter_names, float(params["initial"]))}
+                    for name in self.model.counter_names:
+                        self.model.set_shown(name, params["initial"])
                 elif kind == "rollover":
                     self._preset_near_wrap(int(params["margin"]))
                 else:

@@ -5,7 +5,9 @@ every answer: `offline` (no answer at all: the poller times out), `slow` (answer
 `delay_s` real seconds), `exception` (a Modbus exception response, `code`, with
 `probability`), `garbage` (with `probability`, one value of an answer is random words).
 Events happen once and change the device's state: `counter_reset` (meter replaced or PLC
-restarted: counters start again from `value`), `rollover` (counters preset `margin` raw
+restarted: counters start again from `value`), `replace` (the meter swapped for one whose
+counters read `initial`; the event records both meters' readings, the replacement record a
+technician writes down), `rollover` (counters preset `margin` raw
 increments below their wrap value, so they wrap shortly), `clock_jump` (the device clock
 moves by `seconds`; see DeviceModel.jump_clock).
 """
@@ -23,6 +25,7 @@ CONDITIONS: dict[str, dict[str, Any]] = {
 }
 EVENTS: dict[str, dict[str, Any]] = {
     "counter_reset": {"value": 0.0},
+    "replace": {"initial": 0.0},
     "rollover": {"margin": 10},
     "clock_jump": {"seconds": 3600.0},
 }

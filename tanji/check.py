@@ -19,6 +19,7 @@ import argparse
 import importlib
 import sys
 from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
 
 from tanji.cli import EXIT_CONFIG
@@ -132,6 +133,7 @@ def check(names: list[str], profiles_dir: str | Path = PROFILES_DIR) -> _Report:
                 report.lines.append(f"{path}: site {site.id} OK: {len(site.gateways)} gateways, "
                                     f"{len(site.meters)} meters, {len(site.cost_centres)} cost centres, "
                                     f"{len(site.products)} products")
+                report.lines.extend(_replacement_lines(path, site))
             elif kind == "scenario":
                 scenario = _part_parser(kind)(root, path.parent)
                 report.lines.append(f"{path}: scenario of site {scenario.site.id} OK")
@@ -139,6 +141,19 @@ def check(names: list[str], profiles_dir: str | Path = PROFILES_DIR) -> _Report:
             report.fail(exc)
     _check_across(sites, report)
     return report
+
+
+def _replacement_lines(path: Path, site: Site) -> list[str]:
+    """One line per recorded meter replacement, in the site's time: what the engine will book
+    across it (docs/accounting.md §1)."""
+    tz = site.zone
+    out = []
+    for m in site.meters:
+        for r in m.replacements:
+            when = datetime.fromtimestamp(r.at_ms / 1000, tz).isoformat()
+            regs = "; ".join(f"{c} {r.old_final[c]:g} -> {r.new_initial[c]:g}" for c in r.old_final)
+            out.append(f"{path}:   meter {m.id} replaced at {when}: {regs} (old final -> new initial)")
+    return out
 
 
 def run(args: argparse.Namespace) -> int:

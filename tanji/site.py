@@ -21,6 +21,7 @@ from tanji.gateway_keys import RegisteredKey, key_id, parse_public_key
 from tanji.methods import MATCHING_MODES, SHARING_KEYS
 from tanji.profile import PROFILES_DIR, MeterProfile, load_profiles
 from tanji.quantities import counters_of
+from tanji.replacements import MeterReplacement
 from tanji.roles import METER_ROLES, ROLE_FLOWS, counters_for
 
 CENTRE_KINDS = ("production", "utility")
@@ -118,6 +119,15 @@ class Meter:
     # DL/T 645 meters: the 12-digit address (nameplate number); Modbus meters use unit_id.
     address: str | None = None
     endpoint: str | None = None
+    # Recorded replacements of the physical meter, by time (docs/accounting.md §1).
+    replacements: tuple[MeterReplacement, ...] = ()
+
+    @property
+    def counters(self) -> tuple[str, ...]:
+        """The counter registers this meter is counted by (its role's, among its profile's)."""
+        names = [r.name for r in self.profile.registers]
+        wanted = counters_for(self.role, names)
+        return tuple(n for n in names if n in wanted)
 
     @property
     def protocol(self) -> str:
@@ -350,7 +360,7 @@ def _endpoint(section: Section) -> Endpoint:
 
 
 def _meter(section: Section, gateway_id: str, profiles: dict[str, MeterProfile], buses: set[str],
-           endpoints: dict[str, Endpoint] | None = None) -> Meter:
+           endpoints: dict[str, Endpoint] | None = None, tz: ZoneInfo | None = None) -> Meter:
     endpoints = endpoints or {}
     meter_id = _check_id(section, "id")
     model = section.get("profile", str)
@@ -396,6 +406,8 @@ def _meter(section: Section, gateway_id: str, profiles: dict[str, MeterProfile],
         address=_dlt645_address(section, profiles[model]),
         endpoint=endpoint,
     )
+    if "replacements" in section:
+        meter = replace(meter, replacements=_replacements(section, meter, tz or ZoneInfo("UTC")))
     section.reject_unknown()
     if meter.protocol == "dlt645" and transport == "tcp" and (
             endpoint is None or endpoints[endpoint].framing != "rtu"):
@@ -410,6 +422,58 @@ def _meter(section: Section, gateway_id: str, profiles: dict[str, MeterProfile],
         raise section.error("cost_centre", "a submeter must name the cost centre it measures",
                             "add cost_centre: <id from cost_centres:>")
     return meter
+
+
+def _replacements(section: Section, meter: Meter, tz: ZoneInfo) -> tuple[MeterReplacement, ...]:
+    """The meter's recorded replacements: when the new meter went in, the old one's last
+    register readings and the new one's first, per counter register."""
+    records = []
+    for r in section.sections("replacements"):
+        at = _instant_ms(r, "at", tz)
+        if at is None:
+            raise r.error("at", "a replacement needs the time the new meter went in",
+                          "add e.g. at: 2026-07-01T10:30:00 (site time) or with its offset, +08:00")
+        old = _register_readings(r, "old_final", meter)
+        new = _register_readings(r, "new_initial", meter)
+        if set(old) != set(new):
+            raise r.error("new_initial", f"old_final gives {', '.join(sorted(old))}, new_initial gives "
+                          f"{', '.join(sorted(new))}", "give the old and the new meter's readings of the same registers")
+        r.get("note", str, "")
+        r.reject_unknown()
+        records.append((r, MeterReplacement(at, old, new)))
+    records.sort(key=lambda item: item[1].at_ms)
+    for (first, a), (second, b) in zip(records, records[1:], strict=False):
+        if a.at_ms == b.at_ms:
+            raise second.error("at", f"two replacements of meter {meter.id} at the same time (the other at "
+                               f"{first.file}:{first.line_of('at')})", "record each replacement once")
+    return tuple(record for _, record in records)
+
+
+def _register_readings(r: Section, key: str, meter: Meter) -> dict[str, float]:
+    """A register reading as Tanji reads it (kWh after CT/VT ratios, or units): a number for a
+    meter counted by one register, else a mapping register → reading."""
+    counters = meter.counters
+    example = ", ".join(f"{c}: 1234.5" for c in counters)
+    value = r.get(key, (float, Section), fix=f"add {key}: the register reading, or {{{example}}}")
+    if not isinstance(value, Section):
+        if len(counters) != 1:
+            raise r.error(key, f"meter {meter.id} is counted by {', '.join(counters)}: say which reading is which",
+                          f"write {key}: {{{example}}}")
+        readings = {counters[0]: value}
+    else:
+        readings = {}
+        for channel in value:
+            if channel not in counters:
+                raise value.error(channel, f"meter {meter.id} has no counter {channel}",
+                                  f"use one of: {', '.join(counters)}")
+            readings[channel] = value.number(channel)
+        if not readings:
+            raise r.error(key, "no register readings given", f"write {key}: {{{example}}}")
+    for channel, reading in readings.items():
+        if not (math.isfinite(reading) and reading >= 0):
+            raise r.error(key, f"{channel} reading {reading!r} is not a register value (finite, >= 0)",
+                          "copy the reading from the meter's display or the commissioning record")
+    return readings
 
 
 def _unique(sections: list[Section], ids: list[str], what: str) -> None:
@@ -496,7 +560,7 @@ def _gateway(section: Section, profiles: dict[str, MeterProfile], tz: ZoneInfo |
     _unique(endpoint_sections, [e.id for e in endpoints], "endpoint")
     endpoint_ids = {e.id: e for e in endpoints}
     meter_sections = section.sections("meters")
-    meters = tuple(_meter(m, gateway_id, profiles, bus_ids, endpoint_ids) for m in meter_sections)
+    meters = tuple(_meter(m, gateway_id, profiles, bus_ids, endpoint_ids, tz) for m in meter_sections)
     _check_shared_lines(meter_sections, meters)
     gateway = Gateway(
         id=gateway_id,

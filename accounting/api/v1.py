@@ -107,7 +107,7 @@ def meters(svc: Service, site: SiteParam = None) -> list[dict[str, Any]]:
 def meter_flags(svc: Service, meter: Annotated[str, Path(max_length=64)], site: SiteParam = None,
                 window: WindowParam = None, start: StartParam = None, end: EndParam = None) -> dict[str, Any]:
     """Per counter channel: every reading the energy step flagged (`rollover`, `counter_reset`,
-    `implausible`, `gap_spread`, `rebased`; docs/accounting.md) with its value, how many usable
+    `implausible`, `gap_spread`, `rebased`, `replaced`; docs/accounting.md) with its value, how many usable
     readings the period holds, and the hours whose readings carry a flag. The period is a
     window or start/end as for footprints (default: the current local day), at most 31 days."""
     owners = [s for s in selected_sites(svc, site) if any(m.id == meter for m in s.meters)]

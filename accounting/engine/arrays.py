@@ -149,8 +149,27 @@ def build_topology_arrays(topology: SiteTopology, gap_polls: float = 3.0) -> Top
     )
     return TopologyArrays(channels=channels, cost_centres=ccs, products=products,
                           poll_period_array=poll,
-                          channel_params=ChannelParams(rollover, max_rate, gap_ms),
+                          channel_params=ChannelParams(rollover, max_rate, gap_ms,
+                                                       *_replacement_arrays(channels, by_id)),
                           allocation=allocation)
+
+
+def _replacement_arrays(channels: KeyIndex, meters: dict) -> tuple[np.ndarray, ...]:
+    """``ChannelParams``' ``rep_ptr, rep_at, rep_old, rep_new``: each channel's recorded meter
+    replacements (those of its meter that name it), in time order."""
+    ptr = [0]
+    at: list[int] = []
+    old: list[float] = []
+    new: list[float] = []
+    for meter_id, channel in channels.keys:
+        for r in meters[meter_id].replacements:
+            if channel in r.old_final:
+                at.append(r.at_ms)
+                old.append(r.old_final[channel])
+                new.append(r.new_initial[channel])
+        ptr.append(len(at))
+    return (np.array(ptr, np.int64), np.array(at, np.int64), np.array(old, np.float64),
+            np.array(new, np.float64))
 
 
 def civil_period_index(hour_ms: np.ndarray, mode: str, tz: ZoneInfo) -> np.ndarray:

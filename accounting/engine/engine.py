@@ -21,7 +21,7 @@ from accounting.engine import checkpoint as cp
 from accounting.engine.arrays import KeyIndex, build_topology_arrays, instrument_rows
 from accounting.engine.batches import BatchLog
 from accounting.engine.footprints import FootprintReducer, add_span
-from accounting.engine.kernels_energy import HOUR_MS, NO_TS, counter_to_hours
+from accounting.engine.kernels_energy import HOUR_MS, NO_TS, counter_to_hours_replaced
 from accounting.engine.live import CounterFeed, sort_batch
 from accounting.engine.results import FootprintResult, IngestSummary, ProductFootprint, SiteBalance
 from accounting.engine.settings import EngineSettings
@@ -322,8 +322,11 @@ class Engine:
             origin = int(ts[0]) // HOUR_MS
             n = int(ts[-1]) // HOUR_MS - origin + 1
             p = self._arrays.channel_params
-            counter_to_hours(ts, val, flags, 0, len(ts), float(p.rollover[c]), float(p.max_rate[c]),
-                             int(p.gap_ms[c]), origin, origin, np.zeros(n), np.zeros(n))
+            r = slice(int(p.rep_ptr[c]), int(p.rep_ptr[c + 1]))
+            counter_to_hours_replaced(ts, val, flags, 0, len(ts), float(p.rollover[c]),
+                                      float(p.max_rate[c]), int(p.gap_ms[c]), origin, origin,
+                                      np.zeros(n), np.zeros(n), p.rep_at[r], p.rep_old[r],
+                                      p.rep_new[r])
         return flags[first:]
 
     def footprints(self, start_ms: int | None = None, end_ms: int | None = None, *,

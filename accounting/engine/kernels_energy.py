@@ -53,9 +53,13 @@ FLAG_READ = 16
 #: there past the gap threshold: nothing is booked for the step, the baseline re-anchors on the
 #: reading (ACCOUNTING.md section 1, "rebased"; an alarm).
 FLAG_REBASED = 32
+#: The interval spans a recorded meter replacement: booked exactly as (old final - baseline) +
+#: (reading - new initial) (ACCOUNTING.md section 1). With ``FLAG_REBASED`` as well, the record
+#: does not fit the readings (that sum is negative): nothing booked, baseline re-anchored.
+FLAG_REPLACED = 64
 #: The names ACCOUNTING.md section 1 gives the flags (API and documents show these).
 FLAG_NAMES = {FLAG_ROLLOVER: "rollover", FLAG_COUNTER_RESET: "counter_reset", FLAG_IMPLAUSIBLE: "implausible",
-              FLAG_GAP_SPREAD: "gap_spread", FLAG_REBASED: "rebased"}
+              FLAG_GAP_SPREAD: "gap_spread", FLAG_REBASED: "rebased", FLAG_REPLACED: "replaced"}
 
 
 def flag_names(bits: int) -> list[str]:
@@ -98,11 +102,23 @@ COUNTS = 4
 
 class ChannelParams(NamedTuple):
     """Per counter channel, from the topology: rollover value, plausible maximum rate per hour
-    (0 disables), gap threshold (ms)."""
+    (0 disables), gap threshold (ms), and the recorded meter replacements: channel ``c`` owns
+    ``rep_at/rep_old/rep_new[rep_ptr[c]:rep_ptr[c + 1]]`` (time, old meter's final reading, new
+    meter's initial reading; sorted by time)."""
 
     rollover: np.ndarray
     max_rate: np.ndarray
     gap_ms: np.ndarray
+    rep_ptr: np.ndarray
+    rep_at: np.ndarray
+    rep_old: np.ndarray
+    rep_new: np.ndarray
+
+
+def no_replacements(n_channels: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """``ChannelParams``' replacement fields of ``n_channels`` channels without any."""
+    return (np.zeros(n_channels + 1, np.int64), np.zeros(0, np.int64), np.zeros(0, np.float64),
+            np.zeros(0, np.float64))
 
 
 class ChannelState(NamedTuple):
@@ -288,11 +304,32 @@ def _anchors(run: np.ndarray, runf: np.ndarray, t: int, c: int, anc_ts: np.ndarr
 
 
 @numba.njit(cache=True, inline="always")
-def _delta(v: float, pv: float, dt: int, rollover: float, max_rate: float,
-           gap_ms: int) -> tuple[float, int]:
-    """The delta of a reading ``v`` after the baseline ``pv``, ``dt`` ms later, and its flag:
-    ``FLAG_IMPLAUSIBLE`` alone means rejected (the baseline stays); ``FLAG_REBASED`` books
-    nothing and moves the baseline (the rebase rule needs a plausible maximum rate)."""
+def _delta(v: float, pv: float, pt: int, dt: int, rollover: float, max_rate: float,
+           gap_ms: int, rep_at: np.ndarray, rep_old: np.ndarray, rep_new: np.ndarray,
+           r0: int, r1: int) -> tuple[float, int]:
+    """The delta of a reading ``v`` after the baseline ``pv`` (at ``pt``), ``dt`` ms later, and
+    its flag: ``FLAG_IMPLAUSIBLE`` alone means rejected (the baseline stays); ``FLAG_REBASED``
+    books nothing and moves the baseline (the rebase rule needs a plausible maximum rate).
+    Replacements ``r0..r1`` of ``rep_*`` are the channel's recorded meter replacements."""
+    if r1 > r0 and rep_at[r0] <= pt + dt and rep_at[r1 - 1] > pt:
+        # A recorded replacement in (pt, t]: the register of the old meter counted from the
+        # baseline to its final reading, the new one from its initial reading to v; exact
+        # whatever the registers' order (a new register above the old baseline is no step).
+        d = 0.0
+        base = pv
+        hit = False
+        for j in range(r0, r1):
+            if pt < rep_at[j] <= pt + dt:
+                d += rep_old[j] - base
+                base = rep_new[j]
+                hit = True
+        if hit:
+            d += v - base
+            if d < 0.0:  # the record does not fit the readings: book nothing, as a rebase would
+                return 0.0, FLAG_REBASED | FLAG_REPLACED
+            if dt > gap_ms:
+                return d, FLAG_REPLACED | FLAG_GAP_SPREAD
+            return d, FLAG_REPLACED
     flag = 0
     if v >= pv:
         d = v - pv
@@ -321,7 +358,8 @@ def _delta(v: float, pv: float, dt: int, rollover: float, max_rate: float,
 
 @numba.njit(cache=True, inline="always")
 def _step(t: int, v: float, k: int, rfl: np.ndarray, c: int, rollover: float, max_rate: float,
-          gap_ms: int, energy: np.ndarray, est: np.ndarray, flags: np.ndarray,
+          gap_ms: int, rep_at: np.ndarray, rep_old: np.ndarray, rep_new: np.ndarray, r0: int,
+          r1: int, energy: np.ndarray, est: np.ndarray, flags: np.ndarray,
           anc_ts: np.ndarray, anc_val: np.ndarray, origin: int, run: np.ndarray,
           runf: np.ndarray, scratch: np.ndarray) -> None:
     """Process one reading (the single definition of ACCOUNTING.md section 1's step)."""
@@ -335,7 +373,8 @@ def _step(t: int, v: float, k: int, rfl: np.ndarray, c: int, rollover: float, ma
         rfl[k] = 0
         _flag(run, t, 0, c, energy, est, flags, origin, scratch)
         return
-    d, flag = _delta(v, runf[F_PREV_V], t - pt, rollover, max_rate, gap_ms)
+    d, flag = _delta(v, runf[F_PREV_V], pt, t - pt, rollover, max_rate, gap_ms, rep_at, rep_old,
+                     rep_new, r0, r1)
     rfl[k] = flag
     if flag == FLAG_IMPLAUSIBLE:
         _flag(run, t, FLAG_IMPLAUSIBLE, c, energy, est, flags, origin, scratch)
@@ -353,13 +392,14 @@ def _step(t: int, v: float, k: int, rfl: np.ndarray, c: int, rollover: float, ma
 
 @numba.njit(cache=True, inline="always")
 def _simple(t: int, v: float, pt: int, pv: float, rollover: float, max_rate: float,
-            gap_ms: int, energy: np.ndarray, est: np.ndarray, flags: np.ndarray, i: int,
+            gap_ms: int, rep_at: np.ndarray, rep_old: np.ndarray, rep_new: np.ndarray, r0: int,
+            r1: int, energy: np.ndarray, est: np.ndarray, flags: np.ndarray, i: int,
             c: int) -> int:
     """``_step`` for the common reading, without its general machinery: the caller has checked
     that the baseline ``pt`` and ``t`` lie in one hour (row ``i``) and that no anchor, sweep or
     convergence check is due there. Then ``_step``'s spread and flag both land in that row,
     and this does exactly what they would. Returns the reading's flag."""
-    d, flag = _delta(v, pv, t - pt, rollover, max_rate, gap_ms)
+    d, flag = _delta(v, pv, pt, t - pt, rollover, max_rate, gap_ms, rep_at, rep_old, rep_new, r0, r1)
     if flag == FLAG_IMPLAUSIBLE:
         flags[i, c] |= FLAG_IMPLAUSIBLE | FLAG_READ
         return flag
@@ -380,6 +420,7 @@ def run_readings(ts: np.ndarray, val: np.ndarray, rfl: np.ndarray, k0: int, k1: 
     energy, est, flags = hours.energy, hours.est, hours.flags
     anc_ts, anc_val, origin = hours.anc_ts, hours.anc_val, hours.origin
     rollover, max_rate, gap_ms = p.rollover[c], p.max_rate[c], p.gap_ms[c]
+    rep_at, rep_old, rep_new, r0, r1 = p.rep_at, p.rep_old, p.rep_new, p.rep_ptr[c], p.rep_ptr[c + 1]
     clip, stop, sweep = run[R_CLIP], run[R_STOP], run[R_SWEEP]
     # the run's state in locals between general steps (written back before each and at the end)
     pt, pv, nxt, zeroed = run[R_PREV_T], runf[F_PREV_V], run[R_NEXT_ANCHOR], run[R_ZEROED]
@@ -398,8 +439,8 @@ def run_readings(ts: np.ndarray, val: np.ndarray, rfl: np.ndarray, k0: int, k1: 
             h_end = h_start + HOUR_MS
         if (fast and pt != NO_TS and pt >= h_start and t <= h_end and nxt > h
                 and clip <= h < stop and (sweep == 0 or h < zeroed)):
-            flag = _simple(t, v, pt, pv, rollover, max_rate, gap_ms, energy, est, flags,
-                           h - origin, c)
+            flag = _simple(t, v, pt, pv, rollover, max_rate, gap_ms, rep_at, rep_old, rep_new, r0,
+                           r1, energy, est, flags, h - origin, c)
             rfl[k] = flag
             if h < lo:
                 lo = h
@@ -412,8 +453,8 @@ def run_readings(ts: np.ndarray, val: np.ndarray, rfl: np.ndarray, k0: int, k1: 
             continue
         run[R_PREV_T] = pt
         runf[F_PREV_V] = pv
-        _step(t, v, k, rfl, c, rollover, max_rate, gap_ms, energy, est, flags, anc_ts, anc_val,
-              origin, run, runf, scratch)
+        _step(t, v, k, rfl, c, rollover, max_rate, gap_ms, rep_at, rep_old, rep_new, r0, r1,
+              energy, est, flags, anc_ts, anc_val, origin, run, runf, scratch)
         pt, pv, nxt, zeroed = run[R_PREV_T], runf[F_PREV_V], run[R_NEXT_ANCHOR], run[R_ZEROED]
         stop = run[R_STOP]
         fast = run[R_DRAIN] == 0
@@ -569,8 +610,9 @@ def _late_group(g: int, k0: int, k1: int, c: int, ts: np.ndarray, val: np.ndarra
 @numba.njit(cache=True)
 def _slow_step(t: int, v: float, k: int, bfl: np.ndarray, c: int, p: ChannelParams,
                hours: Hours, run: np.ndarray, runf: np.ndarray) -> None:
-    _step(t, v, k, bfl, c, p.rollover[c], p.max_rate[c], p.gap_ms[c], hours.energy, hours.est,
-          hours.flags, hours.anc_ts, hours.anc_val, hours.origin, run, runf, np.empty(0))
+    _step(t, v, k, bfl, c, p.rollover[c], p.max_rate[c], p.gap_ms[c], p.rep_at, p.rep_old,
+          p.rep_new, p.rep_ptr[c], p.rep_ptr[c + 1], hours.energy, hours.est, hours.flags,
+          hours.anc_ts, hours.anc_val, hours.origin, run, runf, np.empty(0))
 
 
 @numba.njit(cache=True)
@@ -623,7 +665,8 @@ def feed_channels(starts: np.ndarray, ch: np.ndarray, ts: np.ndarray, val: np.nd
                 h_start = h * HOUR_MS
                 h_end = h_start + HOUR_MS
             if pt != NO_TS and pt >= h_start and t <= h_end and nxt > h:
-                flag = _simple(t, v, pt, pv, p.rollover[c], max_rate[c], gap_ms[c], energy,
+                flag = _simple(t, v, pt, pv, p.rollover[c], max_rate[c], gap_ms[c], p.rep_at,
+                               p.rep_old, p.rep_new, p.rep_ptr[c], p.rep_ptr[c + 1], energy,
                                est, flags, h - origin, c)
                 bfl[k] = flag
                 if h < lo:
@@ -693,15 +736,30 @@ def counter_to_hours(ts: np.ndarray, val: np.ndarray, flags: np.ndarray, start: 
     ``ts[start]`` is the baseline. ``flags[k]`` is rewritten for ``k > start``. Energy is added
     to ``energy_row[h - hour_origin]`` for hours ``h >= hour_clip``. ``max_rate_per_h <= 0``
     disables the plausibility check; ``rollover <= 0`` means no wrap. The same step as the
-    engine's (``_step``), over one channel's rows.
+    engine's (``_step``), over one channel's rows, for a channel without recorded replacements
+    (``counter_to_hours_replaced`` takes them).
     """
+    return counter_to_hours_replaced(ts, val, flags, start, stop, rollover, max_rate_per_h, gap_ms,
+                                     hour_origin, hour_clip, energy_row, est_row,
+                                     np.zeros(0, np.int64), np.zeros(0), np.zeros(0))
+
+
+@numba.njit(cache=True)
+def counter_to_hours_replaced(ts: np.ndarray, val: np.ndarray, flags: np.ndarray, start: int,
+                              stop: int, rollover: float, max_rate_per_h: float, gap_ms: int,
+                              hour_origin: int, hour_clip: int, energy_row: np.ndarray,
+                              est_row: np.ndarray, rep_at: np.ndarray, rep_old: np.ndarray,
+                              rep_new: np.ndarray) -> int:
+    """``counter_to_hours`` for a channel with recorded meter replacements (``rep_at`` sorted:
+    time, old meter's final reading, new meter's initial reading)."""
     if stop - start < 1:
         return 0
     n = energy_row.shape[0]
     hours = Hours(energy_row.reshape(n, 1), est_row.reshape(n, 1), np.zeros((n, 1), np.uint8),
                   np.zeros((n, 1), np.int64), np.zeros((n, 1), np.float64), hour_origin)
     p = ChannelParams(np.array([rollover]), np.array([max_rate_per_h]),
-                      np.array([gap_ms], np.int64))
+                      np.array([gap_ms], np.int64), np.array([0, rep_at.shape[0]], np.int64),
+                      rep_at, rep_old, rep_new)
     run = np.empty(RUN_INTS, np.int64)
     runf = np.empty(RUN_FLOATS, np.float64)
     reset_run(run, runf)

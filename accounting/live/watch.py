@@ -14,7 +14,8 @@ spool holds readings older than a minute, or its spool alarm is up); an hour who
 is negative beyond the meters' accuracy (the engine's site-balance alarm); a counter that went
 backwards (reset, meter swap, PLC restarted from a stale value) or jumped implausibly (more
 than its meter's plausible maximum rate). The last three are events: they stay active until
-someone acknowledges them.
+someone acknowledges them. A step across a recorded meter replacement (the site file's
+`replacements:`) is booked exactly by the engine: it is a change (`meter_replaced`), no alarm.
 
 The thresholds are the engine's: a gap is longer than `gap_polls` poll periods, an implausible
 jump implies more than the meter's `max_power_kw` (units per hour for a PLC), a counter drop
@@ -39,6 +40,7 @@ from accounting.site_topology import site_topology
 from accounting.store.alarms import AlarmStore
 from accounting.store.base import StoredReading
 from accounting.topology import Meter
+from tanji.replacements import MeterReplacement
 from tanji.site import Site
 
 log = logging.getLogger(__name__)
@@ -132,12 +134,15 @@ class PlantWatch:
                         self._line_edge(site_id, seen.meter, running > 0, r.ts_ms)
                     seen.running = running
                 counters = seen.counters
+                replaced = _replaced_between(seen.meter, last, r.ts_ms)
+                if replaced is not None:
+                    self._replaced(site_id, seen.meter, replaced, r.ts_ms)
                 for i, channel in enumerate(seen.channels):
                     value = values.get(channel)
                     if value is None:
                         continue
                     before = counters[i]
-                    if before is not None and last is not None:
+                    if before is not None and last is not None and (replaced is None or channel not in replaced.old_final):
                         if value < before:
                             self._step_back(site_id, seen.meter, channel, before, float(value), r.ts_ms)
                         elif seen.meter.max_power_kw > 0 and (value - before - seen.steps[i]) * HOUR_MS > \
@@ -192,6 +197,15 @@ class PlantWatch:
         self.store.raise_alarm(site_id, "counter_step_back", subject, severity="warning", latching=True,
                                message=message, detail=detail, now_ms=ts_ms)
         self.store.record_change(site_id, "counter_step_back", subject, message, detail, ts_ms=ts_ms)
+
+    def _replaced(self, site_id: str, meter: Meter, r: MeterReplacement, ts_ms: int) -> None:
+        """A recorded replacement between two readings: the engine books the step exactly, so
+        the step is a change to note, not an alarm."""
+        regs = ", ".join(f"{c} {r.old_final[c]:,.3f} → {r.new_initial[c]:,.3f}" for c in r.old_final)
+        self.store.record_change(site_id, "meter_replaced", meter.meter_id,
+                                 f"{meter.meter_id} replaced as recorded ({regs}): booked from the record",
+                                 {"meter": meter.meter_id, "at_ms": r.at_ms, "old_final": r.old_final,
+                                  "new_initial": r.new_initial}, ts_ms=ts_ms)
 
     def _gap_ms(self, site_id: str, meter: Meter) -> float:
         try:
@@ -319,6 +333,17 @@ _RATIOS = {"none": lambda m: 1.0, "ct": lambda m: m.ct_ratio, "vt": lambda m: m.
 #: The channel whose register wrap the topology records (`Meter.rollover_kwh`, see
 #: accounting/site_topology.py), by "is a production counter".
 _PRIMARY = {False: "energy_import_kwh", True: "units_total"}
+
+
+def _replaced_between(meter: Meter, last: int | None, ts_ms: int) -> MeterReplacement | None:
+    """The meter's last recorded replacement in (last, ts_ms], if any."""
+    if not meter.replacements or last is None:
+        return None
+    found = None
+    for r in meter.replacements:
+        if last < r.at_ms <= ts_ms:
+            found = r
+    return found
 
 
 def _number(value: object) -> float | None:

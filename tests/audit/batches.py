@@ -69,14 +69,19 @@ def plant_site(tmp_path: Path, mode: str = "required") -> tuple[Path, Site, Sign
 
 
 def plant_payloads(tmp_path: Path, key: SigningKey | None, hours: int = 2, step_s: int = 60,
-                   per_batch: int = 30, start_ms: int = T0) -> list[bytes]:
-    """Signed batches of the plant site's three meters every `step_s` for `hours` (steady load)."""
+                   per_batch: int = 30, start_ms: int = T0, incomer_replaced_at: int | None = None) -> list[bytes]:
+    """Signed batches of the plant site's three meters every `step_s` for `hours` (steady load).
+    With `incomer_replaced_at` (a poll number), the incomer is replaced 1 kWh after that poll's
+    predecessor by a meter reading 6.0 (`INCOMER_REPLACEMENT`): the same load, other registers."""
     spool = Spool(tmp_path / f"plant-{start_ms}.sqlite", signer=key, site="test-site", gateway="gw-1")
     out = []
     n = hours * 3600 // step_s + 1
     for i in range(n):
         ts = start_ms + i * step_s * 1000
-        spool.add([Reading("incomer", ts, "good", {"energy_import_kwh": 1000.0 + i * 2.0, "power_kw": 120.0}),
+        kwh = 1000.0 + i * 2.0
+        if incomer_replaced_at is not None and i >= incomer_replaced_at:
+            kwh = 7.0 + (i - incomer_replaced_at) * 2.0  # old final: 1 kWh on; new initial 6.0
+        spool.add([Reading("incomer", ts, "good", {"energy_import_kwh": kwh, "power_kw": 120.0}),
                    Reading("line-a-meter", ts, "good", {"energy_import_kwh": 500.0 + i * 1.5, "power_kw": 90.0}),
                    Reading("plc-a", ts, "good", {"units_total": 100 + i * 3})])
     while (batch := spool.next_batch(per_batch)) is not None:

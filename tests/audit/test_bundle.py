@@ -124,3 +124,48 @@ def test_an_unsigned_batch_travels_as_its_record_only():
     b = StoredBatch("test-site", "gw-1", 7, "ab" * 32, None, None, None, None, T0, T0 + 2000, 3, T0 + 5000, b"")
     back = parse_batch_line(batch_line(b))
     assert (back.seq, back.sig, back.n, back.min_ts_ms, back.max_ts_ms, back.readings) == (7, None, 3, T0, T0 + 2000, b"")
+
+
+def test_a_recorded_meter_replacement_travels_in_the_bundle_and_verifies(tmp_path):
+    """The incomer replaced at poll 50 (old final 1,099 kWh, new initial 6.0): with the record in
+    the site file the engine books the same energy as without a replacement, the bundle carries
+    the record (site.yaml) and its recomputation agrees; without the record it would not."""
+    import yaml
+
+    site_file, _, key = plant_site(tmp_path)
+    doc = yaml.safe_load(site_file.read_text())
+    swap_ms = T0 + 50 * 60_000 - 30_000  # between polls 49 (1,098 kWh) and 50
+    [incomer] = [m for m in doc["gateways"][0]["meters"] if m["id"] == "incomer"]
+    incomer["replacements"] = [{"at": "2026-01-01T00:49:30+00:00", "old_final": {"energy_import_kwh": 1099.0},
+                                "new_initial": {"energy_import_kwh": 6.0}}]
+    site_file.write_text(yaml.safe_dump(doc, sort_keys=False))
+    from tanji.site import load_site
+    site = load_site(site_file)
+    assert site.meter("incomer").replacements[0].at_ms == swap_ms
+    state = tmp_path / "state"
+    state.mkdir()
+    service = AccountingService([site], SqliteStore(tmp_path / "acc.sqlite"), broker_port=1,
+                                checkpoints=CheckpointStore(state / "checkpoints.sqlite"))
+    service.restore()
+    payloads = plant_payloads(tmp_path, key, incomer_replaced_at=50)
+    service.pipeline.run_cycle([InboundMessage(TOPIC, p, 0, 0, T0 + 3 * 3_600_000, 0) for p in payloads])
+    _, kwh = service.engine("test-site").hourly_energy("incomer", "energy_import_kwh", T0, T0 + 2 * 3_600_000)
+    assert list(kwh) == [120.0, 120.0]  # 2 kWh a minute, the replacement booked exactly
+    service.stop()
+    out = tmp_path / "audit.zip"
+    r = tanji("audit", "export", "--config", str(site_file), "--store", f"sqlite:{tmp_path / 'acc.sqlite'}",
+              "--state-dir", str(state), "--from", "2026-01-01T00:00+00:00", "--to", "2026-01-01T02:00+00:00",
+              "--window", "hour", "--out", str(out))
+    assert r.returncode == 0, r.stderr
+    r = tanji("audit", "verify", str(out))
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert r.stdout.count("VERIFIED  widget") == 2 and "NOT VERIFIED" not in r.stdout
+    # the same bundle with the record taken out of its site file: the recomputed figures differ
+    stripped = changed(out, tmp_path, "site.yaml", lambda b: yaml.safe_dump(
+        {**yaml.safe_load(b), "gateways": [{**g, "meters": [{k: v for k, v in m.items() if k != "replacements"}
+                                                             for m in g["meters"]]}
+                                           for g in yaml.safe_load(b)["gateways"]]}, sort_keys=False).encode())
+    r = tanji("audit", "verify", str(stripped))
+    assert r.returncode != 0 and "NOT VERIFIED" in r.stdout, r.stdout
+    # read as a counter reset (the new meter's 7.0 kWh booked whole): 125 kWh, not the 120 recorded
+    assert "energy_kwh: the record says 120.0, recomputed from the bundle: 125.0" in r.stdout, r.stdout

@@ -14,6 +14,7 @@ from accounting.instruments import (
     InstrumentPortfolio,
 )
 from accounting.topology import CostCentre, Meter, Product, SiteTopology
+from tanji.replacements import MeterReplacement
 
 T0 = 1_740_787_200_000  # 2025-03-01T00:00:00Z
 H = 3_600_000
@@ -47,6 +48,21 @@ def _series(rng: random.Random, n_hours: int, poll_s: int, rate: float, *, reset
         out.append((t, round(value, 3)))
 
 
+def _replaced(rng: random.Random, out: list[tuple[int, float]]) -> tuple[list[tuple[int, float]], MeterReplacement]:
+    """The series with its meter replaced between two readings: the old register's final value
+    lies between them, the new meter starts anywhere (below or above the old baseline) and
+    counts on from there; sometimes the record disagrees with the readings."""
+    i = rng.randrange(1, len(out) - 1)
+    (t0, v0), (t1, v1) = out[i - 1], out[i]
+    at = rng.randint(t0 + 1, t1)
+    old_final = round(rng.uniform(v0, max(v0, v1)), 3)
+    new_initial = round(rng.choice([0.0, rng.uniform(0, 50), v0 + rng.uniform(0, 500)]), 3)
+    shifted = out[:i] + [(t, round(max(0.0, v - old_final + new_initial), 3)) for t, v in out[i:]]
+    if rng.random() < 0.1:  # a record that does not fit: the new meter's reading below its initial
+        new_initial += 1000.0
+    return shifted, MeterReplacement(at, {"energy_import_kwh": old_final}, {"energy_import_kwh": new_initial})
+
+
 @st.composite
 def scenarios(draw, *, instruments: bool = True) -> Scenario:
     seed = draw(st.integers(0, 2**32 - 1))
@@ -74,11 +90,21 @@ def scenarios(draw, *, instruments: bool = True) -> Scenario:
                     rollover_kwh=rng.choice([0.0, 0.0, 100_000.0]))]
     if has_pv:
         meters.append(Meter("pv", "pv", ("energy_import_kwh",), poll_period_s=poll))
+    series: dict[str, list[tuple[int, float]]] = {}
     for cc in ccs:
         if cc.kind == "utility" or rng.random() < 0.8:
-            meters.append(Meter(f"m-{cc.cost_centre_id}", "submeter", ("energy_import_kwh",),
+            meter_id = f"m-{cc.cost_centre_id}"
+            rate = rng.uniform(20, 150)
+            readings_of = _series(rng, n_hours, poll, rate, resets=True, rollover=0.0)
+            replacements = ()
+            if len(readings_of) > 3 and rng.random() < 0.4:
+                readings_of, replacement = _replaced(rng, readings_of)
+                replacements = (replacement,)
+            series[meter_id] = readings_of
+            meters.append(Meter(meter_id, "submeter", ("energy_import_kwh",),
                                 cost_centre=cc.cost_centre_id, poll_period_s=poll,
-                                accuracy_class_pct=rng.choice([0.5, 1.0, 2.0])))
+                                accuracy_class_pct=rng.choice([0.5, 1.0, 2.0]),
+                                replacements=replacements))
     products = []
     for line in lines:
         for j in range(rng.randint(1, 2)):
@@ -104,7 +130,9 @@ def scenarios(draw, *, instruments: bool = True) -> Scenario:
             elif m.role == "production_counter":
                 rate = rng.choice([0.0, 20.0, 100.0])
             else:
-                rate = rng.uniform(20, 150)
+                for t, v in series[m.meter_id]:
+                    readings.append((m.meter_id, ch, t, v))
+                continue
             for t, v in _series(rng, n_hours, poll, rate, resets=m.role != "grid_import",
                                 rollover=m.rollover_kwh):
                 readings.append((m.meter_id, ch, t, v))

@@ -17,8 +17,9 @@ HOUR = 3_600_000
 
 
 # ---------------------------------------------------------------- 1. counters -> energy
-def channel_hourly(readings, rollover, max_rate, gap_ms):
-    """Readings [(t, E)] in arrival order -> ({hour: kWh}, {hour: estimated kWh})."""
+def channel_hourly(readings, rollover, max_rate, gap_ms, replacements=()):
+    """Readings [(t, E)] in arrival order -> ({hour: kWh}, {hour: estimated kWh}).
+    ``replacements``: the channel's recorded meter replacements [(at, old final, new initial)]."""
     first_seen = {}
     for t, e in readings:
         first_seen.setdefault(t, e)  # duplicates: the first received value wins
@@ -30,6 +31,21 @@ def channel_hourly(readings, rollover, max_rate, gap_ms):
     for t, e in series[1:]:
         reset = False
         hours_elapsed = (t - prev_t) / HOUR
+        crossed = sorted(r for r in replacements if prev_t < r[0] <= t)
+        if crossed:
+            # old meter: baseline -> its final reading; each meter in between: initial -> final;
+            # the new one: initial -> this reading
+            delta = crossed[0][1] - prev_e
+            for (_, _, initial), (_, final, _) in zip(crossed, crossed[1:], strict=False):
+                delta += final - initial
+            delta += e - crossed[-1][2]
+            if delta >= 0:
+                for hour, fraction in split_over_hours(prev_t, t):
+                    energy[hour] += delta * fraction
+                    if t - prev_t > gap_ms:
+                        estimated[hour] += delta * fraction
+            prev_t, prev_e = t, e  # a record that does not fit books nothing (rebased)
+            continue
         if e >= prev_e:
             delta = e - prev_e
         elif rollover > 0 and prev_e >= 0.9 * rollover:
@@ -353,8 +369,9 @@ def reference_footprints(topo, dataset, readings, start_ms, end_ms, *, portfolio
     for m in topo.meters:
         for ch in m.counter_channels:
             key = (m.meter_id, ch)
-            chan_e[key], chan_x[key] = channel_hourly(per_channel[key], m.rollover_kwh,
-                                                      m.max_power_kw, gap_polls * m.poll_period_s * 1000)
+            chan_e[key], chan_x[key] = channel_hourly(
+                per_channel[key], m.rollover_kwh, m.max_power_kw, gap_polls * m.poll_period_s * 1000,
+                [(r.at_ms, r.old_final[ch], r.new_initial[ch]) for r in m.replacements if ch in r.old_final])
     all_hours = sorted({h for d in chan_e.values() for h in d})
     if not all_hours:
         return {}, {}

@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 from hypothesis import given
+from hypothesis import strategies as st
 
 from accounting.engine import Engine
 from accounting.engine.kernels_energy import (
@@ -12,8 +13,10 @@ from accounting.engine.kernels_energy import (
     FLAG_GAP_SPREAD,
     FLAG_IMPLAUSIBLE,
     FLAG_REBASED,
+    FLAG_REPLACED,
     FLAG_ROLLOVER,
     counter_to_hours,
+    counter_to_hours_replaced,
     counters_to_hours_many,
 )
 from accounting.engine.kernels_market import STAGE_CONTRACT, STAGE_GEC, match_market
@@ -188,3 +191,85 @@ def test_allocation_kernel_against_reference_per_hour(sc):
             k = fp.product_id
             assert fp.energy_kwh == pytest.approx(ref.product_energy[k], rel=1e-9, abs=1e-9)
             assert fp.units == pytest.approx(ref.product_units[k], rel=1e-9, abs=1e-9)
+
+
+def run_replaced(ts, val, replacements, max_rate=600.0, gap_ms=3 * 60_000):
+    """``counter_to_hours_replaced`` over one channel; ``replacements`` [(at, old final, new initial)]."""
+    ts = np.asarray(ts, np.int64)
+    val = np.asarray(val, np.float64)
+    origin = int(ts[0] // H)
+    n = int((ts[-1] - 1) // H) - origin + 1 if len(ts) > 1 else 1
+    energy, est = np.zeros(n), np.zeros(n)
+    flags = np.zeros(len(ts), np.uint8)
+    rep = sorted(replacements)
+    counter_to_hours_replaced(ts, val, flags, 0, len(ts), 0.0, max_rate, gap_ms, origin, origin, energy, est,
+                              np.array([r[0] for r in rep], np.int64), np.array([r[1] for r in rep], np.float64),
+                              np.array([r[2] for r in rep], np.float64))
+    ref_e, ref_x = channel_hourly(list(zip(ts.tolist(), val.tolist(), strict=True)), 0.0, max_rate, gap_ms, rep)
+    assert as_dict(origin, energy) == pytest.approx({h: v for h, v in ref_e.items() if v}, rel=1e-12, abs=1e-12)
+    assert as_dict(origin, est) == pytest.approx({h: v for h, v in ref_x.items() if v}, rel=1e-12, abs=1e-12)
+    return energy, est, list(flags)
+
+
+MINUTE = 60_000
+STEPS = [T0 + k * MINUTE for k in range(6)]
+
+
+def test_a_recorded_meter_replacement_books_the_step_exactly():
+    """ACCOUNTING.md §1: (old final − E_{k−1}) + (E_k − new initial). The old meter read 1001.0,
+    showed 1001.2 when taken out; the new one showed 5.0 when put in and reads 5.3 next."""
+    val = [1000.0, 1000.5, 1001.0, 5.3, 5.9, 6.4]
+    energy, est, flags = run_replaced(STEPS, val, [(STEPS[3] - 20_000, 1001.2, 5.0)], max_rate=60.0)
+    assert flags == [0, 0, 0, FLAG_REPLACED, 0, 0]
+    assert energy.sum() == pytest.approx(1.0 + 0.2 + 0.3 + 1.1, rel=1e-12)
+    assert est.sum() == 0.0  # exact: both readings are recorded
+    # without the record: a drop no reset explains, a glitch for the gap threshold, then rebased
+    _, bare, _, bare_flags = run_kernel(STEPS + [T0 + 6 * MINUTE, T0 + 7 * MINUTE], val + [6.9, 7.4], max_rate=60.0)
+    assert list(bare_flags) == [0, 0, 0, FLAG_IMPLAUSIBLE, FLAG_IMPLAUSIBLE, FLAG_IMPLAUSIBLE, FLAG_REBASED, 0]
+    assert bare.sum() == pytest.approx(1.0 + 0.5)  # the step and what the new meter counted before the rebase: lost
+
+
+def test_a_replacement_whose_new_register_is_above_the_old_baseline_is_booked_by_the_formula():
+    """No backward step at all: without the record the rise 101.0 → 2000.4 would be booked (or
+    rejected as implausible); with it, only what the two meters counted (0.5 + 0.4)."""
+    energy, _, flags = run_replaced(STEPS[:4], [100.0, 100.5, 101.0, 2000.4], [(STEPS[3], 101.5, 2000.0)],
+                                    max_rate=0.0)
+    assert flags == [0, 0, 0, FLAG_REPLACED]  # a reading stamped at the replacement is the new meter's
+    assert energy.sum() == pytest.approx(0.5 + 0.5 + (101.5 - 101.0) + (2000.4 - 2000.0), rel=1e-12)
+    _, plain, _, _ = run_kernel(STEPS[:4], [100.0, 100.5, 101.0, 2000.4])
+    assert plain.sum() == pytest.approx(1900.4)
+
+
+def test_replacements_in_one_interval_and_records_that_do_not_fit():
+    # two replacements between two readings: old 10 → 12 | 3 → 4 | 7 → 7.5
+    energy, _, flags = run_replaced(STEPS[:2], [10.0, 7.5], [(T0 + 10_000, 12.0, 3.0), (T0 + 20_000, 4.0, 7.0)])
+    assert flags == [0, FLAG_REPLACED] and energy.sum() == pytest.approx(2.0 + 1.0 + 0.5)
+    # the new meter reads below its recorded initial value: the record does not fit, nothing is
+    # booked for the step and the baseline moves (an alarm, like a rebase)
+    energy, _, flags = run_replaced(STEPS[:3], [10.0, 2.0, 2.5], [(T0 + 30_000, 10.5, 4.0)])
+    assert flags == [0, FLAG_REBASED | FLAG_REPLACED, 0] and energy.sum() == pytest.approx(0.5)
+    # a replacement before the first reading or after the last changes nothing
+    energy, _, flags = run_replaced(STEPS[:3], [10.0, 11.0, 12.0], [(T0 - 1, 0.0, 0.0), (STEPS[2] + 1, 99.0, 0.0)])
+    assert flags == [0, 0, 0] and energy.sum() == pytest.approx(2.0)
+
+
+@given(st.integers(0, 2**32 - 1), st.integers(1, 3), st.booleans())
+def test_replacement_kernel_against_reference(seed, n_replacements, capped):
+    """Random counters with replacements anywhere (between readings, on them, in gaps), new
+    registers below and above the old ones, against the plain reference."""
+    rng = np.random.default_rng(seed)
+    n = 60
+    ts = T0 + np.cumsum(rng.choice([MINUTE, MINUTE, 2 * MINUTE, 45 * MINUTE], n))
+    val = np.cumsum(rng.uniform(0, 5, n))
+    rep = []
+    for _ in range(n_replacements):
+        i = int(rng.integers(1, n))
+        at = int(rng.integers(ts[i - 1] + 1, ts[i] + 1))
+        old_final = float(val[i - 1] + rng.uniform(0, 2))
+        new_initial = float(rng.choice([0.0, rng.uniform(0, 10), val[i - 1] + rng.uniform(0, 100)]))
+        val[i:] += new_initial - old_final
+        val = np.maximum(val, 0.0)
+        rep.append((at, old_final, new_initial))
+    if len({r[0] for r in rep}) < len(rep):
+        return  # one record per instant (the site file refuses two)
+    run_replaced(ts, val, rep, max_rate=600.0 if capped else 0.0)

@@ -14,18 +14,24 @@ from accounting.engine.kernels_allocation import (
     AllocationTopology,
     allocate_hours,
 )
-from accounting.engine.kernels_energy import FLAG_READ, HOUR_MS, counter_to_hours
+from accounting.engine.kernels_energy import (
+    FLAG_READ,
+    FLAG_REPLACED,
+    HOUR_MS,
+    counter_to_hours_replaced,
+)
 from accounting.engine.kernels_market import match_market
 from accounting.factors import load_dataset
 from accounting.topology import CostCentre, Meter, Product, SiteTopology
+from tanji.replacements import MeterReplacement
 
 T0 = 1_740_787_200_000
 
 
-def topology(max_power_kw: float, rollover_kwh: float) -> SiteTopology:
+def topology(max_power_kw: float, rollover_kwh: float, replacements: tuple = ()) -> SiteTopology:
     return SiteTopology("k", "East", (
         Meter("m", "grid_import", ("energy_import_kwh",), poll_period_s=10, max_power_kw=max_power_kw,
-              rollover_kwh=rollover_kwh),
+              rollover_kwh=rollover_kwh, replacements=replacements),
         Meter("p", "production_counter", ("units_total",), cost_centre="L", poll_period_s=10)),
         (CostCentre("L"),), (Product("P", line="L", units_meter="p"),))
 
@@ -46,7 +52,12 @@ def test_live_feed_equals_the_general_step(seed, per_call):
     rng = np.random.default_rng(seed)
     max_power, rollover = (0.0, 0.0) if seed % 2 else (300.0, 1000.0)
     ts, val = readings(rng, 3000, rollover)
-    engine = Engine(topology(max_power, rollover), load_dataset("cn-mee-national-co2", "2022"))
+    # meter replacements: one between two readings, one on a reading, one spanning a gap
+    at = [int(ts[700]) - 1, int(ts[1500]), int(ts[2200]) - 5_000] if seed % 3 == 0 else []
+    replacements = tuple(MeterReplacement(a, {"energy_import_kwh": float(val[i - 1]) + 0.25},
+                                          {"energy_import_kwh": float(val[i]) - 0.5 * k})
+                         for k, (a, i) in enumerate(zip(at, (700, 1500, 2200), strict=False)))
+    engine = Engine(topology(max_power, rollover, replacements), load_dataset("cn-mee-national-co2", "2022"))
     c = engine.channel_index("m", "energy_import_kwh")
     for i in range(0, len(ts), per_call):
         engine.ingest(np.full(len(ts[i:i + per_call]), c), ts[i:i + per_call], val[i:i + per_call])
@@ -54,7 +65,10 @@ def test_live_feed_equals_the_general_step(seed, per_call):
     n_h = int((ts[-1] - 1) // HOUR_MS) - origin + 1
     energy, est = np.zeros(n_h), np.zeros(n_h)
     flags = np.zeros(len(ts), np.uint8)
-    counter_to_hours(ts, val, flags, 0, len(ts), rollover, max_power, 30_000, origin, origin, energy, est)
+    counter_to_hours_replaced(ts, val, flags, 0, len(ts), rollover, max_power, 30_000, origin, origin, energy, est,
+                              np.array(at, np.int64), np.array([r.old_final["energy_import_kwh"] for r in replacements]),
+                              np.array([r.new_initial["energy_import_kwh"] for r in replacements]))
+    assert bool(at) == bool((flags & FLAG_REPLACED).any())
     hours, kwh = engine.hourly_energy("m", "energy_import_kwh")
     assert np.array_equal(hours // HOUR_MS, np.arange(origin, origin + n_h))
     assert np.array_equal(kwh, energy)  # bit for bit

@@ -18,7 +18,12 @@ from accounting.live.watch import PlantWatch
 from accounting.site_topology import site_topology
 from accounting.store.alarms import AlarmStore
 from accounting.store.base import StoredReading
-from tanji.site import load_site
+from tanji.site import load_site, parse_site_text
+
+
+def load_site_text(text: str):  # noqa: ANN201
+    return parse_site_text(text, str(SITE_FILE))
+
 
 SITE_FILE = Path(__file__).resolve().parents[2] / "firmware-config" / "sites" / "cq-battery.yaml"
 T0 = 1_750_000_000_000
@@ -40,6 +45,30 @@ def plc(ts: int, units: float, running: float = 1.0, meter: str = "plc-b") -> St
 
 def kinds(store: AlarmStore) -> list[str]:
     return [c["kind"] for c in reversed(store.changes())]
+
+
+def test_a_step_across_a_recorded_replacement_is_a_change_not_an_alarm() -> None:
+    """The engine books the step from the record: the operator sees what was recorded, no alarm;
+    a step back of the register the record does not name still raises one."""
+    text = SITE_FILE.read_text()
+    old = "unit_id: 2, poll_period_s: 1}"
+    assert text.count(old) == 1
+    site = load_site_text(text.replace(old, "unit_id: 2, poll_period_s: 1, replacements: [{at: '2025-06-15T15:00:01.500Z', "
+                                       "old_final: {units_total: 11507.5}, new_initial: {units_total: 3}}]}"))
+    engine = Engine(site_topology(site), dataset_for(site))
+    store = AlarmStore()
+    watch = PlantWatch({site.id: site}, store, lambda _: engine)
+    swap = HOUR0 + 1500
+    assert HOUR0 + 1000 < swap <= HOUR0 + 2000
+    watch.observe({"cq-battery": [plc(HOUR0, 11_506), plc(HOUR0 + 1000, 11_507)]})
+    watch.observe({"cq-battery": [plc(HOUR0 + 2000, 4), plc(HOUR0 + 3000, 5)]})
+    assert store.alarms() == []
+    [change] = store.changes()
+    assert change["kind"] == "meter_replaced" and change["subject"] == "plc-b" and change["ts_ms"] == HOUR0 + 2000
+    assert change["detail"]["old_final"] == {"units_total": 11507.5} and change["detail"]["at_ms"] == swap
+    watch.observe({"cq-battery": [plc(HOUR0 + 5000, 2)]})
+    [alarm] = store.alarms(active=True)
+    assert alarm["kind"] == "counter_step_back" and alarm["detail"]["from"] == 5
 
 
 def test_line_stop_and_start_are_changes(plant: tuple[PlantWatch, AlarmStore, Engine]) -> None:

@@ -108,6 +108,23 @@ def test_counter_reset_restarts_counters_but_not_the_truth(plant, client):
     assert [e.kind for e in truth.events] == ["counter_reset"]
 
 
+def test_replace_swaps_the_meter_and_records_both_meters_readings(plant, client):
+    """The record a technician writes down: the old meter's final readings and the new one's initial."""
+    plant.clock.advance(60)
+    ct = plant.site.meter("incomer").ct_ratio
+    before = import_kwh(client) * ct
+    plant.inject("incomer", "replace", initial=12.5)
+    assert import_kwh(client) * ct == pytest.approx(12.5, abs=1e-3)
+    [event] = plant.truth().events
+    assert event.kind == "replace"
+    assert event.params["new_initial"] == {"energy_import_kwh": 12.5, "energy_export_kwh": 12.5}
+    assert event.params["old_final"]["energy_import_kwh"] == pytest.approx(before, abs=1e-3)
+    at_swap = plant.truth().total("incomer", "energy_import_kwh")
+    plant.clock.advance(60)
+    counted = plant.truth().total("incomer", "energy_import_kwh") - at_swap
+    assert import_kwh(client) * ct == pytest.approx(12.5 + counted, abs=1e-3)  # the new one counts on
+
+
 def test_plc_counter_rolls_over_at_its_wrap_value(plant):
     meter = plant.site.meter("plc-a")
     c = ModbusTcpClient(meter.host, port=meter.port, timeout=0.5, retries=0)
