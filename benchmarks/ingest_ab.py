@@ -1,0 +1,177 @@
+"""Ingest A/B: this tree's ingest path against an older tree's, on the same backlog, in one run.
+
+    .venv/bin/python benchmarks/ingest_ab.py --old-tree /tmp/old [--rounds 60 --repeats 2]
+
+(`--old-tree`: a checkout of the older code, e.g. `git worktree add --detach /tmp/old e0de4f3`.)
+
+Why: an absolute readings/s from another day and another benchmark says little (docs/storage.md
+once reported 104,600-121,400 readings/s drained; the same machine gave 33-37k since). Only two
+trees measured on the same backlog, the same Mosquitto and the same influxd, alternately, say
+which change cost what.
+
+One Mosquitto and one influxd serve every run. Each run: a fresh persistent session (its own share group: a shared subscription would split the
+backlog with the sessions before) and a fresh database; the fleet (this tree's simulators/fleet.py, in a child process) publishes the
+same backlog (`rounds` polls of every meter) into the session; then a drain child runs the
+tree's own `AccountingService` with its own `InfluxStore` (the tree first on `sys.path`, its
+own numba cache) until every reading is accepted, and reports readings/s (readings accepted
+per second from the first message's arrival in its inbox; `start_s`, from service.start()
+to then, is not counted: engine set-up and connecting are not ingest), its CPU cores, and its stage seconds. The parent counts
+the readings back from influxd exactly (`lost`). Trees alternate (old, new, old, new, ...), so
+the machine's other load falls on both alike; each tree's best and all its runs are printed.
+The old tree runs with this tree's interpreter and packages (it needs a subset of them).
+Prints one JSON object as its last line.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def drain(tree: str, broker: str, influx_url: str, db: str, client_id: str, gateways: int, meters: int,
+          readings: int, spill: str) -> None:
+    """Child mode: `tree`'s accounting drains the backlog queued for `client_id`; prints one JSON line."""
+    sys.path.insert(0, tree)
+    os.environ["NUMBA_CACHE_DIR"] = str(Path(tree) / ".numba-cache")
+    import psutil
+
+    from accounting.service import AccountingService
+    from accounting.store.influx import InfluxStore
+    from simulators.fleet import Fleet
+    from tanji.site import parse_site_text
+
+    host, port = broker.split(":")
+    site = parse_site_text(Fleet(host, int(port), gateways=gateways, meters_per_gateway=meters,
+                                 site_id="fleet").site_text(), "fleet.yaml")
+    store = InfluxStore(influx_url, token="bench", org="tanji", bucket=db, spill_dir=spill)
+    service = AccountingService([site], store, broker_host=host, broker_port=int(port), client_id=client_id,
+                                share_group=client_id, cycle_max_messages=200)
+    proc = psutil.Process()
+    inbox = service._subscriber.inbox  # both trees have it; the clock starts at the first message
+    put, first = inbox.put, []
+
+    def timed_put(item: object, *args: object, **kwargs: object) -> None:
+        if not first:
+            first.append((time.monotonic(), sum(proc.cpu_times()[:2])))
+        put(item, *args, **kwargs)
+
+    inbox.put = timed_put
+    started = time.monotonic()
+    service.start()
+    while service.stats.accepted < readings and time.monotonic() - started < 300:
+        time.sleep(0.005)
+    t0, cpu0 = first[0] if first else (started, 0.0)
+    seconds = time.monotonic() - t0
+    cpu = sum(proc.cpu_times()[:2]) - cpu0
+    stages = dict(service.stats.stage_s)
+    store.flush(120)
+    service.stop()
+    print(json.dumps({"accepted": service.stats.accepted, "quarantined": service.stats.quarantined,
+                      "seconds": seconds, "start_s": t0 - started, "readings_per_s": service.stats.accepted / seconds,
+                      "accounting_cores": cpu / seconds,
+                      "stage_share": {k: round(v / sum(stages.values()), 3) for k, v in stages.items()}}))
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--old-tree", required=False, help="checkout of the older code (e.g. e0de4f3)")
+    parser.add_argument("--gateways", type=int, default=50)
+    parser.add_argument("--meters", type=int, default=100)
+    parser.add_argument("--rounds", type=int, default=60, help="backlog polls of every meter, per run")
+    parser.add_argument("--repeats", type=int, default=2, help="runs of each tree (alternating)")
+    parser.add_argument("--py-spy", action="store_true", help="record each drain with py-spy (flame svg in /tmp)")
+    parser.add_argument("--drain", nargs=9, help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.drain:
+        tree, broker, url, db, cid, g, m, n, spill = args.drain
+        drain(tree, broker, url, db, cid, int(g), int(m), int(n), spill)
+        return 0
+    sys.path.insert(0, str(REPO))
+    os.environ.setdefault("NUMBA_CACHE_DIR", str(REPO / ".numba-cache"))
+    import paho.mqtt.client as mqtt
+    import psutil
+
+    from accounting.ingest.subscriber import subscriptions
+    from benchmarks.ingest import _count, _cpu_s, _Fleet
+    from benchmarks.machine import machine_baseline
+    from tests.services import InfluxServer, MosquittoServer
+
+    machine = machine_baseline()
+    trees = {"new": str(REPO)}
+    if args.old_tree:
+        trees = {"old": str(Path(args.old_tree).resolve()), **trees}
+    runs: dict[str, list[dict]] = {k: [] for k in trees}
+    lost = 0
+    with tempfile.TemporaryDirectory(prefix="tanji-ab-") as tmp:
+        tmp_path = Path(tmp)
+        broker = MosquittoServer(tmp_path / "mosquitto", extra_conf="max_inflight_messages 1000\n")
+        influx = InfluxServer(tmp_path / "influxdb")
+        broker.start()
+        influx.start()
+        fleet = _Fleet(broker.host, broker.port, args.gateways, args.meters)
+        start_ms = int(time.time() * 1000) - ((args.repeats * args.rounds + 2) * len(trees) + 5) * 1000
+        try:
+            cursor_ms = start_ms
+            for i in range(-1, args.repeats):  # run -1: a short warm-up of each tree (numba cache, imports)
+                for name, tree in trees.items():
+                    rounds = 2 if i < 0 else args.rounds
+                    cid, db = f"ab-{name}-{i + 1}", f"ab_{name}_{i + 1}"
+                    influx.create_database(db)
+                    client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=cid, clean_session=False)
+                    done = threading.Event()
+                    client.on_subscribe = lambda *a, done=done: done.set()
+                    client.connect(broker.host, broker.port)
+                    client.loop_start()
+                    client.subscribe([(t, 1) for t in subscriptions(["fleet"], cid)])
+                    done.wait(10)
+                    client.disconnect()
+                    client.loop_stop()
+                    # each run its own time span, so no tree meets readings older than a run before
+                    backlog = fleet.publish(rounds, cursor_ms, 1000, realtime=False)
+                    cursor_ms += rounds * 1000
+                    influxd = psutil.Process(influx.influxd.proc.pid)
+                    cpu0 = _cpu_s(influxd)
+                    spy = f"/tmp/ab-{name}-{i + 1}.svg" if args.py_spy and i >= 0 else None
+                    cmd = [sys.executable, __file__, "--drain", tree, f"{broker.host}:{broker.port}", influx.url, db,
+                           cid, str(args.gateways), str(args.meters), str(backlog["readings"]),
+                           str(tmp_path / f"spill-{db}")]
+                    if spy:
+                        cmd = [str(Path(sys.executable).parent / "py-spy"), "record", "-r", "50", "-o", spy, "--", *cmd]
+                    out = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
+                    sys.stderr.write(out.stderr[-4000:])
+                    if out.returncode != 0:
+                        raise SystemExit(f"{name} drain failed:\n{out.stderr[-3000:]}")
+                    result = json.loads(out.stdout.strip().splitlines()[-1])
+                    result["influxd_cores"] = round((_cpu_s(influxd) - cpu0) / result["seconds"], 2)
+                    result["lost"] = backlog["readings"] - _count(influx, db)
+                    lost += result["lost"]
+                    result["readings_per_s"] = round(result["readings_per_s"])
+                    result["accounting_cores"] = round(result["accounting_cores"], 2)
+                    if i >= 0:
+                        runs[name].append(result)
+                    print(name, json.dumps(result), file=sys.stderr, flush=True)
+        finally:
+            fleet.stop()
+            influx.stop()
+            broker.stop()
+    best = {k: max(r["readings_per_s"] for r in v) for k, v in runs.items()}
+    out = {"benchmark": "ingest_ab", "trees": trees, "readings_per_run": args.gateways * args.meters * args.rounds,
+           **{f"{k}_readings_per_s": v for k, v in best.items()},
+           "runs": runs, "lost": lost, "machine": machine}
+    if "old" in best:
+        out["ratio_new_to_old"] = round(best["new"] / best["old"], 3)
+    print(json.dumps(out))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
