@@ -78,7 +78,8 @@ def drain(tree: str, broker: str, influx_url: str, db: str, client_id: str, gate
     print(json.dumps({"accepted": service.stats.accepted, "quarantined": service.stats.quarantined,
                       "seconds": seconds, "start_s": t0 - started, "readings_per_s": service.stats.accepted / seconds,
                       "accounting_cores": cpu / seconds,
-                      "stage_share": {k: round(v / sum(stages.values()), 3) for k, v in stages.items()}}))
+                      "stage_share": {k: round(v / sum(stages.values()), 3) for k, v in stages.items()},
+                      "stage_s": {k: round(v, 2) for k, v in stages.items()}}))
 
 
 def main() -> int:
@@ -88,7 +89,7 @@ def main() -> int:
     parser.add_argument("--meters", type=int, default=100)
     parser.add_argument("--rounds", type=int, default=60, help="backlog polls of every meter, per run")
     parser.add_argument("--repeats", type=int, default=2, help="runs of each tree (alternating)")
-    parser.add_argument("--py-spy", action="store_true", help="record each drain with py-spy (flame svg in /tmp)")
+    parser.add_argument("--py-spy", action="store_true", help="record each drain with py-spy (collapsed stacks, threads, idle included: /tmp/ab-TREE-RUN.txt)")
     parser.add_argument("--drain", nargs=9, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.drain:
@@ -140,17 +141,17 @@ def main() -> int:
                     cursor_ms += rounds * 1000
                     influxd = psutil.Process(influx.influxd.proc.pid)
                     cpu0 = _cpu_s(influxd)
-                    spy = f"/tmp/ab-{name}-{i + 1}.svg" if args.py_spy and i >= 0 else None
+                    spy = f"/tmp/ab-{name}-{i + 1}.txt" if args.py_spy and i >= 0 else None
                     cmd = [sys.executable, __file__, "--drain", tree, f"{broker.host}:{broker.port}", influx.url, db,
                            cid, str(args.gateways), str(args.meters), str(backlog["readings"]),
                            str(tmp_path / f"spill-{db}")]
                     if spy:
-                        cmd = [str(Path(sys.executable).parent / "py-spy"), "record", "-r", "50", "-o", spy, "--", *cmd]
+                        cmd = [str(Path(sys.executable).parent / "py-spy"), "record", "-r", "100", "--threads", "--idle", "-f", "raw", "-o", spy, "--", *cmd]
                     out = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
                     sys.stderr.write(out.stderr[-4000:])
                     if out.returncode != 0:
                         raise SystemExit(f"{name} drain failed:\n{out.stderr[-3000:]}")
-                    result = json.loads(out.stdout.strip().splitlines()[-1])
+                    result = json.loads([line for line in out.stdout.splitlines() if line.startswith("{")][-1])
                     result["influxd_cores"] = round((_cpu_s(influxd) - cpu0) / result["seconds"], 2)
                     result["lost"] = backlog["readings"] - _count(influx, db)
                     lost += result["lost"]

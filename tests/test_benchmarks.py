@@ -66,6 +66,19 @@ def test_ingest_benchmark_prints_its_result_and_loses_nothing():
 
 
 @pytest.mark.timeout(300)
+def test_ingest_ab_benchmark_drains_both_trees_and_loses_nothing():
+    """The A/B runs a second tree's accounting (here this same tree) on the same backlog."""
+    result = run_benchmark("ingest_ab", "--old-tree", str(REPO), "--gateways", "2", "--meters", "5",
+                           "--rounds", "3", "--repeats", "1")
+    assert result["lost"] == 0
+    assert result["readings_per_run"] == 2 * 5 * 3
+    for tree in ("old", "new"):
+        (run,) = result["runs"][tree]
+        assert run["accepted"] == 30 and run["lost"] == 0 and run["quarantined"] == 0
+        assert result[f"{tree}_readings_per_s"] > 0
+    assert result["ratio_new_to_old"] > 0
+
+
 def test_gateway_benchmark_quick_run_prints_every_figure():
     require_binary("mosquitto", "mosquitto")
     result = run_benchmark("gateway", "--quick")

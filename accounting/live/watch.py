@@ -249,6 +249,9 @@ class PlantWatch:
                 self._factor_change(site_id, engine, now)
 
     def _offline(self, rows: Iterable[dict[str, Any]], now: int) -> None:
+        # Which meters have an offline alarm to end: asked once per site and check, not once per
+        # meter (an UPDATE per meter every second cost the engine thread ~15 % while ingesting).
+        alarmed = {site_id: self.store.active_subjects(site_id, "meter_offline") for site_id in self._seen}
         for row in rows:
             site_id, meter_id = row.get("site"), row.get("meter")
             seen = self._seen.get(site_id, {}).get(meter_id)
@@ -268,11 +271,13 @@ class PlantWatch:
                 if new:
                     self.store.record_change(site_id, "meter_offline", meter_id, message,
                                              {"meter": meter_id, "last_ts_ms": last}, ts_ms=now)
-            elif self.store.clear_alarm(site_id, "meter_offline", meter_id, now_ms=now):
+            elif meter_id in alarmed[site_id] and self.store.clear_alarm(site_id, "meter_offline", meter_id,
+                                                                          now_ms=now):
                 self.store.record_change(site_id, "meter_online", meter_id, f"meter {meter_id} back online",
                                          {"meter": meter_id, "last_ts_ms": last}, ts_ms=now)
 
     def _backlog(self, rows: Iterable[dict[str, Any]], now: int) -> None:
+        alarmed: dict[str, set[str]] = {}
         for row in rows:
             site_id, gateway = row.get("site"), row.get("gateway")
             status = row.get("status") or {}
@@ -285,7 +290,10 @@ class PlantWatch:
                                        detail={"gateway": gateway, "spool_depth": depth, "publish_lag_ms": lag,
                                                "spool_alarm": bool(status.get("spool_alarm"))}, now_ms=now)
             else:
-                self.store.clear_alarm(site_id, "gateway_backlog", gateway, now_ms=now)
+                if site_id not in alarmed:
+                    alarmed[site_id] = self.store.active_subjects(site_id, "gateway_backlog")
+                if gateway in alarmed[site_id]:
+                    self.store.clear_alarm(site_id, "gateway_backlog", gateway, now_ms=now)
 
     def _remainder(self, site_id: str, engine: Engine, now: int) -> None:
         """The engine's site-balance alarm of the current and previous hour (ACCOUNTING.md §2)."""
