@@ -38,6 +38,7 @@ from accounting.factors.selection import dataset_for
 from accounting.ingest.admission import Admission
 from accounting.ingest.chain import ChainTracker
 from accounting.ingest.dedup import DedupIndex
+from accounting.ingest.meter_order import MeterOrder
 from accounting.ingest.pipeline import Cycle, Pipeline
 from accounting.ingest.readiness import Readiness
 from accounting.ingest.sequence import SequenceTracker
@@ -115,6 +116,9 @@ class AccountingService:
         self.listeners = Listeners()
         self._dedup = DedupIndex(dedup_window)
         self._sequences = SequenceTracker()
+        # Each meter's newest reading and its batch, beside the ledger (clock_backwards across restarts).
+        self.meter_order = MeterOrder(None if self.ledger.path == ":memory:"
+                                      else Path(self.ledger.path).with_name("meter_order.sqlite"))
         self._subscriber = MqttSubscriber(broker_host, broker_port, self.client_id,
                                           subscriptions(sorted(self.sites), share_group),
                                           username=username, password=password, tls=tls, ca_file=ca_file,
@@ -125,7 +129,7 @@ class AccountingService:
         self.chains = ChainTracker(store if isinstance(store, EvidenceStore) else None) if verifying else None
         self.pipeline = Pipeline(self._subscriber, Admission(self.sites, self._dedup, self._sequences,
                                                              lookup=store.find_readings, signatures=self.signatures,
-                                                             chains=self.chains),
+                                                             chains=self.chains, order=self.meter_order),
                                  store, self.stats, deliver=self._deliver, notify=self._notify,
                                  tick=self._tick, cycle_max_messages=cycle_max_messages,
                                  cycle_wait_s=cycle_wait_s)
@@ -180,6 +184,7 @@ class AccountingService:
         self.engine_state.close()
         self.ledger.close()
         self.alarm_log.close()
+        self.meter_order.close()
 
     def wait_connected(self, timeout_s: float = 60.0) -> bool:
         """Connected and the subscriptions acknowledged (a SUBACK): from then on the broker

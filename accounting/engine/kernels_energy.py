@@ -482,10 +482,15 @@ def finish_run(c: int, end_hour: int, hours: Hours, run: np.ndarray, scratch: np
     clip = run[R_CLIP]
     o = hours.origin
     hi = min(run[R_ZEROED] - 1, last_closed)
-    for h in range(max(clip, o), hi + 1):
+    # A while loop, not range(lo, hi + 1): with no closed hour yet (last_closed == NO_TS) numba's
+    # range length hi + 1 - lo overflows int64 and the loop ran for ever (a restart from a
+    # checkpoint taken before the first reading hung in Engine.resume).
+    h = max(clip, o)
+    while h <= hi:
         j = h - clip
         if j < scratch.shape[0] and hours.energy[h - o, c] != scratch[j]:
             reopen[h - o] = 1
+        h += 1
 
 
 # ------------------------------------------------------------------ the live feed

@@ -121,9 +121,11 @@ class Admission:
 
     def __init__(self, sites: dict[str, Site], dedup: DedupIndex, sequences: SequenceTracker,
                  quarantine: QuarantinePolicy | None = None, lookup: Lookup | None = None,
-                 signatures: BatchSignatures | None = None, chains: ChainTracker | None = None) -> None:
+                 signatures: BatchSignatures | None = None, chains: ChainTracker | None = None,
+                 order: MeterOrder | None = None) -> None:
         """`lookup` is the store's `find_readings` (first copies of repeated readings); without
-        it, a repeated reading counts as a duplicate and one older than the index knows as new."""
+        it, a repeated reading counts as a duplicate and one older than the index knows as new.
+        `order`: each meter's newest reading and batch (durable when the service keeps state)."""
         self.sites = sites
         self.dedup = dedup
         self.sequences = sequences
@@ -131,7 +133,7 @@ class Admission:
         self.first_copies = FirstCopies(lookup)
         self.signatures = signatures
         self.chains = chains
-        self.order = MeterOrder()
+        self.order = order or MeterOrder()
         self._meters = {(s.id, g.id): frozenset(m.id for m in g.meters) for s in sites.values() for g in s.gateways}
 
     def admit(self, messages: list[InboundMessage], now_ms: int | None = None) -> Admitted:
@@ -158,6 +160,10 @@ class Admission:
                 log.exception("checking %d repeated readings failed; counted as duplicates", len(doubtful))
                 out.duplicates += len(doubtful)
         self.first_copies.remember(out.rows)
+        try:
+            self.order.flush()  # before the cycle is stored and acknowledged (meter_order.py)
+        except Exception:  # noqa: BLE001 - a cache that cannot be written must not stop ingest
+            log.exception("saving the meters' reading order failed; it is kept in memory")
         if self.chains is not None:
             out.chain_events = self.chains.drain()
         return out

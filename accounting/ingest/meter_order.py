@@ -19,14 +19,34 @@ off long enough to count as a correction.
 
 A backlog replayed after an outage has earlier timestamps *and* earlier `seq`: it is not
 flagged. A gateway whose numbering starts again (a replaced spool) is not either (its `seq`
-is lower). The order is kept in memory per (site, gateway, meter): after an accounting
-restart it is learnt again from the first batch.
+is lower).
+
+The order per (site, gateway, meter) survives restarts: with a `path` (the service's state
+directory, `meter_order.sqlite`) what a cycle learnt is written by `flush` at the end of its
+admission, before its readings are stored and acknowledged. Being ahead of the store after a
+crash is harmless (a redelivered batch has the same `seq`, not a later one, so it is never
+taken for a clock gone backwards); being behind would let the first misstamped batch after a
+restart slip through, which is what an order kept only in memory did (a backwards reading
+right after a restart was stored as good). The file is a cache of what admission has seen: a
+corrupt one is set aside (`.bad-<time>`) with a warning and the order is learnt again.
 """
 
 from __future__ import annotations
 
+import logging
+import sqlite3
+import time
 from collections.abc import Iterable, Sequence
+from pathlib import Path
 from typing import Protocol
+
+from accounting.store.state_db import open_state_db
+
+log = logging.getLogger(__name__)
+
+_SCHEMA = """CREATE TABLE IF NOT EXISTS meter_order (
+    site TEXT NOT NULL, gateway TEXT NOT NULL, meter TEXT NOT NULL, ts_ms INTEGER NOT NULL, seq INTEGER NOT NULL,
+    PRIMARY KEY (site, gateway, meter)) WITHOUT ROWID"""
 
 
 class _Reading(Protocol):
@@ -35,10 +55,48 @@ class _Reading(Protocol):
 
 
 class MeterOrder:
-    """Per (site, gateway, meter): the newest timestamp admitted and the batch it came in."""
+    """Per (site, gateway, meter): the newest timestamp admitted and the batch it came in;
+    durable in `path` when given (else in memory only)."""
 
-    def __init__(self) -> None:
+    def __init__(self, path: str | Path | None = None) -> None:
         self._newest: dict[tuple[str, str, str], tuple[int, int]] = {}  # → (ts_ms, seq)
+        self._dirty: set[tuple[str, str, str]] = set()
+        self._db: sqlite3.Connection | None = None
+        if path is not None and str(path) != ":memory:":
+            self._db = self._open(Path(path))
+
+    def _open(self, path: Path) -> sqlite3.Connection:
+        try:
+            db = _connect(path)
+            rows = db.execute("SELECT site, gateway, meter, ts_ms, seq FROM meter_order").fetchall()
+        except sqlite3.DatabaseError as exc:
+            aside = path.with_name(f"{path.name}.bad-{time.strftime('%Y%m%dT%H%M%S')}")
+            path.rename(aside)
+            log.warning("meter order file %s is unreadable (%s): kept as %s; the order of each meter's "
+                        "readings is learnt again from the next batches", path, exc, aside)
+            db = _connect(path)
+            rows = []
+        self._newest = {(site, gw, meter): (int(ts), int(seq)) for site, gw, meter, ts, seq in rows}
+        if rows:
+            log.info("meter order restored: the newest reading of %d meters and its batch", len(rows))
+        return db
+
+    def flush(self) -> None:
+        """Write what was learnt since the last flush (one transaction; nothing without a path)."""
+        if self._db is None or not self._dirty:
+            return
+        newest = self._newest
+        rows = [(*key, *newest[key]) for key in self._dirty]
+        with self._db:
+            self._db.executemany("INSERT OR REPLACE INTO meter_order VALUES (?, ?, ?, ?, ?)", rows)
+        self._dirty.clear()
+
+    def close(self) -> None:
+        """Flush and close the file."""
+        if self._db is not None:
+            self.flush()
+            self._db.close()
+            self._db = None
 
     def backwards(self, site: str, gateway: str, seq: int, readings: Sequence[_Reading]) -> list[int]:
         """Indexes of the readings of batch `seq` stamped before a reading of the same meter
@@ -59,3 +117,14 @@ class MeterOrder:
             known = newest.get(key)
             if known is None or r.ts_ms > known[0] or (r.ts_ms == known[0] and seq > known[1]):
                 newest[key] = (r.ts_ms, seq)
+                self._dirty.add(key)
+
+
+def _connect(path: Path) -> sqlite3.Connection:
+    """The state file, synchronous=NORMAL: a commit survives the process being killed (what a
+    restart needs); after a power cut the order is at worst a little behind, as before."""
+    db = open_state_db(path)
+    db.execute("PRAGMA synchronous=NORMAL")
+    db.execute(_SCHEMA)
+    db.isolation_level = "DEFERRED"
+    return db

@@ -94,3 +94,27 @@ def test_kernel_bundles_are_the_kernels_parameters_in_order():
     market = list(inspect.signature(match_market.py_func).parameters)
     start = market.index(MarketWindows._fields[0])
     assert tuple(market[start:start + len(MarketWindows._fields)]) == MarketWindows._fields
+
+
+def test_finishing_a_rebuild_before_any_hour_closed_ends():
+    """A restart from a checkpoint taken before the first reading resumes from the store with no
+    closed hour (last_closed = NO_TS): `range(lo, NO_TS + 1)` overflowed numba's int64 range
+    length and finish_run looped for ever (the accounting process hung in Engine.resume)."""
+    from accounting.engine.kernels_energy import (
+        NO_TS,
+        R_CLIP,
+        R_SWEEP,
+        R_ZEROED,
+        Hours,
+        finish_run,
+        new_run,
+    )
+
+    run, _ = new_run()
+    run[R_CLIP], run[R_ZEROED], run[R_SWEEP] = 498_873, 498_875, 1
+    shape = (26, 14)
+    hours = Hours(np.zeros(shape), np.zeros(shape), np.zeros(shape, np.uint8), np.zeros(shape, np.int64),
+                  np.zeros(shape), 498_873)
+    reopen = np.zeros(26, np.uint8)
+    finish_run(0, 498_874, hours, run, np.empty(0), NO_TS, reopen)
+    assert not reopen.any()

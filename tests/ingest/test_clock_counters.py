@@ -5,6 +5,9 @@ the figures in its docstring.
 
 from __future__ import annotations
 
+import os
+import signal
+import sqlite3
 import time
 
 import pytest
@@ -15,6 +18,7 @@ from accounting.service import AccountingService
 from accounting.store.sqlite import SqliteStore
 from tanji import wire
 from tests.ingest.test_hostile_service import GW, SITE, subscribed
+from tests.ingest.test_sigkill import _accounting, _count
 from tests.ingest.traffic import HOUR_MS, Publisher, hour_start, wait_until
 
 KW = 36.0  # every energy meter draws this; every PLC counts a unit every second poll
@@ -121,3 +125,57 @@ def test_a_plc_counter_back_at_a_saved_count_is_rebased_and_flagged(mosquitto, c
     finally:
         publisher.close()
         service.stop()
+
+
+def _quarantined(db, reason: str) -> int:
+    try:
+        with sqlite3.connect(db, timeout=10) as conn:
+            return conn.execute("SELECT COUNT(*) FROM quarantine WHERE reason = ?", (reason,)).fetchone()[0]
+    except sqlite3.OperationalError:
+        return 0
+
+
+@pytest.mark.timeout(240)
+def test_the_meters_order_survives_a_restart_so_a_clock_gone_back_right_after_it_is_caught(
+        mosquitto, cq_site, tmp_path):
+    """Before: the order (each meter's newest reading and its batch) was kept in memory only, so
+    after a restart the first batch stamped an hour back (seq 10, after batches 0..9 up to
+    t0 + 49 s) was learnt from, not caught: its 35 readings were stored as good an hour early.
+    Now the order is in the state directory (meter_order.sqlite, written before each cycle is
+    stored): after a SIGKILL and a restart of the real `tanji accounting` process, the 35 are
+    quarantined as `clock_backwards` and the 35 readings after them stored."""
+    db, state = tmp_path / "tanji.sqlite", tmp_path / "state"
+    log = tmp_path / "accounting.log"
+    meters = len(cq_site.gateways[0].meters)
+    t0 = hour_start(int(time.time() * 1000)) - HOUR_MS
+    stepped = range(50, 55)
+    batches = _batches(cq_site, t0, 60, lambda k, ts: ts - HOUR_MS if k in stepped else ts)  # seq 0..11
+    publisher = Publisher(mosquitto.host, mosquitto.port)
+
+    def ready(times: int) -> bool:
+        return log.read_text(errors="replace").count("ready: restored, subscribed and caught up") >= times
+
+    proc = _accounting(mosquitto, db, state, "g1", log)
+    try:
+        assert wait_until(lambda: ready(1) or proc.poll() is not None, 120), log.read_text(errors="replace")[-2000:]
+        publisher.publish_all(batches[:10])
+        assert wait_until(lambda: _count(db) == 50 * meters, 60), _count(db)
+        os.killpg(proc.pid, signal.SIGKILL)  # no final checkpoint, nothing closed
+        proc.wait()
+        proc = _accounting(mosquitto, db, state, "g1", log)
+        assert wait_until(lambda: ready(2) or proc.poll() is not None, 120), log.read_text(errors="replace")[-2000:]
+        publisher.publish_all(batches[10:])
+        assert wait_until(lambda: _count(db) == 55 * meters and _quarantined(db, "clock_backwards") == 5 * meters, 60), \
+            (_count(db), _quarantined(db, "clock_backwards"))
+        assert "meter order restored: the newest reading of 7 meters" in log.read_text(errors="replace")
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(30) == 0
+    finally:
+        publisher.close()
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+    with sqlite3.connect(db) as conn:
+        early = conn.execute("SELECT COUNT(*) FROM readings WHERE ts_ms < ?", (t0,)).fetchone()[0]
+    assert early == 0  # nothing an hour early
+    assert _count(db) == 55 * meters and _quarantined(db, "clock_backwards") == 5 * meters

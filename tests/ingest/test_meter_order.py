@@ -1,0 +1,54 @@
+"""The meters' reading order (accounting/ingest/meter_order.py) kept in the state directory."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from accounting.ingest.meter_order import MeterOrder
+
+
+@dataclass
+class R:
+    meter: str
+    ts_ms: int
+
+
+def test_the_order_is_written_by_flush_and_read_back(tmp_path):
+    path = tmp_path / "meter_order.sqlite"
+    order = MeterOrder(path)
+    order.learn("s", "gw", 7, [R("m1", 1000), R("m2", 2000), R("m1", 1500)])
+    order.flush()
+    order.learn("s", "gw", 8, [R("m1", 900)])  # older than known: nothing to remember
+    order.flush()
+    order.close()
+    again = MeterOrder(path)
+    assert again.backwards("s", "gw", 9, [R("m1", 1499), R("m1", 1500), R("m2", 1999), R("m3", 1)]) == [0, 2]
+    assert again.backwards("s", "gw", 7, [R("m1", 1)]) == []  # the same batch again: a replay
+    assert again.backwards("s", "other-gw", 9, [R("m1", 1)]) == []
+    again.close()
+
+
+def test_without_a_flush_nothing_is_written_and_in_memory_keeps_nothing(tmp_path):
+    path = tmp_path / "meter_order.sqlite"
+    order = MeterOrder(path)
+    order.learn("s", "gw", 1, [R("m", 5000)])
+    assert order.backwards("s", "gw", 2, [R("m", 4000)]) == [0]
+    MeterOrder(path).close()  # a second opener sees what was flushed: nothing
+    assert MeterOrder(path).backwards("s", "gw", 2, [R("m", 4000)]) == []
+    memory = MeterOrder()
+    memory.learn("s", "gw", 1, [R("m", 5000)])
+    memory.flush()
+    memory.close()
+
+
+def test_a_corrupt_file_is_set_aside_and_the_order_learnt_again(tmp_path, caplog):
+    path = tmp_path / "meter_order.sqlite"
+    path.write_bytes(b"not a database at all" * 100)
+    order = MeterOrder(path)
+    assert order.backwards("s", "gw", 2, [R("m", 1)]) == []
+    order.learn("s", "gw", 2, [R("m", 10)])
+    order.close()
+    [aside] = tmp_path.glob("meter_order.sqlite.bad-*")
+    assert aside.read_bytes().startswith(b"not a database")
+    assert "unreadable" in caplog.text and str(aside) in caplog.text
+    assert MeterOrder(path).backwards("s", "gw", 3, [R("m", 9)]) == [0]
