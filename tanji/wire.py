@@ -43,7 +43,7 @@ SCHEMA_PATH = Path(__file__).parent / "schemas" / "wire-v1.json"
 
 _FLOAT_MAX = int(1.7976931348623157e308)
 _BATCH_KEYS = {"v", "site", "gateway", "seq", "sent_ms", "backlog", "readings"}
-_OPTIONAL_BATCH_KEYS = {"sig"}  # a signed batch (tanji/signed_batch.py, docs/audit.md)
+_OPTIONAL_BATCH_KEYS = {"sig", "backfill"}  # a signed batch (docs/audit.md); a backfill (docs/wire-format.md)
 _READING_KEYS = {"meter", "ts_ms", "quality", "values", "value_quality"}
 
 
@@ -115,15 +115,18 @@ def readings_json(readings: list[dict[str, Any]] | list[Reading]) -> str:
 
 def encode_batch(site: str, gateway: str, seq: int, readings: list[dict[str, Any]] | list[Reading], *,
                  backlog: bool = False, sent_ms: int | None = None, sig: dict[str, Any] | None = None,
-                 readings_text: str | None = None) -> bytes:
+                 readings_text: str | None = None, backfill: bool = False) -> bytes:
     """Serialise one batch; readings may be Reading objects or already-shaped dicts (from the spool).
 
     A signed batch carries `sig` (`tanji.signed_batch.Signature.to_json()`), written before the
     readings, which are always the last member. `readings_text` is the readings already
-    serialised (`readings_json`), as signed; it is used as is.
+    serialised (`readings_json`), as signed; it is used as is. `backfill` marks readings
+    published after newer ones of their meters on purpose (docs/wire-format.md, "Backfill").
     """
     head = {"v": VERSION, "site": site, "gateway": gateway, "seq": seq,
             "sent_ms": sent_ms if sent_ms is not None else int(time.time() * 1000), "backlog": backlog}
+    if backfill:
+        head["backfill"] = True
     if sig is not None:
         head["sig"] = sig
     text = readings_text if readings_text is not None else readings_json(readings)
@@ -250,6 +253,8 @@ def validate_batch(body: Any, now_ms: int | None = None) -> None:
         _fail("schema", "sent_ms must be a 64-bit integer (UTC epoch ms)")
     if not isinstance(body["backlog"], bool):
         _fail("schema", "backlog must be true or false")
+    if not isinstance(body.get("backfill", False), bool):
+        _fail("schema", "backfill must be true or false")
     readings = body["readings"]
     if not isinstance(readings, list):
         _fail("schema", "readings must be a list")

@@ -200,7 +200,8 @@ class Admission:
                     return
                 out.batches.append(kept)
         possible = self._possible(m, batch, out)
-        backwards = self.order.backwards(site_id, gateway_id, batch.seq, possible)
+        # a backfill (docs/wire-format.md) is older than its meters' readings on purpose
+        backwards = [] if batch.backfill else self.order.backwards(site_id, gateway_id, batch.seq, possible)
         if backwards:
             possible = self._misstamped(m, batch, possible, backwards, out)
         # Everything that can fail has been checked: only now learn from the message.

@@ -59,6 +59,7 @@ class Batch(msgspec.Struct, forbid_unknown_fields=True):
     sent_ms: Annotated[int, msgspec.Meta(ge=-wire.INT64_MAX, le=wire.INT64_MAX)]
     backlog: bool
     readings: Annotated[list[Reading], msgspec.Meta(max_length=wire.MAX_READINGS_PER_BATCH)]
+    backfill: bool = False  # optional: late readings on purpose (docs/wire-format.md, "Backfill")
     sig: Sig | msgspec.UnsetType = msgspec.UNSET  # absent, never null (as the reference says)
 
 
@@ -111,7 +112,7 @@ def from_reference(body: dict[str, Any]) -> Batch:
     """A batch the reference validated, as the structs the fast path makes (no re-validation)."""
     sig = body.get("sig")
     return Batch(v=body["v"], site=body["site"], gateway=body["gateway"], seq=body["seq"],
-                 sent_ms=body["sent_ms"], backlog=body["backlog"],
+                 sent_ms=body["sent_ms"], backlog=body["backlog"], backfill=body.get("backfill", False),
                  sig=Sig(**sig) if sig is not None else msgspec.UNSET,
                  readings=[Reading(meter=r["meter"], ts_ms=r["ts_ms"], quality=r["quality"],
                                    values=r["values"], value_quality=r.get("value_quality"))

@@ -56,6 +56,8 @@ def batch(draw):
             "readings": draw(st.lists(reading(), max_size=5))}
     if draw(st.booleans()):
         body["sig"] = draw(signature())
+    if draw(st.booleans()):
+        body["backfill"] = draw(st.booleans())
     return body
 
 
@@ -90,7 +92,7 @@ def mutate(body, kind: str, draw) -> dict | None:
     readings = body["readings"]
     r = readings[draw(st.integers(0, len(readings) - 1))] if readings else None
     if kind == "drop_key":
-        del body[draw(st.sampled_from(sorted(set(body) - {"sig"})))]  # sig is optional
+        del body[draw(st.sampled_from(sorted(set(body) - {"sig", "backfill"})))]  # sig and backfill are optional
     elif kind == "bad_sig":
         body["sig"] = {**draw(signature()), **draw(st.sampled_from(BAD_SIGS))}
     elif kind == "add_key":
@@ -127,6 +129,7 @@ def _wrong_for(key: str, value) -> bool:
                 "seq": lambda v: isinstance(v, int) and not isinstance(v, bool) and v >= 0,
                 "sent_ms": lambda v: isinstance(v, int) and not isinstance(v, bool),
                 "backlog": lambda v: isinstance(v, bool),
+                "backfill": lambda v: isinstance(v, bool),
                 "readings": lambda v: isinstance(v, list),
                 "sig": lambda v: False}[key]  # none of BAD_VALUES is a signature
     return not expected(value)

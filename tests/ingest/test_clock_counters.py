@@ -179,3 +179,47 @@ def test_the_meters_order_survives_a_restart_so_a_clock_gone_back_right_after_it
         early = conn.execute("SELECT COUNT(*) FROM readings WHERE ts_ms < ?", (t0,)).fetchone()[0]
     assert early == 0  # nothing an hour early
     assert _count(db) == 55 * meters and _quarantined(db, "clock_backwards") == 5 * meters
+
+
+@pytest.mark.timeout(180)
+def test_a_backfill_batch_is_admitted_as_late_readings_and_unmarked_is_clock_backwards(mosquitto, cq_site, tmp_path):
+    """docs/wire-format.md, "Backfill": polls 20..29 missed live are published after polls 30..59
+    (a later seq, older stamps). Unmarked, their 70 readings are quarantined as clock_backwards;
+    the same readings with `backfill: true` are stored as late readings (70 more stored). The
+    totals are the registers' either way; the backfill only refines how they spread."""
+    store = SqliteStore(tmp_path / "tanji.sqlite")
+    service = AccountingService([cq_site], store, broker_host=mosquitto.host, broker_port=mosquitto.port)
+    service.start()
+    publisher = Publisher(mosquitto.host, mosquitto.port)
+    try:
+        subscribed(service, publisher)
+        [gateway] = cq_site.gateways
+        meters = len(gateway.meters)
+        t0 = hour_start(int(time.time() * 1000)) - 2 * HOUR_MS
+
+        def readings(polls) -> list[dict]:
+            return [{"meter": m.id, "ts_ms": t0 + 1000 * k, "quality": "good", "values": _values(m, k)}
+                    for k in polls for m in gateway.meters]
+
+        topic = wire.readings_topic(SITE, GW)
+        live = [list(range(0, 10)), list(range(10, 20)), list(range(30, 45)), list(range(45, 60))]
+        publisher.publish_all([(topic, wire.encode_batch(SITE, GW, seq, readings(p))) for seq, p in enumerate(live)])
+        assert wait_until(lambda: service.stats.accepted == 50 * meters, 60), service.stats.to_dict()
+        missed = range(20, 30)
+        publisher.publish_all([(topic, wire.encode_batch(SITE, GW, 4, readings(missed)))])
+        assert wait_until(lambda: service.stats.to_dict()["quarantined_by_reason"].get("clock_backwards") == 10 * meters,
+                          60), service.stats.to_dict()
+        assert store.count_readings(SITE) == 50 * meters
+        publisher.publish_all([(topic, wire.encode_batch(SITE, GW, 5, readings(missed), backfill=True))])
+        assert wait_until(lambda: service.stats.accepted == 60 * meters, 60), service.stats.to_dict()
+        assert store.count_readings(SITE) == 60 * meters
+        assert service.stats.to_dict()["quarantined_by_reason"] == {"clock_backwards": 10 * meters}
+        _, kwh = service.engine(SITE).hourly_energy("incomer", "energy_import_kwh", t0, t0 + HOUR_MS)
+        assert kwh.sum() == pytest.approx(KW * 59 / 3600, rel=1e-9)
+        flags = TestClient(create_app(service)).get(
+            "/api/v1/meters/incomer/flags", params={"start": str(t0), "end": str(t0 + HOUR_MS)}).json()
+        [imp] = [c for c in flags["channels"] if c["channel"] == "energy_import_kwh"]
+        assert imp["readings"] == 60 and imp["flagged"] == []  # the 11 s hole is filled: no gap_spread
+    finally:
+        publisher.close()
+        service.stop()
