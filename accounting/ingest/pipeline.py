@@ -317,22 +317,23 @@ class Pipeline:
         """Write until durable; retries forever (nothing is acked meanwhile, so nothing is lost),
         except that rows the store refuses for good are answered per message."""
         delay = 0.1
-        quarantined = evidence = False
+        quarantined = False
         try:
             while True:
                 try:
                     if not quarantined:
                         self._quarantine(cycle.admitted.quarantined)
                         quarantined = True
-                    if not evidence:
-                        admitted = cycle.admitted
-                        if admitted.batches or admitted.chain_events:  # signed batches beside their readings
-                            self.store.write_batches(admitted.batches)  # type: ignore[attr-defined]
-                            self.store.write_chain_events(admitted.chain_events)  # type: ignore[attr-defined]
-                        evidence = True
+                    admitted = cycle.admitted
+                    evidence = admitted.batches or admitted.chain_events  # signed batches beside their readings
                     try:
+                        if evidence:  # with the readings (one transaction in SQLite; idempotent)
+                            return self.store.write_with_evidence(  # type: ignore[attr-defined]
+                                cycle.encoded, admitted.batches, admitted.chain_events)
                         return self.store.write_encoded(cycle.encoded)
                     except StoreRejectedError:
+                        if evidence:  # the batches' records stay, as their messages' quarantine records do
+                            self.store.write_evidence(admitted.batches, admitted.chain_events)  # type: ignore[attr-defined]
                         refused_before = len(cycle.admitted.quarantined)
                         inserted = self._keep_only(cycle.messages, cycle.admitted, self.store.write_readings,
                                                    "store_rejected")

@@ -13,8 +13,8 @@ A batch quarantined for its signature is not confirmed to its gateway (end-to-en
 so the gateway keeps its own copy and sends it again: a forged or altered copy never deletes
 the genuine one, and after an operator registers a key the waiting batches are admitted.
 
-Cost. The readings are hashed as the bytes that travelled (msgspec hands them over as `Raw`
-without parsing), and Ed25519 verification, ~50-100 µs a batch, is paid once per *run*: the
+Cost. Each message is decoded once (`batch_decoder.decode_signed`): the readings are hashed as
+the bytes that travelled, the same bytes then parsed into what admission stores; and Ed25519 verification, ~50-100 µs a batch, is paid once per *run*: the
 batches of one gateway's chain that arrive in one cycle, each naming the previous one's hash
 (`prev`), are vouched for by the newest one's signature, because that signature covers its
 header, which names its predecessor's hash, which covers that predecessor's header, and so on
@@ -30,6 +30,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import logging
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -38,10 +39,11 @@ import msgspec
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
-from accounting.ingest.batch_decoder import Sig
+from accounting.ingest import batch_decoder
+from accounting.ingest.batch_decoder import Batch, Sig
 from accounting.ingest.subscriber import InboundMessage
 from accounting.store.evidence import StoredBatch
-from tanji import signed_batch, wire
+from tanji import signed_batch
 from tanji.errors import WireFormatError
 from tanji.gateway_keys import RegisteredKey
 from tanji.site import Site
@@ -51,19 +53,6 @@ log = logging.getLogger(__name__)
 #: Refusals after which the gateway is told the batch is stored (its fate is final: kept in
 #: quarantine); any other refusal leaves the gateway's copy in its spool, to be sent again.
 FINAL_REFUSALS = frozenset({"key_expired", "revoked_key", "chain_fork"})
-
-
-class _Envelope(msgspec.Struct):
-    """A batch's header fields and its readings as the bytes that travelled."""
-
-    site: str
-    gateway: str
-    seq: int
-    readings: msgspec.Raw
-    sig: Sig | msgspec.UnsetType = msgspec.UNSET
-
-
-_envelope = msgspec.json.Decoder(_Envelope)
 
 
 @dataclass(slots=True)
@@ -143,34 +132,50 @@ class BatchSignatures:
         self.keys = KeyRing(sites)
         self.stats = SignatureStats()
         self._checked: dict[int, Checked] = {}
+        self._decoded: dict[int, Batch | WireFormatError] = {}
 
     def verifies(self, site_id: str) -> bool:
         return self.keys.modes.get(site_id, "off") != "off"
 
     # -- the cycle's pre-pass ----------------------------------------------------------------
 
-    def prepare(self, messages: Sequence[InboundMessage]) -> None:
-        """Hash and check the signatures of a cycle's readings messages, one Ed25519 check per run."""
-        self._checked = {}
+    def prepare(self, messages: Sequence[InboundMessage], now_ms: int | None = None) -> None:
+        """Decode, hash and check the signatures of a cycle's readings messages (one Ed25519 check
+        per run). Each message is decoded here once (`batch_decoder.decode_signed`): admission
+        takes the batch from `decoded` instead of decoding it again."""
+        now_ms = now_ms if now_ms is not None else int(time.time() * 1000)
+        self._checked, self._decoded = {}, {}
         pending: dict[tuple[str, str, str], list[tuple[int, Checked, Sig]]] = {}
         for index, m in enumerate(messages):
             parts = m.topic.split("/")
             if len(parts) != 5 or parts[4] != "readings" or not self.verifies(parts[2]):
                 continue
-            if len(m.payload) > wire.MAX_PAYLOAD_BYTES:
-                continue  # admission quarantines it as too_large
             try:
-                env = _envelope.decode(m.payload)
-            except Exception:  # noqa: BLE001 - admission's decoder names what is wrong
+                batch, raw = batch_decoder.decode_signed(m.payload, parts[2], parts[3], now_ms)
+            except WireFormatError as exc:  # admission raises it, after its own topic checks
+                self._decoded[index] = exc
                 continue
-            if env.site != parts[2] or env.gateway != parts[3]:
-                continue  # topic_mismatch, from admission
-            checked = self._start(env.site, env.gateway, env.seq, env.sig, env.readings)
+            except Exception:  # noqa: BLE001 - admission decodes it again and quarantines what fails
+                log.exception("decoding a message on %.200r for its signature failed", m.topic)
+                continue
+            self._decoded[index] = batch
+            if raw is None:
+                continue  # check() falls back to the per-message path
+            checked = self._start(batch.site, batch.gateway, batch.seq, batch.sig, raw)
             self._checked[index] = checked
-            if checked.reason is None and checked.key is not None and isinstance(env.sig, Sig):
-                pending.setdefault((env.site, env.gateway, env.sig.chain), []).append((index, checked, env.sig))
+            if checked.reason is None and checked.key is not None and isinstance(batch.sig, Sig):
+                pending.setdefault((batch.site, batch.gateway, batch.sig.chain), []).append(
+                    (index, checked, batch.sig))
         for run in pending.values():
             self._verify_runs(sorted(run, key=lambda item: item[1].seq))
+
+    def decoded(self, index: int) -> Batch | None:
+        """The batch `prepare` decoded for message `index` (None if it did not); raises the
+        wire-format refusal the decoder gave."""
+        found = self._decoded.get(index)
+        if isinstance(found, WireFormatError):
+            raise found
+        return found
 
     def _start(self, site: str, gateway: str, seq: int, sig: Any, readings: Any) -> Checked:
         """Everything but the Ed25519 check: key lookup, readings digest, header hash."""

@@ -17,6 +17,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import NamedTuple
 
+from accounting.store.base import EncodedReadings
+
 #: Chain event kinds. `gap`: batches missing between two the chain links (open until they
 #: arrive); `fork`: a batch conflicting with the chain as admitted (same seq, other content, or
 #: a `prev` naming another batch); `replay`: a copy of a batch already admitted; `new_chain`: a
@@ -84,6 +86,19 @@ class EvidenceStore:
     def write_chain_events(self, events: Sequence[ChainEvent]) -> None:
         """Durably keep chain events; writing an event again (same key) updates it (a gap resolved)."""
         raise NotImplementedError
+
+    def write_evidence(self, batches: Sequence[StoredBatch], events: Sequence[ChainEvent]) -> None:
+        """`write_batches` and `write_chain_events` of one cycle, in one write where the store can."""
+        self.write_batches(batches)
+        self.write_chain_events(events)
+
+    def write_with_evidence(self, encoded: EncodedReadings, batches: Sequence[StoredBatch],
+                            events: Sequence[ChainEvent]) -> int:
+        """A cycle's readings (`ReadingStore.write_encoded`, same contract and result) with the
+        evidence of their batches: in the same transaction where the store has transactions
+        (SQLite), else the evidence first, so no reading is durable before its batch's record."""
+        self.write_evidence(batches, events)
+        return self.write_encoded(encoded)  # type: ignore[attr-defined]
 
     def recent_batches(self, site: str, gateway: str, limit: int) -> list[StoredBatch]:
         """The newest `limit` signed batches of a gateway (any chain), without their readings:

@@ -28,6 +28,7 @@ from accounting.store.base import (
     good_columns,
     joined_arrays,
 )
+from accounting.store.evidence import ChainEvent, StoredBatch
 
 _VALUE_COLUMNS = ", ".join(f"{name} REAL" for name in VALUE_NAMES)
 SCHEMA = f"""
@@ -134,13 +135,15 @@ class SqliteStore(sqlite_evidence.SqliteEvidence, ReadingStore):
     def encode_readings(self, rows: Sequence[StoredReading]) -> EncodedReadings:
         return EncodedReadings(rows, [_row(r) for r in rows])
 
-    def write_encoded(self, encoded: EncodedReadings) -> int:
-        if not encoded.rows:
+    def write_encoded(self, encoded: EncodedReadings, batches: Sequence[StoredBatch] = (),
+                      events: Sequence[ChainEvent] = ()) -> int:
+        """The readings, and the evidence of their batches in the same transaction (`write_with_evidence`)."""
+        if not encoded.rows and not batches and not events:
             return 0
         conn = self._conn()
         with self._write_lock:
-            before = conn.total_changes
             conn.execute("BEGIN IMMEDIATE")
+            before = conn.total_changes
             try:
                 conn.executemany(_INSERT, encoded.payload)
             except BaseException as exc:
@@ -148,8 +151,14 @@ class SqliteStore(sqlite_evidence.SqliteEvidence, ReadingStore):
                 if isinstance(exc, _REFUSED):
                     raise StoreRejectedError(f"SQLite refuses a row: {type(exc).__name__}: {exc}") from exc
                 raise
+            inserted = conn.total_changes - before
+            try:
+                sqlite_evidence.insert_evidence(conn, batches, events)
+            except BaseException:
+                conn.execute("ROLLBACK")
+                raise
             conn.execute("COMMIT")
-            return conn.total_changes - before
+            return inserted
 
     def read_readings(self, site: str, meter: str | None, start_ms: int, end_ms: int) -> list[StoredReading]:
         if meter is None:

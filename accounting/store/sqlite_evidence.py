@@ -8,8 +8,10 @@ seq) for "the last batch starting before T", which is how a window's segment is 
 
 from __future__ import annotations
 
+import sqlite3
 from collections.abc import Sequence
 
+from accounting.store.base import EncodedReadings
 from accounting.store.evidence import ChainEvent, EvidenceStore, StoredBatch
 
 SCHEMA = """
@@ -56,6 +58,17 @@ CREATE INDEX IF NOT EXISTS chain_events_open ON chain_events (resolved_ms, site)
 _COLUMNS = "site, gateway, seq, hash, chain, key, prev, sig, min_ts, max_ts, n, received_ms"
 
 
+def insert_evidence(conn: sqlite3.Connection, batches: Sequence[StoredBatch], events: Sequence[ChainEvent]) -> None:
+    """Batches, their chains and chain events, inside the caller's transaction (idempotent)."""
+    if batches:
+        conn.executemany(f"INSERT OR IGNORE INTO batches ({_COLUMNS}, readings) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?)",
+                         batches)
+        conn.executemany("INSERT OR IGNORE INTO chains VALUES (?, ?, ?, ?)",
+                         {(b.site, b.gateway, b.chain, b.received_ms) for b in batches if b.chain})
+    if events:
+        conn.executemany("INSERT OR REPLACE INTO chain_events VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)", events)
+
+
 def _batch(row: tuple, readings: bytes = b"") -> StoredBatch:
     return StoredBatch(*row[:12], readings)
 
@@ -64,31 +77,28 @@ class SqliteEvidence(EvidenceStore):
     """Mixed into `SqliteStore`, which provides `_conn()` and `_write_lock`."""
 
     def write_batches(self, batches: Sequence[StoredBatch]) -> None:
-        if not batches:
+        self.write_evidence(batches, ())
+
+    def write_chain_events(self, events: Sequence[ChainEvent]) -> None:
+        self.write_evidence((), events)
+
+    def write_evidence(self, batches: Sequence[StoredBatch], events: Sequence[ChainEvent]) -> None:
+        if not batches and not events:
             return
         conn = self._conn()  # type: ignore[attr-defined]
         with self._write_lock:  # type: ignore[attr-defined]
             conn.execute("BEGIN IMMEDIATE")
             try:
-                conn.executemany(
-                    f"INSERT OR IGNORE INTO batches ({_COLUMNS}, readings) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?)",
-                    [tuple(b) for b in batches])
-                conn.executemany("INSERT OR IGNORE INTO chains VALUES (?, ?, ?, ?)",
-                                 {(b.site, b.gateway, b.chain, b.received_ms) for b in batches if b.chain})
+                insert_evidence(conn, batches, events)
             except BaseException:
                 conn.execute("ROLLBACK")
                 raise
             conn.execute("COMMIT")
 
-    def write_chain_events(self, events: Sequence[ChainEvent]) -> None:
-        if not events:
-            return
-        conn = self._conn()  # type: ignore[attr-defined]
-        with self._write_lock:  # type: ignore[attr-defined]
-            conn.execute("BEGIN IMMEDIATE")
-            conn.executemany("INSERT OR REPLACE INTO chain_events VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                             [tuple(e) for e in events])
-            conn.execute("COMMIT")
+    def write_with_evidence(self, encoded: EncodedReadings, batches: Sequence[StoredBatch],
+                            events: Sequence[ChainEvent]) -> int:
+        """Readings and their batches' evidence in one transaction: durable together, one commit."""
+        return self.write_encoded(encoded, batches, events)  # type: ignore[attr-defined]
 
     def _chains(self, site: str) -> list[tuple[str, str]]:
         return self._conn().execute(  # type: ignore[attr-defined]
