@@ -229,6 +229,7 @@ def signature_phase(gateways: int, meters: int, influx: InfluxServer, tmp_path: 
     is left out (its cost is the same in both modes), so the slowdown is relative to admission
     and store alone: an upper bound of the whole service's.
     """
+    import base64
     from dataclasses import replace
 
     from accounting.ingest.admission import Admission
@@ -305,6 +306,18 @@ def signature_phase(gateways: int, meters: int, influx: InfluxServer, tmp_path: 
                 if verifier.stats.verified_batches != len(signed):  # the A/B measures nothing otherwise
                     raise SystemExit(f"signature phase: {verifier.stats.verified_batches} of {len(signed)} batches "
                                      f"verified ({verifier.to_dict()})")
+    # One Ed25519 check, in this process (the library ingest verifies with): the cost a run of a
+    # chain's batches pays once, whatever its length (accounting/ingest/signatures.py)
+    key = keys[fleet.gateway_ids[0]]
+    _, head = signed[0]
+    message = signed_batch.header(site.id, fleet.gateway_ids[0], 0, "c0ffee00c0ffee00", key.key_id, None,
+                                  signed_batch.readings_digest(signed_batch.raw_member(head)))
+    public = BatchSignatures({site.id: site}).keys
+    signature = base64.b64decode(json.loads(head)["sig"]["sig"])
+    t0 = time.perf_counter()
+    for _ in range(200):
+        assert public.verify(site.id, key.key_id, signature, message)
+    verify_us = (time.perf_counter() - t0) / 200 * 1e6
     return {"signatures_off_readings_per_s": round(best["off"]),
             "signatures_required_readings_per_s": round(best["required"]),
             "signatures_slowdown": round(1 - best["required"] / best["off"], 3),
@@ -312,6 +325,8 @@ def signature_phase(gateways: int, meters: int, influx: InfluxServer, tmp_path: 
             "signatures_runs_readings_per_s": runs,
             "goal_signatures_slowdown": 0.10,
             "signature_checks_per_batch": round(checks / len(signed), 3),
+            "signature_readings_per_batch": meters,
+            "ed25519_verify_us": round(verify_us, 1),
             # CPU per reading (best run), the machine's other load does not count in it
             "signatures_cpu_us_per_reading": {f"{m}_{k}": round(v, 2) for (m, k), v in sorted(cpu.items())},
             "signatures_readings": readings}
