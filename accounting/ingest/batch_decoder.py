@@ -74,6 +74,7 @@ class _Signed(msgspec.Struct, forbid_unknown_fields=True):
     backlog: bool
     readings: msgspec.Raw
     sig: Sig | msgspec.UnsetType = msgspec.UNSET
+    backfill: bool = False
 
 
 _decoder = msgspec.json.Decoder(Batch)
@@ -118,7 +119,8 @@ def decode_signed(payload: bytes, site: str, gateway: str, now_ms: int) -> tuple
         outer = _signed_decoder.decode(payload)
         raw = outer.readings
         batch = Batch(v=outer.v, site=outer.site, gateway=outer.gateway, seq=outer.seq, sent_ms=outer.sent_ms,
-                      backlog=outer.backlog, readings=_readings_decoder.decode(raw), sig=outer.sig)
+                      backlog=outer.backlog, readings=_readings_decoder.decode(raw), sig=outer.sig,
+                      backfill=outer.backfill)
         _check(batch, site, gateway, now_ms)
         return batch, bytes(raw)
     except Exception:  # noqa: BLE001 - any doubt at all goes to the reference, which names it

@@ -77,7 +77,9 @@ def test_valid_batches_take_the_fast_path_and_read_as_the_reference_reads_them(b
         del ref["backfill"]
     assert as_reference(fast) == ref
     assert as_reference(batch_decoder.decode_batch(payload, site, gateway, NOW_MS)) == ref
+    disagreements = batch_decoder._disagreements
     signed, raw = batch_decoder.decode_signed(payload, site, gateway, NOW_MS)
+    assert batch_decoder._disagreements == disagreements  # the fast path took it, as decode_batch's did
     assert as_reference(signed) == ref
     assert raw == signed_batch.raw_member(payload)  # the bytes a signature covers are the bytes parsed
 
