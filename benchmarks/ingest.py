@@ -44,6 +44,7 @@ import http.client
 import json
 import logging
 import os
+import queue
 import subprocess
 import sys
 import tempfile
@@ -221,12 +222,16 @@ def signature_phase(gateways: int, meters: int, influx: InfluxServer, tmp_path: 
 
     The fleet's batches are signed and chained per gateway with Ed25519 (what its gateways
     would publish with keys registered); `off` ingests the same batches unsigned (what its
-    gateways publish then). Each mode runs the ingest cycle in-process (admission with the
-    signature and chain checks, store formatting, the InfluxDB write, its evidence writes),
-    alternately `repeats` times into a fresh database; the best run of each counts (wall-clock
-    readings/s, and CPU µs per reading of accounting and influxd, which the machine's other
-    load does not inflate). The engine
-    is left out (its cost is the same in both modes), so the slowdown is relative to admission
+    gateways publish then). Each mode runs ingest's pipeline in-process (admission with the
+    signature and chain checks, store formatting, the InfluxDB write with its evidence) over
+    the messages waiting in its inbox, cycles of 200 messages as the service takes them, two
+    ways: on its three threads as the service runs it (`signatures_slowdown`: the store thread
+    compresses and writes the evidence while the admitting thread checks the next cycle), and
+    one cycle after the other on one thread (`signatures_serial_slowdown`: nothing overlaps, so
+    every µs the signatures add shows). Modes alternate, `repeats` times each, each run into a
+    fresh database; the best run of each counts (wall-clock readings/s, and CPU µs per reading
+    of accounting and influxd, which the machine's other load inflates less). The engine is
+    left out (its cost is the same in both modes), so the slowdown is relative to admission
     and store alone: an upper bound of the whole service's.
     """
     import base64
@@ -264,48 +269,63 @@ def signature_phase(gateways: int, meters: int, influx: InfluxServer, tmp_path: 
                                            sig=sig.to_json(), readings_text=raw.decode())))
     readings = sum(len(json.loads(p)["readings"]) for _, p in unsigned)
 
-    class Sink:
-        inbox = None
+    class Source:
+        """The pipeline's source: the messages waiting in its inbox, as a drained broker session leaves them."""
+
+        def __init__(self, messages: list) -> None:
+            self.inbox = queue.Queue()
+            for m in messages:
+                self.inbox.put(m)
 
         def ack(self, messages, unconfirmed=None) -> int:
             return len(messages)
 
-    best: dict[str, float] = {}
-    runs: dict[str, list[int]] = {"off": [], "required": []}
-    cpu: dict[tuple[str, str], float] = {}
+    best: dict[tuple[str, str], float] = {}
+    runs: dict[tuple[str, str], list[int]] = {}
+    cpu: dict[tuple[str, str, str], float] = {}
     procs = {"accounting": psutil.Process(), "influxd": psutil.Process(influx.influxd.proc.pid)}
     checks = 0
     for i in range(repeats):
-        for mode, payloads in (("off", unsigned), ("required", signed)):
-            db = f"sig_{mode}_{i}"
-            influx.create_database(db)
-            store = InfluxStore(influx.url, token="bench", org="tanji", bucket=db, spill_dir=tmp_path / f"spill-{db}")
-            sites = {site.id: replace(site, signatures=mode)}
-            verifier = BatchSignatures(sites) if mode != "off" else None
-            admission = Admission(sites, DedupIndex(), SequenceTracker(), signatures=verifier,
-                                  chains=ChainTracker(store) if verifier else None)
-            pipeline = Pipeline(Sink(), admission, store, IngestStats(), deliver=lambda cycles: None)
-            messages = [InboundMessage(t, p, 0, 0, start_ms + rounds * 1000, 0) for t, p in payloads]
-            cpu0 = {k: _cpu_s(proc) for k, proc in procs.items()}
-            t0 = time.perf_counter()
-            for k in range(0, len(messages), 200):
-                pipeline.run_cycle(messages[k:k + 200])
-            store.flush(120)
-            rate = readings / (time.perf_counter() - t0)
-            for k, proc in procs.items():
-                us = (_cpu_s(proc) - cpu0[k]) * 1e6 / readings
-                cpu[(mode, k)] = min(cpu.get((mode, k), us), us)
-            stored = _count(influx, db)
-            store.close()
-            if stored != readings:
-                raise SystemExit(f"signature phase {mode}: {stored} of {readings} readings stored")
-            best[mode] = max(best.get(mode, 0.0), rate)
-            runs[mode].append(round(rate))
-            if verifier is not None:
-                checks = verifier.stats.signature_checks
-                if verifier.stats.verified_batches != len(signed):  # the A/B measures nothing otherwise
-                    raise SystemExit(f"signature phase: {verifier.stats.verified_batches} of {len(signed)} batches "
-                                     f"verified ({verifier.to_dict()})")
+        for way in ("threads", "serial"):
+            for mode, payloads in (("off", unsigned), ("required", signed)):
+                db = f"sig_{way}_{mode}_{i}"
+                influx.create_database(db)
+                store = InfluxStore(influx.url, token="bench", org="tanji", bucket=db,
+                                    spill_dir=tmp_path / f"spill-{db}")
+                sites = {site.id: replace(site, signatures=mode)}
+                verifier = BatchSignatures(sites) if mode != "off" else None
+                admission = Admission(sites, DedupIndex(), SequenceTracker(), signatures=verifier,
+                                      chains=ChainTracker(store) if verifier else None)
+                messages = [InboundMessage(t, p, 0, 0, start_ms + rounds * 1000, 0) for t, p in payloads]
+                source = Source(messages)
+                pipeline = Pipeline(source, admission, store, IngestStats(), deliver=lambda cycles: None,
+                                    cycle_max_messages=200)
+                cpu0 = {k: _cpu_s(proc) for k, proc in procs.items()}
+                t0 = time.perf_counter()
+                if way == "threads":  # as the service runs it: admission, store and engine threads
+                    pipeline.start()
+                    while pipeline.messages_delivered < len(messages) and pipeline.alive():
+                        time.sleep(0.005)
+                    pipeline.stop()
+                else:  # one cycle after the other on one thread: nothing overlaps
+                    for k in range(0, len(messages), 200):
+                        pipeline.run_cycle(messages[k:k + 200])
+                store.flush(120)
+                rate = readings / (time.perf_counter() - t0)
+                for k, proc in procs.items():
+                    us = (_cpu_s(proc) - cpu0[k]) * 1e6 / readings
+                    cpu[(way, mode, k)] = min(cpu.get((way, mode, k), us), us)
+                stored = _count(influx, db)
+                store.close()
+                if stored != readings:
+                    raise SystemExit(f"signature phase {way} {mode}: {stored} of {readings} readings stored")
+                best[(way, mode)] = max(best.get((way, mode), 0.0), rate)
+                runs.setdefault((way, mode), []).append(round(rate))
+                if verifier is not None:
+                    checks = verifier.stats.signature_checks
+                    if verifier.stats.verified_batches != len(signed):  # the A/B measures nothing otherwise
+                        raise SystemExit(f"signature phase: {verifier.stats.verified_batches} of {len(signed)} "
+                                         f"batches verified ({verifier.to_dict()})")
     # One Ed25519 check, in this process (the library ingest verifies with): the cost a run of a
     # chain's batches pays once, whatever its length (accounting/ingest/signatures.py)
     key = keys[fleet.gateway_ids[0]]
@@ -318,17 +338,20 @@ def signature_phase(gateways: int, meters: int, influx: InfluxServer, tmp_path: 
     for _ in range(200):
         assert public.verify(site.id, key.key_id, signature, message)
     verify_us = (time.perf_counter() - t0) / 200 * 1e6
-    return {"signatures_off_readings_per_s": round(best["off"]),
-            "signatures_required_readings_per_s": round(best["required"]),
-            "signatures_slowdown": round(1 - best["required"] / best["off"], 3),
-            # every run, in the order run (off, required, off, required, ...): the spread the best hides
-            "signatures_runs_readings_per_s": runs,
+    return {"signatures_off_readings_per_s": round(best[("threads", "off")]),
+            "signatures_required_readings_per_s": round(best[("threads", "required")]),
+            "signatures_slowdown": round(1 - best[("threads", "required")] / best[("threads", "off")], 3),
+            "signatures_serial_off_readings_per_s": round(best[("serial", "off")]),
+            "signatures_serial_required_readings_per_s": round(best[("serial", "required")]),
+            "signatures_serial_slowdown": round(1 - best[("serial", "required")] / best[("serial", "off")], 3),
+            # every run, in the order run: the spread the best hides
+            "signatures_runs_readings_per_s": {f"{w}_{m}": r for (w, m), r in runs.items()},
             "goal_signatures_slowdown": 0.10,
             "signature_checks_per_batch": round(checks / len(signed), 3),
             "signature_readings_per_batch": meters,
             "ed25519_verify_us": round(verify_us, 1),
             # CPU per reading (best run), the machine's other load does not count in it
-            "signatures_cpu_us_per_reading": {f"{m}_{k}": round(v, 2) for (m, k), v in sorted(cpu.items())},
+            "signatures_cpu_us_per_reading": {f"{w}_{m}_{k}": round(v, 2) for (w, m, k), v in sorted(cpu.items())},
             "signatures_readings": readings}
 
 

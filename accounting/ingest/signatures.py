@@ -247,8 +247,8 @@ class BatchSignatures:
             if c.reason is None and c.key is not None and isinstance(sig, Sig) and not self._check_one(c, sig):
                 c.reason, c.detail = "bad_signature", f"batch {batch.seq} of {gateway}: the signature does not verify"
         readings = batch.readings
-        oldest = min((r.ts_ms for r in readings), default=0)
-        newest = max((r.ts_ms for r in readings), default=0)
+        stamps = [r.ts_ms for r in readings]
+        oldest, newest = (min(stamps), max(stamps)) if stamps else (0, 0)
         if c.reason is None and c.key is not None and readings:
             refusal = c.key.refusal(oldest, newest)
             if refusal is not None:
