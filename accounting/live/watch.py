@@ -149,8 +149,8 @@ class PlantWatch:
                                 seen.meter.max_power_kw * (r.ts_ms - last):
                             self._jump(site_id, seen.meter, channel, before, float(value), r.ts_ms - last, r.ts_ms)
                     counters[i] = value
-                if last is not None:
-                    self._gap(site_id, seen, last, r.ts_ms)
+                if last is not None and (seen.gap_ms is None or r.ts_ms - last > seen.gap_ms):
+                    self._gap(site_id, seen, last, r.ts_ms)  # a call per reading only when it can be a gap
                 seen.ts_ms = r.ts_ms
         self._report_gaps()
 
