@@ -14,8 +14,9 @@ so the gateway keeps its own copy and sends it again: a forged or altered copy n
 the genuine one, and after an operator registers a key the waiting batches are admitted.
 
 Cost. Each message is decoded once (`batch_decoder.decode_signed`): the readings are hashed as
-the bytes that travelled, the same bytes then parsed into what admission stores; and Ed25519 verification, ~50-100 µs a batch, is paid once per *run*: the
-batches of one gateway's chain that arrive in one cycle, each naming the previous one's hash
+the bytes that travelled, the same bytes then parsed into what admission stores. Ed25519
+verification (~70-150 µs a check on the development machine, docs/audit.md) is paid once per
+*run*: the batches of one gateway's chain that arrive in one cycle, each naming the previous one's hash
 (`prev`), are vouched for by the newest one's signature, because that signature covers its
 header, which names its predecessor's hash, which covers that predecessor's header, and so on
 (a standard hash-chain argument: changing any of them changes a hash its successor signed).
