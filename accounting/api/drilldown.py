@@ -26,7 +26,7 @@ Service = Annotated[AccountingServiceLike, Depends(service)]
 
 #: The operator-log kinds that are a meter's counter events (accounting.live.watch).
 COUNTER_EVENTS = ("counter_step_back", "counter_rollover", "implausible_jump", "estimated_gap",
-                  "meter_offline", "meter_online")
+                  "meter_offline", "meter_online", "meter_replaced")
 EVENT_LIMIT = 500
 
 

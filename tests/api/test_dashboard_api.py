@@ -14,6 +14,7 @@ import pytest
 from fastapi.testclient import TestClient
 
 from accounting.api.dashboard import STATIC_DIR
+from accounting.engine.kernels_energy import FLAG_NAMES
 from tanji.quality import QUALITY_CODES
 from tests.api.conftest import API_TOKEN
 from tests.api.fake import FakeService
@@ -218,6 +219,7 @@ def test_the_dashboard_texts_exist_in_both_languages() -> None:
     used = set(re.findall(r'data-i18n(?:-title)?="([^"]+)"', (Path(STATIC_DIR) / "index.html").read_text()))
     assert used <= en, sorted(used - en)
     assert {f"qcode.{q}" for q in QUALITY_CODES} <= en  # every reading quality the wire carries
+    assert {f"flag.{name}" for name in FLAG_NAMES.values()} <= en  # every flag of the energy step
 
 
 def test_the_docs_screenshots_exist_and_are_linked() -> None:
