@@ -31,6 +31,7 @@ from zoneinfo import ZoneInfo
 import httpx
 import pytest
 from pymodbus.client import ModbusTcpClient
+from selenium.common.exceptions import NoSuchElementException, StaleElementReferenceException
 from selenium.webdriver.common.by import By
 from selenium.webdriver.support import expected_conditions
 from selenium.webdriver.support.ui import WebDriverWait
@@ -199,15 +200,19 @@ def test_a_counter_going_back_is_an_alarm_acknowledged_in_the_page(demo: Demo, s
     with chromium() as driver:
         open_view(driver, demo, "alarms")
         item = "#alarms-active li[data-kind=counter_step_back]"
-        wait(driver).until(lambda d: d.find_elements(By.CSS_SELECTOR, item + " button.ack"))
-        text = driver.find_element(By.CSS_SELECTOR, item).text
+        # The list is drawn again as alarms refresh: an element found may be replaced before it is
+        # read (a stale element under load), so reading and clicking are retried in the wait.
+        settled = WebDriverWait(driver, LIVE_TIMEOUT_S, poll_frequency=0.5,
+                                ignored_exceptions=(NoSuchElementException, StaleElementReferenceException))
+        text = settled.until(lambda d: d.find_element(By.CSS_SELECTOR, item + " button.ack")
+                             and d.find_element(By.CSS_SELECTOR, item).text)
         # From what the service saw last (the PLC may count on between the read and the write)
         # to the preset value (or a unit or two above it, counted before the next poll).
         went = re.search(r"plc-b/units_total went back: ([\d,]+) → ([\d,]+)", text)
         assert went, text
         high, low = (int(g.replace(",", "")) for g in went.groups())
         assert high >= units and lower <= low < high, text
-        driver.find_element(By.CSS_SELECTOR, item + " button.ack").click()
+        settled.until(lambda d: d.find_element(By.CSS_SELECTOR, item + " button.ack").click() or True)
         form = wait(driver).until(expected_conditions.visibility_of_element_located((By.ID, "ack-form")))
         assert "plc-b/units_total" in driver.find_element(By.ID, "ack-what").text
         assert not driver.execute_script(CONTRAST), "the acknowledgement form below WCAG AA contrast"
