@@ -139,6 +139,7 @@ class AccountingService:
         self.jobs.every(footprint_interval_s, "footprint announcements", self.announce_footprints)
         self.jobs.every(footprint_store_interval_s, "footprint writes", self.store_footprints)
         self.jobs.every(checkpoint_interval_s, "checkpoints", self.checkpoint)
+        self.jobs.every(1.0, "meter order", self.meter_order.flush)
         self.jobs.every(5.0, "store catch-up", self.catch_up)
         self.jobs.every(5.0, "chain gaps", self.check_chains)
         self.jobs.every(1.0, "plant watch", lambda: self.watch.check(self.meter_status(), self.gateway_status()))

@@ -22,9 +22,12 @@ flagged. A gateway whose numbering starts again (a replaced spool) is not either
 is lower).
 
 The order per (site, gateway, meter) survives restarts: with a `path` (the service's state
-directory, `meter_order.sqlite`) what a cycle learnt is written by `flush` at the end of its
-admission, before its readings are stored and acknowledged. Being ahead of the store after a
-crash is harmless (a redelivered batch has the same `seq`, not a later one, so it is never
+directory, `meter_order.sqlite`) what admission learnt is written by `flush` at the end of a
+cycle's admission, before its readings are stored and acknowledged, at most once every
+`FLUSH_INTERVAL_S` (writing every meter's row each cycle cost ~6 ms per 1,000 meters, a
+tenth or more of the ingest path at tens of thousands of readings per second), by the
+service's jobs once a second when ingest goes quiet, and on close. After a crash the order is
+about that interval behind. Being ahead of the store is harmless (a redelivered batch has the same `seq`, not a later one, so it is never
 taken for a clock gone backwards); being behind would let the first misstamped batch after a
 restart slip through, which is what an order kept only in memory did (a backwards reading
 right after a restart was stored as good). The file is a cache of what admission has seen: a
@@ -35,6 +38,7 @@ from __future__ import annotations
 
 import logging
 import sqlite3
+import threading
 import time
 from collections.abc import Iterable, Sequence
 from pathlib import Path
@@ -43,6 +47,9 @@ from typing import Protocol
 from accounting.store.state_db import open_state_db
 
 log = logging.getLogger(__name__)
+
+#: At most one write of the order per this many seconds (and one at close).
+FLUSH_INTERVAL_S = 1.0
 
 _SCHEMA = """CREATE TABLE IF NOT EXISTS meter_order (
     site TEXT NOT NULL, gateway TEXT NOT NULL, meter TEXT NOT NULL, ts_ms INTEGER NOT NULL, seq INTEGER NOT NULL,
@@ -62,6 +69,8 @@ class MeterOrder:
         self._newest: dict[tuple[str, str, str], tuple[int, int]] = {}  # → (ts_ms, seq)
         self._dirty: set[tuple[str, str, str]] = set()
         self._db: sqlite3.Connection | None = None
+        self._flushed_at = 0.0
+        self._lock = threading.Lock()  # learn (admission) and a periodic flush (the service's jobs)
         if path is not None and str(path) != ":memory:":
             self._db = self._open(Path(path))
 
@@ -81,20 +90,26 @@ class MeterOrder:
             log.info("meter order restored: the newest reading of %d meters and its batch", len(rows))
         return db
 
-    def flush(self) -> None:
-        """Write what was learnt since the last flush (one transaction; nothing without a path)."""
+    def flush(self, force: bool = False) -> None:
+        """Write what was learnt since the last write (one transaction; nothing without a path),
+        unless the last write is less than `FLUSH_INTERVAL_S` old and not `force`."""
         if self._db is None or not self._dirty:
             return
-        newest = self._newest
-        rows = [(*key, *newest[key]) for key in self._dirty]
-        with self._db:
-            self._db.executemany("INSERT OR REPLACE INTO meter_order VALUES (?, ?, ?, ?, ?)", rows)
-        self._dirty.clear()
+        now = time.monotonic()
+        if not force and now - self._flushed_at < FLUSH_INTERVAL_S:
+            return
+        self._flushed_at = now
+        with self._lock:
+            newest = self._newest
+            rows = [(*key, *newest[key]) for key in self._dirty]
+            self._dirty.clear()
+            with self._db:
+                self._db.executemany("INSERT OR REPLACE INTO meter_order VALUES (?, ?, ?, ?, ?)", rows)
 
     def close(self) -> None:
         """Flush and close the file."""
         if self._db is not None:
-            self.flush()
+            self.flush(force=True)
             self._db.close()
             self._db = None
 
@@ -112,12 +127,13 @@ class MeterOrder:
     def learn(self, site: str, gateway: str, seq: int, readings: Iterable[_Reading]) -> None:
         """Remember the admitted readings of batch `seq`."""
         newest = self._newest
-        for r in readings:
-            key = (site, gateway, r.meter)
-            known = newest.get(key)
-            if known is None or r.ts_ms > known[0] or (r.ts_ms == known[0] and seq > known[1]):
-                newest[key] = (r.ts_ms, seq)
-                self._dirty.add(key)
+        with self._lock:
+            for r in readings:
+                key = (site, gateway, r.meter)
+                known = newest.get(key)
+                if known is None or r.ts_ms > known[0] or (r.ts_ms == known[0] and seq > known[1]):
+                    newest[key] = (r.ts_ms, seq)
+                    self._dirty.add(key)
 
 
 def _connect(path: Path) -> sqlite3.Connection:

@@ -127,6 +127,15 @@ def test_a_plc_counter_back_at_a_saved_count_is_rebased_and_flagged(mosquitto, c
         service.stop()
 
 
+def _order_newest(state) -> int | None:
+    """The oldest of the meters' newest timestamps in the state directory's meter order file."""
+    try:
+        with sqlite3.connect(state / "meter_order.sqlite", timeout=10) as conn:
+            return conn.execute("SELECT MIN(ts_ms) FROM meter_order").fetchone()[0]
+    except sqlite3.OperationalError:
+        return None
+
+
 def _quarantined(db, reason: str) -> int:
     try:
         with sqlite3.connect(db, timeout=10) as conn:
@@ -160,6 +169,8 @@ def test_the_meters_order_survives_a_restart_so_a_clock_gone_back_right_after_it
         assert wait_until(lambda: ready(1) or proc.poll() is not None, 120), log.read_text(errors="replace")[-2000:]
         publisher.publish_all(batches[:10])
         assert wait_until(lambda: _count(db) == 50 * meters, 60), _count(db)
+        # the order is written at most once a second (meter_order.FLUSH_INTERVAL_S): wait for it
+        assert wait_until(lambda: _order_newest(state) == t0 + 49_000, 30), _order_newest(state)
         os.killpg(proc.pid, signal.SIGKILL)  # no final checkpoint, nothing closed
         proc.wait()
         proc = _accounting(mosquitto, db, state, "g1", log)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from accounting.ingest import meter_order
 from accounting.ingest.meter_order import MeterOrder
 
 
@@ -19,13 +20,26 @@ def test_the_order_is_written_by_flush_and_read_back(tmp_path):
     order.learn("s", "gw", 7, [R("m1", 1000), R("m2", 2000), R("m1", 1500)])
     order.flush()
     order.learn("s", "gw", 8, [R("m1", 900)])  # older than known: nothing to remember
-    order.flush()
+    order.flush(force=True)
     order.close()
     again = MeterOrder(path)
     assert again.backwards("s", "gw", 9, [R("m1", 1499), R("m1", 1500), R("m2", 1999), R("m3", 1)]) == [0, 2]
     assert again.backwards("s", "gw", 7, [R("m1", 1)]) == []  # the same batch again: a replay
     assert again.backwards("s", "other-gw", 9, [R("m1", 1)]) == []
     again.close()
+
+
+def test_a_flush_within_the_interval_waits_for_the_next_or_the_close(tmp_path, monkeypatch):
+    monkeypatch.setattr(meter_order, "FLUSH_INTERVAL_S", 3600.0)  # no clock in the test
+    path = tmp_path / "meter_order.sqlite"
+    order = MeterOrder(path)
+    order.learn("s", "gw", 1, [R("m", 1000)])
+    order.flush()  # the first write
+    order.learn("s", "gw", 2, [R("m", 2000)])
+    order.flush()  # within the interval: not yet
+    assert MeterOrder(path).backwards("s", "gw", 3, [R("m", 1500)]) == []  # the file knows 1000
+    order.close()  # writes the rest
+    assert MeterOrder(path).backwards("s", "gw", 3, [R("m", 1500)]) == [0]
 
 
 def test_without_a_flush_nothing_is_written_and_in_memory_keeps_nothing(tmp_path):
