@@ -37,6 +37,7 @@ def civil_zone(name: str = DEFAULT_TIMEZONE) -> ZoneInfo:
     return ZoneInfo(name)
 
 
+@lru_cache(maxsize=64)
 def whole_hour_zone(tz: ZoneInfo, years: range = range(1990, 2101)) -> bool:
     """Whether every UTC offset the zone uses in `years` (January and July) is whole hours."""
     for year in years:

@@ -51,30 +51,29 @@ class Sig(msgspec.Struct, forbid_unknown_fields=True):
     sig: Annotated[str, msgspec.Meta(pattern="^[A-Za-z0-9+/]{86}==$")]
 
 
-class Batch(msgspec.Struct, forbid_unknown_fields=True):
+class _Envelope(msgspec.Struct, forbid_unknown_fields=True):
+    """The members every readings message has besides its readings (one definition for both decoders)."""
+
     v: Literal[1]
     site: _Id
     gateway: _Id
     seq: Annotated[int, msgspec.Meta(ge=0, le=wire.INT64_MAX)]
     sent_ms: Annotated[int, msgspec.Meta(ge=-wire.INT64_MAX, le=wire.INT64_MAX)]
     backlog: bool
+
+
+class Batch(_Envelope, forbid_unknown_fields=True):
     readings: Annotated[list[Reading], msgspec.Meta(max_length=wire.MAX_READINGS_PER_BATCH)]
     backfill: bool = False  # optional: late readings on purpose (docs/wire-format.md, "Backfill")
     sig: Sig | msgspec.UnsetType = msgspec.UNSET  # absent, never null (as the reference says)
 
 
-class _Signed(msgspec.Struct, forbid_unknown_fields=True):
+class _Signed(_Envelope, forbid_unknown_fields=True):
     """A batch with its readings left as the bytes that travelled (`decode_signed`)."""
 
-    v: Literal[1]
-    site: _Id
-    gateway: _Id
-    seq: Annotated[int, msgspec.Meta(ge=0, le=wire.INT64_MAX)]
-    sent_ms: Annotated[int, msgspec.Meta(ge=-wire.INT64_MAX, le=wire.INT64_MAX)]
-    backlog: bool
     readings: msgspec.Raw
-    sig: Sig | msgspec.UnsetType = msgspec.UNSET
     backfill: bool = False
+    sig: Sig | msgspec.UnsetType = msgspec.UNSET
 
 
 _decoder = msgspec.json.Decoder(Batch)
