@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import logging
 import signal
+import socket
 import tempfile
 import threading
 import time
@@ -73,27 +74,38 @@ def run(args: argparse.Namespace) -> int:
         service, site = stack.service, stack.site
         for line in stack.plant.describe():
             log.info("simulated plant: %s", line)
-        secure = f"https://{args.http_host}:{args.https_port}/"
+        # The listening sockets are bound first, so a port 0 (any free port) is known before the
+        # URLs partners and the banner are told are made.
+        try:
+            plain, encrypted = (servers.enter_context(_listen(args.http_host, port))
+                                for port in (args.http_port, args.https_port))
+        except OSError as exc:
+            log.error("cannot listen on %s (%s): is the port in use? choose another with --http-port/--https-port",
+                      args.http_host, exc)
+            return 1
+        host = f"[{args.http_host}]" if ":" in args.http_host else args.http_host
+        secure = f"https://{host}:{_bound_port(encrypted)}/"
         pact, tls = demo_host(service, workdir, secure.rstrip("/"), args.pact_clients)
         shipments = ShipmentBook(service, state_dir=workdir, pact=pact, scan_interval_s=10.0)
         app = create_app(service, api_token=args.api_token, pact=pact, shipments=shipments)
         # One app, two listeners: plain HTTP for the plant network (dashboard, REST; PACT refuses
         # plain HTTP) and HTTPS for partners. The first runs the app's lifespan for both.
-        for port, options in ((args.http_port, {"lifespan": "on"}),
-                              (args.https_port, {"lifespan": "off", **server_ssl(tls.cert, tls.key)})):
+        for sock, options in ((plain, {"lifespan": "on"}),
+                              (encrypted, {"lifespan": "off", **server_ssl(tls.cert, tls.key)})):
+            port = _bound_port(sock)
             server = uvicorn.Server(uvicorn.Config(app, host=args.http_host, port=port, log_level="warning",
                                                    **options))
-            http = threading.Thread(target=server.run, name=f"http-{port}", daemon=True)
+            http = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, name=f"http-{port}", daemon=True)
             http.start()
             servers.callback(lambda s=server, t=http: (setattr(s, "should_exit", True), t.join(10)))
             deadline = time.monotonic() + 30
             while not server.started and http.is_alive() and time.monotonic() < deadline:
                 time.sleep(0.05)
             if not server.started:
-                log.error("the HTTP server did not start on %s:%d (port in use?)", args.http_host, port)
+                log.error("the HTTP server did not start on %s:%d", args.http_host, port)
                 return 1
 
-        url = f"http://{args.http_host}:{args.http_port}/"
+        url = f"http://{host}:{_bound_port(plain)}/"
         print(f"Tanji demo: {site.name} ({site.id})", flush=True)
         print(f"  dashboard   {url}", flush=True)
         print(f"  footprints  {url}api/v1/footprints", flush=True)
@@ -106,6 +118,25 @@ def run(args: argparse.Namespace) -> int:
         print("  Ctrl-C stops." if args.duration is None else f"  stopping after {args.duration:g} s.", flush=True)
         _watch(service, stop, args.duration)
     return 0
+
+
+def _listen(host: str, port: int) -> socket.socket:
+    """A listening TCP socket on host:port (0: a free port the system picks), closed on exit."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind((host, port))
+        sock.listen(128)
+    except OSError:
+        sock.close()
+        raise
+    return sock
+
+
+def _bound_port(sock: socket.socket) -> int:
+    """The port a listening socket is bound to (the one chosen when 0 was asked for)."""
+    return sock.getsockname()[1]
 
 
 def _watch(service: AccountingService, stop: threading.Event, duration: float | None) -> None:

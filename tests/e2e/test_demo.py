@@ -8,6 +8,7 @@ cache) makes it slower, not red.
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 import time
@@ -60,18 +61,28 @@ def test_bin_demo_serves_positive_footprints_then_stops(tmp_path):
 @pytest.mark.timeout(180)
 def test_demo_runs_the_rs485_plant_over_a_pty_pair_of_its_own(tmp_path):
     """`tanji demo --scenario simulators/scenarios/js-electronics.yaml`: once it crashed for want of
-    /dev/ttyUSB0; now its RS-485 meters answer over a linked pty pair the demo makes itself."""
-    port = free_port()
+    /dev/ttyUSB0; now its RS-485 meters answer over a linked pty pair the demo makes itself.
+
+    Ports 0: the demo serves on ports the system picks and its banner names them (it once
+    printed port 0)."""
     log = tmp_path / "demo.log"
     with open(log, "wb") as out:
         proc = subprocess.Popen([sys.executable, "-m", "tanji", "demo", "--scenario",
                                  "simulators/scenarios/js-electronics.yaml", "--duration", "30",
-                                 "--http-port", str(port), "--https-port", str(free_port()),
+                                 "--http-port", "0", "--https-port", "0",
                                  "--workdir", str(tmp_path / "work")],
                                 stdout=out, stderr=subprocess.STDOUT, cwd=REPO)
     rtu = {"air-meter", "hvac-meter"}  # on bus rs485-1 in firmware-config/sites/js-electronics.yaml
     meters: dict[str, dict] = {}
     try:
+        banner = None
+        while banner is None and proc.poll() is None:
+            banner = re.search(r"dashboard +http://127\.0\.0\.1:(\d+)/\n.*PACT v3 +https://127\.0\.0\.1:(\d+)/",
+                               log.read_text(errors="replace"), re.S)
+            time.sleep(0.2)
+        assert banner is not None, log.read_text()[-3000:]
+        port, secure_port = int(banner[1]), int(banner[2])
+        assert port and secure_port and port != secure_port
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline and proc.poll() is None:
             try:
