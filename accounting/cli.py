@@ -84,8 +84,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--store", default="sqlite:tanji.sqlite", metavar="sqlite:PATH|influx",
                         help="reading store (default sqlite:tanji.sqlite)")
     parser.add_argument("--state-dir", metavar="DIR",
-                        help="engine checkpoints, the ledger, PACT tokens and the InfluxDB spill queue "
-                             "(default: beside the SQLite file, or ./tanji-state)")
+                        help="engine checkpoints, the ledger, PACT tokens, the InfluxDB spill queue and, with "
+                             "--store influx, the signed batches' bytes (evidence/) (default: beside the SQLite "
+                             "file, or ./tanji-state)")
     parser.add_argument("--influx-url", default="http://127.0.0.1:8086", metavar="URL",
                         help="InfluxDB for --store influx (default http://127.0.0.1:8086); its token comes from "
                              "the environment variable TANJI_INFLUX_TOKEN, never the command line")
@@ -173,7 +174,8 @@ def _store(args: argparse.Namespace) -> tuple[ReadingStore, Path]:
         state = Path(args.state_dir or "tanji-state")
         return InfluxStore(args.influx_url, token=_influx_token(), org=args.influx_org,
                            bucket=args.influx_bucket, database=args.influx_database,
-                           gzip_level=args.influx_gzip_level, spill_dir=state / "influx-spill"), state
+                           gzip_level=args.influx_gzip_level, spill_dir=state / "influx-spill",
+                           evidence_dir=state / "evidence"), state
     raise ConfigError("--store", None, "", f"unknown store {args.store!r}", "use sqlite:PATH or influx")
 
 
@@ -216,6 +218,9 @@ def run(args: argparse.Namespace) -> int:
     try:
         store, state_dir = _store(args)
         state_dir.mkdir(parents=True, exist_ok=True)
+        open_evidence = getattr(store, "open_evidence", None)  # InfluxStore's evidence log (SQLite keeps it inside)
+        if open_evidence is not None:
+            open_evidence()  # a damaged evidence log is refused now, naming the file and the fix
         service = AccountingService(sites, store, broker_host=host, broker_port=port, client_id=args.client_id,
                                     username=args.broker_username, password=password,
                                     tls=args.broker_tls, ca_file=args.broker_ca_file,

@@ -8,6 +8,8 @@ implausible reading) are *flags* on the results, not exceptions.
 
 from __future__ import annotations
 
+from tanji.errors import TanjiError
+
 
 class AccountingError(Exception):
     """Base class of every accounting error."""
@@ -83,6 +85,12 @@ class CertificateNotTransferableError(InstrumentError):
 
 class CheckpointError(AccountingError):
     """A checkpoint cannot be restored (corrupt, or made for another topology or dataset)."""
+
+
+class EvidenceLogError(AccountingError, TanjiError):
+    """The evidence log (signed batches' bytes in the state directory) is damaged, or a reference
+    names a record it does not hold (`accounting.store.evidence_log`). A `TanjiError` too: the
+    CLI prints its message (what is wrong, where, what to do) instead of a traceback."""
 
 
 class SourceUnavailableError(AccountingError):

@@ -290,8 +290,8 @@ def signature_phase(gateways: int, meters: int, influx: InfluxServer, tmp_path: 
             for mode, payloads in (("off", unsigned), ("required", signed)):
                 db = f"sig_{way}_{mode}_{i}"
                 influx.create_database(db)
-                store = InfluxStore(influx.url, token="bench", org="tanji", bucket=db,
-                                    spill_dir=tmp_path / f"spill-{db}")
+                store = InfluxStore(influx.url, token="bench", org="tanji", bucket=db,  # as the service makes it
+                                    spill_dir=tmp_path / f"spill-{db}", evidence_dir=tmp_path / f"evidence-{db}")
                 sites = {site.id: replace(site, signatures=mode)}
                 verifier = BatchSignatures(sites) if mode != "off" else None
                 admission = Admission(sites, DedupIndex(), SequenceTracker(), signatures=verifier,

@@ -3,6 +3,7 @@
     tanji audit export --config SITE_FILE --from DATE --to DATE [--site ID] [--window hour|day|month|period]
                        [--store sqlite:PATH|influx] [--state-dir DIR] [--out FILE]
     tanji audit verify BUNDLE [--json]
+    tanji audit prune --state-dir DIR --older-than DAYS
 
 `export` reads the accounting service's store and state directory (it may run beside the
 service; it writes nothing there) and writes one zip file: the signed batches as they arrived,
@@ -10,8 +11,9 @@ the gateways' public keys, the site file and meter profiles, the factor dataset,
 certificates and contracts claimed, the footprints with the evidence they name, and the chain
 events of the period. `verify` needs that file only: no service, no network. It checks every
 signature and chain link, recomputes each footprint with the engine and says, per footprint,
-verified or not and why; it exits 0 only when every footprint verifies. docs/audit.md explains
-both.
+verified or not and why; it exits 0 only when every footprint verifies. `prune` deletes whole
+segments of the InfluxDB store's evidence log (`<state-dir>/evidence`) last written before a
+cutoff, in step with the bucket's retention. docs/audit.md explains all three.
 """
 
 from __future__ import annotations
@@ -38,7 +40,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     p.add_argument("--store", default="sqlite:tanji.sqlite", metavar="sqlite:PATH|influx",
                    help="the service's reading store (default sqlite:tanji.sqlite)")
     p.add_argument("--state-dir", metavar="DIR",
-                   help="the service's state directory (checkpoints, ledger; default: beside the SQLite store)")
+                   help="the service's state directory: checkpoints, ledger and, with --store influx, the signed "
+                        "batches' bytes (evidence/); default: beside the SQLite store, or ./tanji-state as the "
+                        "service's")
     p.add_argument("--influx-url", default="http://127.0.0.1:8086", metavar="URL",
                    help="InfluxDB URL with --store influx (token in TANJI_INFLUX_TOKEN)")
     p.add_argument("--influx-org", default="tanji", metavar="ORG", help="InfluxDB organisation (default tanji)")
@@ -50,12 +54,36 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                                    "every footprint verifies.")
     p.add_argument("bundle", metavar="BUNDLE", help="a bundle written by `tanji audit export`")
     p.add_argument("--json", action="store_true", help="print the report as JSON")
+    p = sub.add_parser("prune", help="delete evidence log segments older than the InfluxDB bucket's retention",
+                       description="Delete whole segments of the signed batches' bytes (<state-dir>/evidence, the "
+                                   "InfluxDB store's evidence log) last written more than --older-than days ago; "
+                                   "never the segment being appended to. Safe beside the running service.")
+    p.add_argument("--state-dir", required=True, metavar="DIR", help="the accounting service's state directory")
+    p.add_argument("--older-than", required=True, type=float, metavar="DAYS",
+                   help="the bucket's retention in days: batches whose readings InfluxDB has expired")
 
 
 def run(args: argparse.Namespace) -> int:
     if args.audit_command == "export":
         return _export(args)
+    if args.audit_command == "prune":
+        return _prune(args)
     return _verify(args)
+
+
+def _prune(args: argparse.Namespace) -> int:
+    from accounting.store.evidence_log import EvidenceLog
+
+    directory = Path(args.state_dir) / "evidence"
+    if not directory.is_dir():
+        raise ConfigError("--state-dir", None, "", f"{directory} does not exist",
+                          "pass the accounting service's --state-dir (with --store influx it keeps evidence/ there)")
+    if args.older_than <= 0:
+        raise ConfigError("--older-than", None, "", "must be a positive number of days",
+                          "e.g. the bucket's retention: --older-than 730")
+    removed = EvidenceLog(directory).prune(args.older_than * 86_400)
+    print(f"{directory}: {len(removed)} segment(s) pruned" + "".join(f"\n  {p.name}" for p in removed))
+    return 0
 
 
 def _instant(text: str, name: str, tz: ZoneInfo) -> int:

@@ -54,6 +54,7 @@ from accounting.store.base import (
     good_columns,
     joined_arrays,
 )
+from accounting.store.evidence_log import EvidenceLog
 from accounting.store.influx_evidence import InfluxEvidence
 from accounting.store.spill import SpilledWrite, SpillQueue
 from tanji.wire import QUALITY_CODES
@@ -156,7 +157,8 @@ class InfluxStore(InfluxEvidence, ReadingStore):
 
     def __init__(self, url: str, *, token: str = "", org: str = "-", bucket: str, spill_dir: str | Path,
                  database: str | None = None, batch_lines: int = 10_000, max_spill_bytes: int = 2 * 1024**3,
-                 timeout_ms: int = 10_000, max_backoff_s: float = 10.0, gzip_level: int | None = None) -> None:
+                 timeout_ms: int = 10_000, max_backoff_s: float = 10.0, gzip_level: int | None = None,
+                 evidence_dir: str | Path | None = None) -> None:
         self.url = url.rstrip("/")
         self.token = token
         self.org = org
@@ -166,6 +168,9 @@ class InfluxStore(InfluxEvidence, ReadingStore):
         self.gzip_level = gzip_level_for(self.url) if gzip_level is None else gzip_level
         self.max_backoff_s = max_backoff_s
         self.spill = SpillQueue(spill_dir, max_spill_bytes)
+        # Signed batches' bytes: in an append-only log beside the spill queue, not in InfluxDB
+        # (accounting/store/influx_evidence.py); opened for writing at the first write or `open_evidence`.
+        self.evidence_log = EvidenceLog(evidence_dir) if evidence_dir is not None else None
         self._client = InfluxDBClient(url=self.url, token=token, org=org, enable_gzip=False,
                                       timeout=timeout_ms, retries=False)
         self._write_service = WriteService(self._client.api_client)
@@ -177,6 +182,12 @@ class InfluxStore(InfluxEvidence, ReadingStore):
         self._flusher.start()
 
     # -- writing --------------------------------------------------------------------------
+
+    def open_evidence(self) -> None:
+        """Recover and open the evidence log for appending (the service, at start: a damaged log
+        is refused now, naming the file, not at the first signed cycle)."""
+        if self.evidence_log is not None:
+            self.evidence_log.open()
 
     def _post(self, body: bytes, precision: str) -> None:
         kwargs = {}
@@ -410,3 +421,5 @@ class InfluxStore(InfluxEvidence, ReadingStore):
         self._stop.set()
         self._flusher.join(timeout=5)
         self._client.close()
+        if self.evidence_log is not None:
+            self.evidence_log.close()

@@ -3,19 +3,21 @@
 One point per batch in measurement `batch`, tagged by site, gateway and chain (`-` for an
 unsigned batch), timed at its first reading with the sequence number in the nanoseconds
 (`min_ts_ms × 10⁶ + seq mod 10⁶`), so "the last batch of a chain starting before T" is a
-last-point query, and the order is the one the evidence rules use (min_ts, then seq). The
-readings' exact bytes are kept zlib-compressed and base64-encoded (`enc="zlib"`: JSON readings
-shrink ~6×, so the evidence adds a fraction of the readings' own write volume, and base64 needs
-no escaping) in string fields `r0`, `r1`, … of at most 16,000 characters each (InfluxDB 1.x
-caps a string field at 64 KB); a point without `enc` holds them as plain text. A copy of a batch writes the same point again.
-Chain events go to `chain_event`; resolving a gap writes its point again with `resolved_ms`.
-A cycle's batch and chain-event points go to InfluxDB in one request (`write_evidence`).
+last-point query, and the order is the one the evidence rules use (min_ts, then seq). The point
+holds the batch's chain position, hash, key id, `prev` and signature. A copy of a batch writes
+the same point again. Chain events go to `chain_event`; resolving a gap writes its point again
+with `resolved_ms`. A cycle's batch and chain-event points go to InfluxDB in one request
+(`write_evidence`).
 
-Compression was the evidence's largest cost at ingest: Python's zlib at level 1 took as long
-per batch as decoding the batch (~0.7 µs per reading of ~1 µs the whole signature path adds).
-ISA-L (`isal`, an `accounting` dependency) writes the same zlib format ~3× faster at level 2,
-and a little smaller; any zlib reads it back, so points written either way read the same and
-the standard library's zlib is the fallback where `isal` is not installed.
+Where the readings' exact bytes are: with an evidence log (`evidence_dir`, which the service
+always has: `<state-dir>/evidence`, `accounting.store.evidence_log`), in the log, appended and
+synced *before* the points are written, and the point's `ref` field names the record. Keeping
+them in InfluxDB (the store without an evidence log, and every point written before the log
+existed) costs most of what `signatures: required` cost at ingest (docs/audit.md "Figures"):
+there they are zlib-compressed (ISA-L, ~3x faster than Python's zlib, same format) and
+base64-encoded (`enc="zlib"`) in string fields `r0`, `r1`, … of at most 16,000 characters each
+(InfluxDB 1.x caps a string field at 64 KB); a point without `enc` holds them as plain text.
+All three kinds of point read back the same way.
 """
 
 from __future__ import annotations
@@ -25,7 +27,9 @@ import zlib
 from collections.abc import Sequence
 from typing import Any
 
+from accounting.errors import EvidenceLogError
 from accounting.store.evidence import MAX_BATCH_SPAN_MS, ChainEvent, EvidenceStore, StoredBatch
+from accounting.store.evidence_log import EvidenceLog
 
 try:
     from isal.isal_zlib import compress as _compress  # the zlib format, ~3x faster (docstring)
@@ -55,11 +59,18 @@ def order_ns(min_ts_ms: int, seq: int) -> int:
     return min_ts_ms * 1_000_000 + seq % 1_000_000
 
 
-def batch_line(b: StoredBatch) -> bytes:
-    text = base64.b64encode(_compress(b.readings, _LEVEL)).decode("ascii")
-    parts = [text[i:i + _CHUNK] for i in range(0, len(text), _CHUNK)] or [""]
+def batch_line(b: StoredBatch, ref: str | None = None, *, keep_readings: bool = True) -> bytes:
+    """A batch's point: naming its record in the evidence log (`ref`), holding its readings'
+    bytes itself (`keep_readings`, the store without a log), or neither (an unsigned batch)."""
     fields = [f"seq={b.seq}i", f"hash={_escape(b.hash)}", f"min_ts={b.min_ts_ms}i", f"max_ts={b.max_ts_ms}i",
-              f"n={b.n}i", f"received_ms={b.received_ms}i", f"parts={len(parts)}i", 'enc="zlib"']
+              f"n={b.n}i", f"received_ms={b.received_ms}i"]
+    parts: list[str] = []
+    if ref is not None:
+        fields.append(f"ref={_escape(ref)}")
+    elif keep_readings:
+        text = base64.b64encode(_compress(b.readings, _LEVEL)).decode("ascii")
+        parts = [text[i:i + _CHUNK] for i in range(0, len(text), _CHUNK)] or [""]
+        fields += [f"parts={len(parts)}i", 'enc="zlib"']
     for name, value in (("key", b.key), ("prev", b.prev), ("sig", b.sig)):
         if value is not None:
             fields.append(f"{name}={_escape(value)}")
@@ -76,10 +87,16 @@ def event_line(e: ChainEvent) -> bytes:
             f"{','.join(fields)} {order_ns(e.detected_ms, e.seq_lo)}").encode()
 
 
-def _batch(rec: dict[str, Any], with_readings: bool) -> StoredBatch:
+def _batch(rec: dict[str, Any], with_readings: bool, log: EvidenceLog | None = None) -> StoredBatch:
     chain = rec.get("chain")
     readings = b""
-    if with_readings:
+    if with_readings and rec.get("ref"):
+        if log is None:
+            raise EvidenceLogError(f"batch {rec['gateway']}#{rec['seq']} keeps its readings in the evidence log "
+                                   f"({rec['ref']}): open the store with the service's state directory "
+                                   "(--state-dir; its evidence/ directory)")
+        readings = log.read(rec["ref"], rec["site"], rec["gateway"], rec["hash"])
+    elif with_readings:
         readings = "".join(rec.get(f"r{i}") or "" for i in range(int(rec.get("parts") or 0))).encode()
         if rec.get("enc") == "zlib":
             readings = zlib.decompress(base64.b64decode(readings))
@@ -89,7 +106,10 @@ def _batch(rec: dict[str, Any], with_readings: bool) -> StoredBatch:
 
 
 class InfluxEvidence(EvidenceStore):
-    """Mixed into `InfluxStore`, which provides `_submit`, `_chunks`, `query` and `_quote`."""
+    """Mixed into `InfluxStore`, which provides `_submit`, `_chunks`, `query`, `_quote` and
+    `evidence_log` (None: the readings' bytes stay in InfluxDB)."""
+
+    evidence_log: EvidenceLog | None = None
 
     def write_batches(self, batches: Sequence[StoredBatch]) -> None:
         self.write_evidence(batches, ())
@@ -100,7 +120,15 @@ class InfluxEvidence(EvidenceStore):
     def write_evidence(self, batches: Sequence[StoredBatch], events: Sequence[ChainEvent]) -> None:
         """Batch and chain-event points in one request (both are ns precision; the readings are ms,
         and a line-protocol request has one precision, so they go in the request after this one)."""
-        lines = [batch_line(b) for b in batches] + [event_line(e) for e in events]
+        log = self.evidence_log
+        if log is None:
+            lines = [batch_line(b) for b in batches]
+        else:  # the bytes first, durable (one sync), then the points naming them
+            signed = [b for b in batches if b.readings]
+            refs = dict(zip(map(id, signed), log.append([(b.site, b.gateway, b.hash, b.readings) for b in signed]),
+                            strict=True))
+            lines = [batch_line(b, refs.get(id(b)), keep_readings=False) for b in batches]
+        lines += [event_line(e) for e in events]
         if lines:
             self._submit(self._chunks(lines), "ns")  # type: ignore[attr-defined]
 
@@ -165,12 +193,13 @@ class InfluxEvidence(EvidenceStore):
     def read_batches(self, site: str, start_ms: int, end_ms: int) -> list[StoredBatch]:
         recs = self._records(f"SELECT * FROM {BATCHES} WHERE {self._where(site)} AND {self._span(start_ms, end_ms)} "
                              "GROUP BY gateway, chain")
-        return sorted((_batch(r, True) for r in recs), key=lambda b: (b.gateway, b.chain or "", b.seq))
+        return sorted((_batch(r, True, self.evidence_log) for r in recs),
+                      key=lambda b: (b.gateway, b.chain or "", b.seq))
 
     def read_chain_batches(self, site: str, gateway: str, chain: str, first: int, last: int) -> list[StoredBatch]:
         recs = self._records(f"SELECT * FROM {BATCHES} WHERE {self._where(site, gateway, chain)} "
                              f"AND seq >= {int(first)} AND seq <= {int(last)} GROUP BY gateway, chain")
-        return sorted((_batch(r, True) for r in recs), key=lambda b: b.seq)
+        return sorted((_batch(r, True, self.evidence_log) for r in recs), key=lambda b: b.seq)
 
     def chain_events(self, site: str | None = None, *, open_only: bool = False,
                      since_ms: int = 0) -> list[ChainEvent]:

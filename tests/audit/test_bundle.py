@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import subprocess
 import sys
 import zipfile
@@ -22,18 +23,33 @@ REPO = Path(__file__).resolve().parents[2]
 TOPIC = "tanji/v1/test-site/gw-1/readings"
 
 
-def tanji(*argv: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "tanji", *argv], capture_output=True, text=True, cwd=REPO,
-                          timeout=300)
+def tanji(*argv: str, cwd: Path = REPO) -> subprocess.CompletedProcess:
+    env = {**os.environ, "TANJI_INFLUX_TOKEN": "t"}
+    return subprocess.run([sys.executable, "-m", "tanji", *argv], capture_output=True, text=True, cwd=cwd,
+                          timeout=300, env=env)
 
 
-@pytest.fixture(scope="module")
-def bundle(tmp_path_factory) -> Path:
+def _store(kind: str, tmp: Path, state: Path, request) -> tuple[object, list[str]]:
+    """The store the service writes and the `--store` options `tanji audit export` reads it with."""
+    if kind == "sqlite":
+        return SqliteStore(tmp / "acc.sqlite"), ["--store", f"sqlite:{tmp / 'acc.sqlite'}"]
+    from accounting.store.influx import InfluxStore
+    influx = request.getfixturevalue("influx_session")
+    db = f"bundle_{tmp.name}".replace("-", "_")
+    influx.create_database(db)
+    store = InfluxStore(influx.url, token="t", org="tanji", bucket=db, spill_dir=state / "influx-spill",
+                        evidence_dir=state / "evidence")  # as `tanji accounting --store influx` makes it
+    return store, ["--store", "influx", "--influx-url", influx.url, "--influx-bucket", db]
+
+
+@pytest.fixture(scope="module", params=["sqlite", "influx"])
+def bundle(tmp_path_factory, request) -> Path:
     tmp = tmp_path_factory.mktemp("bundle")
     site_file, site, key = plant_site(tmp)
     state = tmp / "state"
     state.mkdir()
-    service = AccountingService([site], SqliteStore(tmp / "acc.sqlite"), broker_port=1,
+    store, store_args = _store(request.param, tmp, state, request)
+    service = AccountingService([site], store, broker_port=1,
                                 checkpoints=CheckpointStore(state / "checkpoints.sqlite"))
     service.restore()
     service.add_certificate({"serial": "GEC-TEST-1", "site_id": "test-site", "generation_month": "2026-01",
@@ -42,9 +58,22 @@ def bundle(tmp_path_factory) -> Path:
     service.pipeline.run_cycle([InboundMessage(TOPIC, p, 0, 0, T0 + 3 * 3_600_000, 0) for p in payloads])
     service.stop()
     out = tmp / "audit.zip"
-    r = tanji("audit", "export", "--config", str(site_file), "--store", f"sqlite:{tmp / 'acc.sqlite'}",
-              "--state-dir", str(state), "--from", "2026-01-01T00:00+00:00", "--to", "2026-01-01T02:00+00:00",
-              "--window", "hour", "--out", str(out))
+    period = ["--from", "2026-01-01T00:00+00:00", "--to", "2026-01-01T02:00+00:00", "--window", "hour"]
+    if request.param == "influx":
+        # InfluxDB holds the batches' records, not their bytes: those are in the state directory's
+        # evidence log, so an export without the service's --state-dir says where to look
+        points = store.query("SELECT * FROM batch")
+        fields = set(points[0]["columns"])
+        assert "ref" in fields and not any(f.startswith("r") and f[1:].isdigit() for f in fields), fields
+        assert (state / "evidence" / "evidence-000001.log").stat().st_size > 0
+        elsewhere = tmp / "elsewhere"
+        elsewhere.mkdir()
+        r = tanji("audit", "export", "--config", str(site_file), *store_args, "--state-dir", str(elsewhere),
+                  *period, "--out", str(tmp / "none.zip"), cwd=tmp)
+        assert r.returncode != 0 and "Traceback" not in r.stderr, r.stderr
+        assert "does not exist: pass the accounting service's --state-dir" in r.stderr, r.stderr
+    r = tanji("audit", "export", "--config", str(site_file), *store_args, "--state-dir", str(state), *period,
+              "--out", str(out))
     assert r.returncode == 0, r.stderr
     assert "2 window(s), 2 footprint(s)" in r.stdout and "1 certificate(s)" in r.stdout
     return out

@@ -48,7 +48,8 @@ def test_a_footprint_names_its_evidence(tmp_path, request, kind):
     store = None
     if kind == "influx":
         influx = request.getfixturevalue("influx")
-        store = InfluxStore(influx.url, token="t", org="tanji", bucket=influx.db, spill_dir=tmp_path / "spill")
+        store = InfluxStore(influx.url, token="t", org="tanji", bucket=influx.db, spill_dir=tmp_path / "spill",
+                            evidence_dir=tmp_path / "evidence")
     service, _ = fed_service(tmp_path, store=store)
     [record] = service.footprints("test-site", start_ms=T0, end_ms=T0 + HOUR)
     assert record["units"] > 0

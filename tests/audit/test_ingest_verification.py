@@ -55,13 +55,14 @@ def quarantine_reasons(store) -> list[str]:
     return sorted(q.reason for q in store.quarantined())
 
 
-@pytest.fixture(params=["sqlite", "influx"])
+@pytest.fixture(params=["sqlite", "influx", "influx-inline"])
 def store(request, tmp_path):
     if request.param == "sqlite":
         s = SqliteStore(tmp_path / "store.sqlite")
-    else:
+    else:  # the service's way (the bytes in the state directory's evidence log), and the bytes kept in InfluxDB
         influx = request.getfixturevalue("influx")
-        s = InfluxStore(influx.url, token="t", org="tanji", bucket=influx.db, spill_dir=tmp_path / "spill")
+        s = InfluxStore(influx.url, token="t", org="tanji", bucket=influx.db, spill_dir=tmp_path / "spill",
+                        evidence_dir=tmp_path / "evidence" if request.param == "influx" else None)
     yield s
     s.close()
 

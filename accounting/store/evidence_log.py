@@ -1,0 +1,256 @@
+"""The signed batches' exact bytes, kept append-only in the accounting service's state directory.
+
+Why not in InfluxDB: a batch of 100 readings carries ~2.6 KB of signed JSON; kept as a
+compressed, base64 string field it was most of what `signatures: required` cost at ingest
+(accounting compressing, encoding and sending it, influxd parsing and storing it; docs/audit.md
+"Figures"). InfluxDB keeps a small `batch` point per batch (chain position, hashes, signature)
+whose `ref` field names the record here (`accounting/store/influx_evidence.py`).
+
+Layout: `<state-dir>/evidence/evidence-NNNNNN.log` segment files, appended to in order; a new
+segment starts when the current one reaches `segment_bytes`. A record is one frame:
+
+    b"TEv1" | payload length (u32 LE) | CRC-32 of the payload (u32 LE) | payload
+
+and the payload is the line `site<TAB>gateway<TAB>batch hash<LF>` followed by the readings'
+exact bytes, so the log names what it holds without InfluxDB and a reference can be checked
+against the batch that names it. A reference is `evidence-NNNNNN.log@<offset of the frame>`.
+
+Durability: `append` writes a cycle's frames with one `write` and one `fdatasync` (never one
+per batch), on the store thread, and returns their references only then; the `batch` points
+naming them are written after, and the cycle is acknowledged after those: "ack after durable"
+holds for the evidence too. A retried cycle appends its batches again (the points then name the
+newer copies; the log may hold a batch twice, never a reference to nothing).
+
+Recovery (`open`, at the service's start): the last segment is scanned. An incomplete frame at
+its end, or a damaged last frame, is what a crash during an append leaves (that cycle was never
+acknowledged, and its messages come again): the bytes are moved to `<segment>.torn-<offset>`
+(kept for an operator, never deleted) and the segment is cut there, with a warning. A damaged
+frame *followed by* an intact one is not a torn write: `open` refuses to start, naming the file,
+the offset and what to do, rather than drop a record that was durable.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+import struct
+import threading
+import time
+import zlib
+from collections.abc import Sequence
+from pathlib import Path
+
+from accounting.errors import EvidenceLogError
+
+log = logging.getLogger(__name__)
+
+MAGIC = b"TEv1"
+_HEADER = struct.Struct("<4sII")
+SEGMENT_BYTES = 64 * 1024 * 1024
+_SEGMENT = re.compile(r"^evidence-(\d{6})\.log$")
+#: The largest payload a frame may claim (a batch's readings are far smaller); a larger length
+#: is damage, not a record.
+MAX_RECORD_BYTES = 64 * 1024 * 1024
+
+
+def frame(site: str, gateway: str, batch_hash: str, readings: bytes) -> bytes:
+    """One record as it is written."""
+    payload = f"{site}\t{gateway}\t{batch_hash}\n".encode() + readings
+    return _HEADER.pack(MAGIC, len(payload), zlib.crc32(payload)) + payload
+
+
+def segment_name(number: int) -> str:
+    return f"evidence-{number:06d}.log"
+
+
+def scan(data: bytes) -> tuple[int, int | None]:
+    """(end of the intact frames from the start, offset of the first damaged frame or None when the
+    rest is only an incomplete frame). An intact frame after a damaged one is found by `_intact_after`."""
+    pos, size = 0, len(data)
+    while pos < size:
+        if size - pos < _HEADER.size:
+            return pos, None
+        magic, length, crc = _HEADER.unpack_from(data, pos)
+        if magic != MAGIC or length > MAX_RECORD_BYTES:
+            return pos, pos
+        end = pos + _HEADER.size + length
+        if end > size:
+            return pos, None
+        if zlib.crc32(data[pos + _HEADER.size:end]) != crc:
+            return pos, pos
+        pos = end
+    return pos, None
+
+
+def _intact_after(data: bytes, start: int) -> int | None:
+    """The offset of the first intact frame after `start`, if any."""
+    pos = data.find(MAGIC, start + 1)
+    while pos != -1:
+        if len(data) - pos >= _HEADER.size:
+            _, length, crc = _HEADER.unpack_from(data, pos)
+            end = pos + _HEADER.size + length
+            if length <= MAX_RECORD_BYTES and end <= len(data) and zlib.crc32(data[pos + _HEADER.size:end]) == crc:
+                return pos
+        pos = data.find(MAGIC, pos + 1)
+    return None
+
+
+class EvidenceLog:
+    """Append-only segment files of signed batches' bytes in `directory`.
+
+    Readers (`read`) never change a file, so `tanji audit export` can read the log of a running
+    service; only the writer (`open`, `append`) recovers a torn tail and appends.
+    """
+
+    def __init__(self, directory: str | Path, *, segment_bytes: int = SEGMENT_BYTES) -> None:
+        self.directory = Path(directory)
+        self.segment_bytes = segment_bytes
+        self._fd: int | None = None
+        self._number = 0
+        self._size = 0
+        self._lock = threading.Lock()
+        self.syncs = 0
+
+    # -- writing --------------------------------------------------------------------------
+
+    def open(self) -> None:
+        """Make the directory, recover the last segment's tail (module docstring), open it for appending."""
+        with self._lock:
+            if self._fd is not None:
+                return
+            self.directory.mkdir(parents=True, exist_ok=True)
+            numbers = self.segments()
+            self._number = numbers[-1] if numbers else 1
+            path = self.directory / segment_name(self._number)
+            if path.exists():
+                self._recover(path)
+            self._fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o640)
+            self._size = os.fstat(self._fd).st_size
+            if not numbers:
+                _sync_dir(self.directory)
+
+    def _recover(self, path: Path) -> None:
+        data = path.read_bytes()
+        end, damaged = scan(data)
+        if end == len(data):
+            return
+        if damaged is not None:
+            later = _intact_after(data, damaged)
+            if later is not None:
+                raise EvidenceLogError(
+                    f"evidence log {path} is damaged at byte {damaged} (a record fails its checksum) and holds "
+                    f"intact records after it, from byte {later}: that is not a write cut short by a crash, so "
+                    "nothing is dropped. Keep a copy of the file, then restore it from a backup, or move it aside "
+                    f"(mv {path} {path}.damaged) and restart: the service starts a new segment, and the batches "
+                    "whose records are in the moved file fail export until it is back")
+        torn = path.with_name(f"{path.name}.torn-{end}")
+        torn.write_bytes(data[end:])
+        os.truncate(path, end)
+        fd = os.open(path, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        log.warning("evidence log %s ended in an incomplete record (%d bytes from byte %d: a write cut short by a "
+                    "crash, never acknowledged, so its messages come again); moved to %s and the segment cut "
+                    "there", path, len(data) - end, end, torn)
+
+    def append(self, records: Sequence[tuple[str, str, str, bytes]]) -> list[str]:
+        """Durably append (site, gateway, batch hash, readings) records: one write, one sync; their references."""
+        if not records:
+            return []
+        if self._fd is None:
+            self.open()
+        with self._lock:
+            if self._size >= self.segment_bytes:
+                self._rotate()
+            refs, parts, pos = [], [], self._size
+            name = segment_name(self._number)
+            for site, gateway, batch_hash, readings in records:
+                f = frame(site, gateway, batch_hash, readings)
+                refs.append(f"{name}@{pos}")
+                parts.append(f)
+                pos += len(f)
+            data = b"".join(parts)
+            written = os.write(self._fd, data)  # type: ignore[arg-type]
+            while written < len(data):  # a regular file takes it in one write; be exact anyway
+                written += os.write(self._fd, data[written:])  # type: ignore[arg-type]
+            os.fdatasync(self._fd)  # type: ignore[arg-type]
+            self._size = pos
+            self.syncs += 1
+            return refs
+
+    def _rotate(self) -> None:
+        os.close(self._fd)  # type: ignore[arg-type]
+        self._number += 1
+        self._fd = os.open(self.directory / segment_name(self._number), os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o640)
+        self._size = 0
+        _sync_dir(self.directory)
+
+    def close(self) -> None:
+        with self._lock:
+            if self._fd is not None:
+                os.close(self._fd)
+                self._fd = None
+
+    # -- reading --------------------------------------------------------------------------
+
+    def segments(self) -> list[int]:
+        """The segment numbers present, oldest first."""
+        if not self.directory.is_dir():
+            return []
+        return sorted(int(m.group(1)) for p in self.directory.iterdir() if (m := _SEGMENT.match(p.name)))
+
+    def read(self, ref: str, site: str, gateway: str, batch_hash: str) -> bytes:
+        """The readings' bytes of the record `ref` names, checked to be that batch's."""
+        name, _, offset = ref.partition("@")
+        path = self.directory / name
+        if not _SEGMENT.match(name) or not offset.isdigit():
+            raise EvidenceLogError(f"batch {gateway} {batch_hash[:16]}… names {ref!r}, which is no evidence reference")
+        try:
+            with open(path, "rb") as f:
+                f.seek(int(offset))
+                header = f.read(_HEADER.size)
+                magic, length, crc = _HEADER.unpack(header) if len(header) == _HEADER.size else (b"", 0, 0)
+                payload = f.read(length) if magic == MAGIC else b""
+        except FileNotFoundError:
+            raise EvidenceLogError(
+                f"the readings of batch {gateway} {batch_hash[:16]}… are in {path}, which does not exist: pass the "
+                "accounting service's --state-dir (its evidence/ directory holds the signed batches' bytes), or "
+                "the segment was pruned") from None
+        if magic != MAGIC or len(payload) != length or zlib.crc32(payload) != crc:
+            raise EvidenceLogError(f"the record of batch {gateway} {batch_hash[:16]}… at {path} byte {offset} is "
+                                   "damaged (checksum mismatch or cut short)")
+        head, _, readings = payload.partition(b"\n")
+        if head != f"{site}\t{gateway}\t{batch_hash}".encode():
+            raise EvidenceLogError(f"{path} byte {offset} holds {head.decode(errors='replace')!r}, not batch "
+                                   f"{site} {gateway} {batch_hash}: is this the service's state directory?")
+        return readings
+
+    # -- retention ------------------------------------------------------------------------
+
+    def prune(self, older_than_s: float, now: float | None = None) -> list[Path]:
+        """Delete whole segments last written more than `older_than_s` ago, never the one being appended to."""
+        cutoff = (time.time() if now is None else now) - older_than_s
+        numbers = self.segments()
+        removed = []
+        for number in numbers[:-1]:  # the newest segment is the writer's
+            path = self.directory / segment_name(number)
+            if path.stat().st_mtime < cutoff:
+                path.unlink()
+                removed.append(path)
+        if removed:
+            _sync_dir(self.directory)
+            log.info("evidence log: pruned %d segment(s) last written before %s", len(removed),
+                     time.strftime("%Y-%m-%dT%H:%MZ", time.gmtime(cutoff)))
+        return removed
+
+
+def _sync_dir(directory: Path) -> None:
+    """Make a file's creation or removal durable."""
+    fd = os.open(directory, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
