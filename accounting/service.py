@@ -244,9 +244,12 @@ class AccountingService:
                 if rows is None:
                     rows = by_site[r.site] = []
                 rows.append(r)
-        self.engines.feed(by_site)
+        columns = {site_id: self.engines.columns(site_id, rows) for site_id, rows in by_site.items()}
+        self.engines.feed_columns(columns)  # the rows made columns once, for the engines and the watch
         self._touched = self.status.update(by_site)
-        self.watch.observe(by_site)
+        for site_id, cols in columns.items():
+            self.watch.observe_columns(site_id, cols)
+        self.watch.report_gaps()
         for cycle in cycles:
             self.status.update_gateways(cycle.admitted.statuses.items())
 

@@ -15,6 +15,7 @@ from typing import Any
 from accounting.engine.checkpoint import Snapshot
 from accounting.engine.engine import Engine
 from accounting.ingest.engine_feed import EngineFeed
+from accounting.ingest.reading_columns import ReadingColumns
 from accounting.live.series import hourly_series
 from accounting.store.base import StoredReading
 from tanji.site import Site
@@ -40,9 +41,17 @@ class LiveEngines:
 
     def feed(self, by_site: dict[str, list[StoredReading]]) -> None:
         """Feed each site's new stored readings to its engine."""
+        self.feed_columns({site_id: self.columns(site_id, rows) for site_id, rows in by_site.items()})
+
+    def columns(self, site_id: str, rows: list[StoredReading]) -> ReadingColumns:
+        """A site's readings as the columns its feed (and the plant watch) take."""
+        return self._feeds[site_id].layout.columns(rows)
+
+    def feed_columns(self, by_site: dict[str, ReadingColumns]) -> None:
+        """Feed each site's new readings, already columns, to its engine."""
         with self.lock:
-            for site_id, rows in by_site.items():
-                self._feeds[site_id].feed(rows)
+            for site_id, cols in by_site.items():
+                self._feeds[site_id].feed_columns(cols)
                 self._changes[site_id] += 1
 
     def changes(self, site_id: str) -> int:

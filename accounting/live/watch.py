@@ -28,14 +28,32 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass, field
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from datetime import datetime
 from typing import Any
 
+import numpy as np
+
 from accounting.engine.engine import Engine
-from accounting.engine.kernels_energy import HOUR_MS, ROLLOVER_NEAR
+from accounting.engine.kernels_energy import HOUR_MS, NO_TS, ROLLOVER_NEAR
+from accounting.ingest.reading_columns import LINE_RUNNING, ColumnLayout, ReadingColumns
 from accounting.live.grid import grid_factors
+from accounting.live.kernels_watch import (
+    EV_ARG,
+    EV_BEFORE,
+    EV_DT,
+    EV_FLOATS,
+    EV_INTS,
+    EV_JUMP,
+    EV_KIND,
+    EV_LINE_EDGE,
+    EV_METER,
+    EV_REPLACED,
+    EV_ROW,
+    EV_STEP_BACK,
+    EV_VALUE,
+    watch_rows,
+)
 from accounting.site_topology import site_topology
 from accounting.store.alarms import AlarmStore
 from accounting.store.base import StoredReading
@@ -62,21 +80,56 @@ def offline_after_ms(poll_period_s: float) -> float:
     return max(OFFLINE_MIN_S, OFFLINE_POLLS * poll_period_s) * 1000
 
 
-@dataclass
-class _MeterSeen:
-    """What the watch knows of one meter: its rules (from the topology) and its last reading."""
+class _SiteWatch:
+    """What the watch knows of one site's meters, as arrays the pass over readings updates
+    (`accounting.live.kernels_watch.watch_rows`): rules from the topology, then per meter its
+    newest time, line state, counter values and unreported gaps."""
 
-    meter: Meter
-    channels: tuple[str, ...]  # its counter channels
-    steps: tuple[float, ...]  # one register step of each, in channel units (0: a float register)
-    gap_ms: float | None = None  # the engine's gap rule, known once the site's engine is
-    ts_ms: int | None = None
-    counters: list[float | None] = field(default_factory=list)
-    running: float | None = None
-    gap_since_ms: int | None = None  # first gap not reported yet
-    gap_count: int = 0
-    gap_s: float = 0.0
-    gap_reported_ms: int = 0
+    def __init__(self, site: Site) -> None:
+        step = {(m.id, r.name): r.scale * _RATIOS[r.apply_ratio](m) for m in site.meters
+                for r in m.profile.registers if not r.data_type.startswith("float")}  # an integer register counts in steps
+        self.meters = list(site_topology(site).meters)
+        self.index = {m.meter_id: i for i, m in enumerate(self.meters)}
+        self.channels = [m.counter_channels for m in self.meters]
+        n = len(self.meters)
+        self.ch_off = np.zeros(n + 1, np.int64)
+        self.ch_off[1:] = np.cumsum([len(c) for c in self.channels])
+        self.ch_names = [c for cs in self.channels for c in cs]
+        self.step = np.array([step.get((m.meter_id, c), 0.0) for m, cs in zip(self.meters, self.channels, strict=True)
+                              for c in cs], np.float64)
+        self.max_power = np.array([m.max_power_kw for m in self.meters], np.float64)
+        self.gap_ms = np.full(n, np.nan)  # the engine's gap rule, known once the site's engine is
+        self.rep_off = np.zeros(n + 1, np.int64)
+        self.rep_off[1:] = np.cumsum([len(m.replacements) for m in self.meters])
+        self.rep_at = np.array([r.at_ms for m in self.meters for r in m.replacements], np.int64)
+        self.rep_bits = np.array([sum(1 << k for k, c in enumerate(cs) if c in r.old_final)
+                                  for m, cs in zip(self.meters, self.channels, strict=True) for r in m.replacements], np.int64)
+        self.last_ts = np.full(n, NO_TS, np.int64)
+        self.running = np.full(n, np.nan)
+        self.counter = np.full(len(self.ch_names), np.nan)
+        self.gap_since = np.full(n, NO_TS, np.int64)
+        self.gap_count = np.zeros(n, np.int64)
+        self.gap_s = np.zeros(n)
+        self.gap_reported = np.zeros(n, np.int64)
+        self._layout: ColumnLayout | None = None
+        self._maps: tuple[np.ndarray, np.ndarray, int] = (np.zeros(0, np.int64), np.zeros(0, np.int64), -1)
+
+    def meter(self, meter_id: str) -> Meter | None:
+        i = self.index.get(meter_id)
+        return None if i is None else self.meters[i]
+
+    def maps(self, layout: ColumnLayout) -> tuple[np.ndarray, np.ndarray, int]:
+        """(layout slot → meter, channel slot → layout column, the line state's column) for `layout`."""
+        if layout is not self._layout:
+            column = {name: k for k, name in enumerate(layout.names)}
+            meter_of_slot = np.array([self.index.get(m, -1) for m in layout.meters], np.int64)
+            ch_col = np.array([column.get(c, -1) for c in self.ch_names], np.int64)
+            self._layout, self._maps = layout, (meter_of_slot, ch_col, column.get(LINE_RUNNING, -1))
+        return self._maps
+
+
+#: Events a pass over readings buffers before Python handles them (it resumes after).
+EVENTS = 1024
 
 
 class PlantWatch:
@@ -86,91 +139,87 @@ class PlantWatch:
         self.sites = sites
         self.store = store
         self.engine = engine
-        step = {(s.id, m.id, r.name): r.scale * _RATIOS[r.apply_ratio](m)
-                for s in sites.values() for m in s.meters for r in m.profile.registers
-                if not r.data_type.startswith("float")}  # an integer register counts in steps
-        self._seen: dict[str, dict[str, _MeterSeen]] = {}
-        for s in sites.values():
-            for m in site_topology(s).meters:
-                channels = m.counter_channels
-                self._seen.setdefault(s.id, {})[m.meter_id] = _MeterSeen(
-                    m, channels, tuple(step.get((s.id, m.meter_id, c), 0.0) for c in channels),
-                    counters=[None] * len(channels))
+        self._sites = {s.id: _SiteWatch(s) for s in sites.values()}
+        self._layouts = {s.id: ColumnLayout.of(site_topology(s)) for s in sites.values()}
+        self._ev_i = np.zeros((EVENTS, EV_INTS), np.int64)
+        self._ev_f = np.zeros((EVENTS, EV_FLOATS))
         self._factor: dict[str, float] = {}
         self._started_ms = _now_ms()
         self._slow_at = 0.0
+        for site_id in self._sites:  # compiles the pass (or loads it from numba's cache) now, not at the first reading
+            self.observe_columns(site_id, self._layouts[site_id].columns([]))
 
     # -- readings (engine thread, after each delivered batch) ------------------------------
 
     def seed(self, site_id: str, latest: Mapping[str, StoredReading]) -> None:
         """Start from the store's newest readings (on restart): a drop across the restart counts."""
-        by_meter = self._seen.get(site_id, {})
+        w = self._sites.get(site_id)
+        if w is None:
+            return
         for meter_id, r in latest.items():
-            seen = by_meter.get(meter_id)
-            if seen is not None:
-                seen.ts_ms = r.ts_ms
-                seen.counters = [_number(r.values.get(c)) for c in seen.channels]
-                seen.running = _number(r.values.get("line_running"))
+            m = w.index.get(meter_id)
+            if m is not None:
+                w.last_ts[m] = r.ts_ms
+                for s in range(int(w.ch_off[m]), int(w.ch_off[m + 1])):
+                    w.counter[s] = _number(r.values.get(w.ch_names[s]))
+                w.running[m] = _number(r.values.get(LINE_RUNNING))
 
-    def observe(self, by_site: Mapping[str, Iterable[StoredReading]]) -> None:
+    def observe(self, by_site: Mapping[str, Sequence[StoredReading]]) -> None:
         """Look at every new reading (in the order delivered, a gateway's order): line state
         changes, counter steps, gaps. A reading older than the meter's newest is the engine's
-        business (it places it), not a change now. Kept cheap: this runs on the ingest path."""
+        business (it places it), not a change now."""
         for site_id, rows in by_site.items():
-            by_meter = self._seen.get(site_id)
-            if by_meter is None:
-                continue
-            for r in rows:
-                seen = by_meter.get(r.meter)
-                if seen is None or r.quality != "good":
-                    continue
-                last = seen.ts_ms
-                if last is not None and r.ts_ms <= last:
-                    continue
-                values = r.values
-                running = values.get("line_running")
-                if running is not None:
-                    if seen.running is not None and (running > 0) != (seen.running > 0):
-                        self._line_edge(site_id, seen.meter, running > 0, r.ts_ms)
-                    seen.running = running
-                counters = seen.counters
-                replaced = _replaced_between(seen.meter, last, r.ts_ms)
-                if replaced is not None:
-                    self._replaced(site_id, seen.meter, replaced, r.ts_ms)
-                for i, channel in enumerate(seen.channels):
-                    value = values.get(channel)
-                    if value is None:
-                        continue
-                    before = counters[i]
-                    if before is not None and last is not None and (replaced is None or channel not in replaced.old_final):
-                        if value < before:
-                            self._step_back(site_id, seen.meter, channel, before, float(value), r.ts_ms)
-                        elif seen.meter.max_power_kw > 0 and (value - before - seen.steps[i]) * HOUR_MS > \
-                                seen.meter.max_power_kw * (r.ts_ms - last):
-                            self._jump(site_id, seen.meter, channel, before, float(value), r.ts_ms - last, r.ts_ms)
-                    counters[i] = value
-                if last is not None and (seen.gap_ms is None or r.ts_ms - last > seen.gap_ms):
-                    self._gap(site_id, seen, last, r.ts_ms)  # a call per reading only when it can be a gap
-                seen.ts_ms = r.ts_ms
+            if site_id in self._sites:
+                self.observe_columns(site_id, self._layouts[site_id].columns(list(rows)))
         self._report_gaps()
+
+    def observe_columns(self, site_id: str, cols: ReadingColumns) -> None:
+        """`observe` for one site's readings already made columns (the service makes them once
+        for the engine feed and the watch); gaps are reported by the next `observe` or `report_gaps`.
+        Kept cheap: this runs on the ingest path, one numba pass, Python only for an event."""
+        w = self._sites.get(site_id)
+        if w is None:
+            return
+        if np.isnan(w.gap_ms).any():
+            try:
+                polls = self.engine(site_id).gap_polls
+            except KeyError:  # the site's engine is not installed yet: no gap rule
+                pass
+            else:
+                w.gap_ms = np.array([polls * m.poll_period_s * 1000 for m in w.meters], np.float64)
+        meter_of_slot, ch_col, running_col = w.maps(cols.layout)
+        ev_i, ev_f = self._ev_i, self._ev_f
+        row = 0
+        while row < len(cols):
+            row, n_ev = watch_rows(row, cols.meter, cols.ts, cols.good, cols.values, running_col, meter_of_slot,
+                                   w.ch_off, ch_col, w.step, w.max_power, w.gap_ms, w.rep_off, w.rep_at,
+                                   w.rep_bits, w.last_ts, w.running, w.counter, w.gap_since, w.gap_count,
+                                   w.gap_s, ev_i, ev_f)
+            for e in range(n_ev):
+                self._event(site_id, w, cols, ev_i[e].tolist(), ev_f[e].tolist())
+        if not len(cols):  # an empty pass compiles the kernel (see __init__)
+            watch_rows(0, cols.meter, cols.ts, cols.good, cols.values, running_col, meter_of_slot, w.ch_off,
+                       ch_col, w.step, w.max_power, w.gap_ms, w.rep_off, w.rep_at, w.rep_bits, w.last_ts,
+                       w.running, w.counter, w.gap_since, w.gap_count, w.gap_s, ev_i, ev_f)
+
+    def _event(self, site_id: str, w: _SiteWatch, cols: ReadingColumns, ints: list[int],
+               floats: list[float]) -> None:
+        kind, row, m, arg = ints[EV_KIND], ints[EV_ROW], ints[EV_METER], ints[EV_ARG]
+        meter, ts_ms = w.meters[m], int(cols.ts[row])
+        if kind == EV_LINE_EDGE:
+            self._line_edge(site_id, meter, bool(arg), ts_ms)
+        elif kind == EV_REPLACED:
+            self._replaced(site_id, meter, meter.replacements[arg], ts_ms)
+        elif kind == EV_STEP_BACK:
+            self._step_back(site_id, meter, w.ch_names[arg], floats[EV_BEFORE], floats[EV_VALUE], ts_ms)
+        elif kind == EV_JUMP:
+            self._jump(site_id, meter, w.ch_names[arg], floats[EV_BEFORE], floats[EV_VALUE], ints[EV_DT], ts_ms)
 
     def _line_edge(self, site_id: str, meter: Meter, started: bool, ts_ms: int) -> None:
         line = meter.cost_centre or meter.meter_id
         self.store.record_change(site_id, "line_started" if started else "line_stopped", line,
                                  f"line {line} {'started' if started else 'stopped'} ({meter.meter_id})",
                                  {"meter": meter.meter_id}, ts_ms=ts_ms)
-
-    def _gap(self, site_id: str, seen: _MeterSeen, last: int, ts_ms: int) -> None:
-        if seen.gap_ms is None:
-            try:
-                seen.gap_ms = self.engine(site_id).gap_polls * seen.meter.poll_period_s * 1000
-            except KeyError:  # the site's engine is not installed yet
-                return
-        if ts_ms - last > seen.gap_ms:
-            if seen.gap_since_ms is None:
-                seen.gap_since_ms = last
-            seen.gap_count += 1
-            seen.gap_s += (ts_ms - last) / 1000
 
     def _jump(self, site_id: str, meter: Meter, channel: str, before: float, value: float, dt_ms: int,
               ts_ms: int) -> None:
@@ -207,28 +256,23 @@ class PlantWatch:
                                  {"meter": meter.meter_id, "at_ms": r.at_ms, "old_final": r.old_final,
                                   "new_initial": r.new_initial}, ts_ms=ts_ms)
 
-    def _gap_ms(self, site_id: str, meter: Meter) -> float:
-        try:
-            polls = self.engine(site_id).gap_polls
-        except KeyError:
-            return 0.0
-        return polls * meter.poll_period_s * 1000
-
-    def _report_gaps(self) -> None:
+    def report_gaps(self) -> None:
+        """One "estimated gap" change per meter with unreported gaps, at most every GAP_COALESCE_MS."""
         now = _now_ms()
-        for site_id, by_meter in self._seen.items():
-            for meter_id, seen in by_meter.items():
-                if seen.gap_since_ms is not None and now - seen.gap_reported_ms >= GAP_COALESCE_MS:
-                    self._report_gap(site_id, meter_id, seen, now)
+        for site_id, w in self._sites.items():
+            due = np.flatnonzero((w.gap_since != NO_TS) & (now - w.gap_reported >= GAP_COALESCE_MS))
+            for m in due.tolist():
+                meter_id = w.meters[m].meter_id
+                count, seconds = int(w.gap_count[m]), float(w.gap_s[m])
+                detail = {"meter": meter_id, "gaps": count, "seconds": round(seconds, 1),
+                          "from_ms": int(w.gap_since[m])}
+                self.store.record_change(
+                    site_id, "estimated_gap", meter_id,
+                    f"{meter_id}: {count} gap(s), {seconds:,.0f} s without readings; the energy over "
+                    "them is spread as estimated", detail, ts_ms=int(w.last_ts[m]))
+                w.gap_since[m], w.gap_count[m], w.gap_s[m], w.gap_reported[m] = NO_TS, 0, 0.0, now
 
-    def _report_gap(self, site_id: str, meter_id: str, seen: _MeterSeen, now: int) -> None:
-        detail = {"meter": meter_id, "gaps": seen.gap_count, "seconds": round(seen.gap_s, 1),
-                  "from_ms": seen.gap_since_ms}
-        self.store.record_change(
-            site_id, "estimated_gap", meter_id,
-            f"{meter_id}: {seen.gap_count} gap(s), {seen.gap_s:,.0f} s without readings; the energy over "
-            "them is spread as estimated", detail, ts_ms=seen.ts_ms)
-        seen.gap_since_ms, seen.gap_count, seen.gap_s, seen.gap_reported_ms = None, 0, 0.0, now
+    _report_gaps = report_gaps
 
     # -- periodic checks (engine thread) -----------------------------------------------------
 
@@ -251,13 +295,13 @@ class PlantWatch:
     def _offline(self, rows: Iterable[dict[str, Any]], now: int) -> None:
         # Which meters have an offline alarm to end: asked once per site and check, not once per
         # meter (an UPDATE per meter every second cost the engine thread ~15 % while ingesting).
-        alarmed = {site_id: self.store.active_subjects(site_id, "meter_offline") for site_id in self._seen}
+        alarmed = {site_id: self.store.active_subjects(site_id, "meter_offline") for site_id in self._sites}
         for row in rows:
             site_id, meter_id = row.get("site"), row.get("meter")
-            seen = self._seen.get(site_id, {}).get(meter_id)
-            if seen is None:
+            w = self._sites.get(site_id)
+            meter = w.meter(meter_id) if w is not None else None
+            if meter is None:
                 continue
-            meter = seen.meter
             limit_ms = offline_after_ms(meter.poll_period_s)
             last = row.get("last_ts_ms")
             # Silent since its last reading, or since this process started (a restart is no outage).
@@ -343,19 +387,9 @@ _RATIOS = {"none": lambda m: 1.0, "ct": lambda m: m.ct_ratio, "vt": lambda m: m.
 _PRIMARY = {False: "energy_import_kwh", True: "units_total"}
 
 
-def _replaced_between(meter: Meter, last: int | None, ts_ms: int) -> MeterReplacement | None:
-    """The meter's last recorded replacement in (last, ts_ms], if any."""
-    if not meter.replacements or last is None:
-        return None
-    found = None
-    for r in meter.replacements:
-        if last < r.at_ms <= ts_ms:
-            found = r
-    return found
-
-
-def _number(value: object) -> float | None:
-    return float(value) if isinstance(value, int | float) else None
+def _number(value: object) -> float:
+    """A stored value as the pass's state holds it (NaN: none)."""
+    return float(value) if isinstance(value, int | float) else np.nan
 
 
 def _local(ms: int, site: Site) -> str:
