@@ -72,6 +72,8 @@ def _wait_ready(port: int, timeout_s: float) -> None:
             return
         except urllib.error.HTTPError:
             time.sleep(0.1)
+        except (TimeoutError, urllib.error.URLError):  # no answer within 10 s (a loaded machine): ask again
+            time.sleep(0.1)
     raise TimeoutError(f"accounting on port {port} not ready after {timeout_s} s")
 
 
