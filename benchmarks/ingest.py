@@ -346,6 +346,10 @@ def signature_phase(gateways: int, meters: int, influx: InfluxServer, tmp_path: 
             "signatures_serial_slowdown": round(1 - best[("serial", "required")] / best[("serial", "off")], 3),
             # every run, in the order run: the spread the best hides
             "signatures_runs_readings_per_s": {f"{w}_{m}": r for (w, m), r in runs.items()},
+            # each repeat runs off, then required, back to back: the median of those pairs'
+            # slowdowns is steadier than best against best when the machine's load moves
+            "signatures_paired_median_slowdown": _paired_median(runs, "threads"),
+            "signatures_serial_paired_median_slowdown": _paired_median(runs, "serial"),
             "goal_signatures_slowdown": 0.10,
             "signature_checks_per_batch": round(checks / len(signed), 3),
             "signature_readings_per_batch": meters,
@@ -353,6 +357,13 @@ def signature_phase(gateways: int, meters: int, influx: InfluxServer, tmp_path: 
             # CPU per reading (best run), the machine's other load does not count in it
             "signatures_cpu_us_per_reading": {f"{w}_{m}_{k}": round(v, 2) for (w, m, k), v in sorted(cpu.items())},
             "signatures_readings": readings}
+
+
+def _paired_median(runs: dict[tuple[str, str], list[int]], way: str) -> float:
+    """The median over repeats of 1 - required/off, each pair measured back to back."""
+    pairs = sorted(1 - r / o for o, r in zip(runs[(way, "off")], runs[(way, "required")], strict=True))
+    mid = len(pairs) // 2
+    return round(pairs[mid] if len(pairs) % 2 else (pairs[mid - 1] + pairs[mid]) / 2, 3)
 
 
 def signatures_only(args: argparse.Namespace, machine: dict) -> int:
