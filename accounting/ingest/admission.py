@@ -214,7 +214,8 @@ class Admission:
             doubtful.extend([_Doubtful(kind, index, site_id, gateway_id, batch.seq, r) for kind, r in repeated])
         if fresh:
             start = len(out.rows)
-            out.rows.extend([_row((site_id, gateway_id, r.meter, r.ts_ms, r.quality, r.values, r.value_quality))
+            new, stored = tuple.__new__, StoredReading  # _row, inlined: a call per reading costs
+            out.rows.extend([new(stored, (site_id, gateway_id, r.meter, r.ts_ms, r.quality, r.values, r.value_quality))
                              for r in fresh])
             out.origins.append((index, start, len(out.rows)))
 

@@ -88,19 +88,24 @@ class DedupIndex:
         """
         meters = self._meters
         window = self.window
-        out: list[R] = []
-        for r in readings:
+        readings = readings if isinstance(readings, list) else list(readings)
+        out: list[R] | None = None  # made at the first reading left out (as a rule, none is)
+        for i, r in enumerate(readings):
             meter, ts_ms = r.meter, r.ts_ms
             index = meters.get((site, meter))
             if index is None:
                 index = meters[(site, meter)] = _MeterIndex()
             seen = index.seen
             if ts_ms in seen:
+                if out is None:
+                    out = readings[:i]
                 if doubtful is not None:
                     doubtful.append((SEEN, r))
                 continue
             floor = index.floor
             if floor is not None and ts_ms <= floor and doubtful is not None:
+                if out is None:
+                    out = readings[:i]
                 doubtful.append((BEYOND, r))
                 continue
             seen.add(ts_ms)
@@ -111,8 +116,9 @@ class DedupIndex:
                 seen.discard(evicted)
                 if floor is None or evicted > floor:
                     index.floor = evicted
-            out.append(r)
-        return out
+            if out is not None:
+                out.append(r)
+        return readings if out is None else out
 
     def forget(self, site: str, meter: str, ts_ms: int) -> None:
         """Unlearn a reading admission learned but the store then refused (its message was quarantined)."""

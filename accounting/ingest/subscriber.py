@@ -41,6 +41,7 @@ from paho.mqtt.enums import CallbackAPIVersion
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
+from accounting.ingest.socket_reader import BufferedSocket
 from tanji import wire
 
 log = logging.getLogger(__name__)
@@ -130,6 +131,18 @@ class MessageInbox(queue.Queue):
         return item
 
 
+class BufferedClient(mqtt.Client):
+    """paho's client reading its socket through `BufferedSocket` (one recv for many packets).
+
+    `_create_socket` is paho 2.2's one place where a connection's socket is made (plain or TLS);
+    websockets keep paho's own framing wrapper.
+    """
+
+    def _create_socket(self) -> object:
+        sock = super()._create_socket()
+        return sock if self._transport == "websockets" else BufferedSocket(sock)
+
+
 def subscriptions(sites: list[str], share_group: str | None) -> list[str]:
     """The topic filters one instance subscribes to (readings shared, status plain)."""
     topics = []
@@ -164,10 +177,10 @@ class MqttSubscriber:
         self.session_expiry_s = session_expiry_s
         self.confirms_sent = 0
         if self.v5:
-            self._client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=client_id, protocol=mqtt.MQTTv5,
+            self._client = BufferedClient(CallbackAPIVersion.VERSION2, client_id=client_id, protocol=mqtt.MQTTv5,
                                        manual_ack=True)
         else:  # brokers without MQTT 5 (the demo's embedded amqtt)
-            self._client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=client_id, clean_session=False,
+            self._client = BufferedClient(CallbackAPIVersion.VERSION2, client_id=client_id, clean_session=False,
                                        protocol=mqtt.MQTTv311, manual_ack=True)
         if username:
             self._client.username_pw_set(username, password)
