@@ -142,7 +142,7 @@ class AccountingService:
         self.jobs.every(1.0, "meter order", self.meter_order.flush)
         self.jobs.every(5.0, "store catch-up", self.catch_up)
         self.jobs.every(5.0, "chain gaps", self.check_chains)
-        self.jobs.every(1.0, "plant watch", lambda: self.watch.check(self.meter_status(), self.gateway_status()))
+        self.jobs.every(1.0, "plant watch", lambda: self.watch.check(self.status.last_seen(), self.gateway_status()))
         self._announced: dict[str, int] = {}  # site → engines.changes() when last announced
         self._touched: dict[str, list[str]] = {}  # meters the last delivery touched (engine thread)
         self._started = False
@@ -246,7 +246,8 @@ class AccountingService:
                 rows.append(r)
         columns = {site_id: self.engines.columns(site_id, rows) for site_id, rows in by_site.items()}
         self.engines.feed_columns(columns)  # the rows made columns once, for the engines and the watch
-        self._touched = self.status.update(by_site)
+        self._touched = {site_id: self.status.update_columns(site_id, by_site[site_id], cols)
+                         for site_id, cols in columns.items()}
         for site_id, cols in columns.items():
             self.watch.observe_columns(site_id, cols)
         self.watch.report_gaps()

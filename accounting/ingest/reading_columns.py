@@ -14,6 +14,8 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from itertools import repeat
+from operator import eq, itemgetter
 
 import numpy as np
 
@@ -49,13 +51,18 @@ class ColumnLayout:
     def columns(self, rows: Sequence[StoredReading]) -> ReadingColumns:
         """The rows (in delivery order) as columns."""
         n = len(rows)
-        slot = self.slot
-        meter = np.fromiter([slot.get(r[2], -1) for r in rows], np.int64, n)
-        ts = np.fromiter([r[3] for r in rows], np.int64, n)
-        good = np.fromiter([r[4] == "good" for r in rows], np.bool_, n)
+        meter = np.fromiter(map(self.slot.get, map(_METER, rows), repeat(-1, n)), np.int64, n)
+        ts = np.fromiter(map(_TS, rows), np.int64, n)
+        quality = list(map(_QUALITY, rows))
+        good = np.fromiter(map(eq, quality, repeat("good", n)), np.bool_, n)
+        comm_error = np.fromiter(map(eq, quality, repeat("comm_error", n)), np.bool_, n)
+        dicts = list(map(_VALUES, rows))
         values = np.empty((n, len(self.names)))
         for k, name in enumerate(self.names):
-            values[:, k] = np.array([r[5].get(name) for r in rows], dtype=np.float64)
+            try:  # C loops (map over dict.get): the common case, numbers or nothing
+                values[:, k] = np.fromiter(map(dict.get, dicts, repeat(name, n), repeat(np.nan, n)), np.float64, n)
+            except (TypeError, ValueError):  # a None among the values
+                values[:, k] = np.array([d.get(name) for d in dicts], dtype=np.float64)
         # Per-value qualities are rare (a gateway marks single registers); the reading's own
         # quality holds for every value otherwise.
         value_good = None
@@ -66,7 +73,10 @@ class ColumnLayout:
                 vq = rows[i][6]
                 for k, name in enumerate(self.names):
                     value_good[i, k] = vq.get(name, "good") == "good"  # type: ignore[union-attr]
-        return ReadingColumns(self, meter, ts, good, values, value_good)
+        return ReadingColumns(self, meter, ts, good, comm_error, values, value_good)
+
+
+_METER, _TS, _QUALITY, _VALUES = itemgetter(2), itemgetter(3), itemgetter(4), itemgetter(5)
 
 
 @dataclass(frozen=True, eq=False)
@@ -77,6 +87,7 @@ class ReadingColumns:
     meter: np.ndarray  # int64, the layout's meter slot, -1 for a meter the layout does not know
     ts: np.ndarray  # int64, ms
     good: np.ndarray  # bool, the reading's quality is good
+    comm_error: np.ndarray  # bool, the reading's quality is comm_error (the meter did not answer)
     values: np.ndarray  # float64 (n, names), NaN where the reading has no number
     value_good: np.ndarray | None  # bool (n, names), None: equal to `good` for every value
 

@@ -9,10 +9,13 @@ its retained status message and the batches still missing from its sequence.
 from __future__ import annotations
 
 import collections
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+import numpy as np
+
+from accounting.ingest.reading_columns import ReadingColumns
 from accounting.store.base import StoredReading
 from tanji.site import Site
 
@@ -75,6 +78,31 @@ class PlantStatus:
             touched[site_id] = sorted(newest)
         return touched
 
+    def update_columns(self, site_id: str, rows: Sequence[StoredReading], cols: ReadingColumns) -> list[str]:
+        """`update` of one site's rows, given as columns too (`cols`, the same rows): numpy over the
+        rows, Python per meter touched; returns the meters touched, sorted."""
+        known = cols.meter >= 0
+        slots = cols.meter[known]
+        if not len(slots):
+            return self.update({site_id: list(rows)}).get(site_id, [])
+        rows_at = np.flatnonzero(known)
+        order = np.lexsort((rows_at, cols.ts[known], slots))  # by meter, time, then arrival
+        slot_sorted = slots[order]
+        last = np.flatnonzero(np.append(slot_sorted[1:] != slot_sorted[:-1], True))
+        newest_rows = rows_at[order[last]].tolist()
+        meter_slots = slot_sorted[last].tolist()
+        size = len(cols.layout.meters)
+        counts = np.bincount(slots, minlength=size).tolist()
+        comm = np.bincount(slots, weights=cols.comm_error[known], minlength=size).astype(np.int64).tolist()
+        ids = cols.layout.meters
+        meters = self._meters
+        for j, i in zip(meter_slots, newest_rows, strict=True):
+            meters[(site_id, ids[j])].update(rows[i], counts[j], comm[j])
+        touched = [ids[j] for j in meter_slots]
+        if not known.all():  # meters the columns' layout does not name: the row by row way
+            touched += self.update({site_id: [rows[i] for i in np.flatnonzero(~known).tolist()]})[site_id]
+        return sorted(set(touched))
+
     def update_gateways(self, statuses: Iterable[tuple[tuple[str, str], dict[str, Any]]]) -> None:
         """Keep each gateway's newest status message ((site, gateway) → message)."""
         self._gateways.update(statuses)
@@ -85,6 +113,12 @@ class PlantStatus:
             return [self._meters[(site_id, m)].row(m) for m in meters]
         return [st.row(meter) for (sid, meter), st in list(self._meters.items())
                 if site_id is None or sid == site_id]
+
+    def last_seen(self) -> list[dict[str, Any]]:
+        """Per meter only site, meter and last_ts_ms: what the plant watch's offline check reads
+        every second (the full rows cost ~35 ms for 5,000 meters on the engine thread)."""
+        return [{"site": st.site, "meter": meter, "last_ts_ms": st.last_ts_ms}
+                for (_, meter), st in list(self._meters.items())]
 
     def gateway_rows(self, seq_gaps: Mapping[str, int]) -> list[dict[str, Any]]:
         """Per configured gateway: its retained status message (None until one arrives) and missing batches."""

@@ -140,6 +140,8 @@ class PlantWatch:
         self.store = store
         self.engine = engine
         self._sites = {s.id: _SiteWatch(s) for s in sites.values()}
+        self._offline_ms = {(site_id, m.meter_id): offline_after_ms(m.poll_period_s)
+                            for site_id, w in self._sites.items() for m in w.meters}
         self._layouts = {s.id: ColumnLayout.of(site_topology(s)) for s in sites.values()}
         self._ev_i = np.zeros((EVENTS, EV_INTS), np.int64)
         self._ev_f = np.zeros((EVENTS, EV_FLOATS))
@@ -295,17 +297,18 @@ class PlantWatch:
     def _offline(self, rows: Iterable[dict[str, Any]], now: int) -> None:
         # Which meters have an offline alarm to end: asked once per site and check, not once per
         # meter (an UPDATE per meter every second cost the engine thread ~15 % while ingesting).
+        # Runs every second over every meter: a dict lookup and a comparison per meter, no more.
         alarmed = {site_id: self.store.active_subjects(site_id, "meter_offline") for site_id in self._sites}
+        limits = self._offline_ms
+        started = self._started_ms
         for row in rows:
             site_id, meter_id = row.get("site"), row.get("meter")
-            w = self._sites.get(site_id)
-            meter = w.meter(meter_id) if w is not None else None
-            if meter is None:
+            limit_ms = limits.get((site_id, meter_id))
+            if limit_ms is None:
                 continue
-            limit_ms = offline_after_ms(meter.poll_period_s)
             last = row.get("last_ts_ms")
             # Silent since its last reading, or since this process started (a restart is no outage).
-            silent_ms = now - max(last if last is not None else 0, self._started_ms)
+            silent_ms = now - (last if last is not None and last > started else started)
             if silent_ms > limit_ms:
                 message = (f"meter {meter_id} offline: no reading for {silent_ms / 1000:,.0f} s"
                            if last is not None else f"meter {meter_id}: no reading since the service started")
