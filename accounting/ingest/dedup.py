@@ -60,7 +60,7 @@ class DedupIndex:
 
     def __init__(self, window: int = 4096) -> None:
         self.window = window
-        self._meters: dict[tuple[str, str], _MeterIndex] = {}
+        self._meters: dict[str, dict[str, _MeterIndex]] = {}  # site → meter → index (no tuple key per reading)
 
     def seed(self, site: str, meter: str, timestamps: list[int], complete: bool | None = None) -> None:
         """Remember timestamps already stored (on restart, the store's newest `window`).
@@ -71,12 +71,12 @@ class DedupIndex:
         newest = sorted(timestamps)[-self.window:]
         self.fresh(site, [_Key(meter, ts) for ts in newest])
         if newest and not (len(timestamps) < self.window if complete is None else complete):
-            index = self._meters[(site, meter)]
+            index = self._meters[site][meter]
             floor = newest[0] - 1
             index.floor = floor if index.floor is None else max(index.floor, floor)
 
     def contains(self, site: str, meter: str, ts_ms: int) -> bool:
-        index = self._meters.get((site, meter))
+        index = self._meters.get(site, {}).get(meter)
         return index is not None and ts_ms in index.seen
 
     def fresh(self, site: str, readings: Iterable[R], doubtful: list[tuple[str, R]] | None = None) -> list[R]:
@@ -86,15 +86,17 @@ class DedupIndex:
         is passed as fresh (the idempotent store absorbs it). With it, both go there instead,
         as (`SEEN` or `BEYOND`, reading), unremembered, for the caller to check.
         """
-        meters = self._meters
+        meters = self._meters.get(site)
+        if meters is None:
+            meters = self._meters[site] = {}
         window = self.window
         readings = readings if isinstance(readings, list) else list(readings)
         out: list[R] | None = None  # made at the first reading left out (as a rule, none is)
         for i, r in enumerate(readings):
             meter, ts_ms = r.meter, r.ts_ms
-            index = meters.get((site, meter))
+            index = meters.get(meter)
             if index is None:
-                index = meters[(site, meter)] = _MeterIndex()
+                index = meters[meter] = _MeterIndex()
             seen = index.seen
             if ts_ms in seen:
                 if out is None:
@@ -122,7 +124,7 @@ class DedupIndex:
 
     def forget(self, site: str, meter: str, ts_ms: int) -> None:
         """Unlearn a reading admission learned but the store then refused (its message was quarantined)."""
-        index = self._meters.get((site, meter))
+        index = self._meters.get(site, {}).get(meter)
         if index is not None:
             index.seen.discard(ts_ms)
 
