@@ -1,6 +1,6 @@
 """Compile the accounting engine's numba kernels while the image is built, into NUMBA_CACHE_DIR.
 
-Without it the first footprint after every container start waits for LLVM (tens of seconds
+Without it the first footprint (and the plant watch's first pass over readings) after every container start waits for LLVM (tens of seconds
 on a small box), exactly when an operator opens the dashboard to see whether the restart
 worked. The kernels are compiled by running the real engine on the shipped site's topology
 with two hours of synthetic readings, so they are compiled for the argument types the
@@ -23,19 +23,27 @@ import numba
 from accounting.engine import kernels_allocation, kernels_energy, kernels_market
 from accounting.engine.warmup import warm_kernels
 from accounting.factors.selection import dataset_for
+from accounting.live import kernels_watch
+from accounting.live.watch import PlantWatch
 from accounting.site_topology import site_topology
+from accounting.store.alarms import AlarmStore
 from tanji.site import load_site
 
-KERNEL_MODULES = (kernels_energy, kernels_allocation, kernels_market)
+KERNEL_MODULES = (kernels_energy, kernels_allocation, kernels_market, kernels_watch)
 
 
 def warm(site_file: str) -> list[str]:
     """Run the engine once; returns the kernels that were compiled."""
     site = load_site(site_file)
     warm_kernels(site_topology(site), dataset_for(site))
+    PlantWatch({site.id: site}, AlarmStore(), _no_engine)  # its pass over readings (kernels_watch)
     return [f"{module.__name__}.{name}" for module in KERNEL_MODULES
             for name, obj in vars(module).items()
             if isinstance(obj, numba.core.registry.CPUDispatcher) and obj.signatures]
+
+
+def _no_engine(site_id: str) -> None:
+    raise KeyError(site_id)
 
 
 def main() -> int:

@@ -105,7 +105,7 @@ def test_numba_warm_up_compiles_every_engine_kernel_into_the_cache(tmp_path: Pat
                              str(REPO / "firmware-config" / "sites" / "cq-battery.yaml")],
                             capture_output=True, text=True, env=env, cwd=REPO, timeout=300)
     assert result.returncode == 0, result.stderr
-    for kernel in ("feed_channels", "allocate_hours", "match_market"):
+    for kernel in ("feed_channels", "allocate_hours", "match_market", "watch_rows"):
         assert kernel in result.stdout
     assert list((tmp_path / "numba-cache").rglob("*.nbi"))
 
