@@ -58,6 +58,10 @@ class BufferedSocket:
         self._pos = bufsize
         return data[:bufsize]
 
+    def buffered(self) -> int:
+        """Bytes read ahead and not yet handed out."""
+        return len(self._buf) - self._pos
+
     def pending(self) -> int:
         """Bytes readable without waiting: buffered here, plus a TLS socket's decrypted ones."""
         inner = self._sock.pending() if isinstance(self._sock, ssl.SSLSocket) else 0

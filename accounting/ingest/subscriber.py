@@ -49,6 +49,8 @@ SESSION_EXPIRY_S = 7 * 24 * 3600
 CLIENT_ID_FILE = "mqtt-client-id"
 # The batch header is written before the readings by every encoder of wire v1.
 _SEQ = re.compile(rb'"seq"\s*:\s*(\d{1,15})')
+#: Packets `BufferedClient.loop_read` reads from its buffer in one turn of paho's loop.
+_READS_PER_TURN = 64
 
 
 def default_client_id(state_dir: str | Path | None, share_group: str | None = None) -> str:
@@ -141,6 +143,22 @@ class BufferedClient(mqtt.Client):
     def _create_socket(self) -> object:
         sock = super()._create_socket()
         return sock if self._transport == "websockets" else BufferedSocket(sock)
+
+    def loop_read(self, max_packets: int = 1) -> mqtt.MQTTErrorCode:
+        """paho's read, again while whole packets wait in the buffer: paho reads one packet per
+        turn of its loop and asks `select` (a system call, the interpreter lock given up and
+        waited for again) before each; buffered bytes need no asking. Ends when the buffer is
+        empty (a partial packet is kept by paho, as from any short read), on any error, or after
+        `_READS_PER_TURN` packets, so a broker that keeps sending cannot hold the loop from its
+        writes (our PUBACKs) and keepalive."""
+        rc = super().loop_read(max_packets)
+        sock = self._sock
+        for _ in range(_READS_PER_TURN):
+            if rc != mqtt.MQTT_ERR_SUCCESS or self._sock is not sock or not isinstance(sock, BufferedSocket) \
+                    or not sock.buffered():
+                break
+            rc = super().loop_read(max_packets)
+        return rc
 
 
 def subscriptions(sites: list[str], share_group: str | None) -> list[str]:

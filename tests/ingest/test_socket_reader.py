@@ -14,7 +14,7 @@ import pytest
 from paho.mqtt.enums import CallbackAPIVersion
 
 from accounting.ingest.socket_reader import BufferedSocket
-from accounting.ingest.subscriber import MqttSubscriber
+from accounting.ingest.subscriber import BufferedClient, MqttSubscriber
 from tests.gateway.test_tls_auth import make_certs
 from tests.services import MosquittoServer
 
@@ -197,3 +197,33 @@ def test_subscriber_receives_a_burst_whole_through_the_buffered_socket(tmp_path)
         publisher.disconnect()
         subscriber.stop()
         broker.stop()
+
+
+def publish_packet(topic: str, payload: bytes) -> bytes:
+    """An MQTT 3.1.1 PUBLISH at QoS 0, as a broker sends it."""
+    name = topic.encode()
+    return frame(len(name).to_bytes(2, "big") + name + payload, command=0x30)
+
+
+def test_one_read_turn_handles_every_whole_packet_already_buffered():
+    """paho reads one packet per turn of its loop and asks select before the next; the client
+    reads on while whole packets wait in its buffer, and a partial one waits for the rest."""
+    client = BufferedClient(CallbackAPIVersion.VERSION2, client_id="reader", protocol=mqtt.MQTTv311)
+    got: list[bytes] = []
+    client.on_message = lambda c, u, message: got.append(message.payload)
+    left, right = socket.socketpair()
+    try:
+        right.setblocking(False)
+        client._sock = BufferedSocket(right)  # as _create_socket makes it on connect
+        packets = [publish_packet("tanji/v1/s/g/readings", b"%d" % i * (i + 1)) for i in range(10)]
+        stream = b"".join(packets)
+        left.sendall(stream[:-3])  # the tenth packet not yet whole
+        assert client.loop_read() == mqtt.MQTT_ERR_SUCCESS
+        assert got == [b"%d" % i * (i + 1) for i in range(9)]
+        left.sendall(stream[-3:])
+        assert client.loop_read() == mqtt.MQTT_ERR_SUCCESS
+        assert got == [b"%d" % i * (i + 1) for i in range(10)]
+    finally:
+        client._sock = None
+        left.close()
+        right.close()
