@@ -141,3 +141,26 @@ def test_old_segments_are_pruned_whole_and_the_current_one_never(tmp_path):
     assert log.segments() == numbers[-1:], "the segment being appended to stays"
     assert log.append(records(1, start=99)), "and the writer goes on"
     log.close()
+
+
+def test_the_service_refuses_to_start_on_a_damaged_log_and_says_what_to_do(tmp_path):
+    """`tanji accounting --store influx` opens the evidence log before it ingests: a damaged record
+    before intact ones stops it at once with the file, the byte and the fix (no traceback)."""
+    from tests.audit.batches import plant_site
+
+    site_file, _, _ = plant_site(tmp_path)
+    state = tmp_path / "state"
+    log = EvidenceLog(state / "evidence")
+    refs = log.append(records(3))
+    log.close()
+    segment = state / "evidence" / "evidence-000001.log"
+    data = bytearray(segment.read_bytes())
+    data[int(refs[0].split("@")[1]) + 20] ^= 0xFF
+    segment.write_bytes(bytes(data))
+    r = subprocess.run([sys.executable, "-m", "tanji", "accounting", "--config", str(site_file), "--store", "influx",
+                        "--influx-url", "http://127.0.0.1:9", "--state-dir", str(state)],
+                       capture_output=True, text=True, cwd=tmp_path, timeout=120,
+                       env={**os.environ, "TANJI_INFLUX_TOKEN": "t"})
+    assert r.returncode != 0 and "Traceback" not in r.stderr, r.stderr
+    assert f"evidence log {segment} is damaged at byte 0" in r.stderr, r.stderr
+    assert "move it aside" in r.stderr and segment.read_bytes() == bytes(data)
