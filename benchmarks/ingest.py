@@ -181,9 +181,14 @@ def ceiling_bodies(gateways: int, meters: int, rounds: int, start_ms: int, batch
     return bodies
 
 
-def store_ceiling(influx: InfluxServer, db: str, bodies: list[bytes]) -> float:
+def store_ceiling(influx: InfluxServer, db: str, bodies: list[bytes],
+                  cpu: dict[str, float] | None = None) -> float:
     """Readings/s a plain writer gets into influxd: `bodies` posted one after the other on one
-    connection to the endpoint ingest writes to; every line is counted back."""
+    connection to the endpoint ingest writes to; every line is counted back. `cpu`, if given,
+    gets the store's CPU seconds per reading (influxd and the v2 bridge in front of it)."""
+    store_procs = {"influxd": psutil.Process(influx.influxd.proc.pid),
+                   "influx_bridge": psutil.Process(influx.bridge.proc.pid)}
+    cpu_before = {k: _cpu_s(p) for k, p in store_procs.items()}
     influx.create_database(db)
     url = urllib.parse.urlsplit(influx.url)
     conn = http.client.HTTPConnection(url.hostname, url.port, timeout=60)
@@ -202,7 +207,17 @@ def store_ceiling(influx: InfluxServer, db: str, bodies: list[bytes]) -> float:
     stored = _count(influx, db)
     if stored != lines:
         raise RuntimeError(f"the ceiling writer stored {stored} of {lines} lines")
+    if cpu is not None:
+        cpu.update({k: (_cpu_s(p) - cpu_before[k]) / lines for k, p in store_procs.items()})
     return lines / seconds
+
+
+def cpu_bound(cores: int, accounting_s: float, store_s: float) -> float:
+    """The most readings/s this machine could drain if every core did nothing but the pipeline's
+    work: `cores` / (accounting's CPU seconds per reading + the store's, as measured in this run).
+    Whatever the code does between requests, the drain cannot beat it; against the ceiling it
+    says which ratio is possible here at all."""
+    return cores / (accounting_s + store_s)
 
 
 def settle(processes: dict[str, psutil.Process], limit_s: float = 30.0) -> float:
@@ -436,7 +451,8 @@ def main() -> int:
                                 gzip_level=args.gzip_level)
             gzip_level = store.gzip_level
             bodies = ceiling_bodies(args.gateways, args.meters, args.rounds, backlog_start_ms, store.batch_lines)
-            ceilings = [store_ceiling(influx, "ceiling_before", bodies)]
+            ceiling_cpu: dict[str, float] = {}  # the store's CPU s per reading, written by a plain writer
+            ceilings = [store_ceiling(influx, "ceiling_before", bodies, ceiling_cpu)]
             service = AccountingService([site], store, broker_host=broker.host, broker_port=broker.port,
                                         client_id=CLIENT_ID, share_group=GROUP, cycle_max_messages=200)
             service.start()
@@ -448,7 +464,8 @@ def main() -> int:
             while service.stats.accepted < backlog["readings"] and time.monotonic() - drain_started < 300:
                 time.sleep(0.01)
             drain_s = time.monotonic() - drain_started
-            cores = {k: round((_cpu_s(p) - cpu_before[k]) / drain_s, 2) for k, p in processes.items()}
+            drain_cpu_s = {k: _cpu_s(p) - cpu_before[k] for k, p in processes.items()}
+            cores = {k: round(s / drain_s, 2) for k, s in drain_cpu_s.items()}
             stages_backlog = dict(service.stats.stage_s)
             store.flush(120)
             settle_s = settle(processes)
@@ -510,6 +527,13 @@ def main() -> int:
         bottleneck = max(stages_backlog, key=stages_backlog.get) if stages_backlog else None
     baseline = machine["json_loads_readings_per_s"]
     ceiling = max(ceilings)
+    # What one reading costs in CPU, per process, during the drain and in the plain writer's run;
+    # the bound says what rate both cores could carry at those costs (cpu_bound).
+    drain_us = {k: s / backlog["readings"] * 1e6 for k, s in drain_cpu_s.items()}
+    ceiling_us = {k: s * 1e6 for k, s in ceiling_cpu.items()}
+    n_cores = psutil.cpu_count() or 1
+    bound = cpu_bound(n_cores, drain_us["accounting"] / 1e6,
+                      (ceiling_us["influxd"] + ceiling_us["influx_bridge"] + drain_us["mosquitto"]) / 1e6)
     result = {
         "benchmark": "ingest",
         "meters": n_meters,
@@ -536,6 +560,11 @@ def main() -> int:
         "freshness_samples": len(fresh),
         "bottleneck": bottleneck,
         "cpu_cores_during_drain": cores,
+        "cpu_us_per_reading_during_drain": {k: round(v, 2) for k, v in drain_us.items()},
+        "store_ceiling_cpu_us_per_reading": {k: round(v, 2) for k, v in ceiling_us.items()},
+        # all cores on accounting's CPU per reading + the store's (as the plain writer made it cost)
+        "cpu_bound_readings_per_s": round(bound),
+        "cpu_bound_ratio_to_store_ceiling": round(bound / ceiling, 3),
         "cpu_cores_during_live": live_cores,
         "stage_share": {k: round(v / sum(stages_backlog.values()), 3) for k, v in stages_backlog.items()},
         "baseline_json_loads_readings_per_s": round(baseline),

@@ -58,6 +58,14 @@ def test_ingest_benchmark_prints_its_result_and_loses_nothing():
         result["readings_per_s"] / result["store_ceiling_readings_per_s"], abs=0.001)
     assert 0 < result["p99_freshness_s"] < 30
     assert set(result["cpu_cores_during_drain"]) == {"accounting", "influxd", "influx_bridge", "mosquitto"}
+    assert result["cpu_us_per_reading_during_drain"]["accounting"] > 0
+    assert set(result["store_ceiling_cpu_us_per_reading"]) == {"influxd", "influx_bridge"}
+    # the bound is the machine's cores over the CPU one reading costs, as reported
+    us = result["cpu_us_per_reading_during_drain"]["accounting"] + sum(result["store_ceiling_cpu_us_per_reading"].values()) \
+        + result["cpu_us_per_reading_during_drain"]["mosquitto"]
+    assert result["cpu_bound_readings_per_s"] == pytest.approx(result["machine"]["cpu_count"] / us * 1e6, rel=0.02)
+    assert result["cpu_bound_ratio_to_store_ceiling"] == pytest.approx(
+        result["cpu_bound_readings_per_s"] / result["store_ceiling_readings_per_s"], abs=0.001)
     assert result["gzip_level"] == 0  # InfluxDB on loopback
     assert result["baseline_json_loads_readings_per_s"] == result["machine"]["json_loads_readings_per_s"]
     assert result["signatures_readings"] == 3 * 10 * 4
