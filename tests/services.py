@@ -21,11 +21,22 @@ import time
 import urllib.parse
 from pathlib import Path
 
+_HANDED_OUT: set[int] = set()
+
 
 def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+    """A port free now, and never one this process was given before.
+
+    The system may hand the same free port to two binds in a row once the first socket is
+    closed; two ports asked for one setup (a site's meters, HTTP and HTTPS) then came back equal
+    and the second server could not listen, or two meters' unit ids collided on one port."""
+    while True:
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            port = s.getsockname()[1]
+        if port not in _HANDED_OUT:
+            _HANDED_OUT.add(port)
+            return port
 
 
 def wait_for_port(port: int, timeout_s: float = 20.0, host: str = "127.0.0.1") -> None:
