@@ -92,6 +92,13 @@ def test_ready_waits_for_the_subscription_and_nothing_published_after_is_lost(tm
         state = accounting.wait("/api/v1/ready", 503)
         assert state["ready"] is False and state["subscribed"] is False
         assert any("not subscribed" in r for r in state["reasons"])
+        # The operator's log says so too (the readiness watcher logs each change at its next
+        # look); the broker starts only once it has, or a quick subscription would leave
+        # nothing to log and the check below would race it.
+        deadline = time.monotonic() + 60
+        while "not subscribed at the broker" not in accounting.log.read_text():
+            assert time.monotonic() < deadline, accounting.log.read_text()[-3000:]
+            time.sleep(0.1)
 
         broker.start()
         state = accounting.wait("/api/v1/ready", 200)
