@@ -25,6 +25,22 @@ def records(n: int, start: int = 0) -> list[tuple[str, str, str, bytes]]:
     return [("site", "gw-1", f"{i:064x}", b'[{"meter":"m","ts_ms":%d}]' % i) for i in range(start, start + n)]
 
 
+def written(directory: Path, n: int) -> tuple[Path, list[str]]:
+    """A closed log of `n` records in its first segment: (that segment, the records' references)."""
+    log = EvidenceLog(directory)
+    refs = log.append(records(n))
+    log.close()
+    return directory / "evidence-000001.log", refs
+
+
+def flipped(segment: Path, at: int) -> bytes:
+    """Invert one byte of the segment (damage as a crash or bit rot leaves it); the new contents."""
+    data = bytearray(segment.read_bytes())
+    data[at] ^= 0xFF
+    segment.write_bytes(bytes(data))
+    return bytes(data)
+
+
 def test_records_read_back_and_a_reference_is_checked_against_its_batch(tmp_path):
     log = EvidenceLog(tmp_path / "evidence")
     refs = log.append(records(3)) + log.append(records(2, start=3))
@@ -38,10 +54,7 @@ def test_records_read_back_and_a_reference_is_checked_against_its_batch(tmp_path
 
 
 def test_a_torn_tail_is_moved_aside_and_the_intact_records_stay(tmp_path):
-    log = EvidenceLog(tmp_path)
-    refs = log.append(records(4))
-    log.close()
-    segment = tmp_path / "evidence-000001.log"
+    segment, refs = written(tmp_path, 4)
     intact = segment.stat().st_size
     torn = frame(*records(1, start=4)[0])
     with open(segment, "ab") as f:  # a crash in the middle of the next cycle's write
@@ -57,14 +70,9 @@ def test_a_torn_tail_is_moved_aside_and_the_intact_records_stay(tmp_path):
 
 
 def test_a_damaged_last_record_is_a_torn_write(tmp_path):
-    log = EvidenceLog(tmp_path)
-    refs = log.append(records(3))
-    log.close()
-    segment = tmp_path / "evidence-000001.log"
-    data = bytearray(segment.read_bytes())
+    segment, refs = written(tmp_path, 3)
     last = int(refs[2].split("@")[1])
-    data[-3] ^= 0xFF  # the length arrived, the data did not (as a crash may leave it)
-    segment.write_bytes(bytes(data))
+    flipped(segment, segment.stat().st_size - 3)  # the length arrived, the data did not (as a crash may leave it)
     log = EvidenceLog(tmp_path)
     log.open()
     assert segment.stat().st_size == last and (tmp_path / f"evidence-000001.log.torn-{last}").exists()
@@ -73,20 +81,15 @@ def test_a_damaged_last_record_is_a_torn_write(tmp_path):
 
 
 def test_a_damaged_record_before_intact_ones_is_refused_not_dropped(tmp_path):
-    log = EvidenceLog(tmp_path)
-    refs = log.append(records(3))
-    log.close()
-    segment = tmp_path / "evidence-000001.log"
-    data = bytearray(segment.read_bytes())
+    segment, refs = written(tmp_path, 3)
     middle = int(refs[1].split("@")[1])
-    data[middle + 20] ^= 0xFF  # bit rot inside a durable record
-    segment.write_bytes(bytes(data))
+    data = flipped(segment, middle + 20)  # bit rot inside a durable record
     with pytest.raises(EvidenceLogError) as refused:
         EvidenceLog(tmp_path).open()
     message = str(refused.value)
     assert f"{segment} is damaged at byte {middle}" in message and "intact records after it" in message
     assert "restore it from a backup, or move it aside" in message
-    assert segment.read_bytes() == bytes(data), "nothing was cut"
+    assert segment.read_bytes() == data, "nothing was cut"
     with pytest.raises(EvidenceLogError, match=f"at {segment} byte {middle} is damaged"):
         EvidenceLog(tmp_path).read(refs[1], *records(3)[1][:3])
 
@@ -150,17 +153,12 @@ def test_the_service_refuses_to_start_on_a_damaged_log_and_says_what_to_do(tmp_p
 
     site_file, _, _ = plant_site(tmp_path)
     state = tmp_path / "state"
-    log = EvidenceLog(state / "evidence")
-    refs = log.append(records(3))
-    log.close()
-    segment = state / "evidence" / "evidence-000001.log"
-    data = bytearray(segment.read_bytes())
-    data[int(refs[0].split("@")[1]) + 20] ^= 0xFF
-    segment.write_bytes(bytes(data))
+    segment, refs = written(state / "evidence", 3)
+    data = flipped(segment, int(refs[0].split("@")[1]) + 20)
     r = subprocess.run([sys.executable, "-m", "tanji", "accounting", "--config", str(site_file), "--store", "influx",
                         "--influx-url", "http://127.0.0.1:9", "--state-dir", str(state)],
                        capture_output=True, text=True, cwd=tmp_path, timeout=120,
                        env={**os.environ, "TANJI_INFLUX_TOKEN": "t"})
     assert r.returncode != 0 and "Traceback" not in r.stderr, r.stderr
     assert f"evidence log {segment} is damaged at byte 0" in r.stderr, r.stderr
-    assert "move it aside" in r.stderr and segment.read_bytes() == bytes(data)
+    assert "move it aside" in r.stderr and segment.read_bytes() == data
