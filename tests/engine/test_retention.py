@@ -110,7 +110,7 @@ def test_deleted_readings_leave_a_recompute_of_their_period_nothing(tmp_path):
     store.write_readings(two_days(3))
     cutoff = T0 + 24 * HOUR_MS
     with sqlite3.connect(db) as conn:
-        conn.execute(documented_sql("retention"), {"cutoff_ms": cutoff})
+        conn.execute(documented_sql("retention: delete every reading"), {"cutoff_ms": cutoff})
     assert store.read_readings("r", None, T0, cutoff) == []
     assert store.count_readings("r") == 3 * 24 * 60
     after = recompute(store)
