@@ -142,7 +142,7 @@ def _export(args: argparse.Namespace) -> int:
 
 
 def _verify(args: argparse.Namespace) -> int:
-    from accounting.audit.verify import verify_bundle
+    from accounting.audit.verify import utc_minute, verify_bundle
 
     report = verify_bundle(args.bundle)
     if args.json:
@@ -158,7 +158,7 @@ def _verify(args: argparse.Namespace) -> int:
         print(f"  PROBLEM {line}")
     for f in report.footprints:
         word = "VERIFIED" if f.verified else "NOT VERIFIED"
-        print(f"{word}  {f.product_id}  {_ms(f.start_ms)} – {_ms(f.end_ms)}")
+        print(f"{word}  {f.product_id}  {utc_minute(f.start_ms)} – {utc_minute(f.end_ms)}")
         for reason in f.reasons:
             print(f"    because {reason}")
         for note in f.notes:
@@ -167,8 +167,3 @@ def _verify(args: argparse.Namespace) -> int:
         print("NOT VERIFIED: the bundle holds no footprint")
     print("verified" if report.ok else "NOT verified")
     return 0 if report.ok else 1
-
-
-def _ms(ms: int) -> str:
-    from datetime import UTC, datetime
-    return datetime.fromtimestamp(ms / 1000, UTC).strftime("%Y-%m-%dT%H:%MZ")

@@ -23,6 +23,7 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -266,6 +267,7 @@ def verify_bundle(path: str | Path) -> Report:
     authentic = [c.batch for c in report.batches if c.authentic]
     by_name = {(c.batch.gateway, c.batch.chain, c.batch.seq): c for c in report.batches}
     rows = _readings(report.batches)
+    first_signed = min((b.min_ts_ms for b in authentic), default=None)
     try:
         registry = FactorRegistry([dataset_from_dict(d) for d in bundle.datasets])
         dataset = dataset_for(site, registry)
@@ -325,13 +327,21 @@ def verify_bundle(path: str | Path) -> Report:
             if dataset is not None and fresh is None:
                 v.reasons.append("the engine finds no footprint for this product in the bundle's readings")
             elif fresh is not None:
-                for name in FIGURES:
-                    if name in record and not _close(record.get(name), fresh.get(name)):
-                        v.reasons.append(f"{name}: the record says {record.get(name)}, recomputed from the "
-                                         f"bundle: {fresh.get(name)}")
+                differ = [f"{name}: the record says {record.get(name)}, recomputed from the bundle: {fresh.get(name)}"
+                          for name in FIGURES if name in record and not _close(record.get(name), fresh.get(name))]
+                v.reasons += differ
+                if differ and first_signed is not None and first_signed > lo:
+                    v.reasons.append(f"the bundle's signed readings begin at {utc_minute(first_signed)}, after this "
+                                     "window's start: the earlier ones are not in it (deleted by a retention, "
+                                     "docs/storage.md, or never signed), so the window cannot be recomputed in full")
             v.verified = not v.reasons
             report.footprints.append(v)
     return report
+
+
+def utc_minute(ms: int) -> str:
+    """An instant as the verification report prints it (UTC, to the minute)."""
+    return datetime.fromtimestamp(ms / 1000, UTC).strftime("%Y-%m-%dT%H:%MZ")
 
 
 def _segment_reasons(segments: list[Segment], exported: list[str], checks: dict) -> list[str]:

@@ -4,7 +4,7 @@ Signed batches keep their readings' exact bytes, so without it they outgrow the 
 documented retention already deletes. After readings and batches before a cutoff are deleted:
 no batch wholly before the cutoff is left, the straddling batch is, a window after the cutoff
 exports and verifies offline, and a window that begins before it is reported NOT VERIFIED (its
-evidence is gone) rather than passing.
+evidence is gone, and the report says where the signed readings begin) rather than passing.
 """
 
 from __future__ import annotations
@@ -61,3 +61,4 @@ def test_deleting_old_signed_batches_keeps_later_windows_verifiable(tmp_path):
     assert across.returncode == 1, across.stdout + across.stderr
     assert "NOT VERIFIED  widget  2026-01-01T01:00Z" in across.stdout, across.stdout
     assert "VERIFIED  widget  2026-01-01T02:00Z" in across.stdout, across.stdout
+    assert "signed readings begin at 2026-01-01T01:20Z, after this window's start" in across.stdout, across.stdout
