@@ -99,6 +99,11 @@ class DemoStack:
                                              checkpoints=CheckpointStore(self.workdir / "checkpoints.sqlite"))
             self.service.start()
             parts.callback(self.service.stop)
+            # The gateways start once the broker keeps accounting's session: a first session's
+            # readings published before its SUBACK would be dropped and only come again when the
+            # gateway republishes what accounting never confirmed.
+            if not self.service.wait_connected(60):
+                log.warning("accounting is not subscribed to the broker after 60 s; starting the gateways anyway")
 
             for gateway in self.site.gateways:
                 service = GatewayService(self.site, gateway.id,
