@@ -3,9 +3,9 @@
 Input of a channel: its readings sorted by time with no duplicate timestamps. The first
 reading is the baseline. Each later reading gives a delta: the plain difference, or across a
 rollover the difference through the wrap value, or after a reset the reading itself. A delta
-implying a rate above the plausible maximum is rejected and leaves the baseline where it was.
-A drop that cannot be a reset is rejected as a glitch while it is within the gap threshold of
-the baseline, and rebased (nothing booked, baseline moved) once it has lasted longer.
+implying a rate above the plausible maximum, or a drop that cannot be a reset, is rejected as
+a glitch while it is within the gap threshold of the baseline (the baseline stays where it
+was), and rebased (nothing booked, baseline moved) once it has lasted longer.
 The accepted delta is spread uniformly over (t_prev, t] and split pro rata across hour
 buckets; when the interval is longer than the gap threshold, or the delta comes from a reset,
 the energy is also added to the ``estimated`` matrix (its total is measured, its time
@@ -49,9 +49,9 @@ FLAG_IMPLAUSIBLE = 4
 FLAG_GAP_SPREAD = 8
 #: Per-hour flags only: at least one reading ended in the hour.
 FLAG_READ = 16
-#: The register went back to a value it cannot have counted up to since a reset, and stayed
-#: there past the gap threshold: nothing is booked for the step, the baseline re-anchors on the
-#: reading (ACCOUNTING.md section 1, "rebased"; an alarm).
+#: The register went back to a value it cannot have counted up to since a reset, or rose by more
+#: than the meter can count, and stayed there past the gap threshold: nothing is booked for the
+#: step, the baseline re-anchors on the reading (ACCOUNTING.md section 1, "rebased"; an alarm).
 FLAG_REBASED = 32
 #: The interval spans a recorded meter replacement: booked exactly as (old final - baseline) +
 #: (reading - new initial) (ACCOUNTING.md section 1). With ``FLAG_REBASED`` as well, the record
@@ -350,7 +350,15 @@ def _delta(v: float, pv: float, pt: int, dt: int, rollover: float, max_rate: flo
         d = v
         flag = FLAG_COUNTER_RESET
     if max_rate > 0.0 and d * HOUR_MS > max_rate * dt:
-        return d, FLAG_IMPLAUSIBLE
+        # More than the meter can count since the baseline. Within the gap threshold of the
+        # last accepted reading it is a glitch (rejected, as above). Once every reading for
+        # longer than that has stayed out of line, the register really moved (a meter swapped
+        # for one with a higher register, a changed multiplier, with no replacement record):
+        # book nothing for the step and re-anchor, as for a step down. Left rejected, the
+        # step would be booked whole once the elapsed time made it look plausible.
+        if dt <= gap_ms:
+            return d, FLAG_IMPLAUSIBLE
+        return 0.0, FLAG_REBASED
     if dt > gap_ms:
         flag |= FLAG_GAP_SPREAD
     return d, flag

@@ -59,7 +59,11 @@ def channel_hourly(readings, rollover, max_rate, gap_ms, replacements=()):
         else:
             delta, reset = e, True
         if max_rate > 0 and delta / hours_elapsed > max_rate:
-            continue  # implausible: rejected, baseline stays
+            # more than the meter can count: a glitch within the gap threshold (rejected,
+            # baseline stays), else the register moved (rebased: nothing booked)
+            if t - prev_t > gap_ms:
+                prev_t, prev_e = t, e
+            continue
         is_estimate = reset or (t - prev_t) > gap_ms
         for hour, fraction in split_over_hours(prev_t, t):
             energy[hour] += delta * fraction

@@ -118,6 +118,26 @@ def test_rollover_and_implausible():
     assert kwh.sum() == pytest.approx(20.0)
 
 
+def test_a_persistent_impossible_rise_is_rebased_not_booked():
+    """The incomer swapped for a meter whose register reads 50,000 kWh, with no replacement
+    record: 49,000 kWh in a minute is more than 600 kW can count. While within the gap
+    threshold (3 polls) of the baseline the readings are rejected as glitches; once they have
+    stayed up longer the baseline re-anchors and nothing is booked for the step. Left
+    rejected, the step would have been booked whole 100 h later, when 49,115 kWh in 100 h
+    (491 kW) looked plausible."""
+    engine = Engine(single_line(poll_period_s=60, max_power_kw=600.0), REGIONAL_2022)
+    m = ("main", "energy_import_kwh")
+    feed(engine, [(*m, T0, 1_000.0), (*m, T0 + 60_000, 1_005.0),  # +5
+                  (*m, T0 + 120_000, 50_000.0),  # the swap: rejected (glitch?)
+                  (*m, T0 + 180_000, 50_005.0), (*m, T0 + 240_000, 50_010.0),  # still within 3 polls: rejected
+                  (*m, T0 + 300_000, 50_015.0),  # 4 polls up: rebased, nothing booked
+                  (*m, T0 + 360_000, 50_020.0),  # +5 from the new baseline
+                  (*m, T0 + 100 * H, 50_120.0)])  # +100 over a long gap (estimated)
+    hours, kwh = engine.hourly_energy(*m)
+    assert kwh.sum() == pytest.approx(110.0)
+    assert kwh[0] == pytest.approx(10.0 + 100.0 * (H - 360_000) / (100 * H - 360_000))
+
+
 def test_gap_across_hour_boundary():
     engine = Engine(single_line(poll_period_s=60), REGIONAL_2022)
     m = ("main", "energy_import_kwh")
