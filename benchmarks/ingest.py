@@ -33,7 +33,7 @@ rates in proportion.
 Phase 3 (signatures, docs/audit.md): `signatures_required_readings_per_s` against
 `signatures_off_readings_per_s`, the same fleet batches signed and chained with Ed25519 or
 not, through admission and the InfluxDB store in-process (`signature_phase` says how), and
-`signatures_slowdown` (goal <= 0.10).
+`signatures_slowdown` (goal <= 0.10): the median over `--signature-repeats` back-to-back pairs.
 Prints one JSON object as its last line.
 """
 
@@ -232,7 +232,7 @@ def settle(processes: dict[str, psutil.Process], limit_s: float = 30.0) -> float
 
 
 def signature_phase(gateways: int, meters: int, influx: InfluxServer, tmp_path: Path, rounds: int,
-                    repeats: int = 2) -> dict:
+                    repeats: int = 6) -> dict:
     """Ingest readings/s with `signatures: required` against `off`, same readings, same run.
 
     The fleet's batches are signed and chained per gateway with Ed25519 (what its gateways
@@ -245,10 +245,12 @@ def signature_phase(gateways: int, meters: int, influx: InfluxServer, tmp_path: 
     checks the next cycle), and
     one cycle after the other on one thread (`signatures_serial_slowdown`: nothing overlaps, so
     every µs the signatures add shows). Modes alternate, `repeats` times each (off first in even
-    repeats, required first in odd ones), each run into a fresh database and evidence log; the
-    best run of each counts (wall-clock readings/s, and CPU µs per reading of accounting and
-    influxd, which the machine's other load inflates less), and the median of each repeat's
-    back-to-back pair (`signatures_paired_median_slowdown`). The engine is
+    repeats, required first in odd ones), each run into a fresh database and evidence log. The
+    slowdowns are the median over the repeats of each back-to-back pair's (`signatures_pairs_slowdown`
+    lists them all): a single run of one mode scatters by up to 2x on this shared machine, so best
+    against best (`signatures_best_slowdown`, kept for comparison with earlier figures) compares
+    two lucky moments, where a pair shares its moment's load; the best run of each mode gives
+    the rates and the CPU µs per reading of accounting and influxd. The engine is
     left out (its cost is the same in both modes), so the slowdown is relative to admission
     and store alone: an upper bound of the whole service's.
     """
@@ -359,18 +361,24 @@ def signature_phase(gateways: int, meters: int, influx: InfluxServer, tmp_path: 
     for _ in range(200):
         assert public.verify(site.id, key.key_id, signature, message)
     verify_us = (time.perf_counter() - t0) / 200 * 1e6
+    threads_pairs, serial_pairs = _pairs(runs, "threads"), _pairs(runs, "serial")
     return {"signatures_off_readings_per_s": round(best[("threads", "off")]),
             "signatures_required_readings_per_s": round(best[("threads", "required")]),
-            "signatures_slowdown": round(1 - best[("threads", "required")] / best[("threads", "off")], 3),
+            # the headline: the median over the back-to-back pairs (order alternating), not best
+            # against best: single runs of one mode scatter by up to 2x on a shared machine, and
+            # the best of each mode is two lucky moments, not one comparison (docs/audit.md)
+            "signatures_slowdown": _median(threads_pairs),
+            "signatures_serial_slowdown": _median(serial_pairs),
+            # every pair's slowdown, sorted: the spread the median summarises
+            "signatures_pairs_slowdown": threads_pairs,
+            "signatures_serial_pairs_slowdown": serial_pairs,
+            "signatures_best_slowdown": round(1 - best[("threads", "required")] / best[("threads", "off")], 3),
             "signatures_serial_off_readings_per_s": round(best[("serial", "off")]),
             "signatures_serial_required_readings_per_s": round(best[("serial", "required")]),
-            "signatures_serial_slowdown": round(1 - best[("serial", "required")] / best[("serial", "off")], 3),
+            "signatures_serial_best_slowdown": round(1 - best[("serial", "required")] / best[("serial", "off")], 3),
             # every run, in the order run: the spread the best hides
             "signatures_runs_readings_per_s": {f"{w}_{m}": r for (w, m), r in runs.items()},
-            # each repeat runs off and required back to back (order alternating): the median of
-            # those pairs' slowdowns is steadier than best against best when the machine's load moves
-            "signatures_paired_median_slowdown": _paired_median(runs, "threads"),
-            "signatures_serial_paired_median_slowdown": _paired_median(runs, "serial"),
+            "signatures_pairs": repeats,
             "goal_signatures_slowdown": 0.10,
             "signature_checks_per_batch": round(checks / len(signed), 3),
             "signature_readings_per_batch": meters,
@@ -380,11 +388,14 @@ def signature_phase(gateways: int, meters: int, influx: InfluxServer, tmp_path: 
             "signatures_readings": readings}
 
 
-def _paired_median(runs: dict[tuple[str, str], list[int]], way: str) -> float:
-    """The median over repeats of 1 - required/off, each pair measured back to back."""
-    pairs = sorted(1 - r / o for o, r in zip(runs[(way, "off")], runs[(way, "required")], strict=True))
-    mid = len(pairs) // 2
-    return round(pairs[mid] if len(pairs) % 2 else (pairs[mid - 1] + pairs[mid]) / 2, 3)
+def _pairs(runs: dict[tuple[str, str], list[int]], way: str) -> list[float]:
+    """Each repeat's 1 - required/off, the two measured back to back; sorted."""
+    return sorted(round(1 - r / o, 3) for o, r in zip(runs[(way, "off")], runs[(way, "required")], strict=True))
+
+
+def _median(values: list[float]) -> float:
+    mid = len(values) // 2
+    return round(values[mid] if len(values) % 2 else (values[mid - 1] + values[mid]) / 2, 3)
 
 
 def signatures_only(args: argparse.Namespace, machine: dict) -> int:
@@ -409,14 +420,15 @@ def main() -> int:
     parser.add_argument("--rounds", type=int, default=200, help="backlog polls of every meter (phase 1)")
     parser.add_argument("--live-rate", type=float, default=20_000, help="readings/s published in phase 2")
     parser.add_argument("--live-s", type=float, default=15, help="seconds of real-time publishing (phase 2)")
-    parser.add_argument("--signature-rounds", type=int, default=50,
+    parser.add_argument("--signature-rounds", type=int, default=20,
                         help="polls of every meter in the signatures: required vs off comparison (phase 3)")
     parser.add_argument("--gzip-level", type=int, default=None,
                         help="InfluxStore gzip level (default: the store's, i.e. 0 on loopback)")
     parser.add_argument("--signatures-only", action="store_true",
                         help="run phase 3 alone (signatures: required vs off, same run) and print its JSON line")
-    parser.add_argument("--signature-repeats", type=int, default=2,
-                        help="alternating runs of each mode in phase 3 (the best of each counts)")
+    parser.add_argument("--signature-repeats", type=int, default=6,
+                        help="back-to-back pairs of the two modes in phase 3, order alternating (their median "
+                             "slowdown is the headline)")
     parser.add_argument("--publisher", nargs=4, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.publisher:
@@ -510,7 +522,8 @@ def main() -> int:
             service.stop()
             service = None
             ceilings.append(store_ceiling(influx, "ceiling_after", bodies))
-            signatures = signature_phase(args.gateways, args.meters, influx, tmp_path, args.signature_rounds)
+            signatures = signature_phase(args.gateways, args.meters, influx, tmp_path, args.signature_rounds,
+                                         args.signature_repeats)
         finally:
             if service is not None:
                 service.stop()

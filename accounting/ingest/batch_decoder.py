@@ -115,16 +115,46 @@ def decode_signed(payload: bytes, site: str, gateway: str, now_ms: int) -> tuple
     try:
         if len(payload) > wire.MAX_PAYLOAD_BYTES:
             raise _Rejected
-        outer = _signed_decoder.decode(payload)
-        raw = outer.readings
-        batch = Batch(v=outer.v, site=outer.site, gateway=outer.gateway, seq=outer.seq, sent_ms=outer.sent_ms,
-                      backlog=outer.backlog, readings=_readings_decoder.decode(raw), sig=outer.sig,
-                      backfill=outer.backfill)
+        raw = _last_readings(payload)
+        if raw is not None:  # the gateway's own layout: one parse, the member's bytes found by shape
+            batch = _decoder.decode(payload)
+        else:
+            outer = _signed_decoder.decode(payload)
+            raw = bytes(outer.readings)
+            batch = Batch(v=outer.v, site=outer.site, gateway=outer.gateway, seq=outer.seq, sent_ms=outer.sent_ms,
+                          backlog=outer.backlog, readings=_readings_decoder.decode(raw), sig=outer.sig,
+                          backfill=outer.backfill)
         _check(batch, site, gateway, now_ms)
-        return batch, bytes(raw)
+        return batch, raw
     except Exception:  # noqa: BLE001 - any doubt at all goes to the reference, which names it
         pass
     return _reference(payload, site, gateway, now_ms), signed_batch.raw_member(payload)
+
+
+_READINGS_KEY = b'"readings"'
+
+
+def _last_readings(payload: bytes) -> bytes | None:
+    """The bytes of the `readings` member when the payload's shape alone proves where they are,
+    as in every batch a Tanji gateway publishes (`tanji.wire.encode_batch`: compact JSON, the
+    readings last); else None, and `decode_signed` cuts them out with msgspec (~17 µs more per
+    batch of 100 readings, a scan of the readings before their parse).
+
+    Valid only for a payload the full decoder then accepts as a `Batch` (`decode_signed` uses
+    it only then). Why it is exact: with no backslash in the payload, no string holds a quote
+    or an escape, so every `"readings"` in it is that string literally; appearing once, it is
+    the one member of that name (a duplicate member, even spelled with escapes, or a meter
+    named so, sends the payload down the other path). A payload ending `]}` ends its last
+    member with an array, and `readings` is the only array at the top level of a batch: so
+    that member is `readings`, and its value runs from the `[` after its name to that `]`.
+    """
+    if payload[-2:] != b"]}" or b"\\" in payload:
+        return None
+    at = payload.find(_READINGS_KEY)
+    start = at + len(_READINGS_KEY) + 1
+    if at < 0 or payload[start - 1:start + 1] != b":[" or payload.find(_READINGS_KEY, start) >= 0:
+        return None
+    return payload[start:-1]
 
 
 def _reference(payload: bytes, site: str, gateway: str, now_ms: int) -> Batch:

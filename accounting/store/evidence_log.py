@@ -56,8 +56,15 @@ MAX_RECORD_BYTES = 64 * 1024 * 1024
 
 def frame(site: str, gateway: str, batch_hash: str, readings: bytes) -> bytes:
     """One record as it is written."""
-    payload = f"{site}\t{gateway}\t{batch_hash}\n".encode() + readings
-    return _HEADER.pack(MAGIC, len(payload), zlib.crc32(payload)) + payload
+    return b"".join(frame_parts(site, gateway, batch_hash, readings))
+
+
+def frame_parts(site: str, gateway: str, batch_hash: str, readings: bytes) -> tuple[bytes, bytes, bytes]:
+    """`frame`'s bytes in three parts (header, name line, readings), so a cycle's records are
+    joined once: the readings (~14 KB a batch of 100) are copied into the write and nowhere else."""
+    head = f"{site}\t{gateway}\t{batch_hash}\n".encode()
+    return (_HEADER.pack(MAGIC, len(head) + len(readings), zlib.crc32(readings, zlib.crc32(head))), head,
+            readings)
 
 
 def segment_name(number: int) -> str:
@@ -168,10 +175,10 @@ class EvidenceLog:
             refs, parts, pos = [], [], self._size
             name = segment_name(self._number)
             for site, gateway, batch_hash, readings in records:
-                f = frame(site, gateway, batch_hash, readings)
+                f = frame_parts(site, gateway, batch_hash, readings)
                 refs.append(f"{name}@{pos}")
-                parts.append(f)
-                pos += len(f)
+                parts += f
+                pos += _HEADER.size + len(f[1]) + len(readings)
             data = b"".join(parts)
             written = os.write(self._fd, data)  # type: ignore[arg-type]
             while written < len(data):  # a regular file takes it in one write; be exact anyway

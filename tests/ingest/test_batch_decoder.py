@@ -178,3 +178,48 @@ def test_decode_signed_hashes_the_readings_it_parses_even_when_the_member_repeat
         return  # refusing such a payload outright is as safe
     assert raw in (one, two)
     assert batch.readings[0].values["power_kw"] == (1.0 if raw == one else 2.0)
+
+
+@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(batch())
+def test_decode_signed_finds_the_readings_of_a_gateways_compact_layout_exactly(body):
+    """The layout Tanji's gateways publish (compact JSON, `readings` last): `decode_signed` finds
+    the member's bytes by the payload's shape alone, and they are exactly the reference's."""
+    site, gateway = _topic_ids(body)
+    head = {k: v for k, v in body.items() if k != "readings"} | {"site": site, "gateway": gateway}
+    payload = (json.dumps(head, separators=(",", ":"))[:-1] + ',"readings":'
+               + json.dumps(body["readings"], separators=(",", ":")) + "}").encode()
+    ref = reference(payload, site, gateway)
+    signed, raw = batch_decoder.decode_signed(payload, site, gateway, NOW_MS)
+    if ref.get("backfill") is False:
+        del ref["backfill"]
+    assert as_reference(signed) == ref
+    assert raw == signed_batch.raw_member(payload)
+    if b"\\" not in payload and payload.count(b'"readings"') == 1:
+        assert batch_decoder._last_readings(payload) == raw  # the shape-only path is the one taken
+
+
+_ONE = b'[{"meter":"m1","ts_ms":%d,"quality":"good","values":{"power_kw":1.0}}]' % (NOW_MS - 1000)
+_TWO = b'[{"meter":"m1","ts_ms":%d,"quality":"good","values":{"power_kw":2.0}}]' % (NOW_MS - 1000)
+_HEAD = b'{"v":1,"site":"s","gateway":"g","seq":1,"sent_ms":%d,"backlog":false' % NOW_MS
+
+
+@pytest.mark.parametrize("payload", [
+    _HEAD + b',"readi\\u006egs":' + _ONE + b',"readings":' + _TWO + b"}",  # a second member, its name escaped
+    _HEAD + b',"readings":' + _ONE + b',"readi\\u006egs":' + _TWO + b"}",
+    _HEAD + b',"readings":' + _ONE + b',"readings":' + _TWO + b"}",
+    _HEAD + b',"readings":' + _ONE + b',"backfill":false}',  # readings not last
+    _HEAD + b',"readings":' + _ONE.replace(b'"m1"', b'"readings"') + b"}",  # a meter named readings
+    _HEAD + b',"readings": ' + _ONE + b"}",
+    _HEAD + b',"readings":' + _ONE + b" }",
+], ids=["escaped-dup-first", "escaped-dup-last", "dup", "not-last", "meter-named-readings", "space", "space-end"])
+def test_decode_signed_hashes_what_it_parses_whatever_the_layout(payload):
+    """Payloads the shape-only path must not be fooled by: the bytes returned for the signature
+    are always those of the member parsed (or the payload is refused)."""
+    try:
+        batch, raw = batch_decoder.decode_signed(payload, "s", "g", NOW_MS)
+    except WireFormatError:
+        return
+    assert raw is not None
+    assert batch_decoder._readings_decoder.decode(raw) == batch.readings
+    assert raw == signed_batch.raw_member(payload)
