@@ -131,28 +131,31 @@ def decode_signed(payload: bytes, site: str, gateway: str, now_ms: int) -> tuple
     return _reference(payload, site, gateway, now_ms), signed_batch.raw_member(payload)
 
 
-_READINGS_KEY = b'"readings"'
+_READINGS_KEY = b'"readings":['
 
 
 def _last_readings(payload: bytes) -> bytes | None:
     """The bytes of the `readings` member when the payload's shape alone proves where they are,
     as in every batch a Tanji gateway publishes (`tanji.wire.encode_batch`: compact JSON, the
-    readings last); else None, and `decode_signed` cuts them out with msgspec (~17 µs more per
-    batch of 100 readings, a scan of the readings before their parse).
+    readings last); else None, and `decode_signed` cuts them out with msgspec (~15-25 µs more per
+    batch of 100 readings: a scan of the readings before their parse).
 
     Valid only for a payload the full decoder then accepts as a `Batch` (`decode_signed` uses
-    it only then). Why it is exact: with no backslash in the payload, no string holds a quote
-    or an escape, so every `"readings"` in it is that string literally; appearing once, it is
-    the one member of that name (a duplicate member, even spelled with escapes, or a meter
-    named so, sends the payload down the other path). A payload ending `]}` ends its last
-    member with an array, and `readings` is the only array at the top level of a batch: so
-    that member is `readings`, and its value runs from the `[` after its name to that `]`.
+    it only then). Why it is exact: with no backslash in the payload, no string holds a quote or
+    an escape, so the first `"readings":[` is the name of the first member called so (no string
+    can hold it). Its value is an array, and inside a batch's readings the only `]` outside a
+    string is the one closing the array (a reading holds no array): so when the first `]` after
+    that `[` is the payload's last but one byte, before the final `}`, the array runs to it,
+    the member is the last one, and no member of that name follows. Two C scans (memchr) and
+    one short search, a few µs, where the second parse it saves cost ~20.
     """
     if payload[-2:] != b"]}" or b"\\" in payload:
         return None
     at = payload.find(_READINGS_KEY)
-    start = at + len(_READINGS_KEY) + 1
-    if at < 0 or payload[start - 1:start + 1] != b":[" or payload.find(_READINGS_KEY, start) >= 0:
+    if at < 0:
+        return None
+    start = at + len(_READINGS_KEY) - 1
+    if payload.find(b"]", start) != len(payload) - 2:
         return None
     return payload[start:-1]
 

@@ -108,6 +108,17 @@ class ChainTracker:
         """Check a verified batch's links: "new" or "replay"; raises WireFormatError("chain_fork")."""
         if b.chain is None:
             return "new"
+        with self._lock:
+            chain = self._chains.get((b.site, b.gateway, b.chain))
+            if (chain is not None and b.seq == chain.highest + 1 and b.seq not in chain.hashes
+                    and chain.hashes.get(b.seq - 1) == b.prev and b.seq + 1 not in chain.prevs):
+                # The rule (the next batch of a chain, linked to the one before it, which is in
+                # memory): every check below passes and nothing is recorded; only remember it.
+                chain.hashes[b.seq], chain.prevs[b.seq] = b.hash, b.prev
+                chain.highest = b.seq
+                if len(chain.hashes) > self.window * 5 // 4:
+                    self._trim(chain)
+                return "new"
         now_ms = now_ms if now_ms is not None else int(time.time() * 1000)
         with self._lock:
             known_chains = self._gateway_chains.get((b.site, b.gateway), set())
@@ -147,9 +158,12 @@ class ChainTracker:
         chain.hashes[b.seq], chain.prevs[b.seq] = b.hash, b.prev
         chain.highest = max(chain.highest, b.seq)
         if len(chain.hashes) > self.window * 5 // 4:
-            keep = chain.highest - self.window
-            chain.hashes = {s: h for s, h in chain.hashes.items() if s > keep}
-            chain.prevs = {s: p for s, p in chain.prevs.items() if s > keep}
+            self._trim(chain)
+
+    def _trim(self, chain: _Chain) -> None:
+        keep = chain.highest - self.window
+        chain.hashes = {s: h for s, h in chain.hashes.items() if s > keep}
+        chain.prevs = {s: p for s, p in chain.prevs.items() if s > keep}
 
     def _fill(self, site: str, chain: _Chain, gap: ChainEvent, seq: int, now_ms: int) -> None:
         """A batch inside a recorded gap arrived: once the whole gap is filled, it is resolved."""

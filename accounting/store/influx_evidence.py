@@ -72,6 +72,12 @@ def order_ns(min_ts_ms: int, seq: int) -> int:
 def batch_line(b: StoredBatch, ref: str | None = None, *, keep_readings: bool = True) -> bytes:
     """A batch's point: naming its record in the evidence log (`ref`), holding its readings'
     bytes itself (`keep_readings`, the store without a log), or neither (an unsigned batch)."""
+    if ref is not None and b.key is not None and b.sig is not None:  # the rule: a signed batch, its bytes in the log
+        prev = f",prev={_escape(b.prev)}" if b.prev is not None else ""  # the general path's line, in one format
+        return (f"{BATCHES},site={_tag(b.site)},gateway={_tag(b.gateway)},chain={_tag(b.chain or _NONE)} "
+                f"seq={b.seq}i,hash={_escape(b.hash)},min_ts={b.min_ts_ms}i,max_ts={b.max_ts_ms}i,n={b.n}i,"
+                f"received_ms={b.received_ms}i,ref={_escape(ref)},key={_escape(b.key)}{prev},sig={_escape(b.sig)} "
+                f"{order_ns(b.min_ts_ms, b.seq)}").encode()
     fields = [f"seq={b.seq}i", f"hash={_escape(b.hash)}", f"min_ts={b.min_ts_ms}i", f"max_ts={b.max_ts_ms}i",
               f"n={b.n}i", f"received_ms={b.received_ms}i"]
     parts: list[str] = []

@@ -162,3 +162,25 @@ def test_the_service_refuses_to_start_on_a_damaged_log_and_says_what_to_do(tmp_p
     assert r.returncode != 0 and "Traceback" not in r.stderr, r.stderr
     assert f"evidence log {segment} is damaged at byte 0" in r.stderr, r.stderr
     assert "move it aside" in r.stderr and segment.read_bytes() == data
+
+
+def test_records_and_batch_points_are_the_bytes_written_before_the_shortcuts():
+    """The evidence format does not move: a frame is magic, length, CRC-32 and the named readings
+    (written in parts now), and a signed batch's point is the line every earlier one was (its
+    own format now), so a log and points written before verify as before, and after."""
+    import struct
+    import zlib
+
+    from accounting.store.evidence import StoredBatch
+    from accounting.store.influx_evidence import batch_line
+
+    payload = b"site\tgw-1\t" + b"a" * 64 + b"\n" + b'[{"meter":"m"}]'
+    assert frame("site", "gw-1", "a" * 64, b'[{"meter":"m"}]') == \
+        struct.pack("<4sII", b"TEv1", len(payload), zlib.crc32(payload)) + payload
+    for prev, prev_field in ((None, ""), ("b" * 64, f',prev="{"b" * 64}"')):
+        b = StoredBatch("s 1", "g,1", 7, "a" * 64, "c" * 16, "d" * 16, prev, "e" * 86 + "==", 1_000, 2_000, 100, 3,
+                        b"[]")
+        assert batch_line(b, "evidence-000001.log@12") == (
+            f'batch,site=s\\ 1,gateway=g\\,1,chain={"c" * 16} seq=7i,hash="{"a" * 64}",min_ts=1000i,max_ts=2000i,'
+            f'n=100i,received_ms=3i,ref="evidence-000001.log@12",key="{"d" * 16}"{prev_field},sig="{"e" * 86}==" '
+            "1000000007").encode()
