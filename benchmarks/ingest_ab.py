@@ -61,7 +61,7 @@ def drain(tree: str, broker: str, influx_url: str, db: str, client_id: str, gate
 
     def timed_put(item: object, *args: object, **kwargs: object) -> None:
         if not first:
-            first.append((time.monotonic(), sum(proc.cpu_times()[:2])))
+            first.append((time.monotonic(), sum(proc.cpu_times()[:2]), _thread_cpu(proc)))
         put(item, *args, **kwargs)
 
     inbox.put = timed_put
@@ -69,17 +69,32 @@ def drain(tree: str, broker: str, influx_url: str, db: str, client_id: str, gate
     service.start()
     while service.stats.accepted < readings and time.monotonic() - started < 300:
         time.sleep(0.005)
-    t0, cpu0 = first[0] if first else (started, 0.0)
+    t0, cpu0, threads0 = first[0] if first else (started, 0.0, {})
     seconds = time.monotonic() - t0
     cpu = sum(proc.cpu_times()[:2]) - cpu0
+    threads = {name: s - threads0.get(name, 0.0) for name, s in _thread_cpu(proc).items()}
     stages = dict(service.stats.stage_s)
     store.flush(120)
     service.stop()
     print(json.dumps({"accepted": service.stats.accepted, "quarantined": service.stats.quarantined,
                       "seconds": seconds, "start_s": t0 - started, "readings_per_s": service.stats.accepted / seconds,
                       "accounting_cores": cpu / seconds,
+                      "accounting_cpu_us_per_reading": round(cpu / service.stats.accepted * 1e6, 2),
+                      "thread_cpu_us_per_reading": {name: round(s / service.stats.accepted * 1e6, 2)
+                                                    for name, s in sorted(threads.items()) if s > 0},
                       "stage_share": {k: round(v / sum(stages.values()), 3) for k, v in stages.items()},
                       "stage_s": {k: round(v, 2) for k, v in stages.items()}}))
+
+
+def _thread_cpu(proc: object) -> dict[str, float]:
+    """CPU seconds (user + system) of each live thread of this process, by thread name (paho's
+    network thread, the admitting, store and engine threads, ...); threads of one name summed."""
+    names = {t.native_id: t.name.split("-ab-")[0] for t in threading.enumerate()}
+    out: dict[str, float] = {}
+    for t in proc.threads():  # type: ignore[attr-defined]
+        name = names.get(t.id, "other")
+        out[name] = out.get(name, 0.0) + t.user_time + t.system_time
+    return out
 
 
 def main() -> int:

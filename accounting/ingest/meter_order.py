@@ -41,6 +41,7 @@ import sqlite3
 import threading
 import time
 from collections.abc import Sequence
+from itertools import repeat
 from pathlib import Path
 from typing import Protocol
 
@@ -66,11 +67,15 @@ class MeterOrder:
     durable in `path` when given (else in memory only)."""
 
     def __init__(self, path: str | Path | None = None) -> None:
-        self._newest: dict[tuple[str, str, str], tuple[int, int]] = {}  # → (ts_ms, seq)
+        # Per (site, gateway): meter → newest timestamp admitted, and meter → the batch it came
+        # in (two dicts keyed by the meter's id, so a batch is learnt by two `dict.update`s of
+        # C loops, no tuple made per reading).
+        self._ts: dict[tuple[str, str], dict[str, int]] = {}
+        self._seq: dict[tuple[str, str], dict[str, int]] = {}
         # Per (site, gateway): the newest timestamp of any of its meters. A batch stamped at or
         # after it has no reading before one of its meters' (the fast path of `backwards`/`learn`).
         self._span: dict[tuple[str, str], int] = {}
-        self._dirty: set[tuple[str, str, str]] = set()
+        self._dirty: dict[tuple[str, str], set[str]] = {}
         self._db: sqlite3.Connection | None = None
         self._flushed_at = 0.0
         self._lock = threading.Lock()  # learn (admission) and a periodic flush (the service's jobs)
@@ -88,13 +93,20 @@ class MeterOrder:
                         "readings is learnt again from the next batches", path, exc, aside)
             db = _connect(path)
             rows = []
-        self._newest = {(site, gw, meter): (int(ts), int(seq)) for site, gw, meter, ts, seq in rows}
-        for (site, gw, _), (ts, _) in self._newest.items():
-            if ts > self._span.get((site, gw), ts - 1):
-                self._span[(site, gw)] = ts
+        for site, gw, meter, ts, seq in rows:
+            key = (site, gw)
+            self._ts.setdefault(key, {})[meter] = int(ts)
+            self._seq.setdefault(key, {})[meter] = int(seq)
+            if int(ts) > self._span.get(key, int(ts) - 1):
+                self._span[key] = int(ts)
         if rows:
             log.info("meter order restored: the newest reading of %d meters and its batch", len(rows))
         return db
+
+    def known(self) -> dict[tuple[str, str, str], tuple[int, int]]:
+        """Per (site, gateway, meter): (ts_ms, seq) of its newest reading admitted (what `flush` keeps)."""
+        return {(site, gw, meter): (ts, self._seq[(site, gw)][meter])
+                for (site, gw), stamps in self._ts.items() for meter, ts in stamps.items()}
 
     def flush(self, force: bool = False) -> None:
         """Write what was learnt since the last write (one transaction; nothing without a path),
@@ -106,8 +118,8 @@ class MeterOrder:
             return
         self._flushed_at = now
         with self._lock:
-            newest = self._newest
-            rows = [(*key, *newest[key]) for key in self._dirty]
+            rows = [(site, gw, meter, self._ts[(site, gw)][meter], self._seq[(site, gw)][meter])
+                    for (site, gw), meters in self._dirty.items() for meter in meters]
             self._dirty.clear()
             with self._db:
                 self._db.executemany("INSERT OR REPLACE INTO meter_order VALUES (?, ?, ?, ?, ?)", rows)
@@ -125,11 +137,11 @@ class MeterOrder:
         span = self._span.get((site, gateway))
         if span is None or not readings or min([r.ts_ms for r in readings]) >= span:
             return []  # none older than the newest reading of any of the gateway's meters: no lookups
-        newest = self._newest
+        newest_ts, newest_seq = self._ts.get((site, gateway), {}), self._seq.get((site, gateway), {})
         out = []
         for i, r in enumerate(readings):
-            known = newest.get((site, gateway, r.meter))
-            if known is not None and seq > known[1] and r.ts_ms < known[0]:
+            known = newest_ts.get(r.meter)
+            if known is not None and seq > newest_seq[r.meter] and r.ts_ms < known:
                 out.append(i)
         return out
 
@@ -137,30 +149,40 @@ class MeterOrder:
         """Remember the admitted readings of batch `seq`.
 
         As a rule every reading of a batch is newer than everything its gateway sent before and
-        names another meter: then each simply becomes its meter's newest, in one dict update
+        names another meter: then each simply becomes its meter's newest, in two dict updates
         (per reading, the general rule cost a lookup, a comparison and a store in Python)."""
         if not readings:
             return
-        newest = self._newest
+        key = (site, gateway)
         stamps = [r.ts_ms for r in readings]
-        span = self._span.get((site, gateway))
+        meters = [r.meter for r in readings]
+        span = self._span.get(key)
         with self._lock:
+            newest_ts = self._ts.get(key)
+            if newest_ts is None:
+                newest_ts = self._ts[key] = {}
+                self._seq[key] = {}
+            newest_seq = self._seq[key]
+            dirty = self._dirty.get(key)
+            if dirty is None:
+                dirty = self._dirty[key] = set()
             if span is None or min(stamps) > span:
-                latest = {(site, gateway, r.meter): (r.ts_ms, seq) for r in readings}
-                if len(latest) == len(readings):  # one reading per meter
-                    newest.update(latest)
-                    self._dirty.update(latest)
-                    self._span[(site, gateway)] = max(stamps)
+                distinct = set(meters)
+                if len(distinct) == len(meters):  # one reading per meter
+                    dirty |= distinct
+                    newest_ts.update(zip(meters, stamps, strict=True))
+                    newest_seq.update(zip(meters, repeat(seq, len(meters)), strict=True))
+                    self._span[key] = max(stamps)
                     return
-            for r in readings:
-                key = (site, gateway, r.meter)
-                known = newest.get(key)
-                if known is None or r.ts_ms > known[0] or (r.ts_ms == known[0] and seq > known[1]):
-                    newest[key] = (r.ts_ms, seq)
-                    self._dirty.add(key)
+            for meter, ts in zip(meters, stamps, strict=True):
+                known = newest_ts.get(meter)
+                if known is None or ts > known or (ts == known and seq > newest_seq[meter]):
+                    newest_ts[meter] = ts
+                    newest_seq[meter] = seq
+                    dirty.add(meter)
             top = max(stamps)
             if span is None or top > span:
-                self._span[(site, gateway)] = top
+                self._span[key] = top
 
 
 def _connect(path: Path) -> sqlite3.Connection:

@@ -35,6 +35,8 @@ import threading
 import urllib.parse
 import urllib.request
 from collections.abc import Sequence
+from itertools import chain
+from operator import itemgetter
 from pathlib import Path
 from typing import Any
 
@@ -86,6 +88,8 @@ _PREFIXES_MAX = 1_000_000  # tags are bounded by the site files; this only guard
 _QUALITY_FIELDS = {q: f',quality="{q}" '.encode() for q in QUALITY_CODES}
 _encode_json = msgspec.json.Encoder().encode
 _JSON_TO_FIELDS = bytes.maketrans(b":", b"=")
+_TAGS, _TS, _QUALITY, _VALUES, _VALUE_QUALITY = itemgetter(0, 1, 2), itemgetter(3), itemgetter(4), itemgetter(5), \
+    itemgetter(6)
 
 
 def _prefix(site: str, gateway: str, meter: str) -> bytes:
@@ -102,15 +106,65 @@ def reading_lines(rows: Sequence[StoredReading]) -> list[bytes]:
 
     Numbers are written without an `i` suffix, so InfluxDB stores every value as a float and a
     counter that happens to be integral (a PLC's units_total) never conflicts with the field's
-    type. One line per reading, in order.
+    type. One line per reading, in order (`reading_chunks` writes them as request bodies).
+    """
+    if not rows:
+        return []
+    lines = reading_chunks(rows, len(rows))[0].split(b"\n")
+    return lines if len(lines) == len(rows) else _reading_lines_per_row(rows)  # a newline in a tag
+
+
+def reading_chunks(rows: Sequence[StoredReading], per_chunk: int) -> list[bytes]:
+    """`reading_lines` joined by newlines into request bodies of at most `per_chunk` lines.
 
     Formatting is the store's hottest loop, and Python's float repr (~350 ns for a 17-digit
     value) was most of it. The common reading (all values numbers, no per-value quality) is
     written by msgspec's JSON encoder instead, whose shortest round-trip digits are also valid
     line protocol: `{"a":1.5,"b":2}` minus `{}"` with `:` as `=` is the field set `a=1.5,b=2`.
     Quantity names are catalogue identifiers, so they need no escaping. Anything else (a null
-    value, value_quality, no values) takes the general path, `_general_line`.
+    value, value_quality, no values, a quality outside the codes) takes the general path,
+    `_general_fields`.
+
+    And the whole cycle at once (issue #20: a Python loop per reading, a `%` per line and a
+    join per body cost ~1.5 µs of the admitting thread per reading; this ~0.9): every
+    reading's values encoded as one JSON array and cut into field sets, and each body made by
+    one `%` over a format repeated per line. `_reading_lines_per_row` is the loop it replaces
+    (tests compare the two byte for byte).
     """
+    if not rows:
+        return []
+    values = list(map(_VALUES, rows))
+    blob = _encode_json(values)
+    # [{"a":1.5},{},{"b":2}] → a=1.5},},b=2 → a=1.5 | (empty) | b=2
+    fields = blob[1:-2].translate(_JSON_TO_FIELDS, b'{"').split(b"},")
+    if len(fields) != len(rows):  # a name the catalogue would never allow; format row by row
+        return _chunked(_reading_lines_per_row(rows), per_chunk)
+    keys = list(map(_TAGS, rows))
+    prefixes = list(map(_PREFIXES.get, keys))
+    if None in prefixes:
+        prefixes = [p or _prefix(*k) for p, k in zip(prefixes, keys, strict=True)]
+    qualities = list(map(_QUALITY, rows))
+    quality_fields = list(map(_QUALITY_FIELDS.get, qualities))
+    vqs = list(map(_VALUE_QUALITY, rows))
+    if any(vqs) or b"" in fields or None in quality_fields or b"null" in blob:
+        for i, (f, vq, q) in enumerate(zip(fields, vqs, quality_fields, strict=True)):
+            if vq or not f or q is None or b"null" in f:
+                fields[i], quality_fields[i] = _general_fields(qualities[i], values[i], vq), b" "
+    stamps = list(map(_TS, rows))
+    out = []
+    for i in range(0, len(rows), per_chunk):
+        j = min(len(rows), i + per_chunk)
+        out.append((b"%s%s%s%d\n" * (j - i - 1) + b"%s%s%s%d") % tuple(chain.from_iterable(
+            zip(prefixes[i:j], fields[i:j], quality_fields[i:j], stamps[i:j], strict=True))))
+    return out
+
+
+def _chunked(lines: list[bytes], per_chunk: int) -> list[bytes]:
+    return [b"\n".join(lines[i:i + per_chunk]) for i in range(0, len(lines), per_chunk)]
+
+
+def _reading_lines_per_row(rows: Sequence[StoredReading]) -> list[bytes]:
+    """`reading_lines`, one reading at a time."""
     prefixes = _PREFIXES
     qualities = _QUALITY_FIELDS
     encode, table = _encode_json, _JSON_TO_FIELDS
@@ -119,7 +173,7 @@ def reading_lines(rows: Sequence[StoredReading]) -> list[bytes]:
     for site, gateway, meter, ts_ms, quality, values, vq in rows:
         p = prefixes.get((site, gateway, meter)) or _prefix(site, gateway, meter)
         fields = encode(values).translate(table, b'{}"')
-        if vq or not fields or b"null" in fields:
+        if vq or not fields or b"null" in fields or quality not in qualities:
             append(_general_line(p, quality, values, vq, ts_ms))
         else:
             append(b"%s%s%s%d" % (p, fields, qualities[quality], ts_ms))
@@ -128,11 +182,16 @@ def reading_lines(rows: Sequence[StoredReading]) -> list[bytes]:
 
 def _general_line(prefix: bytes, quality: str, values: dict[str, float | None], vq: dict[str, str] | None,
                   ts_ms: int) -> bytes:
+    return b"%s%s %d" % (prefix, _general_fields(quality, values, vq), ts_ms)
+
+
+def _general_fields(quality: str, values: dict[str, float | None], vq: dict[str, str] | None) -> bytes:
+    """The field set of any reading (`repr` of each number, quality, value_quality)."""
     fields = [f"{name}={float(v)!r}" for name, v in values.items() if v is not None]
     fields.append(f'quality="{quality}"')
     if vq:
         fields.append(f"value_quality={_string_field(json.dumps(vq))}")
-    return b"%s%s %d" % (prefix, ",".join(fields).encode(), ts_ms)
+    return ",".join(fields).encode()
 
 
 def gzip_level_for(url: str) -> int:
@@ -261,7 +320,7 @@ class InfluxStore(InfluxEvidence, ReadingStore):
         log.error("InfluxDB rejected %d spilled writes for good (%s); kept in %s", len(writes), exc, rejected)
 
     def encode_readings(self, rows: Sequence[StoredReading]) -> EncodedReadings:
-        return EncodedReadings(rows, self._chunks(reading_lines(rows)))
+        return EncodedReadings(rows, reading_chunks(rows, self.batch_lines))
 
     def write_encoded(self, encoded: EncodedReadings) -> int:
         self._submit(encoded.payload, "ms")

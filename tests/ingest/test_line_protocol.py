@@ -12,7 +12,14 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from accounting.store.base import StoredReading
-from accounting.store.influx import _general_line, _prefix, gzip_level_for, reading_lines
+from accounting.store.influx import (
+    _general_line,
+    _prefix,
+    _reading_lines_per_row,
+    gzip_level_for,
+    reading_chunks,
+    reading_lines,
+)
 from tanji.quantities import QUANTITIES
 from tanji.wire import QUALITY_CODES
 
@@ -87,3 +94,44 @@ def test_common_reading_takes_the_fast_path():
 ])
 def test_gzip_only_when_the_bytes_cross_a_network(url, level):
     assert gzip_level_for(url) == level
+
+
+rows_strategy = st.lists(st.builds(
+    StoredReading,
+    st.sampled_from(["site 1", "s"]), st.sampled_from(["gw,a", "g"]),
+    st.from_regex(r"[A-Za-z0-9][A-Za-z0-9_. ,=-]{0,11}", fullmatch=True),
+    st.integers(-(2**62), 2**62),
+    st.sampled_from([*QUALITY_CODES, "not-a-code"]),  # a quality outside the codes takes the general path
+    st.dictionaries(st.sampled_from(sorted(QUANTITIES)), st.one_of(numbers, st.none()), max_size=4),
+    st.one_of(st.none(), st.just({}), st.dictionaries(st.sampled_from(sorted(QUANTITIES)),
+                                                       st.sampled_from(QUALITY_CODES), max_size=2))),
+    max_size=40)
+
+
+@settings(max_examples=300, deadline=None)
+@given(rows_strategy)
+def test_a_cycle_formatted_at_once_is_the_rows_formatted_one_by_one(rows):
+    """`reading_lines` formats a cycle in one pass; byte for byte what the loop per row (the
+    formatting before issue #20's rewrite) writes, odd rows (nulls, flags, no values) included."""
+    assert reading_lines(rows) == _reading_lines_per_row(rows)
+
+
+def test_a_cycle_of_common_readings_is_formatted_in_one_pass():
+    rows = [StoredReading("s", "g", f"m{i}", 1_700_000_000_000 + i, "good",
+                          {"energy_import_kwh": 1000.0 + i / 7, "power_kw": i}, None) for i in range(1000)]
+    rows[17] = rows[17]._replace(values={"energy_import_kwh": None, "power_kw": 1.5})  # a null: the general line
+    rows[99] = rows[99]._replace(value_quality={"power_kw": "stale"})
+    lines = reading_lines(rows)
+    assert lines == _reading_lines_per_row(rows)
+    assert lines[0] == b'reading,site=s,gateway=g,meter=m0 energy_import_kwh=1000.0,power_kw=0,quality="good" ' \
+                       b'1700000000000'
+    assert lines[17] == b'reading,site=s,gateway=g,meter=m17 power_kw=1.5,quality="good" 1700000000017'
+
+
+@settings(max_examples=200, deadline=None)
+@given(rows_strategy, st.integers(1, 7))
+def test_request_bodies_are_the_lines_joined(rows, per_chunk):
+    """The bodies the store posts: the per-row lines, `per_chunk` to a body, joined by newlines."""
+    lines = _reading_lines_per_row(rows)
+    assert reading_chunks(rows, per_chunk) == [b"\n".join(lines[i:i + per_chunk])
+                                               for i in range(0, len(lines), per_chunk)]

@@ -106,8 +106,8 @@ def test_the_fast_path_agrees_with_the_plain_rule_across_a_restart(tmp_path_fact
             assert order.backwards("s", gateway, seq, batch) == plain.backwards("s", gateway, seq, batch)
             order.learn("s", gateway, seq, batch)
             plain.learn("s", gateway, seq, batch)
-        assert order._newest == plain.newest
+        assert order.known() == plain.newest
         order.close()
         order = MeterOrder(path)  # restored from the file
-    assert order._newest == plain.newest
+    assert order.known() == plain.newest
     order.close()
