@@ -41,13 +41,14 @@ import sys
 import threading
 import time
 from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Protocol
 
 from accounting.errors import StoreRejectedError
 from accounting.ingest.admission import Admission, Admitted
 from accounting.ingest.stats import IngestStats
-from accounting.ingest.subscriber import InboundMessage
+from accounting.ingest.subscriber import InboundMessage, batch_seq
 from accounting.store.base import EncodedReadings, QuarantinedMessage, ReadingStore
 
 log = logging.getLogger(__name__)
@@ -132,6 +133,7 @@ class Pipeline:
         self.cycle_max_messages = cycle_max_messages
         self.cycle_wait_s = cycle_wait_s
         self._refused: collections.deque[tuple[str, str, int]] = collections.deque()
+        self._refusing = threading.Lock()
         self._stopping = threading.Event()
         self._thread: threading.Thread | None = None
         # What accounting.ingest.readiness asks: messages taken from the inbox, delivered to
@@ -212,6 +214,10 @@ class Pipeline:
     def _write_loop(self, admitted: queue.Queue[Cycle | None], stored: queue.Queue[Cycle | None],
                     feeder: threading.Thread) -> None:
         try:
+            writers = max(1, int(getattr(self.store, "concurrent_writes", 1)))
+            if writers > 1:
+                self._write_concurrently(admitted, stored, feeder, writers)
+                return
             while True:
                 try:
                     cycle = admitted.get(timeout=0.05)
@@ -225,6 +231,68 @@ class Pipeline:
                 _hand_over(stored, cycle, feeder)
         finally:
             _hand_over(stored, None, feeder)
+
+    def _write_concurrently(self, admitted: queue.Queue[Cycle | None], stored: queue.Queue[Cycle | None],
+                            feeder: threading.Thread, writers: int) -> None:
+        """The store stage with up to `writers` cycles' writes in flight (`ReadingStore.concurrent_writes`).
+
+        One request at a time left the database idle while the store thread read the answer,
+        acked, formatted the next cycle's evidence and waited for the interpreter (the plain
+        bulk writer of benchmarks/ingest.py keeps influxd ~twice as busy). Each cycle is written
+        on a writer thread of its own; the order that matters is kept by `_Turn`s: a cycle's
+        evidence (batch and chain-event points, which a later cycle may rewrite) is written only
+        after every earlier cycle's, and its messages are acked, and handed to the engine, only
+        after its own write and every earlier cycle's ack: the same promise as one at a time.
+        """
+        slots = threading.BoundedSemaphore(writers)
+        busy = _Busy(self.stats)
+        before = _Turn(done=True)
+        futures: list[Future[None]] = []
+        pool = ThreadPoolExecutor(writers, thread_name_prefix="accounting-store-write")
+        finished = False
+        try:
+            while True:
+                futures = _pending(futures)  # raises what a writer raised
+                try:
+                    cycle = admitted.get(timeout=0.05)
+                except queue.Empty:
+                    if self._stopping.is_set():
+                        break
+                    continue
+                if cycle is None:
+                    break
+                while not slots.acquire(timeout=0.05):
+                    futures = _pending(futures)
+                turn = _Turn()
+                futures.append(pool.submit(self._write_in_turn, cycle, before, turn, stored, feeder, busy, slots))
+                before = turn
+            finished = True
+        finally:
+            pool.shutdown(wait=finished)  # a writer still retrying a failing store must not hold up a failure
+        for f in futures:
+            f.result()
+
+    def _write_in_turn(self, cycle: Cycle, before: _Turn, turn: _Turn, stored: queue.Queue[Cycle | None],
+                       feeder: threading.Thread, busy: _Busy, slots: threading.BoundedSemaphore) -> None:
+        """One cycle on a writer thread: store (durable), then, once the cycle before is acked, ack."""
+        try:
+            with busy:
+                cycle.inserted = self._store(cycle, before, turn)
+            cycle.stored_at = time.monotonic()
+            before.acked.wait()
+            if not before.ok:
+                raise _EarlierWriteFailed("an earlier cycle's write failed; this one is not acknowledged")
+            t2 = time.perf_counter()
+            self.source.ack(cycle.messages, cycle.admitted.unconfirmed)
+            t3 = time.perf_counter()
+            with self.stats.lock:
+                self.stats.stage_s["ack"] += t3 - t2
+            _hand_over(stored, cycle, feeder)
+            turn.ok = True
+        finally:
+            turn.evidence.set()  # a later cycle waiting on this one goes on (or fails, when it failed)
+            turn.acked.set()
+            slots.release()
 
     def _engine_loop(self, stored: queue.Queue[Cycle | None]) -> None:
         held: list[Cycle] = []  # stored and acked, not yet delivered
@@ -287,15 +355,18 @@ class Pipeline:
         return Cycle(messages, admitted, encoded)
 
     def _keep_only(self, messages: list[InboundMessage], admitted: Admitted,
-                   accept: Callable[[list], object], reason: str) -> int:
-        """Drop from `admitted` the rows of each message `accept(rows)` raises for, quarantining
-        the message instead (its readings are unlearned, so a good copy can come later);
-        returns the sum of what `accept` returned for the others (rows written, when it writes)."""
+                   accept: Callable[[list], object], reason: str, refused: dict[int, str] | None = None) -> int:
+        """Drop from `admitted` the rows of each message `accept(rows)` raises for, or that
+        `refused` names (message index: why), quarantining the message instead (its readings are
+        unlearned, so a good copy can come later); returns the sum of what `accept` returned for
+        the others (rows written, when it writes)."""
         rows, origins, kept = admitted.rows, admitted.origins, 0
         admitted.rows, admitted.origins = [], []
         for index, start, end in origins:
             part = rows[start:end]
             try:
+                if refused and index in refused:
+                    raise StoreRejectedError(f"the record of its batch: {refused[index]}")
                 result = accept(part)
             except Exception as exc:  # noqa: BLE001 - this message's rows, and only them, are refused
                 m = messages[index]
@@ -309,6 +380,45 @@ class Pipeline:
             admitted.origins.append((index, len(admitted.rows), len(admitted.rows) + len(part)))
             admitted.rows.extend(part)
         return kept
+
+    def _evidence_alone(self, cycle: Cycle) -> dict[int, str]:
+        """Write a cycle's batch and chain-event records after the store refused a write of the
+        cycle: all in one write, else record by record. Returns the messages (index: why) whose
+        batch record the store refuses for its content (a batch older than InfluxDB's retention):
+        they are quarantined with their readings, the others stored. Without this, one such
+        batch made every retry fail and stopped ingest for every gateway."""
+        admitted = cycle.admitted
+        write = self.store.write_evidence  # type: ignore[attr-defined]
+        try:
+            write(admitted.batches, admitted.chain_events)
+            return {}
+        except StoreRejectedError:
+            pass
+        why: dict[tuple[str, str, int], str] = {}
+        kept = []
+        for b in admitted.batches:
+            try:
+                write([b], ())
+                kept.append(b)
+            except StoreRejectedError as exc:
+                why[(b.site, b.gateway, b.seq)] = f"{type(exc).__name__}: {exc}"
+        events = []
+        for e in admitted.chain_events:
+            try:
+                write((), [e])
+                events.append(e)
+            except StoreRejectedError:
+                log.exception("the store refuses a chain event record (%s %s/%s seq %d-%d); not kept",
+                              e.kind, e.site, e.gateway, e.seq_lo, e.seq_hi)
+        admitted.batches, admitted.chain_events = kept, events
+        refused: dict[int, str] = {}
+        for index, _, _ in admitted.origins:
+            m = cycle.messages[index]
+            site, gateway = m.topic.split("/")[2:4]
+            key = (site, gateway, batch_seq(m.payload))
+            if key in why:
+                refused[index] = why[key]
+        return refused
 
     def _forget_refused(self) -> None:
         """Unlearn (on the admitting thread, which owns the dedup index) readings the store refused."""
@@ -328,9 +438,10 @@ class Pipeline:
             self.stats.stage_s["store"] += t2 - t1
             self.stats.stage_s["ack"] += t3 - t2
 
-    def _store(self, cycle: Cycle) -> int:
+    def _store(self, cycle: Cycle, before: _Turn | None = None, turn: _Turn | None = None) -> int:
         """Write until durable; retries forever (nothing is acked meanwhile, so nothing is lost),
-        except that rows the store refuses for good are answered per message."""
+        except that rows the store refuses for good are answered per message. With `turn`
+        (concurrent writes), the evidence goes first and in cycle order, then the readings."""
         delay = 0.1
         quarantined = False
         try:
@@ -342,19 +453,38 @@ class Pipeline:
                     admitted = cycle.admitted
                     evidence = admitted.batches or admitted.chain_events  # signed batches beside their readings
                     try:
+                        if turn is not None and before is not None:
+                            if not turn.evidence.is_set():  # evidence first (EvidenceStore.write_with_evidence)
+                                before.evidence.wait()
+                                if not before.evidence_ok:
+                                    raise _EarlierWriteFailed("an earlier cycle's evidence was not written")
+                                if evidence:
+                                    self.store.write_evidence(  # type: ignore[attr-defined]
+                                        admitted.batches, admitted.chain_events)
+                                turn.evidence_ok = True
+                                turn.evidence.set()
+                            return self.store.write_encoded(cycle.encoded)
                         if evidence:  # with the readings (one transaction in SQLite; idempotent)
                             return self.store.write_with_evidence(  # type: ignore[attr-defined]
                                 cycle.encoded, admitted.batches, admitted.chain_events)
                         return self.store.write_encoded(cycle.encoded)
                     except StoreRejectedError:
-                        if evidence:  # the batches' records stay, as their messages' quarantine records do
-                            self.store.write_evidence(admitted.batches, admitted.chain_events)  # type: ignore[attr-defined]
-                        refused_before = len(cycle.admitted.quarantined)
-                        inserted = self._keep_only(cycle.messages, cycle.admitted, self.store.write_readings,
-                                                   "store_rejected")
-                        self._quarantine(cycle.admitted.quarantined[refused_before:])
-                        cycle.encoded = EncodedReadings(cycle.admitted.rows)
-                        return inserted
+                        with self._refusing:  # one cycle at a time: admission's reject and its rate cap
+                            refused: dict[int, str] = {}
+                            if evidence and not (turn is not None and turn.evidence_ok):
+                                # the batches' records stay, as their messages' quarantine records do
+                                refused = self._evidence_alone(cycle)
+                            if turn is not None:
+                                turn.evidence_ok = True
+                                turn.evidence.set()
+                            refused_before = len(cycle.admitted.quarantined)
+                            inserted = self._keep_only(cycle.messages, cycle.admitted, self.store.write_readings,
+                                                       "store_rejected", refused)
+                            self._quarantine(cycle.admitted.quarantined[refused_before:])
+                            cycle.encoded = EncodedReadings(cycle.admitted.rows)
+                            return inserted
+                except _EarlierWriteFailed:
+                    raise
                 except Exception:
                     if self._stopping.is_set():
                         raise
@@ -425,6 +555,60 @@ class Pipeline:
         if failed:
             log.error("the %s stage skipped %d cycles it cannot take (their readings are stored; a restart or "
                       "a recompute reads them from the store)", stage, failed)
+
+
+class _EarlierWriteFailed(RuntimeError):
+    """A cycle before this one was not written (the store stage is failing): do not ack out of order."""
+
+
+class _Turn:
+    """One cycle's place in the order of concurrent writes: `evidence` is set once its evidence
+    and every earlier cycle's is written (`evidence_ok`), `acked` once its messages and every
+    earlier cycle's are acknowledged (`ok`); both are also set when its write failed, unset ok."""
+
+    __slots__ = ("evidence", "acked", "evidence_ok", "ok")
+
+    def __init__(self, done: bool = False) -> None:
+        self.evidence = threading.Event()
+        self.acked = threading.Event()
+        self.evidence_ok = self.ok = done
+        if done:
+            self.evidence.set()
+            self.acked.set()
+
+
+class _Busy:
+    """The store stage's wall time with writes in flight on several threads: the time during which
+    at least one is, counted once (so `stage_s["store"]` compares with the one-thread stages)."""
+
+    def __init__(self, stats: IngestStats) -> None:
+        self.stats = stats
+        self._lock = threading.Lock()
+        self._in_flight = 0
+        self._since = 0.0
+
+    def _step(self, delta: int) -> None:
+        with self._lock:
+            now = time.perf_counter()
+            if self._in_flight:
+                with self.stats.lock:
+                    self.stats.stage_s["store"] += now - self._since
+            self._since = now
+            self._in_flight += delta
+
+    def __enter__(self) -> None:
+        self._step(1)
+
+    def __exit__(self, *exc: object) -> None:
+        self._step(-1)
+
+
+def _pending(futures: list[Future[None]]) -> list[Future[None]]:
+    """The writes still running; re-raises what a finished one raised."""
+    for f in futures:
+        if f.done():
+            f.result()
+    return [f for f in futures if not f.done()]
 
 
 def _hand_over(q: queue.Queue[Cycle | None], item: Cycle | None, consumer: threading.Thread) -> None:

@@ -75,6 +75,11 @@ class ReadingStore(ABC):
     half-open [start_ms, end_ms).
     """
 
+    #: How many cycles' writes ingest may have in flight at once (accounting/ingest/pipeline.py).
+    #: 1: one after the other on the store thread. More only where `write_encoded` calls from
+    #: several threads at once are safe and the database works on them in parallel (InfluxDB).
+    concurrent_writes: int = 1
+
     def write_readings(self, rows: Sequence[StoredReading]) -> int:
         """Durably store rows; idempotent on (site, meter, ts_ms)."""
         return self.write_encoded(self.encode_readings(rows))

@@ -28,6 +28,7 @@ Why it is built this way:
 from __future__ import annotations
 
 import gzip
+import itertools
 import json
 import logging
 import random
@@ -217,7 +218,7 @@ class InfluxStore(InfluxEvidence, ReadingStore):
     def __init__(self, url: str, *, token: str = "", org: str = "-", bucket: str, spill_dir: str | Path,
                  database: str | None = None, batch_lines: int = 10_000, max_spill_bytes: int = 2 * 1024**3,
                  timeout_ms: int = 10_000, max_backoff_s: float = 10.0, gzip_level: int | None = None,
-                 evidence_dir: str | Path | None = None) -> None:
+                 evidence_dir: str | Path | None = None, concurrent_writes: int = 2) -> None:
         self.url = url.rstrip("/")
         self.token = token
         self.org = org
@@ -226,6 +227,10 @@ class InfluxStore(InfluxEvidence, ReadingStore):
         self.batch_lines = batch_lines
         self.gzip_level = gzip_level_for(self.url) if gzip_level is None else gzip_level
         self.max_backoff_s = max_backoff_s
+        # Cycles whose writes ingest keeps in flight at once (`_submit`, pipeline.py): while one
+        # request waits on InfluxDB the next is already on its way, so influxd is never idle
+        # between two of ingest's requests (one at a time left it idle ~half the drain).
+        self.concurrent_writes = max(1, concurrent_writes)
         self.spill = SpillQueue(spill_dir, max_spill_bytes)
         # Signed batches' bytes: in an append-only log beside the spill queue, not in InfluxDB
         # (accounting/store/influx_evidence.py); opened for writing at the first write or `open_evidence`.
@@ -233,8 +238,8 @@ class InfluxStore(InfluxEvidence, ReadingStore):
         self._client = InfluxDBClient(url=self.url, token=token, org=org, enable_gzip=False,
                                       timeout=timeout_ms, retries=False)
         self._write_service = WriteService(self._client.api_client)
-        self._submit_lock = threading.Lock()
-        self._quarantine_seq = 0
+        self._failed_lock = threading.Lock()
+        self._quarantine_seq = itertools.count(1)  # next() is atomic: writers call `quarantine` at once
         self._stop = threading.Event()
         self.writes_failed = 0
         self._flusher = threading.Thread(target=self._flush_loop, name="influx-spill-flusher", daemon=True)
@@ -270,23 +275,34 @@ class InfluxStore(InfluxEvidence, ReadingStore):
         return [b"\n".join(lines[i:i + self.batch_lines]) for i in range(0, len(lines), self.batch_lines)]
 
     def _submit(self, chunks: list[bytes], precision: str) -> None:
-        """Send now, or spill: after this returns the lines are in InfluxDB or on disk."""
+        """Send now, or spill: after this returns the lines are in InfluxDB or on disk.
+
+        Several threads may submit at once (`concurrent_writes` cycles of ingest, the engine
+        thread's footprints): no lock spans the requests. Order is kept where it matters: one
+        caller's chunks go in order (a chunk that fails spills with every chunk after it), and a
+        write that starts while anything is spilled is spilled behind it. What two callers
+        have in flight at the same moment may land in either order; that is harmless, because
+        they never hold the same point with different values: readings are written only as
+        their first copy (conflicts are quarantined, accounting/ingest/conflicts.py), a
+        quarantine point's time is unique, and the writes whose points are rewritten (a cycle's
+        batches and chain events, footprints) are each written by one thread in order
+        (pipeline.py orders the cycles' evidence writes)."""
         if not chunks:
             return
-        with self._submit_lock:
-            for i, chunk in enumerate(chunks):
-                if len(self.spill) == 0:
-                    try:
-                        self._post(chunk, precision)
-                        continue
-                    except InfluxWriteError:
-                        raise
-                    except Exception as exc:  # connection refused, timeout, 5xx: spill and move on
+        for i, chunk in enumerate(chunks):
+            if len(self.spill) == 0:
+                try:
+                    self._post(chunk, precision)
+                    continue
+                except InfluxWriteError:
+                    raise
+                except Exception as exc:  # connection refused, timeout, 5xx: spill and move on
+                    with self._failed_lock:
                         self.writes_failed += 1
-                        log.warning("InfluxDB write failed (%s); spilling to %s", exc, self.spill.directory)
-                for rest in chunks[i:]:
-                    self.spill.append(rest, precision)
-                return
+                    log.warning("InfluxDB write failed (%s); spilling to %s", exc, self.spill.directory)
+            for rest in chunks[i:]:
+                self.spill.append(rest, precision)
+            return
 
     def _flush_loop(self) -> None:
         backoff = 0.2
@@ -342,7 +358,7 @@ class InfluxStore(InfluxEvidence, ReadingStore):
     def quarantine(self, messages: Sequence[QuarantinedMessage]) -> None:
         lines = []
         for m in messages:
-            self._quarantine_seq = (self._quarantine_seq + 1) % 1_000_000
+            seq = next(self._quarantine_seq) % 1_000_000
             payload = m.payload[:QUARANTINE_PAYLOAD_MAX].decode("utf-8", "backslashreplace")
             size = len(m.payload) if m.payload_bytes is None else m.payload_bytes
             digest = f",sha256={_string_field(m.sha256)}" if m.sha256 else ""
@@ -350,7 +366,7 @@ class InfluxStore(InfluxEvidence, ReadingStore):
                 f"{QUARANTINE},reason={_tag(m.reason)},site={_tag(m.site or '_unknown')} "
                 f"topic={_string_field(m.topic)},detail={_string_field(m.detail)},"
                 f"payload={_string_field(payload)},payload_bytes={size}i{digest} "
-                f"{m.received_ms * 1_000_000 + self._quarantine_seq}".encode("utf-8", "backslashreplace"))
+                f"{m.received_ms * 1_000_000 + seq}".encode("utf-8", "backslashreplace"))
         self._submit(self._chunks(lines), "ns")
 
     def flush(self, timeout_s: float = 30.0) -> bool:
