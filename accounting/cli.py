@@ -95,6 +95,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--influx-database", help="database for InfluxQL reads (default: the bucket's name)")
     parser.add_argument("--influx-gzip-level", type=int, choices=range(10), metavar="0-9",
                         help="gzip level of writes (default: 1, or 0 when InfluxDB is on loopback)")
+    parser.add_argument("--influx-concurrent-writes", type=int, default=2, choices=range(1, 9), metavar="1-8",
+                        help="ingest cycles written to InfluxDB at once, each on its own connection (default 2; "
+                             "1: one request at a time)")
     parser.add_argument("--checkpoint-interval", type=float, default=60.0, metavar="SECONDS",
                         help="how often the engines are checkpointed, bounding the replay after a restart "
                              "(default 60)")
@@ -175,7 +178,8 @@ def _store(args: argparse.Namespace) -> tuple[ReadingStore, Path]:
         return InfluxStore(args.influx_url, token=_influx_token(), org=args.influx_org,
                            bucket=args.influx_bucket, database=args.influx_database,
                            gzip_level=args.influx_gzip_level, spill_dir=state / "influx-spill",
-                           evidence_dir=state / "evidence"), state
+                           evidence_dir=state / "evidence",
+                           concurrent_writes=getattr(args, "influx_concurrent_writes", 2)), state
     raise ConfigError("--store", None, "", f"unknown store {args.store!r}", "use sqlite:PATH or influx")
 
 

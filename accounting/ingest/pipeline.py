@@ -1,7 +1,9 @@
 """The ingest pipeline: inbox → admitted → durable and acknowledged → delivered, on three threads.
 
 One cycle (steps 1-2 on "accounting-ingest", 3-4 on "accounting-store", 5 on
-"accounting-engine"; cycle N+1 is admitted while cycle N is written):
+"accounting-engine"; cycle N+1 is admitted while cycle N is written; with a store that takes
+concurrent writes, `ReadingStore.concurrent_writes`, steps 3-4 run on writer threads, up to
+that many cycles at once, evidence and acks still in cycle order):
 1. take up to `cycle_max_messages` messages from the subscriber's inbox;
 2. admit them (`accounting.ingest.admission`: validate, quarantine, dedup, sequence gaps) and
    format them for the store (`ReadingStore.encode_readings`);
