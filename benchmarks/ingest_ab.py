@@ -65,6 +65,14 @@ def drain(tree: str, broker: str, influx_url: str, db: str, client_id: str, gate
         put(item, *args, **kwargs)
 
     inbox.put = timed_put
+    deliver, deliveries = service.pipeline._deliver, []  # both trees have it: how many engine deliveries
+
+    def counted_deliver(cycles: list) -> None:
+        if cycles:
+            deliveries.append(sum(len(c.admitted.rows) for c in cycles))
+        deliver(cycles)
+
+    service.pipeline._deliver = counted_deliver
     started = time.monotonic()
     service.start()
     while service.stats.accepted < readings and time.monotonic() - started < 300:
@@ -82,6 +90,8 @@ def drain(tree: str, broker: str, influx_url: str, db: str, client_id: str, gate
                       "accounting_cpu_us_per_reading": round(cpu / service.stats.accepted * 1e6, 2),
                       "thread_cpu_us_per_reading": {name: round(s / service.stats.accepted * 1e6, 2)
                                                     for name, s in sorted(threads.items()) if s > 0},
+                      "cycles": service.stats.cycles, "engine_deliveries": len(deliveries),
+                      "readings_per_delivery": round(sum(deliveries) / max(1, len(deliveries))),
                       "stage_share": {k: round(v / sum(stages.values()), 3) for k, v in stages.items()},
                       "stage_s": {k: round(v, 2) for k, v in stages.items()}}))
 
