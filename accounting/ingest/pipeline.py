@@ -443,9 +443,10 @@ class Pipeline:
     def _store(self, cycle: Cycle, before: _Turn | None = None, turn: _Turn | None = None) -> int:
         """Write until durable; retries forever (nothing is acked meanwhile, so nothing is lost),
         except that rows the store refuses for good are answered per message. With `turn`
-        (concurrent writes), the evidence goes first and in cycle order, then the readings."""
+        (concurrent writes), the first request (the evidence rides in it) goes in cycle order, then the rest."""
         delay = 0.1
         quarantined = False
+        first_written: int | None = None  # concurrent writes: the first request's result, once written
         try:
             while True:
                 try:
@@ -456,16 +457,21 @@ class Pipeline:
                     evidence = admitted.batches or admitted.chain_events  # signed batches beside their readings
                     try:
                         if turn is not None and before is not None:
-                            if not turn.evidence.is_set():  # evidence first (EvidenceStore.write_with_evidence)
+                            # the first request, with the evidence (EvidenceStore.write_with_evidence),
+                            # in cycle order; the rest may overlap the next cycle's first
+                            first, rest = self.store.split_first_write(cycle.encoded)
+                            if first_written is None:
                                 before.evidence.wait()
                                 if not before.evidence_ok:
                                     raise _EarlierWriteFailed("an earlier cycle's evidence was not written")
-                                if evidence:
-                                    self.store.write_evidence(  # type: ignore[attr-defined]
-                                        admitted.batches, admitted.chain_events)
+                                first_written = (self.store.write_with_evidence(  # type: ignore[attr-defined]
+                                    first, admitted.batches, admitted.chain_events) if evidence
+                                    else self.store.write_encoded(first))
                                 turn.evidence_ok = True
                                 turn.evidence.set()
-                            return self.store.write_encoded(cycle.encoded)
+                            if rest.rows or rest.payload:
+                                return first_written + self.store.write_encoded(rest)
+                            return first_written
                         if evidence:  # with the readings (one transaction in SQLite; idempotent)
                             return self.store.write_with_evidence(  # type: ignore[attr-defined]
                                 cycle.encoded, admitted.batches, admitted.chain_events)

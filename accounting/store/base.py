@@ -80,6 +80,12 @@ class ReadingStore(ABC):
     #: several threads at once are safe and the database works on them in parallel (InfluxDB).
     concurrent_writes: int = 1
 
+    def split_first_write(self, encoded: EncodedReadings) -> tuple[EncodedReadings, EncodedReadings]:
+        """A cycle's write as its first request and the rest, for concurrent writes (pipeline.py):
+        the first carries the cycle's evidence (`write_with_evidence`) and goes in cycle order,
+        the rest may overlap the next cycle's. Default: all of it in the first."""
+        return encoded, EncodedReadings(())
+
     def write_readings(self, rows: Sequence[StoredReading]) -> int:
         """Durably store rows; idempotent on (site, meter, ts_ms)."""
         return self.write_encoded(self.encode_readings(rows))

@@ -342,6 +342,12 @@ class InfluxStore(InfluxEvidence, ReadingStore):
         self._submit(encoded.payload, "ms")
         return len(encoded.rows)
 
+    def split_first_write(self, encoded: EncodedReadings) -> tuple[EncodedReadings, EncodedReadings]:
+        """The first request's chunk (the one the batch points ride in) and the other chunks;
+        the first counts the rows, so the two writes' results add up to `write_encoded`'s."""
+        chunks = list(encoded.payload or ())
+        return EncodedReadings(encoded.rows, chunks[:1]), EncodedReadings((), chunks[1:])
+
     def write_footprints(self, site: str, start_ms: int, end_ms: int, computed_ms: int,
                          footprints: Sequence[dict[str, Any]]) -> None:
         lines = []

@@ -2,7 +2,7 @@
 
 Real Mosquitto, the real influxd 1.6.7 behind the test's v2 write bridge, the service as an
 integrator runs it. The store posts small requests (`batch_lines`), so every cycle is several
-requests, and the first two requests of readings wait for each other (a barrier): two cycles'
+requests, and two early requests of readings wait for each other (a barrier): two cycles'
 writes are provably in flight together. Then influxd fails or refuses in the middle of a cycle:
 
 - stopped for real right after a request succeeded, while the other writers' requests are on
@@ -31,9 +31,9 @@ MINUTE_MS = 60_000
 
 
 class WatchedStore(InfluxStore):
-    """The real store; its readings requests are counted, and the first two meet at a barrier
-    (so two are in flight at once, or the test fails); `after_success(n)` runs after the n-th
-    readings request influxd accepted, on the writer thread that sent it."""
+    """The real store; its readings requests are counted, and the second and third meet at a
+    barrier (so two are in flight at once, or the test fails); `after_success(n)` runs after the
+    n-th readings request influxd accepted, on the writer thread that sent it."""
 
     def __init__(self, *args, after_success=None, **kwargs) -> None:
         super().__init__(*args, **kwargs)
@@ -56,7 +56,7 @@ class WatchedStore(InfluxStore):
             self.in_flight += 1
             self.most_in_flight = max(self.most_in_flight, self.in_flight)
         try:
-            if k < 2:
+            if k in (1, 2):  # not the very first: a cycle's first request waits for the one before's
                 try:
                     self.meeting.wait(60)
                     self.met = True
