@@ -67,6 +67,11 @@ log = logging.getLogger(__name__)
 #: least OFFLINE_MIN_S): late readings of a loaded gateway are not an outage.
 OFFLINE_POLLS = 10
 OFFLINE_MIN_S = 30.0
+#: An active offline alarm's message ("no reading for N s") and last-seen time are refreshed at
+#: most this often: refreshed every check (each second), a fleet catching up on a backlog, whose
+#: meters all count as offline until their readings are recent, cost the engine thread two SQLite
+#: statements per meter per second (~0.35 s a second with 5,000 meters).
+OFFLINE_REFRESH_MS = 30_000
 #: A gateway whose oldest unacknowledged reading is older than this has a backlog.
 BACKLOG_MS = 60_000
 #: At most one "estimated gap" change per meter in this long (they are summed meanwhile).
@@ -147,6 +152,7 @@ class PlantWatch:
         self._ev_f = np.zeros((EVENTS, EV_FLOATS))
         self._factor: dict[str, float] = {}
         self._started_ms = _now_ms()
+        self._offline_refreshed: dict[tuple[str, str], int] = {}  # (site, meter) → when its alarm was last refreshed
         self._slow_at = 0.0
         for site_id in self._sites:  # compiles the pass (or loads it from numba's cache) now, not at the first reading
             self.observe_columns(site_id, self._layouts[site_id].columns([]))
@@ -310,6 +316,10 @@ class PlantWatch:
             # Silent since its last reading, or since this process started (a restart is no outage).
             silent_ms = now - (last if last is not None and last > started else started)
             if silent_ms > limit_ms:
+                key = (site_id, meter_id)
+                if meter_id in alarmed[site_id] and now - self._offline_refreshed.get(key, 0) < OFFLINE_REFRESH_MS:
+                    continue
+                self._offline_refreshed[key] = now
                 message = (f"meter {meter_id} offline: no reading for {silent_ms / 1000:,.0f} s"
                            if last is not None else f"meter {meter_id}: no reading since the service started")
                 _, new = self.store.raise_alarm(site_id, "meter_offline", meter_id, severity="alarm", message=message,
@@ -320,6 +330,7 @@ class PlantWatch:
                                              {"meter": meter_id, "last_ts_ms": last}, ts_ms=now)
             elif meter_id in alarmed[site_id] and self.store.clear_alarm(site_id, "meter_offline", meter_id,
                                                                           now_ms=now):
+                self._offline_refreshed.pop((site_id, meter_id), None)
                 self.store.record_change(site_id, "meter_online", meter_id, f"meter {meter_id} back online",
                                          {"meter": meter_id, "last_ts_ms": last}, ts_ms=now)
 

@@ -14,7 +14,7 @@ import pytest
 from accounting.engine.engine import Engine
 from accounting.errors import UnknownAlarmError
 from accounting.live.engine_state import dataset_for
-from accounting.live.watch import PlantWatch
+from accounting.live.watch import OFFLINE_REFRESH_MS, PlantWatch
 from accounting.site_topology import site_topology
 from accounting.store.alarms import AlarmStore
 from accounting.store.base import StoredReading
@@ -143,9 +143,14 @@ def test_offline_meter_alarm_clears_when_it_is_back(plant: tuple[PlantWatch, Ala
     rows = [{"site": "cq-battery", "meter": "plc-a", "last_ts_ms": now - 1000},
             {"site": "cq-battery", "meter": "air-meter", "last_ts_ms": now - 45_000}]
     watch.check(rows, [], now_ms=now)
-    watch.check(rows, [], now_ms=now + 1000)  # still offline: one alarm, refreshed
+    watch.check(rows, [], now_ms=now + 1000)  # still offline: one alarm, not refreshed every second
     [alarm] = store.alarms(active=True)
     assert alarm["kind"] == "meter_offline" and alarm["subject"] == "air-meter"
+    assert alarm["last_seen_ms"] == now and "no reading for 45 s" in alarm["message"], alarm
+    rows[0]["last_ts_ms"] = now + 30_000
+    watch.check(rows, [], now_ms=now + OFFLINE_REFRESH_MS)  # refreshed once the interval has passed
+    [alarm] = store.alarms(active=True)
+    assert alarm["last_seen_ms"] == now + OFFLINE_REFRESH_MS and "no reading for 75 s" in alarm["message"], alarm
     rows[1]["last_ts_ms"] = now + 1500
     watch.check(rows, [], now_ms=now + 2000)
     assert store.alarms(active=True) == []
