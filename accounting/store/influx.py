@@ -160,7 +160,7 @@ def reading_chunks(rows: Sequence[StoredReading], per_chunk: int) -> list[bytes]
     return out
 
 
-def _chunked(lines: list[bytes], per_chunk: int) -> list[bytes]:
+def _chunked(lines: Sequence[bytes], per_chunk: int) -> list[bytes]:
     return [b"\n".join(lines[i:i + per_chunk]) for i in range(0, len(lines), per_chunk)]
 
 
@@ -272,7 +272,7 @@ class InfluxStore(InfluxEvidence, ReadingStore):
 
     def _chunks(self, lines: Sequence[bytes]) -> list[bytes]:
         """Request bodies of at most `batch_lines` lines."""
-        return [b"\n".join(lines[i:i + self.batch_lines]) for i in range(0, len(lines), self.batch_lines)]
+        return _chunked(lines, self.batch_lines)
 
     def _submit(self, chunks: list[bytes], precision: str) -> None:
         """Send now, or spill: after this returns the lines are in InfluxDB or on disk.
