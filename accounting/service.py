@@ -24,6 +24,7 @@ import logging
 import threading
 import time
 from collections.abc import Iterable
+from operator import itemgetter
 from pathlib import Path
 from typing import Any
 
@@ -66,6 +67,7 @@ from tanji.civil_calendar import window_bounds
 from tanji.site import Site
 
 log = logging.getLogger(__name__)
+_SITE = itemgetter(0)  # a StoredReading's site
 
 
 class AccountingService:
@@ -239,11 +241,16 @@ class AccountingService:
         """Stored cycles → each site's engine, meter and gateway status."""
         by_site: dict[str, list[StoredReading]] = {}
         for cycle in cycles:
-            for r in cycle.admitted.rows:
-                rows = by_site.get(r.site)
-                if rows is None:
-                    rows = by_site[r.site] = []
-                rows.append(r)
+            rows = cycle.admitted.rows
+            sites = set(map(_SITE, rows))
+            if len(sites) == 1:  # as a rule a cycle holds one site's readings: split in C, not per row
+                by_site.setdefault(sites.pop(), []).extend(rows)
+                continue
+            for r in rows:
+                found = by_site.get(r.site)
+                if found is None:
+                    found = by_site[r.site] = []
+                found.append(r)
         columns = {site_id: self.engines.columns(site_id, rows) for site_id, rows in by_site.items()}
         self.engines.feed_columns(columns)  # the rows made columns once, for the engines and the watch
         self._touched = {site_id: self.status.update_columns(site_id, by_site[site_id], cols)

@@ -27,6 +27,13 @@ each hour just before its first contribution (a rebuild); with ``R_CONV_FROM`` s
 the anchor it would write at each hour boundary from there on with the old one and stops
 writing hours when they agree (the rest of the channel's history is unchanged), after the
 reading that completes the last rebuilt hour (``R_DRAIN``, ``R_DONE``).
+
+The kernels Python calls run without the interpreter lock (``nogil=True``, here and in the
+allocation, market and plant-watch kernels): in the service the engine thread's feed then
+overlaps the admitting thread's Python instead of taking turns with it (issue #20,
+docs/storage.md "The engine's kernels off the interpreter lock"). Nothing else reads what a
+kernel writes while it runs: the live engines' arrays only under ``LiveEngines.lock``, the
+plant watch's only on the engine thread.
 """
 
 from __future__ import annotations
@@ -419,7 +426,7 @@ def _simple(t: int, v: float, pt: int, pv: float, rollover: float, max_rate: flo
     return flag
 
 
-@numba.njit(cache=True)
+@numba.njit(cache=True, nogil=True)
 def run_readings(ts: np.ndarray, val: np.ndarray, rfl: np.ndarray, k0: int, k1: int, c: int,
                  p: ChannelParams, hours: Hours, run: np.ndarray, runf: np.ndarray,
                  scratch: np.ndarray) -> int:
@@ -479,7 +486,7 @@ def run_readings(ts: np.ndarray, val: np.ndarray, rfl: np.ndarray, k0: int, k1: 
     return stopped
 
 
-@numba.njit(cache=True)
+@numba.njit(cache=True, nogil=True)
 def finish_run(c: int, end_hour: int, hours: Hours, run: np.ndarray, scratch: np.ndarray,
                last_closed: int, reopen: np.ndarray) -> None:
     """End a rebuild: zero the hours it did not reach (through ``end_hour``, or up to where it
@@ -628,7 +635,7 @@ def _slow_step(t: int, v: float, k: int, bfl: np.ndarray, c: int, p: ChannelPara
           hours.anc_ts, hours.anc_val, hours.origin, run, runf, np.empty(0))
 
 
-@numba.njit(cache=True)
+@numba.njit(cache=True, nogil=True)
 def feed_channels(starts: np.ndarray, ch: np.ndarray, ts: np.ndarray, val: np.ndarray,
                   bfl: np.ndarray, p: ChannelParams, s: ChannelState, tail: Tail, hours: Hours,
                   bounded: bool, last_closed: int, runs: np.ndarray, runfs: np.ndarray,
@@ -740,7 +747,7 @@ def single_row_hours(energy_row: np.ndarray, est_row: np.ndarray, hour_origin: i
                  np.zeros((n, 1), np.int64), np.zeros((n, 1), np.float64), hour_origin)
 
 
-@numba.njit(cache=True)
+@numba.njit(cache=True, nogil=True)
 def counter_to_hours(ts: np.ndarray, val: np.ndarray, flags: np.ndarray, start: int, stop: int,
                      rollover: float, max_rate_per_h: float, gap_ms: int, hour_origin: int,
                      hour_clip: int, energy_row: np.ndarray, est_row: np.ndarray) -> int:
@@ -757,7 +764,7 @@ def counter_to_hours(ts: np.ndarray, val: np.ndarray, flags: np.ndarray, start: 
                                      np.zeros(0, np.int64), np.zeros(0), np.zeros(0))
 
 
-@numba.njit(cache=True)
+@numba.njit(cache=True, nogil=True)
 def counter_to_hours_replaced(ts: np.ndarray, val: np.ndarray, flags: np.ndarray, start: int,
                               stop: int, rollover: float, max_rate_per_h: float, gap_ms: int,
                               hour_origin: int, hour_clip: int, energy_row: np.ndarray,
@@ -784,7 +791,7 @@ def counter_to_hours_replaced(ts: np.ndarray, val: np.ndarray, flags: np.ndarray
     return run[R_ACCEPTED]
 
 
-@numba.njit(cache=True, parallel=True)
+@numba.njit(cache=True, parallel=True, nogil=True)
 def counters_to_hours_many(ts: np.ndarray, val: np.ndarray, flags: np.ndarray,
                            offsets: np.ndarray, rollover: np.ndarray, max_rate_per_h: np.ndarray,
                            gap_ms: np.ndarray, hour_origin: int, energy: np.ndarray,
@@ -803,7 +810,7 @@ def counters_to_hours_many(ts: np.ndarray, val: np.ndarray, flags: np.ndarray,
     return counts.sum()
 
 
-@numba.njit(cache=True)
+@numba.njit(cache=True, nogil=True)
 def is_sorted_unique(ch: np.ndarray, ts: np.ndarray) -> bool:
     """Whether readings are strictly increasing by (channel, time) — a store export and a poll
     cycle of one reading per channel usually are, and then sorting can be skipped."""
@@ -813,7 +820,7 @@ def is_sorted_unique(ch: np.ndarray, ts: np.ndarray) -> bool:
     return True
 
 
-@numba.njit(cache=True)
+@numba.njit(cache=True, nogil=True)
 def all_valid(val: np.ndarray) -> bool:
     """Whether every value is a finite, non-negative register reading (one pass, no temporaries)."""
     for v in val:  # noqa: SIM110 -- an explicit loop compiles to a tight numba loop

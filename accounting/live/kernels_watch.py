@@ -40,7 +40,7 @@ EV_BEFORE, EV_VALUE = range(2)
 EV_FLOATS = 2
 
 
-@numba.njit(cache=True)
+@numba.njit(cache=True, nogil=True)
 def watch_rows(start: int, row_meter: np.ndarray, row_ts: np.ndarray, row_good: np.ndarray,
                values: np.ndarray, running_col: int, meter_of_slot: np.ndarray,
                ch_off: np.ndarray, ch_col: np.ndarray, step: np.ndarray, max_power: np.ndarray,

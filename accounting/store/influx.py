@@ -84,22 +84,46 @@ def _string_field(value: str) -> str:
     return '"' + value.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n") + '"'
 
 
-_PREFIXES: dict[tuple[str, str, str], bytes] = {}
+#: site → gateway → meter → `reading,site=…,gateway=…,meter=… `: nested, so a cycle's prefixes are
+#: three `map(dict.get)` passes over its rows' site, gateway and meter columns, with no key tuple
+#: made and hashed per reading (in-process: 0.73 → 0.32 µs per reading, docs/storage.md "The
+#: engine's kernels off the interpreter lock").
+_PREFIXES: dict[str, dict[str, dict[str, bytes]]] = {}
 _PREFIXES_MAX = 1_000_000  # tags are bounded by the site files; this only guards a misuse
+_prefix_count = 0
 _QUALITY_FIELDS = {q: f',quality="{q}" '.encode() for q in QUALITY_CODES}
 _encode_json = msgspec.json.Encoder().encode
 _JSON_TO_FIELDS = bytes.maketrans(b":", b"=")
-_TAGS, _TS, _QUALITY, _VALUES, _VALUE_QUALITY = itemgetter(0, 1, 2), itemgetter(3), itemgetter(4), itemgetter(5), \
-    itemgetter(6)
+_SITE, _GATEWAY, _METER = itemgetter(0), itemgetter(1), itemgetter(2)
+_TS, _QUALITY, _VALUES, _VALUE_QUALITY = itemgetter(3), itemgetter(4), itemgetter(5), itemgetter(6)
 
 
 def _prefix(site: str, gateway: str, meter: str) -> bytes:
     """`reading,site=…,gateway=…,meter=… ` for one meter, escaped once and then reused."""
-    if len(_PREFIXES) >= _PREFIXES_MAX:
+    global _prefix_count
+    if _prefix_count >= _PREFIXES_MAX:
         _PREFIXES.clear()
-    p = _PREFIXES[(site, gateway, meter)] = \
-        f"{READINGS},site={_tag(site)},gateway={_tag(gateway)},meter={_tag(meter)} ".encode()
+        _prefix_count = 0
+    p = f"{READINGS},site={_tag(site)},gateway={_tag(gateway)},meter={_tag(meter)} ".encode()
+    _PREFIXES.setdefault(site, {}).setdefault(gateway, {})[meter] = p
+    _prefix_count += 1
     return p
+
+
+def _prefixes(rows: Sequence[StoredReading]) -> list[bytes]:
+    """Each row's line prefix: three C passes over the rows when every meter was seen before."""
+    sites, gateways, meters = list(map(_SITE, rows)), list(map(_GATEWAY, rows)), list(map(_METER, rows))
+    try:
+        found = list(map(dict.get, map(dict.get, map(_PREFIXES.get, sites), gateways), meters))
+    except TypeError:  # a site or gateway not seen yet (dict.get of None)
+        found = [None] * len(rows)
+    if None in found:
+        found = [p or _known_prefix(s, g, m) for p, s, g, m in zip(found, sites, gateways, meters, strict=True)]
+    return found
+
+
+def _known_prefix(site: str, gateway: str, meter: str) -> bytes:
+    return _PREFIXES.get(site, {}).get(gateway, {}).get(meter) or _prefix(site, gateway, meter)
 
 
 def reading_lines(rows: Sequence[StoredReading]) -> list[bytes]:
@@ -140,10 +164,7 @@ def reading_chunks(rows: Sequence[StoredReading], per_chunk: int) -> list[bytes]
     fields = blob[1:-2].translate(_JSON_TO_FIELDS, b'{"').split(b"},")
     if len(fields) != len(rows):  # a name the catalogue would never allow; format row by row
         return _chunked(_reading_lines_per_row(rows), per_chunk)
-    keys = list(map(_TAGS, rows))
-    prefixes = list(map(_PREFIXES.get, keys))
-    if None in prefixes:
-        prefixes = [p or _prefix(*k) for p, k in zip(prefixes, keys, strict=True)]
+    prefixes = _prefixes(rows)
     qualities = list(map(_QUALITY, rows))
     quality_fields = list(map(_QUALITY_FIELDS.get, qualities))
     vqs = list(map(_VALUE_QUALITY, rows))
@@ -166,13 +187,12 @@ def _chunked(lines: Sequence[bytes], per_chunk: int) -> list[bytes]:
 
 def _reading_lines_per_row(rows: Sequence[StoredReading]) -> list[bytes]:
     """`reading_lines`, one reading at a time."""
-    prefixes = _PREFIXES
     qualities = _QUALITY_FIELDS
     encode, table = _encode_json, _JSON_TO_FIELDS
     out: list[bytes] = []
     append = out.append
     for site, gateway, meter, ts_ms, quality, values, vq in rows:
-        p = prefixes.get((site, gateway, meter)) or _prefix(site, gateway, meter)
+        p = _known_prefix(site, gateway, meter)
         fields = encode(values).translate(table, b'{}"')
         if vq or not fields or b"null" in fields or quality not in qualities:
             append(_general_line(p, quality, values, vq, ts_ms))

@@ -273,3 +273,18 @@ def test_replacement_kernel_against_reference(seed, n_replacements, capped):
     if len({r[0] for r in rep}) < len(rep):
         return  # one record per instant (the site file refuses two)
     run_replaced(ts, val, rep, max_rate=600.0 if capped else 0.0)
+
+
+def test_the_kernels_called_from_the_service_threads_release_the_interpreter():
+    """The live feed, the plant watch and the footprint kernels run without the GIL
+    (`nogil=True`), so the admitting thread's Python goes on while the engine thread computes
+    (issue #20: the feed kernel was ~10 % of the interpreter's time in a drain). Their state is
+    only touched under `LiveEngines.lock` or on the engine thread, so nothing reads it mid-kernel."""
+    from accounting.engine import kernels_energy
+    from accounting.engine.kernels_allocation import allocate_hours
+    from accounting.live.kernels_watch import watch_rows
+
+    kernels = [kernels_energy.feed_channels, kernels_energy.run_readings, kernels_energy.finish_run,
+               counter_to_hours, counter_to_hours_replaced, counters_to_hours_many, allocate_hours,
+               match_market, watch_rows]
+    assert [k.__name__ for k in kernels if not k.targetoptions.get("nogil")] == []
