@@ -248,7 +248,8 @@ def signature_phase(gateways: int, meters: int, influx: InfluxServer, tmp_path: 
     checks the next cycle), and
     one cycle after the other on one thread (`signatures_serial_slowdown`: nothing overlaps, so
     every µs the signatures add shows). Modes alternate, `repeats` times each (off first in even
-    repeats, required first in odd ones), each run into a fresh database and evidence log. The
+    repeats, required first in odd ones), each run into a fresh database (dropped after it, so
+    no run carries an earlier one's cache snapshot) and evidence log. The
     slowdowns are the median over the repeats of each back-to-back pair's (`signatures_pairs_slowdown`
     lists them all): a single run of one mode scatters by up to 2x on this shared machine, so best
     against best (`signatures_best_slowdown`, kept for comparison with earlier figures) compares
@@ -342,6 +343,10 @@ def signature_phase(gateways: int, meters: int, influx: InfluxServer, tmp_path: 
                     us = (_cpu_s(proc) - cpu0[k]) * 1e6 / readings
                     cpu[(way, mode, k)] = min(cpu.get((way, mode, k), us), us)
                 stored = _count(influx, db)
+                # Dropped at once: influxd snapshots a database's cache to TSM files once it has
+                # been cold for 10 s, i.e. during a later run, whose influxd CPU and rate it then
+                # carried (~1.3 µs a reading; the longer run, `required`'s, caught more of it).
+                influx.query(f'DROP DATABASE "{db}"', db)
                 store.close()
                 if stored != readings:
                     raise SystemExit(f"signature phase {way} {mode}: {stored} of {readings} readings stored")

@@ -42,9 +42,26 @@ def new_chain_id() -> str:
     return secrets.token_hex(8)
 
 
-def readings_digest(readings_bytes: bytes) -> str:
-    """SHA-256 (hex) of the readings exactly as published."""
-    return hashlib.sha256(readings_bytes).hexdigest()
+#: `readings_digest` feeds SHA-256 pieces shorter than this: CPython's hashlib lets go of the
+#: GIL for an input of 2048 bytes or more, and the thread then waits to get it back for up to
+#: the switch interval (5 ms) whenever another thread holds it.
+_GIL_PIECE = 2047
+
+
+def readings_digest(readings_bytes: bytes | memoryview) -> str:
+    """SHA-256 (hex) of the readings exactly as published.
+
+    Hashed in pieces of under 2 KB, so hashlib keeps the GIL: at ingest the digest is computed
+    on the admitting thread (the pipeline's critical path) while the store and engine threads
+    want the GIL, and a batch's 13.6 KB hashed in one call released it and waited up to 5 ms to
+    get it back, 100 times a cycle, for ~10 µs of hashing (SHA-NI; the pieces add ~1.5 µs)."""
+    if len(readings_bytes) < _GIL_PIECE:
+        return hashlib.sha256(readings_bytes).hexdigest()
+    h = hashlib.sha256()
+    view = memoryview(readings_bytes)
+    for i in range(0, len(view), _GIL_PIECE):
+        h.update(view[i:i + _GIL_PIECE])
+    return h.hexdigest()
 
 
 def header(site: str, gateway: str, seq: int, chain: str, key: str, prev: str | None, digest: str) -> bytes:

@@ -29,7 +29,6 @@ successor.
 from __future__ import annotations
 
 import base64
-import hashlib
 import logging
 import time
 from collections.abc import Sequence
@@ -184,9 +183,9 @@ class BatchSignatures:
 
     def _start(self, site: str, gateway: str, seq: int, sig: Any, readings: Any) -> Checked:
         """Everything but the Ed25519 check: key lookup, readings digest, header hash."""
-        digest = hashlib.sha256(readings).hexdigest()
-        c = Checked(site=site, gateway=gateway, seq=seq, readings=bytes(readings), digest=digest)
-        if not isinstance(sig, Sig):
+        digest = signed_batch.readings_digest(readings)  # keeps the GIL (its docstring says why)
+        c = Checked(site=site, gateway=gateway, seq=seq, digest=digest)
+        if not isinstance(sig, Sig):  # kept without its bytes (`check`): no reference to them either
             c.hash = signed_batch.batch_hash(signed_batch.header(site, gateway, seq, "-", "-", None, digest))
             if self.keys.modes[site] == "required":
                 c.reason, c.detail = "unsigned", f"site {site} requires signed batches; {gateway} batch {seq} has no sig"
@@ -195,7 +194,7 @@ class BatchSignatures:
             # The gateway signs, but the site file registers no key for it yet: nothing to
             # verify against, so the batch counts as unsigned (a gateway opts in by its keys).
             return self._start(site, gateway, seq, msgspec.UNSET, readings)
-        c.chain, c.prev, c.sig = sig.chain, sig.prev, sig.sig
+        c.chain, c.prev, c.sig, c.readings = sig.chain, sig.prev, sig.sig, readings
         key = self.keys.key(site, sig.key)
         if key is None or key.gateway != gateway:
             owner = f" (it is {key.gateway}'s)" if key is not None else ""
