@@ -115,6 +115,10 @@ def main() -> int:
     parser.add_argument("--rounds", type=int, default=60, help="backlog polls of every meter, per run")
     parser.add_argument("--repeats", type=int, default=2, help="runs of each tree (alternating)")
     parser.add_argument("--py-spy", action="store_true", help="record each drain with py-spy (collapsed stacks, threads, idle included: /tmp/ab-TREE-RUN.txt)")
+    parser.add_argument("--py-spy-gil", action="store_true",
+                        help="as --py-spy, but sample only the thread holding the interpreter lock: where a GIL-bound "
+                             "process spends its interpreter time (wall samples also count a thread waiting to get "
+                             "the lock back, e.g. after hashlib released it)")
     parser.add_argument("--drain", nargs=9, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.drain:
@@ -166,12 +170,14 @@ def main() -> int:
                     cursor_ms += rounds * 1000
                     influxd = psutil.Process(influx.influxd.proc.pid)
                     cpu0 = _cpu_s(influxd)
-                    spy = f"/tmp/ab-{name}-{i + 1}.txt" if args.py_spy and i >= 0 else None
+                    spy = f"/tmp/ab-{name}-{i + 1}.txt" if args.py_spy or args.py_spy_gil else None
                     cmd = [sys.executable, __file__, "--drain", tree, f"{broker.host}:{broker.port}", influx.url, db,
                            cid, str(args.gateways), str(args.meters), str(backlog["readings"]),
                            str(tmp_path / f"spill-{db}")]
                     if spy:
-                        cmd = [str(Path(sys.executable).parent / "py-spy"), "record", "-r", "100", "--threads", "--idle", "-f", "raw", "-o", spy, "--", *cmd]
+                        sampled = ["--gil"] if args.py_spy_gil else ["--idle"]
+                        cmd = [str(Path(sys.executable).parent / "py-spy"), "record", "-r", "100", "--threads", *sampled,
+                               "-f", "raw", "-o", spy, "--", *cmd]
                     out = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
                     sys.stderr.write(out.stderr[-4000:])
                     if out.returncode != 0:
