@@ -216,23 +216,27 @@ class Pipeline:
     def _write_loop(self, admitted: queue.Queue[Cycle | None], stored: queue.Queue[Cycle | None],
                     feeder: threading.Thread) -> None:
         try:
-            writers = max(1, int(getattr(self.store, "concurrent_writes", 1)))
+            writers = max(1, int(self.store.concurrent_writes))
             if writers > 1:
                 self._write_concurrently(admitted, stored, feeder, writers)
                 return
-            while True:
-                try:
-                    cycle = admitted.get(timeout=0.05)
-                except queue.Empty:
-                    if self._stopping.is_set():
-                        return
-                    continue
-                if cycle is None:
-                    return
+            while (cycle := self._next_admitted(admitted)) is not None:
                 self._write(cycle)
                 _hand_over(stored, cycle, feeder)
         finally:
             _hand_over(stored, None, feeder)
+
+    def _next_admitted(self, admitted: queue.Queue[Cycle | None],
+                       waiting: Callable[[], None] = lambda: None) -> Cycle | None:
+        """The store stage's next cycle; None when none will come (the admitting stage ended, or
+        the pipeline is stopping). `waiting` runs every 50 ms while none is there."""
+        while True:
+            try:
+                return admitted.get(timeout=0.05)
+            except queue.Empty:
+                if self._stopping.is_set():
+                    return None
+                waiting()
 
     def _write_concurrently(self, admitted: queue.Queue[Cycle | None], stored: queue.Queue[Cycle | None],
                             feeder: threading.Thread, writers: int) -> None:
@@ -252,19 +256,18 @@ class Pipeline:
         futures: list[Future[None]] = []
         pool = ThreadPoolExecutor(writers, thread_name_prefix="accounting-store-write")
         finished = False
+        def check_writers() -> None:
+            nonlocal futures
+            futures = _pending(futures)  # raises what a writer raised
+
         try:
             while True:
-                futures = _pending(futures)  # raises what a writer raised
-                try:
-                    cycle = admitted.get(timeout=0.05)
-                except queue.Empty:
-                    if self._stopping.is_set():
-                        break
-                    continue
+                check_writers()
+                cycle = self._next_admitted(admitted, check_writers)
                 if cycle is None:
                     break
                 while not slots.acquire(timeout=0.05):
-                    futures = _pending(futures)
+                    check_writers()
                 turn = _Turn()
                 futures.append(pool.submit(self._write_in_turn, cycle, before, turn, stored, feeder, busy, slots))
                 before = turn

@@ -28,7 +28,6 @@ Why it is built this way:
 from __future__ import annotations
 
 import gzip
-import itertools
 import json
 import logging
 import random
@@ -36,7 +35,7 @@ import threading
 import urllib.parse
 import urllib.request
 from collections.abc import Sequence
-from itertools import chain
+from itertools import chain, count
 from operator import itemgetter
 from pathlib import Path
 from typing import Any
@@ -259,7 +258,7 @@ class InfluxStore(InfluxEvidence, ReadingStore):
                                       timeout=timeout_ms, retries=False)
         self._write_service = WriteService(self._client.api_client)
         self._failed_lock = threading.Lock()
-        self._quarantine_seq = itertools.count(1)  # next() is atomic: writers call `quarantine` at once
+        self._quarantine_seq = count(1)  # next() is atomic: writers call `quarantine` at once
         self._stop = threading.Event()
         self.writes_failed = 0
         self._flusher = threading.Thread(target=self._flush_loop, name="influx-spill-flusher", daemon=True)

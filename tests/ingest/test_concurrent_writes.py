@@ -18,6 +18,8 @@ from __future__ import annotations
 
 import threading
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import replace
 
 import pytest
@@ -73,6 +75,22 @@ class WatchedStore(InfluxStore):
             self.after_success(n)
 
 
+@contextmanager
+def _ingesting(site, store: InfluxStore, mosquitto) -> Iterator[tuple[AccountingService, Publisher]]:
+    """The service over `store` as an integrator runs it (five messages a cycle), connected, and a
+    publisher; both stopped afterwards."""
+    service = AccountingService([site], store, broker_host=mosquitto.host, broker_port=mosquitto.port,
+                                cycle_max_messages=5)
+    service.start()
+    publisher = Publisher(mosquitto.host, mosquitto.port)
+    try:
+        assert service.wait_connected()
+        yield service, publisher
+    finally:
+        publisher.close()
+        service.stop()
+
+
 def _counts(influx: InfluxServer, q: str) -> dict[str, int]:
     series = influx.query(q, influx.db)["results"][0].get("series", [])
     return {s.get("tags", {}).get("meter", ""): s["values"][0][1] for s in series}
@@ -95,12 +113,7 @@ def test_influxd_stopping_mid_cycle_with_writes_in_flight_loses_and_doubles_noth
 
     store = WatchedStore(influx.url, token="test", org="tanji", bucket=influx.db, spill_dir=tmp_path / "spill",
                          max_backoff_s=1.0, batch_lines=7, concurrent_writes=3, after_success=stop_after)
-    service = AccountingService([cq_site], store, broker_host=mosquitto.host, broker_port=mosquitto.port,
-                                cycle_max_messages=5)
-    service.start()
-    publisher = Publisher(mosquitto.host, mosquitto.port)
-    try:
-        assert service.wait_connected()
+    with _ingesting(cq_site, store, mosquitto) as (service, publisher):
         publisher.publish_all(batches)
         # every message is durable (in influxd or in the spill queue) and acknowledged
         assert wait_until(lambda: service.stats.accepted == expected, 120), service.stats.to_dict()
@@ -108,9 +121,6 @@ def test_influxd_stopping_mid_cycle_with_writes_in_flight_loses_and_doubles_noth
         spilled = len(store.spill)
         influx.start_influxd()
         assert store.flush(120), f"{len(store.spill)} spilled writes still queued"
-    finally:
-        publisher.close()
-        service.stop()
     assert store.met, "two cycles' readings requests were never in flight at once"
     assert store.most_in_flight >= 2
     assert spilled > 0 and store.writes_failed > 0
@@ -144,21 +154,13 @@ def test_a_request_refused_mid_cycle_with_writes_in_flight_quarantines_exactly_i
     expected = sum(b.readings for b in batches)
     store = WatchedStore(influx.url, token="test", org="tanji", bucket=influx.db, spill_dir=tmp_path / "spill",
                          batch_lines=7, concurrent_writes=3)
-    service = AccountingService([site], store, broker_host=mosquitto.host, broker_port=mosquitto.port,
-                                cycle_max_messages=5)
-    service.start()
-    publisher = Publisher(mosquitto.host, mosquitto.port)
-    try:
-        assert service.wait_connected()
+    with _ingesting(site, store, mosquitto) as (service, publisher):
         publisher.publish_all(stream)
         assert wait_until(lambda: service.stats.accepted == expected
                           and service.stats.quarantined_by_reason.get("store_rejected") == 1, 120), \
             dict(service.stats.quarantined_by_reason)
         assert store.flush(60)
         quarantined = influx.query("SELECT * FROM quarantine", influx.db)["results"][0]["series"][0]
-    finally:
-        publisher.close()
-        service.stop()
     assert store.met, "two cycles' readings requests were never in flight at once"
     assert service.stats.accepted == expected and service.stats.duplicates == 0
     assert dict(service.stats.quarantined_by_reason) == {"store_rejected": 1}
