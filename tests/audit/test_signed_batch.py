@@ -7,6 +7,7 @@ seen here before it breaks every auditor's independent verifier.
 from __future__ import annotations
 
 import base64
+import hashlib
 import json
 
 import pytest
@@ -45,6 +46,16 @@ def check(payload: bytes, public_raw: bytes) -> tuple[bool, str]:
     sig = sb.parse_signature(body["sig"])
     head = sig.header(body["site"], body["gateway"], body["seq"], sb.readings_digest(sb.raw_member(payload)))
     return verify(public_raw, sig.value, head), sb.batch_hash(head)
+
+
+@pytest.mark.parametrize("size", [0, 1, 2046, 2047, 2048, 4094, 4095, 13_614, 65_537])
+def test_readings_digest_is_sha256_of_the_bytes_whatever_the_pieces(size):
+    """The digest is hashed in pieces that keep the GIL (signed_batch.readings_digest); the value
+    is SHA-256 of the whole, as every batch signed or stored before says."""
+    data = bytes(range(256)) * (size // 256 + 1)
+    data = data[:size]
+    assert sb.readings_digest(data) == hashlib.sha256(data).hexdigest()
+    assert sb.readings_digest(memoryview(data)) == hashlib.sha256(data).hexdigest()
 
 
 def test_a_signed_batch_verifies_and_chains(tmp_path):
