@@ -1,0 +1,142 @@
+"""The dedup index against a plain reference: a deque and a set of the last `window`
+timestamps per meter (what `accounting.ingest.dedup` kept before its ascending-list rule).
+
+Every operation ingest and a restart use (`fresh` with and without a doubtful list, `seed`,
+`forget`, `add`, `contains`) is applied to both in the same random order, over timestamps that
+mostly ascend (the rule), with copies, late readings and a few meters, and small windows so
+eviction and the `floor` happen often; each answer must be identical.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from typing import NamedTuple
+
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from accounting.ingest.dedup import BEYOND, SEEN, DedupIndex
+
+
+class Reading(NamedTuple):
+    meter: str
+    ts_ms: int
+
+
+class ReferenceIndex:
+    """Per meter: a set and a deque of the last `window` timestamps; `floor` the newest evicted."""
+
+    def __init__(self, window: int) -> None:
+        self.window = window
+        self.meters: dict[str, tuple[set[int], deque[int], list[int | None]]] = {}
+
+    def _index(self, meter: str):
+        return self.meters.setdefault(meter, (set(), deque(), [None]))
+
+    def fresh(self, readings, doubtful=None):
+        out = []
+        for r in readings:
+            seen, order, floor = self._index(r.meter)
+            if r.ts_ms in seen:
+                if doubtful is not None:
+                    doubtful.append((SEEN, r))
+                continue
+            if floor[0] is not None and r.ts_ms <= floor[0] and doubtful is not None:
+                doubtful.append((BEYOND, r))
+                continue
+            seen.add(r.ts_ms)
+            order.append(r.ts_ms)
+            if len(order) > self.window:
+                evicted = order.popleft()
+                seen.discard(evicted)
+                if floor[0] is None or evicted > floor[0]:
+                    floor[0] = evicted
+            out.append(r)
+        return out
+
+    def seed(self, meter, timestamps, complete=None):
+        newest = sorted(timestamps)[-self.window:]
+        self.fresh([Reading(meter, ts) for ts in newest])
+        if newest and not (len(timestamps) < self.window if complete is None else complete):
+            floor = self._index(meter)[2]
+            floor[0] = newest[0] - 1 if floor[0] is None else max(floor[0], newest[0] - 1)
+
+    def forget(self, meter, ts):
+        if meter in self.meters:
+            self.meters[meter][0].discard(ts)
+
+    def contains(self, meter, ts):
+        return meter in self.meters and ts in self.meters[meter][0]
+
+
+METERS = ["m1", "m2", "m3"]
+
+
+@st.composite
+def operations(draw):
+    """A stream of operations; timestamps drift upwards with copies and late ones mixed in."""
+    now = {m: draw(st.integers(0, 50)) for m in METERS}
+    ops = []
+    for _ in range(draw(st.integers(1, 60))):
+        kind = draw(st.sampled_from(["fresh", "fresh", "fresh", "doubtful", "doubtful", "seed", "forget",
+                                     "add", "contains"]))
+        meter = draw(st.sampled_from(METERS))
+        if kind in ("fresh", "doubtful"):
+            batch = []
+            for _ in range(draw(st.integers(0, 6))):
+                m = draw(st.sampled_from(METERS))
+                step = draw(st.sampled_from([1, 1, 1, 2, 5, 0, -1, -3, -20]))  # mostly ascending
+                now[m] = max(0, now[m] + step)
+                batch.append(Reading(m, now[m]))
+            ops.append((kind, batch))
+        elif kind == "seed":
+            stamps = draw(st.lists(st.integers(0, now[meter] + 5), max_size=8))
+            ops.append((kind, meter, stamps, draw(st.sampled_from([None, True, False]))))
+        else:
+            ops.append((kind, meter, draw(st.integers(max(0, now[meter] - 10), now[meter] + 2))))
+    return ops
+
+
+@settings(max_examples=400, deadline=None)
+@given(window=st.integers(0, 6), ops=operations())
+def test_the_index_answers_as_the_plain_reference(window, ops):
+    index, reference = DedupIndex(window=window), ReferenceIndex(window)
+    for op in ops:
+        kind = op[0]
+        if kind in ("fresh", "doubtful"):
+            got_doubtful: list | None = [] if kind == "doubtful" else None
+            want_doubtful: list | None = [] if kind == "doubtful" else None
+            assert index.fresh("s", list(op[1]), got_doubtful) == reference.fresh(op[1], want_doubtful)
+            assert got_doubtful == want_doubtful
+        elif kind == "seed":
+            index.seed("s", op[1], list(op[2]), op[3])
+            reference.seed(op[1], list(op[2]), op[3])
+        elif kind == "forget":
+            index.forget("s", op[1], op[2])
+            reference.forget(op[1], op[2])
+        elif kind == "add":
+            index.add("s", op[1], op[2])
+            reference.fresh([Reading(op[1], op[2])])
+        else:
+            assert index.contains("s", op[1], op[2]) == reference.contains(op[1], op[2])
+    for meter in METERS:  # every timestamp the two remember, and the same floor
+        for ts in range(0, 200):
+            assert index.contains("s", meter, ts) == reference.contains(meter, ts), (meter, ts)
+        mine = index._meters.get("s", {}).get(meter)
+        theirs = reference.meters.get(meter)
+        assert (mine.floor if mine else None) == (theirs[2][0] if theirs else None)
+
+
+def test_an_index_of_ascending_readings_keeps_no_set_and_a_late_one_makes_it_one():
+    """The rule (every reading newer than all remembered) is an ascending list: copies are found
+    in it without a set; the first new reading out of order turns it into a set for good."""
+    index = DedupIndex(window=4)
+    assert index.fresh("s", [Reading("m", t) for t in range(10)]) == [Reading("m", t) for t in range(10)]
+    meter = index._meters["s"]["m"]
+    assert meter.seen is None and meter.floor == 5 and meter.order[meter.head:] == [6, 7, 8, 9]
+    doubtful: list = []
+    assert index.fresh("s", [Reading("m", 8), Reading("m", 3)], doubtful) == []
+    assert doubtful == [(SEEN, Reading("m", 8)), (BEYOND, Reading("m", 3))]
+    assert meter.seen is None  # a copy and a reading beyond the window: still the list
+    assert index.fresh("s", [Reading("m", 20), Reading("m", 15)]) == [Reading("m", 20), Reading("m", 15)]
+    assert meter.seen == {8, 9, 20, 15} and index.contains("s", "m", 15) and not index.contains("s", "m", 7)
