@@ -111,7 +111,7 @@ def allocation_outputs(n_hours: int, n_products: int) -> AllocationOutputs:
                              np.zeros((n_hours, len(SITE_COLUMNS))))
 
 
-@numba.njit(cache=True, parallel=True, nogil=True)
+@numba.njit(cache=True, parallel=True)
 def allocate_hours(energy: np.ndarray, est: np.ndarray, t: AllocationTopology,
                    out: AllocationOutputs) -> None:
     """Allocate every hour. ``energy``/``est`` are ``(n_hours, n_channels)`` (hour-major, C

@@ -28,12 +28,15 @@ the anchor it would write at each hour boundary from there on with the old one a
 writing hours when they agree (the rest of the channel's history is unchanged), after the
 reading that completes the last rebuilt hour (``R_DRAIN``, ``R_DONE``).
 
-The kernels Python calls run without the interpreter lock (``nogil=True``, here and in the
-allocation, market and plant-watch kernels): in the service the engine thread's feed then
-overlaps the admitting thread's Python instead of taking turns with it (issue #20,
-docs/storage.md "The engine's kernels off the interpreter lock"). Nothing else reads what a
-kernel writes while it runs: the live engines' arrays only under ``LiveEngines.lock``, the
-plant watch's only on the engine thread.
+The serial kernels Python calls run without the interpreter lock (``nogil=True``, here and in
+the plant watch's kernel): in the service the engine thread's feed then overlaps the admitting
+thread's Python instead of taking turns with it (issue #20, docs/storage.md "The engine's
+kernels off the interpreter lock"). Nothing else reads what a kernel writes while it runs: the
+live engines' arrays only under ``LiveEngines.lock``, the plant watch's only on the engine
+thread. The ``parallel=True`` kernels (here ``counters_to_hours_many``, allocation, market
+matching) keep the lock: numba's fallback threading layer (workqueue, where neither TBB nor
+OpenMP is installed) terminates the process when two threads launch parallel kernels at once (a
+recompute beside a dashboard's footprints), and the lock keeps their launches one at a time.
 """
 
 from __future__ import annotations
@@ -791,7 +794,7 @@ def counter_to_hours_replaced(ts: np.ndarray, val: np.ndarray, flags: np.ndarray
     return run[R_ACCEPTED]
 
 
-@numba.njit(cache=True, parallel=True, nogil=True)
+@numba.njit(cache=True, parallel=True)
 def counters_to_hours_many(ts: np.ndarray, val: np.ndarray, flags: np.ndarray,
                            offsets: np.ndarray, rollover: np.ndarray, max_rate_per_h: np.ndarray,
                            gap_ms: np.ndarray, hour_origin: int, energy: np.ndarray,

@@ -40,7 +40,7 @@ def _demand(rem: np.ndarray, lo: int, hi: int, member: np.ndarray) -> float:
     return d
 
 
-@numba.njit(cache=True, parallel=True, nogil=True)
+@numba.njit(cache=True, parallel=True)
 def match_market(cons: np.ndarray, pv_self: np.ndarray, pv_factor: float, uncovered_factor: np.ndarray,
                  win_lo: np.ndarray, win_hi: np.ndarray, row_ptr: np.ndarray,
                  row_stage: np.ndarray, row_group: np.ndarray, row_kwh: np.ndarray,
