@@ -186,8 +186,8 @@ class Admission:
         meters = self._meters.get((site_id, gateway_id))
         if meters is None:
             raise WireFormatError("unknown_gateway", f"site {site_id} has no gateway {gateway_id!r}")
-        batch = ((self.signatures.decoded(index) if self.signatures is not None else None)  # decoded once, there
-                 or batch_decoder.decode_batch(m.payload, site_id, gateway_id, now_ms))
+        batch = (self.signatures.decode(index, m.payload, site_id, gateway_id, now_ms) if self.signatures is not None
+                 else batch_decoder.decode_batch(m.payload, site_id, gateway_id, now_ms))
         readings = batch.readings
         for i, r in enumerate(readings):
             if r.meter not in meters:

@@ -13,8 +13,10 @@ A batch quarantined for its signature is not confirmed to its gateway (end-to-en
 so the gateway keeps its own copy and sends it again: a forged or altered copy never deletes
 the genuine one, and after an operator registers a key the waiting batches are admitted.
 
-Cost. Each message is decoded once (`batch_decoder.decode_signed`): the readings are hashed as
-the bytes that travelled, the same bytes then parsed into what admission stores. Ed25519
+Cost. The readings are hashed as the bytes that travelled, the same bytes then parsed into
+what admission stores, once: the pre-pass reads only the members before the readings
+(`batch_decoder.decode_head`; any other layout is decoded whole there, `decode_signed`) and
+admission parses the payload on its own turn, as `off` does (`BatchSignatures.decode`). Ed25519
 verification (PyNaCl, ~65 µs a check on the development machine, docs/audit.md) is paid once per
 *run*: the batches of one gateway's chain that arrive in one cycle, each naming the previous one's hash
 (`prev`), are vouched for by the newest one's signature, because that signature covers its
@@ -73,6 +75,7 @@ class Checked:
     sig: str | None = None
     readings: bytes = b""
     vouched: bool = False  # its content is vouched for by a later batch's signature
+    member: Any = None  # the batch's `sig` member (Sig or UNSET) as `prepare` read it: `check` compares
 
 
 @dataclass
@@ -144,9 +147,11 @@ class BatchSignatures:
     # -- the cycle's pre-pass ----------------------------------------------------------------
 
     def prepare(self, messages: Sequence[InboundMessage], now_ms: int | None = None) -> None:
-        """Decode, hash and check the signatures of a cycle's readings messages (one Ed25519 check
-        per run). Each message is decoded here once (`batch_decoder.decode_signed`): admission
-        takes the batch from `decoded` instead of decoding it again."""
+        """Hash and check the signatures of a cycle's readings messages (one Ed25519 check per
+        run). A gateway's own layout is read here only up to its readings
+        (`batch_decoder.decode_head`), whose parse waits for admission (`decode`): parsed here, a
+        cycle's readings were out of the CPU's cache again by the time admission used them. Any
+        other layout is decoded here whole, once (`batch_decoder.decode_signed`)."""
         now_ms = now_ms if now_ms is not None else int(time.time() * 1000)
         self._checked, self._decoded = {}, {}
         pending: dict[tuple[str, str, str], list[tuple[int, Checked, Sig]]] = {}
@@ -155,17 +160,22 @@ class BatchSignatures:
             if len(parts) != 5 or parts[4] != "readings" or not self.verifies(parts[2]):
                 continue
             try:
-                batch, raw = batch_decoder.decode_signed(m.payload, parts[2], parts[3], now_ms)
+                head = batch_decoder.decode_head(m.payload, parts[2], parts[3])
+                if head is not None:
+                    batch, raw = head
+                else:
+                    batch, raw = batch_decoder.decode_signed(m.payload, parts[2], parts[3], now_ms)
+                    self._decoded[index] = batch
             except WireFormatError as exc:  # admission raises it, after its own topic checks
                 self._decoded[index] = exc
                 continue
             except Exception:  # noqa: BLE001 - admission decodes it again and quarantines what fails
                 log.exception("decoding a message on %.200r for its signature failed", m.topic)
                 continue
-            self._decoded[index] = batch
             if raw is None:
                 continue  # check() falls back to the per-message path
             checked = self._start(batch.site, batch.gateway, batch.seq, batch.sig, raw)
+            checked.member = batch.sig
             self._checked[index] = checked
             if checked.reason is None and checked.key is not None and isinstance(batch.sig, Sig):
                 pending.setdefault((batch.site, batch.gateway, batch.sig.chain), []).append(
@@ -173,13 +183,23 @@ class BatchSignatures:
         for run in pending.values():
             self._verify_runs(sorted(run, key=lambda item: item[1].seq))
 
-    def decoded(self, index: int) -> Batch | None:
-        """The batch `prepare` decoded for message `index` (None if it did not); raises the
-        wire-format refusal the decoder gave."""
-        found = self._decoded.pop(index, None)  # freed once admitted, as a batch decoded there would be
+    def decode(self, index: int, payload: bytes, site: str, gateway: str, now_ms: int) -> Batch:
+        """Message `index` of the cycle `prepare` saw, decoded for admission (`batch_decoder.decode_batch`'s
+        answer); raises the wire-format refusal. A batch `prepare` decoded whole is taken from it
+        (freed once admitted); one it read only up to its readings is parsed now. Should the fast
+        decoder refuse that one and the reference accept it, its prepared check is dropped and
+        `check` checks the reference's reading on its own, as for any other layout."""
+        found = self._decoded.pop(index, None)
         if isinstance(found, WireFormatError):
             raise found
-        return found
+        if found is not None:
+            return found
+        if index in self._checked:
+            batch = batch_decoder.decode_fast(payload, site, gateway, now_ms)
+            if batch is not None:
+                return batch
+            del self._checked[index]
+        return batch_decoder.decode_batch(payload, site, gateway, now_ms)
 
     def _start(self, site: str, gateway: str, seq: int, sig: Any, readings: Any) -> Checked:
         """Everything but the Ed25519 check: key lookup, readings digest, header hash."""
@@ -244,6 +264,8 @@ class BatchSignatures:
         if not self.verifies(site):
             return None
         c = self._checked.pop(index, None)
+        if c is not None and (c.seq != batch.seq or c.member != batch.sig):
+            c = None  # not what prepare read (decode_head says why it always is): check it alone
         if c is None:  # the fast decoder refused it and the reference accepted it: check it here
             raw = signed_batch.raw_member(message.payload)
             sig = batch.sig if isinstance(batch.sig, Sig) else msgspec.UNSET
