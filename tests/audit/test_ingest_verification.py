@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import queue
+import time
 
 import pytest
 
@@ -168,6 +169,27 @@ def test_a_run_is_checked_by_its_newest_signature(tmp_path):
     assert checker.stats.signature_checks == 2  # the head fails; batch 3 vouches for 0..3
     refused = [checker._checked[i].reason for i in range(5)]
     assert refused == [None, None, None, None, "bad_signature"]
+
+
+def test_a_batch_admission_refuses_after_its_check_was_prepared_leaves_its_run_admitted(tmp_path):
+    """The pre-pass checks a gateway's batch from the members before its readings
+    (`batch_decoder.decode_head`); admission parses the readings. A batch whose readings the
+    decoder then refuses (a reading stamped far in the future) is quarantined with the decoder's
+    reason, and the batches around it in its chain are admitted, vouched for by the signatures."""
+    _, site, key = keyed_site(tmp_path, 1883, mode="required")
+    store = SqliteStore(tmp_path / "store.sqlite")
+    payloads = signed_payloads(tmp_path, key, 4)
+    body = json.loads(payloads[2])
+    future = int(time.time() * 1000) + 30 * 24 * 3_600_000  # beyond what the wire format lets a clock be ahead
+    bad = payloads[2].replace(b'"ts_ms":%d' % body["readings"][0]["ts_ms"], b'"ts_ms":%d' % future, 1)
+    assert bad != payloads[2]
+    pipeline, _, stats, _ = make_pipeline(site, store)
+    pipeline.run_cycle(messages(payloads[0], payloads[1], bad, payloads[3]))
+    assert quarantine_reasons(store) == ["timestamp"]
+    assert stats.accepted == 9
+    kept = store.read_batches("test-site", T0 - 1, T0 + 3_600_000)
+    assert [b.seq for b in kept] == [0, 1, 3]
+    assert pipeline.admission.signatures.stats.verified_batches == 3
 
 
 def test_a_restarted_tracker_knows_the_chains_from_the_store(tmp_path, store):

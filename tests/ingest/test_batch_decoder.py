@@ -223,3 +223,44 @@ def test_decode_signed_hashes_what_it_parses_whatever_the_layout(payload):
     assert raw is not None
     assert batch_decoder._readings_decoder.decode(raw) == batch.readings
     assert raw == signed_batch.raw_member(payload)
+
+
+@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(batch())
+def test_decode_head_reads_the_members_the_full_decoder_reads(body):
+    """The signature pre-pass reads a gateway's batch only up to its readings (`decode_head`);
+    admission parses the whole payload. What the pre-pass read (seq, sig, ...) and the bytes it
+    hashed are exactly the full decoder's members and the reference's readings member."""
+    site, gateway = _topic_ids(body)
+    head_members = {k: v for k, v in body.items() if k != "readings"} | {"site": site, "gateway": gateway}
+    payload = (json.dumps(head_members, separators=(",", ":"))[:-1] + ',"readings":'
+               + json.dumps(body["readings"], separators=(",", ":")) + "}").encode()
+    found = batch_decoder.decode_head(payload, site, gateway)
+    full = batch_decoder.decode_fast(payload, site, gateway, NOW_MS)
+    if b"\\" in payload or payload.count(b'"readings"') != 1:
+        return  # not the shape-only layout: prepare decodes such a payload whole (decode_signed)
+    assert found is not None and full is not None
+    head, raw = found
+    assert raw == signed_batch.raw_member(payload) == batch_decoder._last_readings(payload)
+    assert head.readings == []
+    assert {f: getattr(head, f) for f in head.__struct_fields__ if f != "readings"} == \
+        {f: getattr(full, f) for f in full.__struct_fields__ if f != "readings"}
+
+
+@pytest.mark.parametrize("payload", [
+    _HEAD + b',"readi\\u006egs":' + _ONE + b',"readings":' + _TWO + b"}",
+    _HEAD + b',"readings":' + _ONE + b',"readings":' + _TWO + b"}",
+    _HEAD + b',"readings":' + _ONE + b',"backfill":false}',
+    _HEAD + b',"readings":' + _ONE.replace(b'"m1"', b'"readings"') + b"}",
+    _HEAD + b',"readings": ' + _ONE + b"}",
+    _HEAD.replace(b'"gateway":"g"', b'"gateway":"h"') + b',"readings":' + _ONE + b"}",
+    _HEAD.replace(b'"seq":1', b'"seq":-1') + b',"readings":' + _ONE + b"}",
+], ids=["escaped-dup", "dup", "not-last", "meter-named-readings", "space", "other-gateway", "bad-seq"])
+def test_decode_head_reads_nothing_it_cannot_prove(payload):
+    """Whatever the shape-only path cannot prove exact (or a head that does not decode, or names
+    another gateway) gives None: the pre-pass then decodes the payload whole."""
+    found = batch_decoder.decode_head(payload, "s", "g")
+    if found is not None:
+        head, raw = found
+        assert raw == signed_batch.raw_member(payload)
+        assert batch_decoder.decode_batch(payload, "s", "g", NOW_MS).seq == head.seq
