@@ -190,7 +190,7 @@ class LiveState:
         for name in ("energy", "est", "flags", "anc_ts", "anc_val", "revision"):
             setattr(other, name, getattr(self, name).copy())
         other.channels = ChannelState(*(a.copy() for a in self.channels))
-        other.tail = Tail(*(a.copy() for a in self.tail))
+        other.tail = _resized_tail(self.tail, self.tail.cap.copy())  # the readings, not the empty arena
         other.dirty = set(self.dirty)
         return other
 

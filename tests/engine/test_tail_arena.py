@@ -72,3 +72,21 @@ def test_the_feed_over_a_mapped_tail_gives_the_same_hours(monkeypatch):
     assert np.array_equal(h_mapped, h_plain)
     assert np.array_equal(kwh_mapped, kwh_plain)
     assert kwh_plain.sum() > 0
+
+
+def test_a_copied_state_holds_the_same_tails_in_a_mapped_arena(monkeypatch):
+    """`LiveState.copy` (an instrument added at run time) copies each channel's readings into a
+    new mapped arena, not the whole arena densely (which made all of it resident)."""
+    monkeypatch.setattr(engine_state, "SPARSE_MIN_BYTES", 0)
+    engine = Engine(topology(300.0, 1000.0), load_dataset("cn-mee-national-co2", "2022"), EngineSettings(tail_s=3600.0))
+    c = engine.channel_index("m", "energy_import_kwh")
+    ts = T0 + 10_000 * np.arange(1, 1001, dtype=np.int64)
+    engine.ingest(np.full(1000, c), ts, np.linspace(0.0, 50.0, 1000))
+    copied = engine._state.copy()
+    assert isinstance(getattr(copied.tail.ts.base, "obj", None), mmap.mmap)
+    for ch in range(engine._state.n):
+        for a, b in zip(engine._state.tail_readings(ch), copied.tail_readings(ch), strict=True):
+            assert np.array_equal(a, b)
+    assert len(copied.tail_readings(c)[0]) > 0
+    copied.tail.ts[copied.tail.offset[c]] = -1  # a copy: the engine's own tail is untouched
+    assert copied.tail_readings(c)[0][0] == -1 and engine._state.tail_readings(c)[0][0] != -1
