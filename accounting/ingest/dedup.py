@@ -52,21 +52,27 @@ class _MeterIndex:
 
     As a rule a meter's readings arrive in time order, so each is newer than all the index
     remembers (`newest`) and needs no lookup: the index is then just that ascending list (`seen`
-    None), where a copy is found by bisection. The first new reading that arrives out of order
-    (a late one) turns it into the list plus a set of the same timestamps, for good. Evicting
-    the oldest moves `head` on; the list is cut once `head` has passed half its length
-    (amortised O(1)). Per reading, the rule costs an append and a comparison instead of a set
-    insertion and removal (issue #20), and an index without its set about half the memory.
+    None), where a copy is found by bisection. A new reading that arrives out of order (a late
+    one), or a reading forgotten, turns it into the list plus a set of what it remembers, until
+    that reading has left the window (`mark`: its place in the list); from then on the list is
+    ascending and the set equal to it again, and the set is dropped. A meter that once sent a
+    late reading (a gateway's backfill after an outage, which every meter of a plant sees in
+    a few years) would otherwise keep its set for good: 128 KiB more per meter at the default
+    window (tracemalloc, docs/storage.md), 640 MB for 5,000 meters. Evicting the oldest moves `head` on; the list is cut once `head` has passed half
+    its length (amortised O(1)). Per reading, the rule costs an append and a comparison instead
+    of a set insertion and removal (issue #20), and an index without its set about half the
+    memory.
     """
 
-    __slots__ = ("floor", "head", "newest", "order", "seen")
+    __slots__ = ("floor", "head", "mark", "newest", "order", "seen")
 
     def __init__(self) -> None:
         self.order: list[int] = []
         self.head = 0
-        self.newest = _NONE_YET  # the newest timestamp remembered while `seen` is None
+        self.newest = _NONE_YET  # at or above every timestamp remembered (and `floor`) while `seen` is None
         self.seen: set[int] | None = None
         self.floor: int | None = None  # a timestamp at or below it may be stored without being remembered
+        self.mark = -1  # with `seen`: the list is ascending and equal to `seen` after this position
 
     def remembers(self, ts_ms: int) -> bool:
         if self.seen is not None:
@@ -77,21 +83,52 @@ class _MeterIndex:
         return k < len(self.order) and self.order[k] == ts_ms
 
     def as_set(self) -> set[int]:
-        """The remembered timestamps as a set, kept from now on."""
+        """The remembered timestamps as a set, kept until the list is ascending again (`evict`)."""
         if self.seen is None:
             self.seen = set(self.order[self.head:])
         return self.seen
 
+    def append_late(self, ts_ms: int) -> None:
+        """Remember a new reading that is not newer than every one remembered."""
+        self.as_set().add(ts_ms)
+        order = self.order
+        if len(order) > self.head and ts_ms <= order[-1]:
+            self.mark = len(order)  # the list stops ascending here
+        order.append(ts_ms)
+
+    def forget(self, ts_ms: int) -> None:
+        """No longer remember `ts_ms`; the list keeps its place in the window until evicted."""
+        self.as_set().discard(ts_ms)
+        order = self.order
+        for k in range(len(order) - 1, self.head - 1, -1):  # rare (a refused message): a scan is fine
+            if order[k] == ts_ms:
+                self.mark = max(self.mark, k)  # the list holds it, the set does not, until it leaves
+                break
+
     def evict(self) -> int:
-        """Forget the oldest remembered timestamp; returns it."""
+        """Forget the oldest remembered timestamp (the `floor` if the newest evicted); returns it."""
         evicted = self.order[self.head]
+        if self.floor is None or evicted > self.floor:
+            self.floor = evicted
         self.head += 1
         if self.head >= len(self.order) // 2:
             del self.order[:self.head]
+            self.mark -= self.head
             self.head = 0
         if self.seen is not None:
             self.seen.discard(evicted)
+            # what made the list disagree has left the window, and all it holds is above the
+            # floor (the rule's eviction takes the oldest it holds as the newest evicted)
+            if self.head > self.mark and (len(self.order) == self.head or self.order[self.head] > self.floor):
+                self._ascending_again()
         return evicted
+
+    def _ascending_again(self) -> None:
+        """Back to the list alone: it is ascending, above the floor, and holds exactly what the set did."""
+        self.seen = None
+        self.mark = -1
+        newest = self.order[-1] if len(self.order) > self.head else _NONE_YET
+        self.newest = newest if self.floor is None else max(newest, self.floor)
 
 
 #: `fresh` marks a doubtful reading as seen before (in the index) or older than the index knows.
@@ -117,6 +154,10 @@ class DedupIndex:
             index = self._meters[site][meter]
             floor = newest[0] - 1
             index.floor = floor if index.floor is None else max(index.floor, floor)
+            if index.seen is None and len(index.order) > index.head and index.order[index.head] <= index.floor:
+                # the list remembers timestamps at or below the floor (a second seed raised it):
+                # the rule's eviction would take them for the newest evicted and lower the floor
+                index.as_set()
 
     def contains(self, site: str, meter: str, ts_ms: int) -> bool:
         index = self._meters.get(site, {}).get(meter)
@@ -165,12 +206,9 @@ class DedupIndex:
                         out = readings[:i]
                     doubtful.append((BEYOND, r))
                     continue
-                index.as_set().add(ts_ms)
-                index.order.append(ts_ms)
+                index.append_late(ts_ms)
                 if len(index.order) - index.head > window:
-                    evicted = index.evict()
-                    if floor is None or evicted > floor:
-                        index.floor = evicted
+                    index.evict()
             if out is not None:
                 out.append(r)
         return readings if out is None else out
@@ -179,7 +217,7 @@ class DedupIndex:
         """Unlearn a reading admission learned but the store then refused (its message was quarantined)."""
         index = self._meters.get(site, {}).get(meter)
         if index is not None:
-            index.as_set().discard(ts_ms)
+            index.forget(ts_ms)
 
     def add(self, site: str, meter: str, ts_ms: int) -> None:
         """Remember one reading."""

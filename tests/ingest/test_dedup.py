@@ -129,7 +129,7 @@ def test_the_index_answers_as_the_plain_reference(window, ops):
 
 def test_an_index_of_ascending_readings_keeps_no_set_and_a_late_one_makes_it_one():
     """The rule (every reading newer than all remembered) is an ascending list: copies are found
-    in it without a set; the first new reading out of order turns it into a set for good."""
+    in it without a set; a new reading out of order turns it into a set, until it leaves the window."""
     index = DedupIndex(window=4)
     assert index.fresh("s", [Reading("m", t) for t in range(10)]) == [Reading("m", t) for t in range(10)]
     meter = index._meters["s"]["m"]
@@ -140,3 +140,46 @@ def test_an_index_of_ascending_readings_keeps_no_set_and_a_late_one_makes_it_one
     assert meter.seen is None  # a copy and a reading beyond the window: still the list
     assert index.fresh("s", [Reading("m", 20), Reading("m", 15)]) == [Reading("m", 20), Reading("m", 15)]
     assert meter.seen == {8, 9, 20, 15} and index.contains("s", "m", 15) and not index.contains("s", "m", 7)
+    # in order again: once 15, the late one, has been evicted the list is ascending and the set goes
+    assert index.fresh("s", [Reading("m", t) for t in (21, 22, 23)]) == [Reading("m", t) for t in (21, 22, 23)]
+    assert meter.seen == {15, 21, 22, 23}  # 15 is still in the window
+    assert index.fresh("s", [Reading("m", 24)]) == [Reading("m", 24)]
+    assert meter.seen is None and meter.order[meter.head:] == [21, 22, 23, 24] and meter.floor == 20
+    assert index.contains("s", "m", 22) and not index.contains("s", "m", 15)
+    doubtful = []
+    assert index.fresh("s", [Reading("m", 19), Reading("m", 23), Reading("m", 25)], doubtful) == [Reading("m", 25)]
+    assert doubtful == [(BEYOND, Reading("m", 19)), (SEEN, Reading("m", 23))]
+
+
+def test_a_forgotten_reading_keeps_the_set_until_it_leaves_the_window():
+    """A reading the store refused is forgotten: not remembered, though it keeps its place in
+    the window (and becomes the floor when evicted); the list alone could not say so."""
+    index = DedupIndex(window=3)
+    index.fresh("s", [Reading("m", t) for t in (1, 2, 3)])
+    meter = index._meters["s"]["m"]
+    index.forget("s", "m", 2)
+    assert meter.seen == {1, 3} and not index.contains("s", "m", 2)
+    assert index.fresh("s", [Reading("m", 4)]) == [Reading("m", 4)]  # evicts 1: 2 still in the window
+    assert meter.seen == {3, 4} and not index.contains("s", "m", 2)
+    assert index.fresh("s", [Reading("m", 5)]) == [Reading("m", 5)]  # evicts 2: the list agrees again
+    assert meter.seen is None and meter.floor == 2 and meter.order[meter.head:] == [3, 4, 5]
+
+
+def test_a_second_seed_that_raises_the_floor_is_not_lowered_by_the_next_reading():
+    """A seed that raises the floor above timestamps the list remembers (a store with more than
+    the window) must keep it: the next in-order reading's eviction took the oldest remembered
+    for the newest evicted and lowered the floor, so a copy at or below the true floor passed as
+    fresh instead of being checked against the store (found by comparing with the reference)."""
+    index, reference = DedupIndex(window=2), ReferenceIndex(2)
+    for target in (index, reference):
+        args = ("s",) if target is index else ()
+        target.seed(*args, "m", [0, 1, 10], None)
+        target.seed(*args, "m", [10, 10, 1, 1], False)
+    got, want = [], []
+    assert index.fresh("s", [Reading("m", 10), Reading("m", 12)], got) == reference.fresh(
+        [Reading("m", 10), Reading("m", 12)], want)
+    assert got == want == [(SEEN, Reading("m", 10))]
+    assert index._meters["s"]["m"].floor == reference.meters["m"][2][0] == 9
+    late = []
+    assert index.fresh("s", [Reading("m", 5)], late) == []
+    assert late == [(BEYOND, Reading("m", 5))]
