@@ -24,7 +24,6 @@ import logging
 import threading
 import time
 from collections.abc import Iterable
-from operator import itemgetter
 from pathlib import Path
 from typing import Any
 
@@ -59,7 +58,7 @@ from accounting.portfolio import Portfolios
 from accounting.recompute import Recomputations
 from accounting.site_topology import site_topology
 from accounting.store.alarms import AlarmStore
-from accounting.store.base import ReadingStore, StoredReading
+from accounting.store.base import ROW_SITE, ReadingStore, StoredReading
 from accounting.store.checkpoints import CheckpointStore
 from accounting.store.evidence import EvidenceStore
 from accounting.store.ledger import LedgerStore
@@ -67,7 +66,6 @@ from tanji.civil_calendar import window_bounds
 from tanji.site import Site
 
 log = logging.getLogger(__name__)
-_SITE = itemgetter(0)  # a StoredReading's site
 
 
 class AccountingService:
@@ -242,7 +240,7 @@ class AccountingService:
         by_site: dict[str, list[StoredReading]] = {}
         for cycle in cycles:
             rows = cycle.admitted.rows
-            sites = set(map(_SITE, rows))
+            sites = set(map(ROW_SITE, rows))
             if len(sites) == 1:  # as a rule a cycle holds one site's readings: split in C, not per row
                 by_site.setdefault(sites.pop(), []).extend(rows)
                 continue

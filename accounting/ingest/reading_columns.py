@@ -15,16 +15,26 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from itertools import repeat
-from operator import eq, itemgetter
 
 import numpy as np
 
-from accounting.store.base import StoredReading
+from accounting.store.base import (
+    ROW_METER,
+    ROW_QUALITY,
+    ROW_TS,
+    ROW_VALUE_QUALITY,
+    ROW_VALUES,
+    StoredReading,
+)
 from accounting.topology import SiteTopology
 from tanji.quantities import BATCH_ID
+from tanji.wire import QUALITY_CODES
 
 #: The PLC's line state, read by the plant watch (line started / stopped).
 LINE_RUNNING = "line_running"
+#: A reading's quality as a small code (one pass over the rows gives both flags; -1: none of these).
+_QUALITY_CODE = {q: i for i, q in enumerate(QUALITY_CODES)}
+_GOOD, _COMM_ERROR = _QUALITY_CODE["good"], _QUALITY_CODE["comm_error"]
 
 
 @dataclass(frozen=True, eq=False)
@@ -51,12 +61,12 @@ class ColumnLayout:
     def columns(self, rows: Sequence[StoredReading]) -> ReadingColumns:
         """The rows (in delivery order) as columns."""
         n = len(rows)
-        meter = np.fromiter(map(self.slot.get, map(_METER, rows), repeat(-1, n)), np.int64, n)
-        ts = np.fromiter(map(_TS, rows), np.int64, n)
-        quality = list(map(_QUALITY, rows))
-        good = np.fromiter(map(eq, quality, repeat("good", n)), np.bool_, n)
-        comm_error = np.fromiter(map(eq, quality, repeat("comm_error", n)), np.bool_, n)
-        dicts = list(map(_VALUES, rows))
+        meter = np.fromiter(map(self.slot.get, map(ROW_METER, rows), repeat(-1, n)), np.int64, n)
+        ts = np.fromiter(map(ROW_TS, rows), np.int64, n)
+        code = np.fromiter(map(_QUALITY_CODE.get, map(ROW_QUALITY, rows), repeat(-1, n)), np.int8, n)
+        good = code == _GOOD
+        comm_error = code == _COMM_ERROR
+        dicts = list(map(ROW_VALUES, rows))
         values = np.empty((n, len(self.names)))
         for k, name in enumerate(self.names):
             try:  # C loops (map over dict.get): the common case, numbers or nothing
@@ -66,17 +76,15 @@ class ColumnLayout:
         # Per-value qualities are rare (a gateway marks single registers); the reading's own
         # quality holds for every value otherwise.
         value_good = None
-        odd = [i for i, r in enumerate(rows) if r[6]]
-        if odd:
+        if any(map(ROW_VALUE_QUALITY, rows)):
             value_good = np.repeat(good[:, None], len(self.names), axis=1)
-            for i in odd:
+            for i in [i for i, r in enumerate(rows) if r[6]]:
                 vq = rows[i][6]
                 for k, name in enumerate(self.names):
                     value_good[i, k] = vq.get(name, "good") == "good"  # type: ignore[union-attr]
         return ReadingColumns(self, meter, ts, good, comm_error, values, value_good)
 
 
-_METER, _TS, _QUALITY, _VALUES = itemgetter(2), itemgetter(3), itemgetter(4), itemgetter(5)
 
 
 @dataclass(frozen=True, eq=False)

@@ -36,7 +36,6 @@ import urllib.parse
 import urllib.request
 from collections.abc import Sequence
 from itertools import chain, count
-from operator import itemgetter
 from pathlib import Path
 from typing import Any
 
@@ -46,6 +45,13 @@ from influxdb_client.rest import ApiException
 
 from accounting.errors import StoreRejectedError
 from accounting.store.base import (
+    ROW_GATEWAY,
+    ROW_METER,
+    ROW_QUALITY,
+    ROW_SITE,
+    ROW_TS,
+    ROW_VALUE_QUALITY,
+    ROW_VALUES,
     VALUE_NAMES,
     Channel,
     ChannelArrays,
@@ -93,8 +99,6 @@ _prefix_count = 0
 _QUALITY_FIELDS = {q: f',quality="{q}" '.encode() for q in QUALITY_CODES}
 _encode_json = msgspec.json.Encoder().encode
 _JSON_TO_FIELDS = bytes.maketrans(b":", b"=")
-_SITE, _GATEWAY, _METER = itemgetter(0), itemgetter(1), itemgetter(2)
-_TS, _QUALITY, _VALUES, _VALUE_QUALITY = itemgetter(3), itemgetter(4), itemgetter(5), itemgetter(6)
 
 
 def _prefix(site: str, gateway: str, meter: str) -> bytes:
@@ -111,7 +115,7 @@ def _prefix(site: str, gateway: str, meter: str) -> bytes:
 
 def _prefixes(rows: Sequence[StoredReading]) -> list[bytes]:
     """Each row's line prefix: three C passes over the rows when every meter was seen before."""
-    sites, gateways, meters = list(map(_SITE, rows)), list(map(_GATEWAY, rows)), list(map(_METER, rows))
+    sites, gateways, meters = list(map(ROW_SITE, rows)), list(map(ROW_GATEWAY, rows)), list(map(ROW_METER, rows))
     try:
         found = list(map(dict.get, map(dict.get, map(_PREFIXES.get, sites), gateways), meters))
     except TypeError:  # a site or gateway not seen yet (dict.get of None)
@@ -157,21 +161,21 @@ def reading_chunks(rows: Sequence[StoredReading], per_chunk: int) -> list[bytes]
     """
     if not rows:
         return []
-    values = list(map(_VALUES, rows))
+    values = list(map(ROW_VALUES, rows))
     blob = _encode_json(values)
     # [{"a":1.5},{},{"b":2}] → a=1.5},},b=2 → a=1.5 | (empty) | b=2
     fields = blob[1:-2].translate(_JSON_TO_FIELDS, b'{"').split(b"},")
     if len(fields) != len(rows):  # a name the catalogue would never allow; format row by row
         return _chunked(_reading_lines_per_row(rows), per_chunk)
     prefixes = _prefixes(rows)
-    qualities = list(map(_QUALITY, rows))
+    qualities = list(map(ROW_QUALITY, rows))
     quality_fields = list(map(_QUALITY_FIELDS.get, qualities))
-    vqs = list(map(_VALUE_QUALITY, rows))
+    vqs = list(map(ROW_VALUE_QUALITY, rows))
     if any(vqs) or b"" in fields or None in quality_fields or b"null" in blob:
         for i, (f, vq, q) in enumerate(zip(fields, vqs, quality_fields, strict=True)):
             if vq or not f or q is None or b"null" in f:
                 fields[i], quality_fields[i] = _general_fields(qualities[i], values[i], vq), b" "
-    stamps = list(map(_TS, rows))
+    stamps = list(map(ROW_TS, rows))
     out = []
     for i in range(0, len(rows), per_chunk):
         j = min(len(rows), i + per_chunk)
