@@ -223,8 +223,8 @@ def sparse_zeros(n: int, dtype: type | np.dtype) -> np.ndarray:
     default) the first touch of each 2 MiB then waits for memory compaction. The raw-tail arena
     is the worst case: a fresh engine writes one slot in every channel's region, i.e. touches
     every huge page of it. For 5,000 channels (an hour of 1 s polls each) that cost the first
-    live feed 0.72 s of the engine thread and 223 MB resident on the development VM; mapped
-    page by page, 33 ms and 42 MB (docs/storage.md, "The raw tail's first touch"). The arena
+    live feed 0.72-1.01 s of the engine thread and 223 MB resident on the development VM; mapped
+    page by page, 40-53 ms and 52 MB (docs/storage.md, "The raw tail's first touch"). The arena
     is resident only as far as the tails have filled.
     """
     dtype = np.dtype(dtype)

@@ -58,10 +58,10 @@ class _MeterIndex:
     ascending and the set equal to it again, and the set is dropped. A meter that once sent a
     late reading (a gateway's backfill after an outage, which every meter of a plant sees in
     a few years) would otherwise keep its set for good: 128 KiB more per meter at the default
-    window (tracemalloc, docs/storage.md), 640 MB for 5,000 meters. Evicting the oldest moves `head` on; the list is cut once `head` has passed half
-    its length (amortised O(1)). Per reading, the rule costs an append and a comparison instead
-    of a set insertion and removal (issue #20), and an index without its set about half the
-    memory.
+    window (tracemalloc, docs/storage.md), 640 MB for 5,000 meters. Evicting the oldest moves
+    `head` on; the list is cut once `head` has passed half its length (amortised O(1)). Per
+    reading, the rule costs an append and a comparison instead of a set insertion and removal
+    (issue #20), and an index without its set about half the memory.
     """
 
     __slots__ = ("floor", "head", "mark", "newest", "order", "seen")

@@ -78,13 +78,12 @@ class ColumnLayout:
         value_good = None
         if any(map(ROW_VALUE_QUALITY, rows)):
             value_good = np.repeat(good[:, None], len(self.names), axis=1)
-            for i in [i for i, r in enumerate(rows) if r[6]]:
-                vq = rows[i][6]
+            for i, vq in enumerate(map(ROW_VALUE_QUALITY, rows)):
+                if not vq:
+                    continue
                 for k, name in enumerate(self.names):
                     value_good[i, k] = vq.get(name, "good") == "good"  # type: ignore[union-attr]
         return ReadingColumns(self, meter, ts, good, comm_error, values, value_good)
-
-
 
 
 @dataclass(frozen=True, eq=False)
