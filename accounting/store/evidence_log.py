@@ -18,8 +18,19 @@ against the batch that names it. A reference is `evidence-NNNNNN.log@<offset of 
 Durability: `append` writes a cycle's frames with one `write` and one `fdatasync` (never one
 per batch), on the store thread, and returns their references only then; the `batch` points
 naming them are written after, and the cycle is acknowledged after those: "ack after durable"
-holds for the evidence too. A retried cycle appends its batches again (the points then name the
-newer copies; the log may hold a batch twice, never a reference to nothing).
+holds for the evidence too.
+
+Each batch once: a cycle whose store write is answered again (InfluxDB refusing part of it for
+its content, pipeline.py's `_evidence_alone` then writing its batch points alone and one by one;
+or a write retried until durable) asks for its batches' records again. The log remembers the
+references of the last `REMEMBERED` records it appended to the current segment (by site,
+gateway and batch hash, which covers the readings' digest: the same key is the same bytes) and
+returns those instead of writing the records again; before, a refused cycle was appended three
+times, and a retry loop once per try. Only a restart (or a new segment) forgets: a cycle
+appended but never acknowledged comes again after one and is appended again, the earlier copy
+then named by no point (harmless: export reads the records the points name, never the log in
+order). An append that fails is cut back, so the segment never holds half a cycle before the
+next one's records.
 
 Recovery (`open`, at the service's start): the last segment is scanned. An incomplete frame at
 its end, or a damaged last frame, is what a crash during an append leaves (that cycle was never
@@ -31,6 +42,7 @@ the offset and what to do, rather than drop a record that was durable.
 
 from __future__ import annotations
 
+import itertools
 import logging
 import os
 import re
@@ -54,6 +66,9 @@ MAGIC = b"TEv1"
 _HEADER = struct.Struct("<4sII")
 SEGMENT_BYTES = 64 * 1024 * 1024
 _SEGMENT = re.compile(r"^evidence-(\d{6})\.log$")
+#: Records whose references `append` remembers (a cycle holds at most a few hundred batches, and
+#: a few cycles are in flight): a record asked for again within them is not written again.
+REMEMBERED = 16_384
 #: The largest payload a frame may claim (a batch's readings are far smaller); a larger length
 #: is damage, not a record.
 MAX_RECORD_BYTES = 64 * 1024 * 1024
@@ -123,6 +138,7 @@ class EvidenceLog:
         self._size = 0
         self._lock = threading.Lock()
         self.syncs = 0
+        self._appended: dict[tuple[str, str, str], str] = {}  # (site, gateway, hash) -> ref, oldest first
 
     # -- writing --------------------------------------------------------------------------
 
@@ -169,7 +185,8 @@ class EvidenceLog:
                     "there", path, len(data) - end, end, torn)
 
     def append(self, records: Sequence[tuple[str, str, str, bytes]]) -> list[str]:
-        """Durably append (site, gateway, batch hash, readings) records: one write, one sync; their references."""
+        """Durably append (site, gateway, batch hash, readings) records: one write, one sync; their
+        references. A record appended shortly before is not written again (module docstring)."""
         if not records:
             return []
         if self._fd is None:
@@ -179,22 +196,52 @@ class EvidenceLog:
                 self._rotate()
             refs, parts, pos = [], [], self._size
             name = segment_name(self._number)
+            appended = self._appended
+            new: dict[tuple[str, str, str], str] = {}  # remembered only once durable
             for site, gateway, batch_hash, readings in records:
+                key = (site, gateway, batch_hash)
+                ref = appended.get(key) or new.get(key)
+                if ref is not None:
+                    refs.append(ref)
+                    continue
                 f = frame_parts(site, gateway, batch_hash, readings)
-                refs.append(f"{name}@{pos}")
+                ref = new[key] = f"{name}@{pos}"
+                refs.append(ref)
                 parts += f
                 pos += _HEADER.size + len(f[1]) + len(readings)
+            if not parts:
+                return refs
             data = b"".join(parts)
-            written = os.write(self._fd, data)  # type: ignore[arg-type]
-            while written < len(data):  # a regular file takes it in one write; be exact anyway
-                written += os.write(self._fd, data[written:])  # type: ignore[arg-type]
-            os.fdatasync(self._fd)  # type: ignore[arg-type]
+            try:
+                written = os.write(self._fd, data)  # type: ignore[arg-type]
+                while written < len(data):  # a regular file takes it in one write; be exact anyway
+                    written += os.write(self._fd, data[written:])  # type: ignore[arg-type]
+                os.fdatasync(self._fd)  # type: ignore[arg-type]
+            except BaseException:
+                self._cut_back()
+                raise
             self._size = pos
             self.syncs += 1
+            appended.update(new)
+            if len(appended) > REMEMBERED:
+                for key in list(itertools.islice(appended, len(appended) - REMEMBERED)):
+                    del appended[key]
             return refs
+
+    def _cut_back(self) -> None:
+        """After a failed append (disk full, I/O error): cut the segment back to its last durable
+        record, so what was partly written is not a damaged record before the next cycle's, and
+        the references `append` computes stay the offsets of their frames."""
+        try:
+            os.ftruncate(self._fd, self._size)  # type: ignore[arg-type]
+        except OSError:
+            log.exception("evidence log %s: cutting a failed append back to byte %d failed",
+                          segment_name(self._number), self._size)
+            self._size = os.fstat(self._fd).st_size  # type: ignore[arg-type]
 
     def _rotate(self) -> None:
         os.close(self._fd)  # type: ignore[arg-type]
+        self._appended.clear()  # what `append` remembers is always in the segment being appended to
         self._number += 1
         self._fd = os.open(self.directory / segment_name(self._number), os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o640)
         self._size = 0

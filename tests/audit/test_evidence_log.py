@@ -184,3 +184,54 @@ def test_records_and_batch_points_are_the_bytes_written_before_the_shortcuts():
             f'batch,site=s\\ 1,gateway=g\\,1,chain={"c" * 16} seq=7i,hash="{"a" * 64}",min_ts=1000i,max_ts=2000i,'
             f'n=100i,received_ms=3i,ref="evidence-000001.log@12",key="{"d" * 16}"{prev_field},sig="{"e" * 86}==" '
             "1000000007").encode()
+
+
+def test_a_record_asked_for_again_is_not_written_again(tmp_path):
+    """A cycle answered again (a refused write, a retry) asks for its records again: the same
+    references come back and nothing is written; a new segment starts remembering afresh."""
+    log = EvidenceLog(tmp_path, segment_bytes=400)
+    refs = log.append(records(3))
+    size = (tmp_path / "evidence-000001.log").stat().st_size
+    assert log.append(records(3)) == refs and log.append(records(1, start=1)) == refs[1:2]
+    assert (tmp_path / "evidence-000001.log").stat().st_size == size and log.syncs == 1
+    mixed = log.append(records(2, start=2))  # one known, one new: only the new one is written
+    assert mixed[0] == refs[2] and mixed[1] == f"evidence-000001.log@{size}"
+    twice = log.append(records(1, start=9) * 2)  # the same batch twice in one cycle: one record
+    assert twice[0] == twice[1]
+    while log.segments() == [1]:
+        log.append(records(1, start=100 + log.syncs))
+    [again] = log.append(records(1))  # remembered no more: written again, in the current segment
+    assert again.startswith("evidence-000002.log@") and log.read(again, *records(1)[0][:3]) == records(1)[0][3]
+    log.close()
+
+
+def test_an_append_the_disk_refuses_is_cut_back(tmp_path):
+    """The file size limit (RLIMIT_FSIZE, as a full disk does) refuses a cycle's write after part
+    of it reached the file: `append` raises, the part is cut off, and the next cycle's records are
+    where their references say (the segment does not hold half a record before them)."""
+    script = textwrap.dedent("""
+        import resource, signal, sys
+        from accounting.store.evidence_log import EvidenceLog
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+        log = EvidenceLog(sys.argv[1])
+        log.append([("site", "gw-1", "%064x" % 0, b"x" * 300)])
+        resource.setrlimit(resource.RLIMIT_FSIZE, (1000, resource.RLIM_INFINITY))
+        try:
+            log.append([("site", "gw-1", "%064x" % i, b"x" * 300) for i in range(1, 5)])
+        except OSError as exc:
+            print("refused", exc.errno, flush=True)
+        resource.setrlimit(resource.RLIMIT_FSIZE, (resource.RLIM_INFINITY, resource.RLIM_INFINITY))
+        print(*log.append([("site", "gw-1", "%064x" % 7, b"y" * 300)]), flush=True)
+    """)
+    r = subprocess.run([sys.executable, "-c", script, str(tmp_path)], capture_output=True, text=True, cwd=REPO,
+                       timeout=120)
+    assert r.returncode == 0, r.stderr
+    refused, ref = r.stdout.split("\n")[:2]
+    assert refused.startswith("refused")
+    first = len(frame("site", "gw-1", f"{0:064x}", b"x" * 300))
+    assert ref == f"evidence-000001.log@{first}"
+    log = EvidenceLog(tmp_path)
+    log.open()  # nothing torn, nothing damaged
+    assert not list(tmp_path.glob("*.torn-*"))
+    assert log.read(ref, "site", "gw-1", f"{7:064x}") == b"y" * 300
+    log.close()

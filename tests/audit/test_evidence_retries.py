@@ -1,0 +1,123 @@
+"""A cycle written again keeps each batch's record once, and its chain position stays honest.
+
+Real influxd (tests/services.py) with a retention of one hour refuses, for its content, a batch
+of the gateway's spool from three hours back: the pipeline answers that cycle again, its batch
+points together and then one by one (pipeline.py `_evidence_alone`), and each of those writes
+asked the evidence log for the cycle's records again. And influxd stopped mid-run: the writes
+spill and nothing is written twice.
+"""
+
+from __future__ import annotations
+
+import json
+import struct
+import time
+from pathlib import Path
+
+from accounting.ingest.subscriber import InboundMessage
+from accounting.store.evidence_log import MAGIC
+from accounting.store.influx import InfluxStore
+from gateway.service import encode_batch_body
+from gateway.signing_key import SigningKey
+from gateway.spool import Spool
+from tanji import signed_batch as sb
+from tanji.wire import Reading
+from tests.audit.batches import keyed_site
+from tests.audit.test_ingest_verification import TOPIC, make_pipeline, quarantine_reasons
+
+MINUTE_MS = 60_000
+_HEADER = struct.Struct("<4sII")
+
+
+def chained(tmp_path: Path, key: SigningKey, starts: list[int], per_batch: int = 3) -> list[bytes]:
+    """Consecutive batches of the incomer signed and chained by a gateway spool, batch i's
+    readings from `starts[i]`, a second apart (energy rising throughout)."""
+    spool = Spool(tmp_path / "chained.sqlite", signer=key, site="test-site", gateway="gw-1")
+    out = []
+    for b, start in enumerate(starts):
+        spool.add([Reading("incomer", start + i * 1000, "good",
+                           {"energy_import_kwh": 1000.0 + b * per_batch + i, "power_kw": 60.0})
+                   for i in range(per_batch)])
+        batch = spool.next_batch(per_batch)
+        out.append(encode_batch_body("test-site", "gw-1", batch.seq, batch.body, backlog=False,
+                                     sent_ms=start + 60_000, sig=batch.sig))
+    spool.close()
+    return out
+
+
+def now_messages(*payloads: bytes) -> list[InboundMessage]:
+    now = int(time.time() * 1000)
+    return [InboundMessage(TOPIC, p, i + 1, 1, now, 0) for i, p in enumerate(payloads)]
+
+
+def logged(directory: Path) -> list[str]:
+    """The batch hash of every record in the evidence log, in the order written."""
+    hashes = []
+    for segment in sorted(directory.glob("evidence-*.log")):
+        data, pos = segment.read_bytes(), 0
+        while pos < len(data):
+            magic, length, _ = _HEADER.unpack_from(data, pos)
+            assert magic == MAGIC
+            head = data[pos + _HEADER.size:pos + _HEADER.size + length].partition(b"\n")[0]
+            hashes.append(head.decode().split("\t")[2])
+            pos += _HEADER.size + length
+    return hashes
+
+
+def batch_hash(payload: bytes) -> str:
+    body = json.loads(payload)
+    sig = sb.parse_signature(body["sig"])
+    return sb.batch_hash(sig.header("test-site", "gw-1", body["seq"], sb.readings_digest(sb.raw_member(payload))))
+
+
+def test_a_cycle_influxdb_refuses_in_part_keeps_each_batch_record_once(tmp_path, influx):
+    # A retention of one hour: influxd refuses (400, partial write) points older than that.
+    influx.query(f'CREATE RETENTION POLICY "hour" ON "{influx.db}" DURATION 1h REPLICATION 1 DEFAULT', influx.db)
+    _, site, key = keyed_site(tmp_path, 1883, mode="required")
+    now = int(time.time() * 1000)
+    # batch 0 is the spool's from three hours back, batches 1-4 from the last half hour
+    payloads = chained(tmp_path, key, [now - 180 * MINUTE_MS] + [now - (30 - 5 * i) * MINUTE_MS for i in range(4)])
+    store = InfluxStore(influx.url, token="t", org="tanji", bucket=influx.db, spill_dir=tmp_path / "spill",
+                        evidence_dir=tmp_path / "evidence", concurrent_writes=1)
+    try:
+        pipeline, source, stats, _ = make_pipeline(site, store)
+        pipeline.run_cycle(now_messages(*payloads))
+        store.flush()
+        assert quarantine_reasons(store) == ["store_rejected"], "batch 0 is older than the retention"
+        assert stats.accepted == 12
+        kept = store.read_batches("test-site", now - 60 * MINUTE_MS, now)
+        assert [b.seq for b in kept] == [1, 2, 3, 4]
+        assert [b.readings for b in kept] == [sb.raw_member(p) for p in payloads[1:]], "the points name their bytes"
+    finally:
+        store.close()
+    records = logged(tmp_path / "evidence")
+    assert sorted(records) == sorted(batch_hash(p) for p in payloads), \
+        "each batch's record once (batch 0's too: appended before influxd refused its point, named by none)"
+
+
+def test_influxd_stopped_mid_run_spills_and_each_batch_record_is_written_once(tmp_path, influx_private):
+    influx = influx_private
+    _, site, key = keyed_site(tmp_path, 1883, mode="required")
+    now = int(time.time() * 1000)
+    payloads = chained(tmp_path, key, [now - (40 - 5 * i) * MINUTE_MS for i in range(6)])
+    store = InfluxStore(influx.url, token="t", org="tanji", bucket=influx.db, spill_dir=tmp_path / "spill",
+                        evidence_dir=tmp_path / "evidence", max_backoff_s=0.5)
+    try:
+        pipeline, source, stats, _ = make_pipeline(site, store)
+        pipeline.run_cycle(now_messages(*payloads[:2]))
+        influx.stop_influxd()
+        pipeline.run_cycle(now_messages(*payloads[2:4]))
+        pipeline.run_cycle(now_messages(payloads[1], *payloads[4:]))  # the gateway sends batch 1 again
+        assert len(store.spill) > 0 and store.writes_failed > 0, "the writes during the outage spilled"
+        influx.start_influxd()
+        assert store.flush(60)
+        assert source.confirmed == [0, 1, 2, 3, 1, 4, 5]
+        assert stats.accepted == 18 and stats.duplicates == 3, "batch 1's copy is a replay"
+        kept = store.read_batches("test-site", now - 60 * MINUTE_MS, now)
+        assert [b.seq for b in kept] == [0, 1, 2, 3, 4, 5]
+        assert [b.readings for b in kept] == [sb.raw_member(p) for p in payloads]
+        stored = store.read_readings("test-site", "incomer", now - 60 * MINUTE_MS, now)
+        assert len(stored) == 18 and len({r.ts_ms for r in stored}) == 18
+    finally:
+        store.close()
+    assert logged(tmp_path / "evidence") == [batch_hash(p) for p in payloads], "each batch's record once, in order"
