@@ -13,7 +13,9 @@ Checks, in order (each failure is a quarantine reason code):
   signature and key (`accounting.ingest.signatures`: `unsigned`, `unknown_key`,
   `bad_signature`, `key_expired`, `revoked_key`) and its place in the gateway's chain
   (`accounting.ingest.chain`: a replay is skipped, a fork is `chain_fork`). An admitted batch
-  is kept as it arrived (`Admitted.batches`) beside its readings; a batch refused for its
+  is kept as it arrived (`Admitted.batches`) beside its readings, and remembered in its chain
+  only once its message is admitted whole (a message quarantined after its chain was examined
+  leaves no batch record and no link, so its next copy is not a replay); a batch refused for its
   signature is not confirmed to its gateway, which keeps its own copy and sends it again.
 Status messages: `tanji.wire.decode_status` (`too_large`, `too_deep`, `bad_status`, `version`).
 
@@ -143,16 +145,23 @@ class Admission:
         doubtful: list[_Doubtful] = []
         if self.signatures is not None:
             self.signatures.prepare(messages, now_ms)
+        chains = self.chains
         for index, m in enumerate(messages):
+            kept = len(out.batches)
             try:
                 self._admit_one(index, m, now_ms, out, doubtful)
             except WireFormatError as exc:
+                del out.batches[kept:]  # a quarantined message's batch is neither kept nor in its chain
                 out.quarantined.append(self.reject(m, exc.reason, exc.detail))
                 if exc.reason in _SIGNATURE_REFUSALS:
                     out.unconfirmed.add(index)
             except Exception as exc:  # noqa: BLE001 - whatever one message does, the others go on
+                del out.batches[kept:]
                 log.exception("admitting a message on %.200r failed; quarantined as internal_error", m.topic)
                 out.quarantined.append(self.reject(m, "internal_error", f"{type(exc).__name__}: {exc}"))
+            else:
+                if chains is not None and len(out.batches) > kept:
+                    chains.admit(out.batches[-1])  # only now: accounting/ingest/chain.py `examine`
         if doubtful:
             try:
                 self._resolve(messages, doubtful, out)
@@ -196,7 +205,7 @@ class Admission:
         if self.signatures is not None:
             kept = self.signatures.check(index, m, site_id, gateway_id, batch)
             if kept is not None:
-                if self.chains is not None and kept.chain is not None and self.chains.observe(kept) == "replay":
+                if self.chains is not None and kept.chain is not None and self.chains.examine(kept) == "replay":
                     out.duplicates += len(readings)  # a copy of a batch already admitted (and kept)
                     return
                 out.batches.append(kept)

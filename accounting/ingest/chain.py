@@ -17,9 +17,19 @@ per chain and, for every admitted signed batch, checks both of its links:
 - a chain the gateway had not used before, while it had another, is a **new chain**: the
   gateway lost its chain state; batches after the old chain's last one may be missing.
 
+A batch is examined (`examine`: replay, fork) before its message's other checks and remembered
+(`admit`) only once the message is admitted whole: a message quarantined in between leaves no
+link behind (`examine` says why). A cycle whose store write fails is retried as admitted, never
+admitted again, so the tracker sees each batch once; if the process dies before the write is
+durable, the tracker is seeded again from the store, which does not hold the batch, and its
+redelivered copy is new. A batch copy arriving while the first is still being written (the
+gateway republishes after 10 s unconfirmed) is a replay, and rightly: its cycle is written and
+acknowledged after the first's. Chain events ride in their cycle and are retried with it; ones
+a crash loses are recorded again when their batches come again (not rolled back: re-derived).
+
 Memory: the last `window` links per chain; older ones are asked from the store. State is
-seeded from the store on start (recent batches, open gaps). Thread safety: `observe` runs on
-the admitting thread and `check` on the engine thread; one lock serialises them.
+seeded from the store on start (recent batches, open gaps). Thread safety: `examine` and
+`admit` run on the admitting thread and `check` on the engine thread; one lock serialises them.
 """
 
 from __future__ import annotations
@@ -105,7 +115,22 @@ class ChainTracker:
         return found.get(seq), None
 
     def observe(self, b: StoredBatch, now_ms: int | None = None) -> str:
-        """Check a verified batch's links: "new" or "replay"; raises WireFormatError("chain_fork")."""
+        """Check a verified batch's links and, when it is "new", remember them (`examine`, then
+        `admit`): "new" or "replay"; raises WireFormatError("chain_fork")."""
+        verdict = self.examine(b, now_ms)
+        if verdict == "new":
+            self.admit(b, now_ms)
+        return verdict
+
+    def examine(self, b: StoredBatch, now_ms: int | None = None) -> str:
+        """Check a verified batch's links without remembering them: "new" or "replay"; raises
+        WireFormatError("chain_fork"). Replays, forks and new chains are recorded here.
+
+        Admission examines a batch first and `admit`s it only once its message is admitted whole:
+        a message refused after this (an `internal_error`) must leave no trace in the chain, or
+        its next copy (the broker's redelivery after a reconnect, the gateway's republication)
+        would be taken for a replay and its readings dropped as duplicates of readings that were
+        never stored."""
         if b.chain is None:
             return "new"
         with self._lock:
@@ -113,11 +138,7 @@ class ChainTracker:
             if (chain is not None and b.seq == chain.highest + 1 and b.seq not in chain.hashes
                     and chain.hashes.get(b.seq - 1) == b.prev and b.seq + 1 not in chain.prevs):
                 # The rule (the next batch of a chain, linked to the one before it, which is in
-                # memory): every check below passes and nothing is recorded; only remember it.
-                chain.hashes[b.seq], chain.prevs[b.seq] = b.hash, b.prev
-                chain.highest = b.seq
-                if len(chain.hashes) > self.window * 5 // 4:
-                    self._trim(chain)
+                # memory): every check below passes and nothing is recorded.
                 return "new"
         now_ms = now_ms if now_ms is not None else int(time.time() * 1000)
         with self._lock:
@@ -145,8 +166,25 @@ class ChainTracker:
             if b.seq + 1 in chain.prevs and chain.prevs[b.seq + 1] != b.hash:
                 self._fork(b, now_ms, f"batch {b.seq + 1} of {b.gateway} names {str(chain.prevs[b.seq + 1])[:16]}… "
                                       f"as its predecessor, not this batch {b.seq} ({b.hash[:16]}…)")
-            self._admit(b, chain, now_ms)
             return "new"
+
+    def admit(self, b: StoredBatch, now_ms: int | None = None) -> None:
+        """Remember the links of a batch `examine` found "new", whose message was admitted: the
+        next batch links to it, a gap before it is suspected, a gap it falls in is filled."""
+        if b.chain is None:
+            return
+        with self._lock:
+            chain = self._chains.get((b.site, b.gateway, b.chain))
+            if (chain is not None and b.seq == chain.highest + 1 and b.seq not in chain.hashes
+                    and chain.hashes.get(b.seq - 1) == b.prev):
+                # the rule (`examine`): the next batch of its chain; only remember it
+                chain.hashes[b.seq], chain.prevs[b.seq] = b.hash, b.prev
+                chain.highest = b.seq
+                if len(chain.hashes) > self.window * 5 // 4:
+                    self._trim(chain)
+                return
+            self._admit(b, self._chain(b.site, b.gateway, b.chain),
+                        now_ms if now_ms is not None else int(time.time() * 1000))
 
     def _admit(self, b: StoredBatch, chain: _Chain, now_ms: int) -> None:
         if chain.highest >= 0 and b.seq > chain.highest + 1:

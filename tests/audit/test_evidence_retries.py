@@ -1,10 +1,14 @@
-"""A cycle written again keeps each batch's record once, and its chain position stays honest.
+"""A cycle written again keeps each batch's record once, and a message refused after its chain
+was examined leaves no trace in the chain.
 
 Real influxd (tests/services.py) with a retention of one hour refuses, for its content, a batch
 of the gateway's spool from three hours back: the pipeline answers that cycle again, its batch
 points together and then one by one (pipeline.py `_evidence_alone`), and each of those writes
 asked the evidence log for the cycle's records again. And influxd stopped mid-run: the writes
-spill and nothing is written twice.
+spill and nothing is written twice, and a copy of a batch sent while its first copy waited
+for the store is a replay. And a message quarantined (`internal_error`) after its batch's chain
+links were checked: neither its batch record nor its link stays, so its redelivered copy is
+admitted, not dropped as a replay of readings that were never stored.
 """
 
 from __future__ import annotations
@@ -14,6 +18,14 @@ import struct
 import time
 from pathlib import Path
 
+from accounting.ingest.admission import Admission
+from accounting.ingest.chain import ChainTracker
+from accounting.ingest.dedup import DedupIndex
+from accounting.ingest.meter_order import MeterOrder
+from accounting.ingest.pipeline import Pipeline
+from accounting.ingest.sequence import SequenceTracker
+from accounting.ingest.signatures import BatchSignatures
+from accounting.ingest.stats import IngestStats
 from accounting.ingest.subscriber import InboundMessage
 from accounting.store.evidence_log import MAGIC
 from accounting.store.influx import InfluxStore
@@ -22,8 +34,17 @@ from gateway.signing_key import SigningKey
 from gateway.spool import Spool
 from tanji import signed_batch as sb
 from tanji.wire import Reading
-from tests.audit.batches import keyed_site
-from tests.audit.test_ingest_verification import TOPIC, make_pipeline, quarantine_reasons
+from tests.audit.batches import T0, keyed_site, signed_payloads
+from tests.audit.test_ingest_verification import (
+    TOPIC,
+    Source,
+    make_pipeline,
+    messages,
+    quarantine_reasons,
+    store,
+)
+
+__all__ = ["store"]  # the fixture: each store (SQLite; InfluxDB with and without the evidence log)
 
 MINUTE_MS = 60_000
 _HEADER = struct.Struct("<4sII")
@@ -121,3 +142,46 @@ def test_influxd_stopped_mid_run_spills_and_each_batch_record_is_written_once(tm
     finally:
         store.close()
     assert logged(tmp_path / "evidence") == [batch_hash(p) for p in payloads], "each batch's record once, in order"
+
+
+class FailingOnce(MeterOrder):
+    """The meters' reading order, failing once on one batch: what a bug or a transient fault below
+    admission's checks does (the message is quarantined as `internal_error`, the others go on)."""
+
+    def __init__(self, seq: int) -> None:
+        super().__init__()
+        self.seq, self.failed = seq, False
+
+    def backwards(self, site, gateway, seq, readings):
+        if seq == self.seq and not self.failed:
+            self.failed = True
+            raise RuntimeError("the meter order could not be read")
+        return super().backwards(site, gateway, seq, readings)
+
+
+def test_a_message_quarantined_after_its_chain_was_checked_leaves_no_link_and_its_copy_is_admitted(tmp_path,
+                                                                                                   store):
+    _, site, key = keyed_site(tmp_path, 1883, mode="required")
+    honest = signed_payloads(tmp_path, key, 4)
+    sites = {site.id: site}
+    chains = ChainTracker(store)
+    admission = Admission(sites, DedupIndex(), SequenceTracker(), signatures=BatchSignatures(sites), chains=chains,
+                          order=FailingOnce(seq=1))
+    stats = IngestStats()
+    pipeline = Pipeline(Source(), admission, store, stats, deliver=lambda cycles: None)
+    pipeline.run_cycle(messages(honest[0], honest[1], honest[2]))
+    store.flush()
+    assert quarantine_reasons(store) == ["internal_error"]
+    assert [b.seq for b in store.read_batches("test-site", T0 - 1, T0 + 3_600_000)] == [0, 2], \
+        "no batch record for a message whose readings were not stored"
+    # The broker redelivers batch 1 (its acknowledgement was lost with the connection), and the fault is gone.
+    pipeline.run_cycle(messages(honest[1], honest[3]))
+    store.flush()
+    stored = store.read_readings("test-site", "incomer", T0, T0 + 3_600_000)
+    expected = sorted(r["ts_ms"] for p in honest for r in json.loads(p)["readings"])
+    assert sorted(r.ts_ms for r in stored) == expected, "every reading exactly once, batch 1's too"
+    assert stats.accepted == 12 and stats.duplicates == 0 and chains.counts["replay"] == 0
+    assert [b.seq for b in store.read_batches("test-site", T0 - 1, T0 + 3_600_000)] == [0, 1, 2, 3]
+    assert chains.suspected() == 0 and chains.alarms() == [], "batch 1 filled the gap it left"
+    pipeline.run_cycle(messages(honest[1]))  # a third copy is a replay, as any copy of a stored batch
+    assert chains.counts["replay"] == 1 and stats.duplicates == 3
