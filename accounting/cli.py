@@ -224,7 +224,7 @@ def run(args: argparse.Namespace) -> int:
         state_dir.mkdir(parents=True, exist_ok=True)
         open_evidence = getattr(store, "open_evidence", None)  # InfluxStore's evidence log (SQLite keeps it inside)
         if open_evidence is not None:
-            open_evidence()  # a damaged evidence log is refused now, naming the file and the fix
+            open_evidence()  # damage in the evidence log is named now (an ALARM), before ingest starts
         service = AccountingService(sites, store, broker_host=host, broker_port=port, client_id=args.client_id,
                                     username=args.broker_username, password=password,
                                     tls=args.broker_tls, ca_file=args.broker_ca_file,

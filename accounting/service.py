@@ -45,7 +45,7 @@ from accounting.ingest.sequence import SequenceTracker
 from accounting.ingest.signatures import BatchSignatures
 from accounting.ingest.stats import IngestStats
 from accounting.ingest.subscriber import MqttSubscriber, default_client_id, subscriptions
-from accounting.live.chain_alarms import sync_chain_alarms
+from accounting.live.chain_alarms import raise_evidence_alarms, sync_chain_alarms
 from accounting.live.engine_state import EngineState
 from accounting.live.engines import LiveEngines
 from accounting.live.events import Listener, Listeners, footprints_event, meters_event
@@ -305,8 +305,9 @@ class AccountingService:
         events = self.chains.check()
         if events and isinstance(self.store, EvidenceStore):
             self.store.write_chain_events(events)
-        sync_chain_alarms(self.alarm_log, self.chains.alarms(),
-                          [s.id for s in self.sites.values() if s.signatures != "off"])
+        signing = [s.id for s in self.sites.values() if s.signatures != "off"]
+        sync_chain_alarms(self.alarm_log, self.chains.alarms(), signing)
+        raise_evidence_alarms(self.alarm_log, self._evidence_damage(), signing)
         with self.stats.lock:
             self.stats.audit = self.audit_status()
 
@@ -315,7 +316,13 @@ class AccountingService:
         if self.signatures is None or self.chains is None:
             return {}
         return {"signatures": self.signatures.to_dict(), "chain_events": dict(self.chains.counts),
-                "missing_batches_suspected": self.chains.suspected(), "alarms": self.chains.alarms()}
+                "missing_batches_suspected": self.chains.suspected(), "alarms": self.chains.alarms(),
+                "evidence_log_damage": self._evidence_damage()}
+
+    def _evidence_damage(self) -> list[dict[str, Any]]:
+        """What the evidence log found damaged at start (accounting/store/evidence_log.py)."""
+        log = getattr(self.store, "evidence_log", None)
+        return list(log.damage) if log is not None else []
 
     def catch_up(self) -> None:
         """Place late readings, and finish restarts, that waited for the store to answer."""

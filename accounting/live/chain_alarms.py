@@ -12,6 +12,13 @@ mirrored into the durable alarm log (`accounting.store.alarms`):
   it stays until someone acknowledges it, and an acknowledged fork is not raised again.
 
 Subjects name the gateway, its chain and the batches, so two breaks are two alarms.
+
+Damage to the evidence log that `EvidenceLog.open` finds at start (a segment cut short, altered
+or lost: accounting/store/evidence_log.py) breaks the same promise, that a footprint can be
+verified back to the meter, so it is raised here too: `evidence_damaged`, an event naming the
+segment and the byte, raised for every site whose batches are signed (the log holds them all),
+latching like a fork: it is found at one start only when the segment's end is intact, so it
+stays until acknowledged.
 """
 
 from __future__ import annotations
@@ -21,7 +28,7 @@ from typing import Any
 
 from accounting.store.alarms import AlarmStore
 
-GAP, FORK = "chain_gap", "chain_fork"
+GAP, FORK, EVIDENCE = "chain_gap", "chain_fork", "evidence_damaged"
 
 
 def chain_subject(event: Mapping[str, Any]) -> str:
@@ -65,3 +72,17 @@ def _gap_message(event: Mapping[str, Any]) -> str:
 def _fork_message(event: Mapping[str, Any]) -> str:
     return (f"{chain_subject(event)}: a second history signed with this gateway's key ({event['detail']}); "
             "quarantined. A copied key or a spool restored from a backup: check the gateway and rotate its key")
+
+
+def raise_evidence_alarms(log: AlarmStore, damage: Iterable[Mapping[str, Any]], site_ids: Iterable[str],
+                          now_ms: int | None = None) -> None:
+    """Raise each finding of `EvidenceLog.damage` once per signing site (module docstring)."""
+    sites = list(site_ids)
+    for d in damage:
+        subject = f"{d['segment']} byte {d['offset']}"
+        for site in sites:
+            if not log.ever_raised(site, EVIDENCE, subject):
+                log.raise_alarm(site, EVIDENCE, subject, severity="alarm", latching=True,
+                                message=f"evidence log segment {d['detail']}: the signed batches recorded there fail "
+                                        "export until it is restored from a backup (keep a copy as it is)",
+                                detail=dict(d), now_ms=now_ms)

@@ -36,8 +36,22 @@ Recovery (`open`, at the service's start): the last segment is scanned. An incom
 its end, or a damaged last frame, is what a crash during an append leaves (that cycle was never
 acknowledged, and its messages come again): the bytes are moved to `<segment>.torn-<offset>`
 (kept for an operator, never deleted) and the segment is cut there, with a warning. A damaged
-frame *followed by* an intact one is not a torn write: `open` refuses to start, naming the file,
-the offset and what to do, rather than drop a record that was durable.
+frame *followed by* an intact one is not a torn write: the segment is left exactly as it is
+(nothing durable is dropped) and appending goes on in a new segment.
+
+Earlier segments are checked at start too, within a bounded time however many years of them
+there are: each one's *last* record must end exactly at the file's end with its checksum right
+(found from the end, reading the last few KiB, not the segment), its first bytes must be a
+frame header, and no segment number may be missing between the first and the last (pruning
+removes old segments, never one between two kept). That finds a segment cut short (a copy or
+a restore that stopped early, a filesystem repair) or replaced, and a segment lost; a record
+altered in the middle of an earlier segment is found where it is read (export checks each
+record's checksum and name, and says which batch, file and byte). What is found is damage an
+operator must see, never a reason to stop ingest: each finding is logged as an ALARM naming
+the segment and the byte (a damaged segment is scanned whole once to find the byte), kept in
+`EvidenceLog.damage` (the service reports it in its audit status and raises it as an alarm),
+and the service starts and appends as usual; the batches whose records are damaged fail export,
+by name, until the segment is restored from a backup.
 """
 
 from __future__ import annotations
@@ -110,6 +124,28 @@ def scan(data: bytes) -> tuple[int, int | None]:
     return pos, None
 
 
+def tail_intact(path: Path, size: int) -> bool:
+    """Whether a segment ends with an intact record: a frame, found from the end, that ends
+    exactly at `size` with its checksum right. Reads the last 64 KiB (a batch's record is ~14 KB),
+    more only for a record larger than that."""
+    window = 64 * 1024
+    with open(path, "rb") as f:
+        while True:
+            start = max(0, size - window)
+            f.seek(start)
+            data = f.read(size - start)
+            pos = data.rfind(MAGIC)
+            while pos != -1:
+                if len(data) - pos >= _HEADER.size:
+                    _, length, crc = _HEADER.unpack_from(data, pos)
+                    if pos + _HEADER.size + length == len(data) and zlib.crc32(data[pos + _HEADER.size:]) == crc:
+                        return True
+                pos = data.rfind(MAGIC, 0, pos)
+            if start == 0 or window > MAX_RECORD_BYTES:
+                return False
+            window *= 4
+
+
 def _intact_after(data: bytes, start: int) -> int | None:
     """The offset of the first intact frame after `start`, if any."""
     pos = data.find(MAGIC, start + 1)
@@ -139,6 +175,8 @@ class EvidenceLog:
         self._lock = threading.Lock()
         self.syncs = 0
         self._appended: dict[tuple[str, str, str], str] = {}  # (site, gateway, hash) -> ref, oldest first
+        #: What `open` found damaged (module docstring): {"segment", "offset", "detail"} each.
+        self.damage: list[dict[str, object]] = []
 
     # -- writing --------------------------------------------------------------------------
 
@@ -150,28 +188,66 @@ class EvidenceLog:
             self.directory.mkdir(parents=True, exist_ok=True)
             numbers = self.segments()
             self._number = numbers[-1] if numbers else 1
+            self.damage = self._check_earlier(numbers)
             path = self.directory / segment_name(self._number)
-            if path.exists():
-                self._recover(path)
+            fresh = not numbers
+            if path.exists() and not self._recover(path):
+                self._number += 1  # the damaged segment stays as it is; appending goes on after it
+                path = self.directory / segment_name(self._number)
+                fresh = True
             self._fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o640)
             self._size = os.fstat(self._fd).st_size
-            if not numbers:
+            if fresh:
                 _sync_dir(self.directory)
 
-    def _recover(self, path: Path) -> None:
+    def _check_earlier(self, numbers: list[int]) -> list[dict[str, object]]:
+        """The segments before the last: each present, beginning with a frame, ending with an
+        intact record (module docstring). Each finding is logged as an ALARM."""
+        found: list[dict[str, object]] = []
+        present = set(numbers)
+        for number in range(numbers[0], numbers[-1]) if numbers else ():
+            path = self.directory / segment_name(number)
+            if number not in present:
+                found.append(self._damaged(path, 0, "is missing (deleted, or never restored from the backup)"))
+                continue
+            size = path.stat().st_size
+            with open(path, "rb") as f:
+                head = f.read(_HEADER.size)
+            if size and head[:len(MAGIC)] == MAGIC and tail_intact(path, size):
+                continue
+            end, damaged = scan(path.read_bytes())  # damaged: once, to name the byte
+            if size and end == size:
+                continue  # intact after all (a record larger than the end's window)
+            if damaged is not None:
+                detail = "holds a record that fails its checksum"
+            elif size == 0:
+                detail = "is empty"
+            else:
+                detail = f"ends in an incomplete record (cut short: {size - end} bytes of it left)"
+            found.append(self._damaged(path, end, detail))
+        return found
+
+    def _damaged(self, path: Path, offset: int, detail: str) -> dict[str, object]:
+        log.error("ALARM: evidence log segment %s %s, from byte %d: the batches whose records are there fail "
+                  "export (each named) until it is restored from a backup; ingest goes on. Keep a copy of the file "
+                  "as it is", path, detail, offset)
+        return {"segment": path.name, "offset": offset, "detail": f"{path.name} {detail}, from byte {offset}"}
+
+    def _recover(self, path: Path) -> bool:
+        """Cut a torn tail off the last segment; False when it is damaged before intact records
+        (left as it is: nothing durable is dropped, and appending goes on in a new segment)."""
         data = path.read_bytes()
         end, damaged = scan(data)
         if end == len(data):
-            return
+            return True
         if damaged is not None:
             later = _intact_after(data, damaged)
             if later is not None:
-                raise EvidenceLogError(
-                    f"evidence log {path} is damaged at byte {damaged} (a record fails its checksum) and holds "
-                    f"intact records after it, from byte {later}: that is not a write cut short by a crash, so "
-                    "nothing is dropped. Keep a copy of the file, then restore it from a backup, or move it aside "
-                    f"(mv {path} {path}.damaged) and restart: the service starts a new segment, and the batches "
-                    "whose records are in the moved file fail export until it is back")
+                self.damage.append(self._damaged(
+                    path, damaged, f"holds a record that fails its checksum, with intact records after it (from "
+                                   f"byte {later}): not a write cut short by a crash, so nothing is cut, and "
+                                   f"appending goes on in {segment_name(self._number + 1)}"))
+                return False
         torn = path.with_name(f"{path.name}.torn-{end}")
         torn.write_bytes(data[end:])
         os.truncate(path, end)
@@ -183,6 +259,7 @@ class EvidenceLog:
         log.warning("evidence log %s ended in an incomplete record (%d bytes from byte %d: a write cut short by a "
                     "crash, never acknowledged, so its messages come again); moved to %s and the segment cut "
                     "there", path, len(data) - end, end, torn)
+        return True
 
     def append(self, records: Sequence[tuple[str, str, str, bytes]]) -> list[str]:
         """Durably append (site, gateway, batch hash, readings) records: one write, one sync; their

@@ -271,8 +271,8 @@ class InfluxStore(InfluxEvidence, ReadingStore):
     # -- writing --------------------------------------------------------------------------
 
     def open_evidence(self) -> None:
-        """Recover and open the evidence log for appending (the service, at start: a damaged log
-        is refused now, naming the file, not at the first signed cycle)."""
+        """Recover, check and open the evidence log for appending (the service, at start: damage
+        is named now, not at the first signed cycle; accounting/store/evidence_log.py)."""
         if self.evidence_log is not None:
             self.evidence_log.open()
 

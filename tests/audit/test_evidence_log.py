@@ -1,7 +1,8 @@
 """The evidence log (signed batches' bytes in the state directory, beside the InfluxDB store): what
 `append` returned survives a SIGKILL; a torn tail is recovered (moved aside, never deleted); a
-damaged record followed by intact ones is refused with the file, offset and fix; a reference is
-checked against the batch naming it; whole old segments can be pruned."""
+damaged record followed by intact ones is kept and named (file, byte) while appending goes on;
+earlier segments are checked from their ends at start; a reference is checked against the batch
+naming it; whole old segments can be pruned."""
 
 from __future__ import annotations
 
@@ -80,18 +81,84 @@ def test_a_damaged_last_record_is_a_torn_write(tmp_path):
     log.close()
 
 
-def test_a_damaged_record_before_intact_ones_is_refused_not_dropped(tmp_path):
+def test_a_damaged_record_before_intact_ones_is_kept_and_appending_goes_on_after_it(tmp_path, caplog):
+    """Bit rot inside a durable record of the last segment is not a torn write: nothing is cut,
+    the service starts (ingest never stops on it), the segment and byte are named as an ALARM, and
+    appending goes on in a new segment."""
     segment, refs = written(tmp_path, 3)
     middle = int(refs[1].split("@")[1])
-    data = flipped(segment, middle + 20)  # bit rot inside a durable record
-    with pytest.raises(EvidenceLogError) as refused:
-        EvidenceLog(tmp_path).open()
-    message = str(refused.value)
-    assert f"{segment} is damaged at byte {middle}" in message and "intact records after it" in message
-    assert "restore it from a backup, or move it aside" in message
-    assert segment.read_bytes() == data, "nothing was cut"
+    data = flipped(segment, middle + 20)
+    log = EvidenceLog(tmp_path)
+    log.open()
+    assert [(d["segment"], d["offset"]) for d in log.damage] == [("evidence-000001.log", middle)]
+    assert f"ALARM: evidence log segment {segment} holds a record that fails its checksum" in caplog.text
+    assert f"from byte {middle}" in caplog.text and "ingest goes on" in caplog.text
+    [new] = log.append(records(1, start=3))
+    assert new == "evidence-000002.log@0" and segment.read_bytes() == data, "nothing was cut"
+    assert log.read(refs[2], *records(3)[2][:3]) == records(3)[2][3], "the intact records after it still read"
     with pytest.raises(EvidenceLogError, match=f"at {segment} byte {middle} is damaged"):
-        EvidenceLog(tmp_path).read(refs[1], *records(3)[1][:3])
+        log.read(refs[1], *records(3)[1][:3])
+    log.close()
+
+
+def test_earlier_segments_cut_short_altered_at_the_end_or_lost_are_named_at_start(tmp_path, caplog):
+    """Only the last segment is scanned at start; each earlier one is checked from its end (its last
+    record intact and ending at the file's end) and its first header, and the numbers must run
+    without a hole. What is found is an ALARM naming the segment and the byte; the log opens and
+    appends as usual."""
+    log = EvidenceLog(tmp_path, segment_bytes=200)
+    refs = []
+    for i in range(12):
+        refs += log.append(records(1, start=i))
+    log.close()
+    assert log.segments() == [1, 2, 3, 4, 5, 6]
+    last_of = {n: max(int(r.split("@")[1]) for r in refs if r.startswith(f"evidence-{n:06d}")) for n in range(1, 7)}
+    seg = {n: tmp_path / f"evidence-{n:06d}.log" for n in range(1, 7)}
+    flipped(seg[2], seg[2].stat().st_size - 5)  # the last record of segment 2 altered
+    os.truncate(seg[3], seg[3].stat().st_size - 7)  # segment 3 cut short by a copy that stopped early
+    seg[4].unlink()  # segment 4 lost
+    seg[5].write_bytes(b"")  # segment 5 emptied
+    caplog.clear()
+    log = EvidenceLog(tmp_path, segment_bytes=200)
+    log.open()
+    assert [(d["segment"], d["offset"]) for d in log.damage] == [
+        ("evidence-000002.log", last_of[2]), ("evidence-000003.log", last_of[3]), ("evidence-000004.log", 0),
+        ("evidence-000005.log", 0)]
+    details = [d["detail"] for d in log.damage]
+    assert "fails its checksum" in details[0] and "ends in an incomplete record" in details[1]
+    assert "is missing" in details[2] and "is empty" in details[3]
+    assert caplog.text.count("ALARM: evidence log segment") == 4
+    assert log.read(refs[0], *records(1)[0][:3]) == records(1)[0][3], "segment 1 is intact"
+    [ref] = log.append(records(1, start=50))  # appending goes on after segment 6
+    assert int(ref[9:15]) >= 6 and log.read(ref, *records(1, start=50)[0][:3]) == records(1, start=50)[0][3]
+    log.close()
+
+
+def test_checking_earlier_segments_reads_their_ends_only(tmp_path):
+    """The start-up check is bounded however many years of segments there are: per earlier segment
+    it reads its first header and its last record's neighbourhood, not the segment."""
+    from accounting.store.evidence_log import tail_intact
+
+    log = EvidenceLog(tmp_path, segment_bytes=2_000_000)
+    big = [("site", "gw-1", f"{i:064x}", b"r" * 14_000) for i in range(200)]  # ~2.8 MB: two segments
+    log.append(big[:150])
+    log.append(big[150:])
+    log.close()
+    first = tmp_path / "evidence-000001.log"
+    assert log.segments() == [1, 2] and first.stat().st_size > 2_000_000
+
+    def bytes_read() -> int:  # by this process's read calls, page cache or not (proc(5) `rchar`)
+        return int(next(line for line in Path("/proc/self/io").read_text().splitlines()
+                        if line.startswith("rchar:")).split()[1])
+
+    before = bytes_read()
+    assert tail_intact(first, first.stat().st_size)
+    read_first = bytes_read() - before
+    assert 0 < read_first <= 64 * 1024 + 4096, read_first  # the window, and /proc/self/io itself
+    before = bytes_read()
+    EvidenceLog(tmp_path).open()  # segment 1 checked from its ends, segment 2 (the last) scanned
+    assert bytes_read() - before <= (tmp_path / "evidence-000002.log").stat().st_size + 2 * 64 * 1024 + 4096
+
 
 
 def test_what_append_returned_is_there_after_a_sigkill(tmp_path):
@@ -146,22 +213,35 @@ def test_old_segments_are_pruned_whole_and_the_current_one_never(tmp_path):
     log.close()
 
 
-def test_the_service_refuses_to_start_on_a_damaged_log_and_says_what_to_do(tmp_path):
-    """`tanji accounting --store influx` opens the evidence log before it ingests: a damaged record
-    before intact ones stops it at once with the file, the byte and the fix (no traceback)."""
+def test_the_service_starts_on_a_damaged_log_and_names_it(tmp_path):
+    """`tanji accounting --store influx` checks the evidence log before it ingests: a damaged
+    record before intact ones is named (file, byte) as an ALARM, the file is left as it is, and
+    the service runs on (it used to refuse to start: ingest stopped for every gateway)."""
     from tests.audit.batches import plant_site
 
     site_file, _, _ = plant_site(tmp_path)
     state = tmp_path / "state"
     segment, refs = written(state / "evidence", 3)
     data = flipped(segment, int(refs[0].split("@")[1]) + 20)
-    r = subprocess.run([sys.executable, "-m", "tanji", "accounting", "--config", str(site_file), "--store", "influx",
-                        "--influx-url", "http://127.0.0.1:9", "--state-dir", str(state)],
-                       capture_output=True, text=True, cwd=tmp_path, timeout=120,
-                       env={**os.environ, "TANJI_INFLUX_TOKEN": "t"})
-    assert r.returncode != 0 and "Traceback" not in r.stderr, r.stderr
-    assert f"evidence log {segment} is damaged at byte 0" in r.stderr, r.stderr
-    assert "move it aside" in r.stderr and segment.read_bytes() == data
+    child = subprocess.Popen([sys.executable, "-m", "tanji", "accounting", "--config", str(site_file), "--store",
+                              "influx", "--influx-url", "http://127.0.0.1:9", "--state-dir", str(state)],
+                             stderr=subprocess.PIPE, text=True, cwd=tmp_path,
+                             env={**os.environ, "TANJI_INFLUX_TOKEN": "t"})
+    try:
+        lines = []
+        while not any("ALARM: evidence log segment" in line for line in lines):
+            line = child.stderr.readline()
+            assert line, "".join(lines)
+            lines.append(line)
+        alarm = next(line for line in lines if "ALARM" in line)
+        assert str(segment) in alarm and "from byte 0" in alarm and "ingest goes on" in alarm
+        assert child.poll() is None, "the service runs on"
+    finally:
+        child.terminate()
+        child.wait(60)
+        child.stderr.close()
+    assert "Traceback" not in "".join(lines)
+    assert segment.read_bytes() == data and (state / "evidence" / "evidence-000002.log").exists()
 
 
 def test_records_and_batch_points_are_the_bytes_written_before_the_shortcuts():
