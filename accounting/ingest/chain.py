@@ -24,8 +24,12 @@ admitted again, so the tracker sees each batch once; if the process dies before 
 durable, the tracker is seeded again from the store, which does not hold the batch, and its
 redelivered copy is new. A batch copy arriving while the first is still being written (the
 gateway republishes after 10 s unconfirmed) is a replay, and rightly: its cycle is written and
-acknowledged after the first's. Chain events ride in their cycle and are retried with it; ones
-a crash loses are recorded again when their batches come again (not rolled back: re-derived).
+acknowledged after the first's. A batch whose record the store refuses for good (older than
+InfluxDB's retention) stays remembered: its message is quarantined (`store_rejected`) and
+confirmed to its gateway, so no copy comes again; one that did would be counted a replay, and
+lose nothing: its readings are in the first copy's quarantine record, and the same bytes would be
+refused the same way. Chain events ride in their cycle and are retried with it; ones a crash loses are
+recorded again when their batches come again (not rolled back: re-derived).
 
 Memory: the last `window` links per chain; older ones are asked from the store. State is
 seeded from the store on start (recent batches, open gaps). Thread safety: `examine` and

@@ -6,7 +6,9 @@ of the gateway's spool from three hours back: the pipeline answers that cycle ag
 points together and then one by one (pipeline.py `_evidence_alone`), and each of those writes
 asked the evidence log for the cycle's records again. And influxd stopped mid-run: the writes
 spill and nothing is written twice, and a copy of a batch sent while its first copy waited
-for the store is a replay. And a message quarantined (`internal_error`) after its batch's chain
+for the store is a replay. And the disk refusing the evidence log's append part way (the file
+size limit): the store write is retried, the part written is cut back (before, the retry's
+records sat after it and the points named the wrong bytes: export failed), each record once. And a message quarantined (`internal_error`) after its batch's chain
 links were checked: neither its batch record nor its link stays, so its redelivered copy is
 admitted, not dropped as a replay of readings that were never stored.
 """
@@ -14,7 +16,10 @@ admitted, not dropped as a replay of readings that were never stored.
 from __future__ import annotations
 
 import json
+import resource
+import signal
 import struct
+import threading
 import time
 from pathlib import Path
 
@@ -185,3 +190,51 @@ def test_a_message_quarantined_after_its_chain_was_checked_leaves_no_link_and_it
     assert chains.suspected() == 0 and chains.alarms() == [], "batch 1 filled the gap it left"
     pipeline.run_cycle(messages(honest[1]))  # a third copy is a replay, as any copy of a stored batch
     assert chains.counts["replay"] == 1 and stats.duplicates == 3
+
+
+def test_a_cycle_retried_after_the_disk_refused_its_evidence_is_recorded_once_and_not_a_replay(tmp_path, influx,
+                                                                                               caplog):
+    """The file size limit (RLIMIT_FSIZE, as a full disk does) refuses the evidence log's append
+    of a cycle part way: the store write fails and is retried until the limit is lifted. The retry
+    writes the cycle as admitted (the chain tracker is not asked again, so nothing is a replay),
+    the log holds each record once (the part written is cut back), and a copy the gateway
+    republishes afterwards is a replay of a batch that is stored."""
+    _, site, key = keyed_site(tmp_path, 1883, mode="required")
+    now = int(time.time() * 1000)
+    payloads = chained(tmp_path, key, [now - (40 - 5 * i) * MINUTE_MS for i in range(4)])
+    store = InfluxStore(influx.url, token="t", org="tanji", bucket=influx.db, spill_dir=tmp_path / "spill",
+                        evidence_dir=tmp_path / "evidence", concurrent_writes=1)
+    pipeline, source, stats, chains = make_pipeline(site, store)
+    soft, hard = resource.getrlimit(resource.RLIMIT_FSIZE)
+
+    def lift() -> None:  # once the store write has failed and been retried, the disk has room again
+        deadline = time.monotonic() + 60  # a bound, not a measurement: the assertions below say what happened
+        while caplog.text.count("store write failed; retrying") < 2 and time.monotonic() < deadline:
+            time.sleep(0.01)
+        resource.setrlimit(resource.RLIMIT_FSIZE, (soft, hard))
+
+    try:
+        pipeline.run_cycle(now_messages(payloads[0]))
+        segment = tmp_path / "evidence" / "evidence-000001.log"
+        handler = signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+        lifter = threading.Thread(target=lift, daemon=True)
+        resource.setrlimit(resource.RLIMIT_FSIZE, (segment.stat().st_size + 100, hard))
+        try:
+            lifter.start()
+            pipeline.run_cycle(now_messages(*payloads[1:3]))
+        finally:
+            lifter.join(60)
+            resource.setrlimit(resource.RLIMIT_FSIZE, (soft, hard))
+            signal.signal(signal.SIGXFSZ, handler)
+        assert "store write failed; retrying" in caplog.text and "File too large" in caplog.text
+        pipeline.run_cycle(now_messages(payloads[2], payloads[3]))  # batch 2 republished (unconfirmed > 10 s)
+        store.flush()
+        assert source.confirmed == [0, 1, 2, 2, 3]
+        assert stats.accepted == 12 and stats.duplicates == 3 and chains.counts["replay"] == 1
+        stored = store.read_readings("test-site", "incomer", now - 60 * MINUTE_MS, now)
+        assert len(stored) == 12 and len({r.ts_ms for r in stored}) == 12
+        kept = store.read_batches("test-site", now - 60 * MINUTE_MS, now)
+        assert [b.readings for b in kept] == [sb.raw_member(p) for p in payloads]
+    finally:
+        store.close()
+    assert logged(tmp_path / "evidence") == [batch_hash(p) for p in payloads], "each record once, nothing torn"
