@@ -238,3 +238,37 @@ def test_a_cycle_retried_after_the_disk_refused_its_evidence_is_recorded_once_an
     finally:
         store.close()
     assert logged(tmp_path / "evidence") == [batch_hash(p) for p in payloads], "each record once, nothing torn"
+
+
+def test_a_log_holding_batches_twice_after_a_crash_exports_and_verifies(tmp_path, request):
+    """A run that appended a cycle's records and died before their points were written leaves
+    copies no point names; the restarted service appends the redelivered batches again. The log
+    then holds every batch twice, and the bundle exports (from the records the points name) and
+    verifies as any other."""
+    from accounting.service import AccountingService
+    from accounting.store.checkpoints import CheckpointStore
+    from accounting.store.evidence_log import EvidenceLog
+    from tests.audit.batches import plant_payloads, plant_site
+    from tests.audit.test_bundle import _store, tanji
+
+    site_file, site, key = plant_site(tmp_path)
+    state = tmp_path / "state"
+    state.mkdir()
+    payloads = plant_payloads(tmp_path, key)
+    crashed = EvidenceLog(state / "evidence")  # the run that died after its append
+    crashed.append([("test-site", "gw-1", batch_hash(p), sb.raw_member(p)) for p in payloads])
+    crashed.close()
+    store, store_args = _store("influx", tmp_path, state, request)
+    service = AccountingService([site], store, broker_port=1, checkpoints=CheckpointStore(state / "checkpoints.sqlite"))
+    service.restore()
+    service.pipeline.run_cycle([InboundMessage(TOPIC, p, 0, 0, T0 + 3 * 3_600_000, 0) for p in payloads])
+    service.stop()
+    records = logged(state / "evidence")
+    assert sorted(records) == sorted([batch_hash(p) for p in payloads] * 2), "every batch twice"
+    out = tmp_path / "audit.zip"
+    r = tanji("audit", "export", "--config", str(site_file), *store_args, "--state-dir", str(state), "--from",
+              "2026-01-01T00:00+00:00", "--to", "2026-01-01T02:00+00:00", "--window", "hour", "--out", str(out))
+    assert r.returncode == 0, r.stderr
+    r = tanji("audit", "verify", str(out))
+    assert r.returncode == 0 and "NOT VERIFIED" not in r.stdout, r.stdout + r.stderr
+    assert r.stdout.count("VERIFIED  widget") == 2, r.stdout
