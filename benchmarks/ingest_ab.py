@@ -61,7 +61,7 @@ def drain(tree: str, broker: str, influx_url: str, db: str, client_id: str, gate
 
     def timed_put(item: object, *args: object, **kwargs: object) -> None:
         if not first:
-            first.append((time.monotonic(), sum(proc.cpu_times()[:2]), _thread_cpu(proc)))
+            first.append((time.monotonic(), proc.cpu_times(), _thread_cpu(proc), proc.num_ctx_switches()))
         put(item, *args, **kwargs)
 
     inbox.put = timed_put
@@ -77,10 +77,12 @@ def drain(tree: str, broker: str, influx_url: str, db: str, client_id: str, gate
     service.start()
     while service.stats.accepted < readings and time.monotonic() - started < 300:
         time.sleep(0.005)
-    t0, cpu0, threads0 = first[0] if first else (started, 0.0, {})
+    t0, times0, threads0, switches0 = first[0] if first else (started, proc.cpu_times(), {}, proc.num_ctx_switches())
     seconds = time.monotonic() - t0
-    cpu = sum(proc.cpu_times()[:2]) - cpu0
-    threads = {name: s - threads0.get(name, 0.0) for name, s in _thread_cpu(proc).items()}
+    times, switches = proc.cpu_times(), proc.num_ctx_switches()
+    cpu = times.user + times.system - times0.user - times0.system
+    threads = {name: (u - threads0.get(name, (0.0, 0.0))[0], s - threads0.get(name, (0.0, 0.0))[1])
+               for name, (u, s) in _thread_cpu(proc).items()}
     stages = dict(service.stats.stage_s)
     store.flush(120)
     service.stop()
@@ -88,22 +90,32 @@ def drain(tree: str, broker: str, influx_url: str, db: str, client_id: str, gate
                       "seconds": seconds, "start_s": t0 - started, "readings_per_s": service.stats.accepted / seconds,
                       "accounting_cores": cpu / seconds,
                       "accounting_cpu_us_per_reading": round(cpu / service.stats.accepted * 1e6, 2),
-                      "thread_cpu_us_per_reading": {name: round(s / service.stats.accepted * 1e6, 2)
-                                                    for name, s in sorted(threads.items()) if s > 0},
+                      "thread_cpu_us_per_reading": {name: round((u + s) / service.stats.accepted * 1e6, 2)
+                                                    for name, (u, s) in sorted(threads.items()) if u + s > 0},
+                      # the kernel's share (system calls, and futex waits for the interpreter lock)
+                      "accounting_system_us_per_reading": round((times.system - times0.system)
+                                                                / service.stats.accepted * 1e6, 2),
+                      "thread_system_us_per_reading": {name: round(s / service.stats.accepted * 1e6, 2)
+                                                       for name, (u, s) in sorted(threads.items()) if s > 0},
+                      "context_switches_per_1000_readings": {
+                          "voluntary": round((switches.voluntary - switches0.voluntary) / service.stats.accepted * 1e3, 1),
+                          "involuntary": round((switches.involuntary - switches0.involuntary)
+                                               / service.stats.accepted * 1e3, 1)},
                       "cycles": service.stats.cycles, "engine_deliveries": len(deliveries),
                       "readings_per_delivery": round(sum(deliveries) / max(1, len(deliveries))),
                       "stage_share": {k: round(v / sum(stages.values()), 3) for k, v in stages.items()},
                       "stage_s": {k: round(v, 2) for k, v in stages.items()}}))
 
 
-def _thread_cpu(proc: object) -> dict[str, float]:
-    """CPU seconds (user + system) of each live thread of this process, by thread name (paho's
+def _thread_cpu(proc: object) -> dict[str, tuple[float, float]]:
+    """CPU seconds (user, system) of each live thread of this process, by thread name (paho's
     network thread, the admitting, store and engine threads, ...); threads of one name summed."""
     names = {t.native_id: t.name.split("-ab-")[0] for t in threading.enumerate()}
-    out: dict[str, float] = {}
+    out: dict[str, tuple[float, float]] = {}
     for t in proc.threads():  # type: ignore[attr-defined]
         name = names.get(t.id, "other")
-        out[name] = out.get(name, 0.0) + t.user_time + t.system_time
+        u, s = out.get(name, (0.0, 0.0))
+        out[name] = (u + t.user_time, s + t.system_time)
     return out
 
 

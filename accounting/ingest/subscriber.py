@@ -30,6 +30,7 @@ import os
 import queue
 import re
 import socket
+import struct
 import threading
 import time
 import uuid
@@ -41,6 +42,7 @@ from paho.mqtt.enums import CallbackAPIVersion
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
+from accounting.ingest import publish_packet
 from accounting.ingest.socket_reader import BufferedSocket
 from tanji import wire
 
@@ -51,6 +53,9 @@ CLIENT_ID_FILE = "mqtt-client-id"
 _SEQ = re.compile(rb'"seq"\s*:\s*(\d{1,15})')
 #: Packets `BufferedClient.loop_read` reads from its buffer in one turn of paho's loop.
 _READS_PER_TURN = 64
+#: A PUBACK without reason code or properties: the same four bytes in MQTT 3.1.1 and 5 (paho's own).
+_PUBACK = struct.Struct("!BBH")
+_INFO, _PROPERTIES = mqtt.MQTTMessage.info, mqtt.MQTTMessage.properties  # the base class's own slots
 
 
 def default_client_id(state_dir: str | Path | None, share_group: str | None = None) -> str:
@@ -133,11 +138,63 @@ class MessageInbox(queue.Queue):
         return item
 
 
-class BufferedClient(mqtt.Client):
-    """paho's client reading its socket through `BufferedSocket` (one recv for many packets).
+class _Publish(mqtt.MQTTMessage):
+    """An incoming message read by `publish_packet.decode`, as paho would have made it, except
+    that `info` (paho's tracker of a message's own publication, a `threading.Condition`: ~3 µs)
+    and MQTT 5's empty `properties` (~26 µs) are made only when something reads them. Ingest
+    reads neither."""
 
-    `_create_socket` is paho 2.2's one place where a connection's socket is made (plain or TLS);
-    websockets keep paho's own framing wrapper.
+    __slots__ = ("_v5",)
+
+    def __init__(self, mid: int, topic: bytes, payload: bytes, header: int, v5: bool) -> None:
+        self.timestamp = time.monotonic()  # paho's time_func
+        self.state = mqtt.mqtt_ms_invalid
+        self.dup = bool(header & 0x08)
+        self.qos = (header >> 1) & 3
+        self.retain = bool(header & 0x01)
+        self.mid = mid
+        self._topic = topic
+        self.payload = payload
+        self._v5 = v5
+
+    @property  # type: ignore[override]
+    def info(self) -> mqtt.MQTTMessageInfo:
+        try:
+            return _INFO.__get__(self)
+        except AttributeError:
+            info = mqtt.MQTTMessageInfo(self.mid)
+            _INFO.__set__(self, info)
+            return info
+
+    @info.setter
+    def info(self, value: mqtt.MQTTMessageInfo) -> None:
+        _INFO.__set__(self, value)
+
+    @property  # type: ignore[override]
+    def properties(self) -> Properties | None:
+        try:
+            return _PROPERTIES.__get__(self)
+        except AttributeError:
+            properties = Properties(PacketTypes.PUBLISH) if self._v5 else None
+            _PROPERTIES.__set__(self, properties)
+            return properties
+
+    @properties.setter
+    def properties(self, value: Properties | None) -> None:
+        _PROPERTIES.__set__(self, value)
+
+
+class BufferedClient(mqtt.Client):
+    """paho's client, three of its per-message costs taken off the network thread (paho 2.2's
+    private API: its tests pin the behaviour, tests/ingest/test_socket_reader.py and
+    tests/ingest/test_publish_packet.py):
+
+    - its socket is read through `BufferedSocket` (one recv for many packets). `_create_socket`
+      is paho 2.2's one place where a connection's socket is made (plain or TLS); websockets
+      keep paho's own framing wrapper;
+    - a PUBLISH is read by `publish_packet.decode` when it is of the common kind, else by paho;
+    - `ack_many` queues a cycle's PUBACKs as one write, where paho's `ack` queues a packet, wakes
+      its loop through its socket pair and makes one `send` per message.
     """
 
     def _create_socket(self) -> object:
@@ -159,6 +216,28 @@ class BufferedClient(mqtt.Client):
                 break
             rc = super().loop_read(max_packets)
         return rc
+
+    def _handle_publish(self) -> mqtt.MQTTErrorCode:
+        """paho's `_handle_publish` for a QoS 0 or 1 message acknowledged by hand (as ingest's
+        are): the same message handed to the same callbacks, read by `publish_packet.decode`.
+        Anything else, and any packet that reader leaves alone, goes to paho's own."""
+        header = self._in_packet["command"]
+        decoded = publish_packet.decode(header, self._in_packet["packet"], self._protocol == mqtt.MQTTv5) \
+            if self._manual_ack else None
+        if decoded is None:
+            return super()._handle_publish()
+        topic, mid, payload = decoded
+        self._handle_on_message(_Publish(mid, topic, payload, header, self._protocol == mqtt.MQTTv5))
+        return mqtt.MQTT_ERR_SUCCESS
+
+    def ack_many(self, mids: list[int]) -> None:
+        """PUBACK each QoS 1 message of `mids`, all in one queued packet (one wake-up of paho's
+        loop, one `send`), with the bytes paho's `ack` would send one by one. Only for a client
+        that acknowledges by hand (`manual_ack`), as paho's `ack` does."""
+        if not mids or not self._manual_ack:
+            return
+        pack = _PUBACK.pack
+        self._packet_queue(mqtt.PUBACK, b"".join([pack(mqtt.PUBACK, 2, mid) for mid in mids]), 0, 0)
 
 
 def subscriptions(sites: list[str], share_group: str | None) -> list[str]:
@@ -236,10 +315,12 @@ class MqttSubscriber:
         gateway, which keeps its own copy of that batch and sends it again.
         """
         generation = self._generation
-        acked = 0
         confirms: dict[str, list[int]] = {}
+        mids = [m.mid for m in messages if m.qos == 1 and m.generation == generation]
+        self._client.ack_many(mids)
+        acked = len(mids)
         for i, m in enumerate(messages):
-            if m.qos > 0 and m.generation == generation:
+            if m.qos > 1 and m.generation == generation:  # QoS 2: never delivered on our QoS 1 subscriptions
                 self._client.ack(m.mid, m.qos)
                 acked += 1
             if unconfirmed and i in unconfirmed:
