@@ -73,7 +73,7 @@ class Checked:
     hash: str = ""
     digest: str = ""
     sig: str | None = None
-    readings: bytes = b""
+    readings: bytes | memoryview = b""  # a view into the message (batch_decoder.decode_head)
     vouched: bool = False  # its content is vouched for by a later batch's signature
     member: Any = None  # the batch's `sig` member (Sig or UNSET) as `prepare` read it: `check` compares
 

@@ -47,7 +47,7 @@ class StoredBatch(NamedTuple):
     max_ts_ms: int
     n: int
     received_ms: int
-    readings: bytes
+    readings: bytes | memoryview  # at ingest a view into the message's bytes (batch_decoder.decode_head)
 
 
 class ChainEvent(NamedTuple):

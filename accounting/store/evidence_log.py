@@ -15,7 +15,7 @@ and the payload is the line `site<TAB>gateway<TAB>batch hash<LF>` followed by th
 exact bytes, so the log names what it holds without InfluxDB and a reference can be checked
 against the batch that names it. A reference is `evidence-NNNNNN.log@<offset of the frame>`.
 
-Durability: `append` writes a cycle's frames with one `write` and one `fdatasync` (never one
+Durability: `append` writes a cycle's frames with one `writev` and one `fdatasync` (never one
 per batch), on the store thread, and returns their references only then; the `batch` points
 naming them are written after, and the cycle is acknowledged after those: "ack after durable"
 holds for the evidence too.
@@ -93,12 +93,35 @@ def frame(site: str, gateway: str, batch_hash: str, readings: bytes) -> bytes:
     return b"".join(frame_parts(site, gateway, batch_hash, readings))
 
 
-def frame_parts(site: str, gateway: str, batch_hash: str, readings: bytes) -> tuple[bytes, bytes, bytes]:
+def frame_parts(site: str, gateway: str, batch_hash: str,
+                readings: bytes | memoryview) -> tuple[bytes, bytes, bytes | memoryview]:
     """`frame`'s bytes in three parts (header, name line, readings), so a cycle's records are
-    joined once: the readings (~14 KB a batch of 100) are copied into the write and nowhere else."""
+    written as they are (`_write_all`): the readings (~14 KB a batch of 100) are copied by the
+    kernel into the file and nowhere else."""
     head = f"{site}\t{gateway}\t{batch_hash}\n".encode()
     return (_HEADER.pack(MAGIC, len(head) + len(readings), _crc32(readings, _crc32(head))), head,
             readings)
+
+
+try:
+    _IOV_MAX = max(16, min(os.sysconf("SC_IOV_MAX"), 1024))
+except (AttributeError, ValueError, OSError):  # pragma: no cover - POSIX guarantees 16
+    _IOV_MAX = 16
+
+
+def _write_all(fd: int, parts: Sequence[bytes | memoryview]) -> None:
+    """Write `parts` in order, gathered by the kernel (`os.writev`, IOV_MAX parts a call: one call
+    for a cycle of 200 batches). Joining them first copied a cycle's ~2.8 MB once more, into
+    memory fresh every cycle, on the store thread with the interpreter held. The same bytes reach
+    the file either way; a write cut short by a crash is a torn tail, as before (`open`)."""
+    for i in range(0, len(parts), _IOV_MAX):
+        chunk = parts[i:i + _IOV_MAX]
+        written = os.writev(fd, chunk)
+        size = sum(len(p) for p in chunk)
+        if written < size:  # a regular file takes it whole; be exact anyway
+            rest = memoryview(b"".join(chunk))[written:]
+            while rest:
+                rest = rest[os.write(fd, rest):]
 
 
 def segment_name(number: int) -> str:
@@ -262,7 +285,7 @@ class EvidenceLog:
         return True
 
     def append(self, records: Sequence[tuple[str, str, str, bytes]]) -> list[str]:
-        """Durably append (site, gateway, batch hash, readings) records: one write, one sync; their
+        """Durably append (site, gateway, batch hash, readings) records: one writev, one sync; their
         references. A record appended shortly before is not written again (module docstring)."""
         if not records:
             return []
@@ -288,11 +311,8 @@ class EvidenceLog:
                 pos += _HEADER.size + len(f[1]) + len(readings)
             if not parts:
                 return refs
-            data = b"".join(parts)
             try:
-                written = os.write(self._fd, data)  # type: ignore[arg-type]
-                while written < len(data):  # a regular file takes it in one write; be exact anyway
-                    written += os.write(self._fd, data[written:])  # type: ignore[arg-type]
+                _write_all(self._fd, parts)  # type: ignore[arg-type]
                 os.fdatasync(self._fd)  # type: ignore[arg-type]
             except BaseException:
                 self._cut_back()
