@@ -56,12 +56,13 @@ def _tag(value: str) -> str:
     return value.replace(",", r"\,").replace(" ", r"\ ").replace("=", r"\=")
 
 
-def ms_to_ns(body: bytes) -> bytes:
+def ms_to_ns(body: bytes, head: bytes = b"") -> bytes:
     """Line protocol written at ms precision, as ns: every line ends with its timestamp, so six
     zeros appended to each line multiply each by 10⁶ (a newline is never inside a line: the
-    protocol escapes it in string fields)."""
+    protocol escapes it in string fields). `head` (lines already at ns) goes before it, in the
+    same join: a cycle's first request is ~1.5 MB, and each copy of it was fresh memory."""
     body = body.rstrip(b"\n")
-    return body.replace(b"\n", b"000000\n") + b"000000" if body else body
+    return b"".join((head, body.replace(b"\n", b"000000\n"), b"000000")) if body else head
 
 
 def order_ns(min_ts_ms: int, seq: int) -> int:
@@ -155,7 +156,7 @@ class InfluxEvidence(EvidenceStore):
         if not chunks:
             self._submit(self._chunks(lines), "ns")  # type: ignore[attr-defined]
             return len(encoded.rows)
-        self._submit([b"\n".join(lines) + b"\n" + ms_to_ns(chunks[0])], "ns")  # type: ignore[attr-defined]
+        self._submit([ms_to_ns(chunks[0], b"\n".join(lines) + b"\n")], "ns")  # type: ignore[attr-defined]
         self._submit(chunks[1:], "ms")  # type: ignore[attr-defined]
         return len(encoded.rows)
 

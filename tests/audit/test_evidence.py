@@ -80,3 +80,15 @@ def test_unsigned_readings_have_no_evidence_root(tmp_path):
     assert "readings not signed" in client.get("/api/v1/reports/label/test-site/widget",
                                                params={"start": T0, "end": T0 + HOUR}).text
     json.dumps(record)
+
+
+@pytest.mark.parametrize("body", [b"", b"\n", b"m v=1 1767225600000", b"m v=1 1767225600000\nm v=2 1767225601000\n"])
+def test_a_cycles_first_request_carries_its_points_then_its_readings_as_ns(body):
+    """The batch points ride at the head of the readings' first request, which goes at ns
+    precision (`write_with_evidence`): the readings' ms stamps get six zeros, the points stay."""
+    from accounting.store.influx_evidence import ms_to_ns
+
+    head = b'batch,site=s seq=1i 1767225600000000001\n'
+    expected = b"\n".join(line + b"000000" for line in body.rstrip(b"\n").split(b"\n") if line)
+    assert ms_to_ns(body) == expected
+    assert ms_to_ns(body, head) == head + expected
