@@ -90,6 +90,19 @@ def test_ingest_ab_benchmark_drains_both_trees_and_loses_nothing():
     assert result["ratio_new_to_old"] > 0
 
 
+def test_mqtt_receive_benchmark_drains_both_clients_and_loses_nothing():
+    """Both clients drain the same backlog from a real Mosquitto, every payload in order."""
+    for version in ("5", "3.1.1"):
+        result = run_benchmark("mqtt_receive", "--messages", "120", "--repeats", "1", "--mqtt-version", version)
+        assert result["lost"] == 0 and result["messages_per_run"] == 120 and result["mqtt_version"] == version
+        for kind in ("paho", "ingest"):
+            (run,) = result["runs"][kind]
+            assert run["messages"] == 120 and run["lost"] == 0
+            assert result[f"{kind}_messages_per_s"] > 0
+            assert result[f"{kind}_network_cpu_us_per_message"] >= 0
+        assert "network_cpu_ratio_ingest_to_paho" in result
+
+
 def test_gateway_benchmark_quick_run_prints_every_figure():
     require_binary("mosquitto", "mosquitto")
     result = run_benchmark("gateway", "--quick")
