@@ -252,7 +252,10 @@ def signature_phase(gateways: int, meters: int, influx: InfluxServer, tmp_path: 
     no run carries an earlier one's cache snapshot) and evidence log. A run is timed from its
     pipeline's start until its last cycle is delivered (stored and acknowledged), as a running
     service's throughput is; stopping the pipeline afterwards is not timed (it waited out a
-    0.1 s poll of the empty inbox, which added 0-100 ms at random to runs of ~1-2 s). The
+    0.1 s poll of the empty inbox, which added 0-100 ms at random to runs of ~1-2 s), and starts
+    once influxd and this process are idle (`settle`, at most 5 s: without it the first run of a
+    pair ran ~4 % slower than the second, 0.12 against 0.195 median slowdown over 36 pairs each
+    order, docs/audit.md "Figures"). The
     slowdowns are the median over the repeats of each back-to-back pair's (`signatures_pairs_slowdown`
     lists them all): a single run of one mode scatters by up to 2x on this shared machine, so best
     against best (`signatures_best_slowdown`, kept for comparison with earlier figures) compares
@@ -335,6 +338,9 @@ def signature_phase(gateways: int, meters: int, influx: InfluxServer, tmp_path: 
 
                 pipeline = Pipeline(source, admission, store, IngestStats(), deliver=deliver, cycle_max_messages=200)
                 quiet_gc()  # what start() does first, once per service: not a cost of these readings
+                # what the run before left influxd doing (its database dropped, files deleted) is
+                # the benchmark's, not this run's: the first run of a pair was ~4 % slower (below)
+                settle(procs, 5.0)
                 cpu0 = {k: _cpu_s(proc) for k, proc in procs.items()}
                 t0 = time.perf_counter()
                 if way == "threads":  # as the service runs it: admission, store and engine threads
