@@ -215,12 +215,14 @@ def store_ceiling(influx: InfluxServer, db: str, bodies: list[bytes],
     return lines / seconds
 
 
-def cpu_bound(cores: int, accounting_s: float, store_s: float) -> float:
+def cpu_bound(cores: int, accounting_s: float, store_s: float) -> float | None:
     """The most readings/s this machine could drain if every core did nothing but the pipeline's
     work: `cores` / (accounting's CPU seconds per reading + the store's, as measured in this run).
     Whatever the code does between requests, the drain cannot beat it; against the ceiling it
-    says which ratio is possible here at all."""
-    return cores / (accounting_s + store_s)
+    says which ratio is possible here at all. None when no CPU was measured at all: the kernel
+    counts CPU time in ticks (10 ms), which a tiny run (the suite's smoke test) may not reach."""
+    total = accounting_s + store_s
+    return cores / total if total > 0 else None
 
 
 def settle(processes: dict[str, psutil.Process], limit_s: float = 30.0) -> float:
@@ -606,8 +608,8 @@ def main() -> int:
         "cpu_us_per_reading_during_drain": {k: round(v, 2) for k, v in drain_us.items()},
         "store_ceiling_cpu_us_per_reading": {k: round(v, 2) for k, v in ceiling_us.items()},
         # all cores on accounting's CPU per reading + the store's (as the plain writer made it cost)
-        "cpu_bound_readings_per_s": round(bound),
-        "cpu_bound_ratio_to_store_ceiling": round(bound / ceiling, 3),
+        "cpu_bound_readings_per_s": round(bound) if bound is not None else None,
+        "cpu_bound_ratio_to_store_ceiling": round(bound / ceiling, 3) if bound is not None else None,
         "cpu_cores_during_live": live_cores,
         "stage_share": {k: round(v / sum(stages_backlog.values()), 3) for k, v in stages_backlog.items()},
         "baseline_json_loads_readings_per_s": round(baseline),
