@@ -11,7 +11,7 @@ own `Client`, with everything else equal.
 
 One Mosquitto serves every run. Each run: a fresh persistent session (MQTT 5 with a session
 expiry, or 3.1.1 with clean session off, as ingest connects), a backlog of fleet-shaped batches
-(100 readings a message, signed by nobody, as a fleet of gateways publishes them) queued into it
+(100 readings a message, unsigned, as the simulated fleet's gateways publish them) queued into it
 while the client is away, then the client connects and a consumer thread takes every message
 from its callback's queue and acknowledges them 200 at a time (`ack_many` for ingest's client;
 paho's `ack` per message, as ingest did before, for paho's). Clients alternate (paho, ingest,

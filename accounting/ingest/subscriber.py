@@ -221,13 +221,12 @@ class BufferedClient(mqtt.Client):
         """paho's `_handle_publish` for a QoS 0 or 1 message acknowledged by hand (as ingest's
         are): the same message handed to the same callbacks, read by `publish_packet.decode`.
         Anything else, and any packet that reader leaves alone, goes to paho's own."""
-        header = self._in_packet["command"]
-        decoded = publish_packet.decode(header, self._in_packet["packet"], self._protocol == mqtt.MQTTv5) \
-            if self._manual_ack else None
+        header, v5 = self._in_packet["command"], self._protocol == mqtt.MQTTv5
+        decoded = publish_packet.decode(header, self._in_packet["packet"], v5) if self._manual_ack else None
         if decoded is None:
             return super()._handle_publish()
         topic, mid, payload = decoded
-        self._handle_on_message(_Publish(mid, topic, payload, header, self._protocol == mqtt.MQTTv5))
+        self._handle_on_message(_Publish(mid, topic, payload, header, v5))
         return mqtt.MQTT_ERR_SUCCESS
 
     def ack_many(self, mids: list[int]) -> None:

@@ -99,10 +99,14 @@ def test_buffered_client_hands_on_the_messages_paho_would(protocol):
                       for qos, mid, props, dup in [(1, 1, b"\x00", False), (0, 0, b"\x00", False),
                                                    (1, 2, PAYLOAD_FORMAT_UTF8, False), (1, 3, b"\x00", True)])
     seen: dict[str, list[tuple]] = {}
+    kinds: dict[str, list[str]] = {}
     for name, cls, sock_type in [("buffered", BufferedClient, BufferedSocket), ("paho", mqtt.Client, None)]:
         client = cls(CallbackAPIVersion.VERSION2, client_id=name, protocol=protocol, manual_ack=True)
-        got = seen[name] = []
-        client.on_message = lambda c, u, message, got=got: got.append(fields(message))
+        got: list[tuple] = []
+        kind: list[str] = []
+        seen[name], kinds[name] = got, kind
+        client.on_message = lambda c, u, message, got=got, kind=kind: (
+            kind.append(type(message).__name__), got.append(fields(message)))
         left, right = socket.socketpair()
         try:
             right.setblocking(False)
@@ -115,6 +119,8 @@ def test_buffered_client_hands_on_the_messages_paho_would(protocol):
             left.close()
             right.close()
     assert seen["buffered"] == seen["paho"]
+    # the reader took the common packets (the one with MQTT 5 properties went to paho's decoder)
+    assert kinds["buffered"] == ["_Publish", "_Publish", "MQTTMessage" if v5 else "_Publish", "_Publish"]
     assert [m[2] for m in seen["paho"]] == [1, 0, 2, 3]
     if v5:
         assert seen["paho"][2][6] == {"PayloadFormatIndicator": 1}
