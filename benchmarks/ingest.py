@@ -77,9 +77,9 @@ CLIENT_ID = "bench-accounting"
 GROUP = "bench"
 
 
-def _open_session(host: str, port: int, topics: list[str]) -> None:
+def _open_session(host: str, port: int, topics: list[str], client_id: str = CLIENT_ID) -> None:
     """Create the accounting instance's persistent session, so the broker queues the backlog for it."""
-    client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=CLIENT_ID, clean_session=False)
+    client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=client_id, clean_session=False)
     subscribed = threading.Event()
     client.on_subscribe = lambda *a: subscribed.set()
     client.connect(host, port)
@@ -88,6 +88,13 @@ def _open_session(host: str, port: int, topics: list[str]) -> None:
     subscribed.wait(10)
     client.disconnect()
     client.loop_stop()
+
+
+def _close_session(host: str, port: int, client_id: str) -> None:
+    """End a drained instance's persistent session, so the broker queues nothing more for it."""
+    client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=client_id, clean_session=True)
+    client.connect(host, port)
+    client.disconnect()
 
 
 def _cpu_s(process: psutil.Process) -> float:
@@ -100,9 +107,17 @@ def _count(influx: InfluxServer, db: str) -> int:
     return int(series[0]["values"][0][1]) if series else 0
 
 
-def publisher(host: str, port: int, gateways: int, meters: int) -> None:
-    """Child mode: the fleet, publishing what the parent asks on stdin (one JSON command a line)."""
-    fleet = Fleet(host, port, gateways=gateways, meters_per_gateway=meters, site_id="fleet", period_s=1.0)
+def publisher(host: str, port: int, gateways: int, meters: int, keys_dir: str | None = None) -> None:
+    """Child mode: the fleet, publishing what the parent asks on stdin (one JSON command a line);
+    with `keys_dir` (`<gateway>.key` files), its gateways sign and chain their batches."""
+    signers = None
+    if keys_dir is not None:
+        from gateway.signing_key import load_key
+
+        ids = Fleet(host, port, gateways=gateways, meters_per_gateway=1, site_id="fleet").gateway_ids
+        signers = {g: load_key(Path(keys_dir) / f"{g}.key") for g in ids}
+    fleet = Fleet(host, port, gateways=gateways, meters_per_gateway=meters, site_id="fleet", period_s=1.0,
+                  signers=signers)
     for line in sys.stdin:
         cmd = json.loads(line)
         fleet.period_s = cmd["period_ms"] / 1000
@@ -146,9 +161,10 @@ def _publish_live(fleet: Fleet, rounds: int, start_ms: int) -> dict:
 class _Fleet:
     """The parent's handle on the publisher child."""
 
-    def __init__(self, host: str, port: int, gateways: int, meters: int) -> None:
+    def __init__(self, host: str, port: int, gateways: int, meters: int, keys_dir: Path | None = None) -> None:
+        signing = [str(keys_dir)] if keys_dir is not None else []
         self.proc = subprocess.Popen([sys.executable, __file__, "--publisher", host, str(port), str(gateways),
-                                      str(meters)], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+                                      str(meters), *signing], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
 
     def publish(self, rounds: int, start_ms: int, period_ms: int, realtime: bool) -> dict:
         assert self.proc.stdin is not None and self.proc.stdout is not None
@@ -226,10 +242,10 @@ def cpu_bound(cores: int, accounting_s: float, store_s: float) -> float | None:
 
 
 def settle(processes: dict[str, psutil.Process], limit_s: float = 30.0) -> float:
-    """Wait until influxd and accounting use less than a third of a core (at most `limit_s`)."""
+    """Wait until every one of `processes` uses less than a third of a core (at most `limit_s`)."""
     started = time.monotonic()
     while time.monotonic() - started < limit_s:
-        before = {k: _cpu_s(processes[k]) for k in ("influxd", "accounting")}
+        before = {k: _cpu_s(p) for k, p in processes.items()}
         time.sleep(0.5)
         if all((_cpu_s(processes[k]) - v) / 0.5 < 0.33 for k, v in before.items()):
             break
@@ -417,6 +433,81 @@ def signature_phase(gateways: int, meters: int, influx: InfluxServer, tmp_path: 
             "signatures_readings": readings}
 
 
+def service_signature_phase(broker: MosquittoServer, influx: InfluxServer, tmp_path: Path, gateways: int,
+                            meters: int, rounds: int, pairs: int) -> dict:
+    """Ingest readings/s with `signatures: required` against `off` through the whole service.
+
+    What the issue's goal names (ingest readings/s) is what phase 1 measures: a running
+    `AccountingService` draining its broker session into InfluxDB and the engine. Here that is
+    done in `pairs` back-to-back pairs of drains, order alternating: `off` drains a backlog of
+    `rounds` polls of every meter from an unsigned fleet into a site with `signatures: off`;
+    `required` drains the same backlog from a fleet whose gateways sign and chain every batch
+    (`simulators.fleet.Fleet` with signers: Ed25519, one chain per gateway) into a site that
+    registers their keys and requires signatures, with the evidence log the service keeps. Each
+    run: a fresh persistent session, a fresh fleet (its own process), a fresh database (dropped
+    after it, as in `signature_phase`), influxd and Mosquitto idle first (`settle`), and a fresh
+    accounting process (`benchmarks/ingest_ab.py`'s drain child: the clock runs from the first
+    message's arrival in its inbox until every reading is accepted). A `required` run must have
+    verified every batch and an `off` run verified none, and both must store every reading
+    (counted back exactly), or the phase fails. `signatures_service_slowdown` is the median of
+    the pairs' 1 - required/off."""
+    from benchmarks.ingest_ab import drain_command
+    from gateway.signing_key import generate_key
+
+    keys_dir = tmp_path / "fleet-keys"
+    gateway_ids = Fleet("127.0.0.1", 0, gateways=gateways, meters_per_gateway=1, site_id="fleet").gateway_ids
+    for g in gateway_ids:
+        generate_key(keys_dir / f"{g}.key")
+    procs = {"influxd": psutil.Process(influx.influxd.proc.pid), "mosquitto": psutil.Process(broker.proc.pid)}
+    runs: dict[str, list[dict]] = {"off": [], "required": []}
+    for i in range(pairs):
+        for mode in (("off", "required") if i % 2 == 0 else ("required", "off")):
+            cid, db = f"svc-sig-{mode}-{i}", f"svc_sig_{mode}_{i}"
+            influx.create_database(db)
+            _open_session(broker.host, broker.port, subscriptions(["fleet"], cid), client_id=cid)
+            fleet = _Fleet(broker.host, broker.port, gateways, meters, keys_dir if mode == "required" else None)
+            try:
+                backlog = fleet.publish(rounds, int(time.time() * 1000) - (rounds + 5) * 1000, 1000, realtime=False)
+            finally:
+                fleet.stop()
+            settle(procs, 10.0)
+            spec = {"tree": str(REPO), "broker": f"{broker.host}:{broker.port}", "influx_url": influx.url, "db": db,
+                    "client_id": cid, "gateways": gateways, "meters": meters, "readings": backlog["readings"],
+                    "spill": str(tmp_path / f"spill-{db}"), "signatures": mode,
+                    "keys_dir": str(keys_dir) if mode == "required" else None,
+                    "evidence_dir": str(tmp_path / f"evidence-{db}")}
+            cpu0 = {k: _cpu_s(p) for k, p in procs.items()}
+            out = subprocess.run(drain_command(spec), capture_output=True, text=True, timeout=600)
+            if out.returncode != 0:
+                raise SystemExit(f"service signature phase, {mode} drain failed:\n{out.stderr[-3000:]}")
+            result = json.loads([line for line in out.stdout.splitlines() if line.startswith("{")][-1])
+            stored = _count(influx, db)
+            influx.query(f'DROP DATABASE "{db}"', db)
+            _close_session(broker.host, broker.port, cid)
+            verified = (result["signatures"] or {}).get("verified_batches", 0)
+            batches = backlog["readings"] // meters
+            if stored != backlog["readings"] or result["accepted"] != backlog["readings"]:
+                raise SystemExit(f"service signature phase {mode} {i}: {result['accepted']} accepted, {stored} stored "
+                                 f"of {backlog['readings']} readings")
+            if verified != (batches if mode == "required" else 0):
+                raise SystemExit(f"service signature phase {mode} {i}: {verified} of {batches} batches verified "
+                                 f"({result['signatures']})")
+            runs[mode].append({"readings_per_s": round(result["readings_per_s"]),
+                               "accounting_cpu_us_per_reading": result["accounting_cpu_us_per_reading"],
+                               **{f"{k}_cpu_us_per_reading": round((_cpu_s(p) - cpu0[k]) * 1e6 / backlog["readings"], 2)
+                                  for k, p in procs.items()},
+                               "signature_checks": (result["signatures"] or {}).get("signature_checks", 0)})
+    slowdowns = sorted(round(1 - r["readings_per_s"] / o["readings_per_s"], 3)
+                       for o, r in zip(runs["off"], runs["required"], strict=True))
+    return {"signatures_service_slowdown": _median(slowdowns),
+            "signatures_service_pairs_slowdown": slowdowns,
+            "signatures_service_off_readings_per_s": _median([r["readings_per_s"] for r in runs["off"]]),
+            "signatures_service_required_readings_per_s": _median([r["readings_per_s"] for r in runs["required"]]),
+            "signatures_service_readings_per_run": gateways * meters * rounds,
+            "signatures_service_pairs": pairs,
+            "signatures_service_runs": runs}
+
+
 def _pairs(runs: dict[tuple[str, str], list[int]], way: str) -> list[float]:
     """Each repeat's 1 - required/off, the two measured back to back; sorted."""
     return sorted(round(1 - r / o, 3) for o, r in zip(runs[(way, "off")], runs[(way, "required")], strict=True))
@@ -428,14 +519,21 @@ def _median(values: list[float]) -> float:
 
 
 def signatures_only(args: argparse.Namespace, machine: dict) -> int:
-    """Phase 3 alone: its own influxd, the same fleet, one JSON line with the machine baseline."""
+    """Phases 3 and 4 alone: their own influxd and Mosquitto, the same fleet, one JSON line with
+    the machine baseline."""
     with tempfile.TemporaryDirectory(prefix="tanji-bench-") as tmp:
         influx = InfluxServer(Path(tmp) / "influxdb")
+        broker = MosquittoServer(Path(tmp) / "mosquitto", extra_conf="max_inflight_messages 1000\n")
         influx.start()
+        broker.start()
         try:
             signatures = signature_phase(args.gateways, args.meters, influx, Path(tmp), args.signature_rounds,
-                                         args.signature_repeats)
+                                         args.signature_repeats) if args.signature_repeats else {}
+            if args.service_signature_pairs:
+                signatures |= service_signature_phase(broker, influx, Path(tmp), args.gateways, args.meters,
+                                                      args.service_signature_rounds, args.service_signature_pairs)
         finally:
+            broker.stop()
             influx.stop()
     print(json.dumps({"benchmark": "ingest_signatures", "meters": args.gateways * args.meters, **signatures,
                       "machine": machine}))
@@ -458,11 +556,16 @@ def main() -> int:
     parser.add_argument("--signature-repeats", type=int, default=6,
                         help="back-to-back pairs of the two modes in phase 3, order alternating (their median "
                              "slowdown is the headline)")
-    parser.add_argument("--publisher", nargs=4, help=argparse.SUPPRESS)
+    parser.add_argument("--service-signature-rounds", type=int, default=100,
+                        help="polls of every meter per drain in the whole-service comparison (phase 4)")
+    parser.add_argument("--service-signature-pairs", type=int, default=3,
+                        help="back-to-back pairs of whole-service drains, signatures: off and required, order "
+                             "alternating (phase 4; their median slowdown is the goal's figure; 0 skips it)")
+    parser.add_argument("--publisher", nargs="+", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.publisher:
-        host, port, gateways, meters = args.publisher
-        publisher(host, int(port), int(gateways), int(meters))
+        host, port, gateways, meters, *keys_dir = args.publisher
+        publisher(host, int(port), int(gateways), int(meters), *keys_dir)
         return 0
     logging.basicConfig(level=logging.WARNING)
     machine = machine_baseline()  # before any server starts: the machine as the benchmark found it
@@ -553,6 +656,9 @@ def main() -> int:
             ceilings.append(store_ceiling(influx, "ceiling_after", bodies))
             signatures = signature_phase(args.gateways, args.meters, influx, tmp_path, args.signature_rounds,
                                          args.signature_repeats)
+            if args.service_signature_pairs:
+                signatures |= service_signature_phase(broker, influx, tmp_path, args.gateways, args.meters,
+                                                      args.service_signature_rounds, args.service_signature_pairs)
         finally:
             if service is not None:
                 service.stop()

@@ -37,9 +37,16 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 
 
-def drain(tree: str, broker: str, influx_url: str, db: str, client_id: str, gateways: int, meters: int,
-          readings: int, spill: str) -> None:
-    """Child mode: `tree`'s accounting drains the backlog queued for `client_id`; prints one JSON line."""
+def drain(spec: dict) -> None:
+    """Child mode: `spec["tree"]`'s accounting drains the backlog queued for `spec["client_id"]`;
+    prints one JSON line.
+
+    `spec`: tree, broker (host:port), influx_url, db, client_id, gateways, meters, readings (to
+    wait for), spill (the store's spill directory); optionally signatures (the site's mode) with
+    keys_dir (the fleet's key files, `<gateway>.key`: their public keys are registered in the
+    site file, as an operator registers a gateway's) and evidence_dir (the store's evidence log,
+    as `tanji serve` keeps it under its state directory)."""
+    tree = spec["tree"]
     sys.path.insert(0, tree)
     os.environ["NUMBA_CACHE_DIR"] = str(Path(tree) / ".numba-cache")
     import psutil
@@ -49,10 +56,22 @@ def drain(tree: str, broker: str, influx_url: str, db: str, client_id: str, gate
     from simulators.fleet import Fleet
     from tanji.site import parse_site_text
 
-    host, port = broker.split(":")
-    site = parse_site_text(Fleet(host, int(port), gateways=gateways, meters_per_gateway=meters,
-                                 site_id="fleet").site_text(), "fleet.yaml")
-    store = InfluxStore(influx_url, token="bench", org="tanji", bucket=db, spill_dir=spill)
+    host, port = spec["broker"].split(":")
+    readings, client_id = spec["readings"], spec["client_id"]
+    if spec.get("signatures"):
+        from gateway.signing_key import load_key
+
+        keys_dir = Path(spec["keys_dir"]) if spec.get("keys_dir") else None
+        ids = [f"fleet-gw-{g:03d}" for g in range(spec["gateways"])]
+        signers = {g: load_key(keys_dir / f"{g}.key") for g in ids} if keys_dir else {}
+        text = Fleet(host, int(port), gateways=spec["gateways"], meters_per_gateway=spec["meters"], site_id="fleet",
+                     signers=signers).site_text(spec["signatures"])
+    else:  # the site file as older trees' fleets write it (they know no signatures)
+        text = Fleet(host, int(port), gateways=spec["gateways"], meters_per_gateway=spec["meters"],
+                     site_id="fleet").site_text()
+    site = parse_site_text(text, "fleet.yaml")
+    store = InfluxStore(spec["influx_url"], token="bench", org="tanji", bucket=spec["db"], spill_dir=spec["spill"],
+                        **({"evidence_dir": spec["evidence_dir"]} if spec.get("evidence_dir") else {}))
     service = AccountingService([site], store, broker_host=host, broker_port=int(port), client_id=client_id,
                                 share_group=client_id, cycle_max_messages=200)
     proc = psutil.Process()
@@ -86,7 +105,9 @@ def drain(tree: str, broker: str, influx_url: str, db: str, client_id: str, gate
     stages = dict(service.stats.stage_s)
     store.flush(120)
     service.stop()
+    verified = getattr(service, "signatures", None)  # older trees have none
     print(json.dumps({"accepted": service.stats.accepted, "quarantined": service.stats.quarantined,
+                      "signatures": verified.to_dict() if verified is not None else None,
                       "seconds": seconds, "start_s": t0 - started, "readings_per_s": service.stats.accepted / seconds,
                       "accounting_cores": cpu / seconds,
                       "accounting_cpu_us_per_reading": round(cpu / service.stats.accepted * 1e6, 2),
@@ -105,6 +126,11 @@ def drain(tree: str, broker: str, influx_url: str, db: str, client_id: str, gate
                       "readings_per_delivery": round(sum(deliveries) / max(1, len(deliveries))),
                       "stage_share": {k: round(v / sum(stages.values()), 3) for k, v in stages.items()},
                       "stage_s": {k: round(v, 2) for k, v in stages.items()}}))
+
+
+def drain_command(spec: dict) -> list[str]:
+    """The command line of a drain child (`drain(spec)`), as this interpreter runs it."""
+    return [sys.executable, str(Path(__file__).resolve()), "--drain", json.dumps(spec)]
 
 
 def _thread_cpu(proc: object) -> dict[str, tuple[float, float]]:
@@ -131,11 +157,10 @@ def main() -> int:
                         help="as --py-spy, but sample only the thread holding the interpreter lock: where a GIL-bound "
                              "process spends its interpreter time (wall samples also count a thread waiting to get "
                              "the lock back, e.g. after hashlib released it)")
-    parser.add_argument("--drain", nargs=9, help=argparse.SUPPRESS)
+    parser.add_argument("--drain", help=argparse.SUPPRESS)  # child mode: a JSON spec (drain())
     args = parser.parse_args()
     if args.drain:
-        tree, broker, url, db, cid, g, m, n, spill = args.drain
-        drain(tree, broker, url, db, cid, int(g), int(m), int(n), spill)
+        drain(json.loads(args.drain))
         return 0
     sys.path.insert(0, str(REPO))
     os.environ.setdefault("NUMBA_CACHE_DIR", str(REPO / ".numba-cache"))
@@ -183,9 +208,10 @@ def main() -> int:
                     influxd = psutil.Process(influx.influxd.proc.pid)
                     cpu0 = _cpu_s(influxd)
                     spy = f"/tmp/ab-{name}-{i + 1}.txt" if args.py_spy or args.py_spy_gil else None
-                    cmd = [sys.executable, __file__, "--drain", tree, f"{broker.host}:{broker.port}", influx.url, db,
-                           cid, str(args.gateways), str(args.meters), str(backlog["readings"]),
-                           str(tmp_path / f"spill-{db}")]
+                    cmd = drain_command({"tree": tree, "broker": f"{broker.host}:{broker.port}",
+                                         "influx_url": influx.url, "db": db, "client_id": cid,
+                                         "gateways": args.gateways, "meters": args.meters,
+                                         "readings": backlog["readings"], "spill": str(tmp_path / f"spill-{db}")})
                     if spy:
                         sampled = ["--gil"] if args.py_spy_gil else ["--idle"]
                         cmd = [str(Path(sys.executable).parent / "py-spy"), "record", "-r", "100", "--threads", *sampled,

@@ -8,12 +8,16 @@ are the same models as the plant's, so the fleet has a ground truth too.
     fleet = Fleet("127.0.0.1", 1883, gateways=100, meters_per_gateway=20)
     stats = fleet.publish(rounds=60)          # 60 polls of every meter, back-filled to now
     fleet.truth().total("fleet-gw-007-m03", "energy_import_kwh")
+
+With `signers` (gateway id → a signing key, `gateway.signing_key.SigningKey` or anything with
+`key_id` and `sign(message)`), each gateway signs and chains its batches exactly as a gateway
+does (`tanji.signed_batch`, docs/audit.md): one chain per gateway, started by this fleet.
 """
 
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 
 import paho.mqtt.client as mqtt
@@ -22,7 +26,8 @@ from simulators.ground_truth import GroundTruth, TruthSnapshot
 from simulators.load_profile import Load
 from simulators.models import ElectricMeter
 from simulators.randomness import derive_seed, uniform
-from tanji.wire import encode_batch, readings_topic
+from tanji import signed_batch
+from tanji.wire import encode_batch, readings_json, readings_topic
 
 
 @dataclass(frozen=True, slots=True)
@@ -41,7 +46,8 @@ class Fleet:
     """`gateways` virtual gateways of `meters_per_gateway` meters each, for site `site_id`."""
 
     def __init__(self, host: str, port: int, *, gateways: int = 10, meters_per_gateway: int = 20,
-                 site_id: str = "fleet", period_s: float = 1.0, seed: int = 0) -> None:
+                 site_id: str = "fleet", period_s: float = 1.0, seed: int = 0,
+                 signers: Mapping[str, object] | None = None) -> None:
         self.host, self.port = host, port
         self.site_id = site_id
         self.period_s = period_s
@@ -57,6 +63,9 @@ class Fleet:
                 self.meters[meter_id].set_shown("energy_import_kwh", round(1000 + 50000 * uniform(s, 2), 1))
         self._seq = dict.fromkeys(self.gateway_ids, 0)
         self._started = False
+        self.signers = dict(signers or {})
+        self._chain = {gw: signed_batch.new_chain_id() for gw in self.signers}
+        self._prev: dict[str, str | None] = dict.fromkeys(self.signers)
 
     def _batch(self, gateway: str, ts_ms: int) -> bytes:
         readings = []
@@ -66,9 +75,15 @@ class Fleet:
             v = meter.values(ts_ms / 1000.0)
             readings.append({"meter": meter_id, "ts_ms": ts_ms, "quality": "good",
                              "values": {"energy_import_kwh": v["energy_import_kwh"], "power_kw": v["power_kw"]}})
-        payload = encode_batch(self.site_id, gateway, self._seq[gateway], readings)
+        seq = self._seq[gateway]
         self._seq[gateway] += 1
-        return payload
+        signer = self.signers.get(gateway)
+        if signer is None:
+            return encode_batch(self.site_id, gateway, seq, readings)
+        text = readings_json(readings)  # signed as published: the readings member's exact bytes
+        sig, self._prev[gateway] = signed_batch.sign(signer, self.site_id, gateway, seq, self._chain[gateway],
+                                                     self._prev[gateway], text.encode())
+        return encode_batch(self.site_id, gateway, seq, [], sig=sig.to_json(), readings_text=text)
 
     def publish(self, rounds: int, *, realtime: bool = False, start_ms: int | None = None) -> FleetStats:
         """Publish `rounds` polls of every meter. Back-filled so the last round is now, unless
@@ -126,13 +141,18 @@ class Fleet:
         """Energy each virtual meter counted, up to its last published reading."""
         return self.truth_record.snapshot(max(m.t for m in self.meters.values()))
 
-    def site_text(self) -> str:
+    def site_text(self, signatures: str | None = None) -> str:
         """A site file describing the fleet (for accounting's topology): the first meter of each
-        gateway is its site's incomer view, the others submeters of one cost centre."""
-        lines = [f"site: {{id: {self.site_id}, name: virtual fleet, province: Jiangsu, grid_region: East}}",
+        gateway is its site's incomer view, the others submeters of one cost centre. The public
+        key of each gateway that signs is registered; `signatures` sets the site's mode."""
+        mode = f", signatures: '{signatures}'" if signatures else ""  # quoted: YAML reads off as false
+        lines = [f"site: {{id: {self.site_id}, name: virtual fleet, province: Jiangsu, grid_region: East{mode}}}",
                  "gateways:"]
         for gateway, meter_ids in self.meter_ids.items():
-            lines.append(f"  - id: {gateway}\n    meters:")
+            lines.append(f"  - id: {gateway}")
+            if gateway in self.signers:
+                lines.append(f"    keys:\n      - public_key: \"{self.signers[gateway].public_key}\"")
+            lines.append("    meters:")
             for i, meter_id in enumerate(meter_ids):
                 role = "grid_import" if i == 0 else "submeter, cost_centre: load"
                 # Virtual meters are never polled, but a site file gives each device its own address.

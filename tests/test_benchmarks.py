@@ -46,7 +46,8 @@ def test_ingest_benchmark_prints_its_result_and_loses_nothing():
     require_binary("influxd", "influxdb")
     # 30 meters at 60 readings/s: a live round every 0.5 s, 4 rounds in 2 s
     result = run_benchmark("ingest", "--gateways", "3", "--meters", "10", "--rounds", "5",
-                           "--live-rate", "60", "--live-s", "2", "--signature-rounds", "4")
+                           "--live-rate", "60", "--live-s", "2", "--signature-rounds", "4",
+                           "--service-signature-rounds", "3", "--service-signature-pairs", "1")
     assert result["live_period_s"] == 0.5 and result["live_rate_readings_per_s"] == 60
     assert result["live_readings"] == 3 * 10 * 4
     assert result["readings_published"] == 3 * 10 * (5 + 4)
@@ -78,6 +79,12 @@ def test_ingest_benchmark_prints_its_result_and_loses_nothing():
     # quarantine policy, and measured no check at all): one Ed25519 check per chained run at least
     assert 0 < result["signature_checks_per_batch"] <= 1
     assert result["ed25519_verify_us"] > 0 and result["signature_readings_per_batch"] == 10
+    # phase 4, the whole service: it fails unless every reading was stored and `required`
+    # verified every batch; one check per gateway at least (a drained backlog's runs)
+    assert result["signatures_service_readings_per_run"] == 3 * 10 * 3
+    (off,), (required,) = result["signatures_service_runs"]["off"], result["signatures_service_runs"]["required"]
+    assert off["signature_checks"] == 0 and 3 <= required["signature_checks"] <= 3 * 3
+    assert result["signatures_service_pairs_slowdown"] == [result["signatures_service_slowdown"]]
 
 
 def test_cpu_bound_is_none_when_a_run_measured_no_cpu():

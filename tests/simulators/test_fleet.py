@@ -54,3 +54,36 @@ def test_fleet_publishes_wire_format_that_adds_up(mosquitto):
     site = parse_site_text(fleet.site_text())
     assert {m.id for m in site.meters} == set(last)
     assert json.loads(received[0][1])["v"] == 1
+
+
+def test_a_signing_fleet_chains_batches_its_site_file_registers_and_ingest_verifies(tmp_path):
+    """With signers, each virtual gateway signs and chains as a gateway does; its site file
+    registers the keys, and ingest's verifier admits every batch (one check per chained run)."""
+    from accounting.ingest.signatures import BatchSignatures
+    from accounting.ingest.subscriber import InboundMessage
+    from gateway.signing_key import generate_key
+
+    ids = [f"fleet-s-gw-{g:03d}" for g in range(2)]
+    fleet = Fleet("127.0.0.1", 0, gateways=2, meters_per_gateway=3, site_id="fleet-s",
+                  signers={g: generate_key(tmp_path / f"{g}.key") for g in ids})
+    site = parse_site_text(fleet.site_text("required"), "fleet.yaml")
+    assert site.signatures == "required" and [len(g.keys) for g in site.gateways] == [1, 1]
+    assert parse_site_text(fleet.site_text("off"), "fleet.yaml").signatures == "off"  # not YAML's false
+    payloads = list(fleet.payloads(3, 1_700_000_000_000))
+    bodies = [json.loads(p) for _, p in payloads]
+    assert [b["seq"] for b in bodies if b["gateway"] == ids[0]] == [0, 1, 2]
+    assert bodies[0]["sig"]["prev"] is None and bodies[2]["sig"]["prev"] is not None  # chained per gateway
+    verifier = BatchSignatures({site.id: site})
+    messages = [InboundMessage(f"tanji/v1/fleet-s/{g}/readings", p, 0, 0, 0, 0) for g, p in payloads]
+    verifier.prepare(messages, now_ms=1_700_000_100_000)
+    for i, m in enumerate(messages):
+        gateway = m.topic.split("/")[3]
+        batch = verifier.decode(i, m.payload, "fleet-s", gateway, 1_700_000_100_000)
+        assert verifier.check(i, m, "fleet-s", gateway, batch).key == site.gateways[ids.index(gateway)].keys[0].key_id
+    assert verifier.to_dict()["verified_batches"] == 6 and verifier.to_dict()["signature_checks"] == 2
+    # an altered reading in a validly framed batch does not verify
+    forged = payloads[-1][1].replace(b'"power_kw":', b'"power_kw":1', 1)  # 12.3 -> 112.3
+    verifier.prepare([InboundMessage(messages[-1].topic, forged, 0, 0, 0, 0)], now_ms=1_700_000_100_000)
+    with pytest.raises(Exception, match="does not verify"):
+        verifier.check(0, InboundMessage(messages[-1].topic, forged, 0, 0, 0, 0), "fleet-s", ids[1],
+                       verifier.decode(0, forged, "fleet-s", ids[1], 1_700_000_100_000))
