@@ -36,7 +36,14 @@ rates in proportion.
 Phase 3 (signatures, docs/audit.md): `signatures_required_readings_per_s` against
 `signatures_off_readings_per_s`, the same fleet batches signed and chained with Ed25519 or
 not, through admission and the InfluxDB store in-process (`signature_phase` says how), and
-`signatures_slowdown` (goal <= 0.10): the median over `--signature-repeats` back-to-back pairs.
+`signatures_slowdown`: the median over `--signature-repeats` back-to-back pairs. It leaves the
+engine and MQTT out, so it is an upper bound of the service's slowdown.
+Phase 4 (signatures through the whole service, the goal's figure): `--service-signature-pairs`
+back-to-back pairs of drains like phase 1's, order alternating, one from a fleet whose gateways
+sign and chain every batch into a site that registers their keys and requires signatures, one
+unsigned into a site with `signatures: off`, each a fresh session, database and accounting
+process (`service_signature_phase` says how); `signatures_service_slowdown` (goal <= 0.10) is
+the median of the pairs' 1 - required/off.
 Prints one JSON object as its last line.
 """
 
@@ -424,7 +431,6 @@ def signature_phase(gateways: int, meters: int, influx: InfluxServer, tmp_path: 
             # every run, in the order run: the spread the best hides
             "signatures_runs_readings_per_s": {f"{w}_{m}": r for (w, m), r in runs.items()},
             "signatures_pairs": repeats,
-            "goal_signatures_slowdown": 0.10,
             "signature_checks_per_batch": round(checks / len(signed), 3),
             "signature_readings_per_batch": meters,
             "ed25519_verify_us": round(verify_us, 1),
@@ -500,6 +506,7 @@ def service_signature_phase(broker: MosquittoServer, influx: InfluxServer, tmp_p
     slowdowns = sorted(round(1 - r["readings_per_s"] / o["readings_per_s"], 3)
                        for o, r in zip(runs["off"], runs["required"], strict=True))
     return {"signatures_service_slowdown": _median(slowdowns),
+            "goal_signatures_service_slowdown": 0.10,
             "signatures_service_pairs_slowdown": slowdowns,
             "signatures_service_off_readings_per_s": _median([r["readings_per_s"] for r in runs["off"]]),
             "signatures_service_required_readings_per_s": _median([r["readings_per_s"] for r in runs["required"]]),

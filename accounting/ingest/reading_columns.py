@@ -67,8 +67,14 @@ class ColumnLayout:
         good = code == _GOOD
         comm_error = code == _COMM_ERROR
         dicts = list(map(ROW_VALUES, rows))
-        values = np.empty((n, len(self.names)))
+        values = np.full((n, len(self.names)), np.nan)
         for k, name in enumerate(self.names):
+            # A name no reading carries (a site's channels its meters do not all publish, the line
+            # state of a site without a PLC) stays NaN: `any` over `in` passes the rows' dicts
+            # faster than `get` fills a column (cache-cold, 70,000 rows: ~0.1 against ~0.17 µs a
+            # reading), and stops at the first reading that has it.
+            if not any(map(dict.__contains__, dicts, repeat(name, n))):
+                continue
             try:  # C loops (map over dict.get): the common case, numbers or nothing
                 values[:, k] = np.fromiter(map(dict.get, dicts, repeat(name, n), repeat(np.nan, n)), np.float64, n)
             except (TypeError, ValueError):  # a None among the values
