@@ -565,7 +565,7 @@ def main() -> int:
                              "slowdown is the headline)")
     parser.add_argument("--service-signature-rounds", type=int, default=100,
                         help="polls of every meter per drain in the whole-service comparison (phase 4)")
-    parser.add_argument("--service-signature-pairs", type=int, default=3,
+    parser.add_argument("--service-signature-pairs", type=int, default=4,
                         help="back-to-back pairs of whole-service drains, signatures: off and required, order "
                              "alternating (phase 4; their median slowdown is the goal's figure; 0 skips it)")
     parser.add_argument("--publisher", nargs="+", help=argparse.SUPPRESS)
