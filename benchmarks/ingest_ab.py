@@ -214,7 +214,7 @@ def main() -> int:
                                          "readings": backlog["readings"], "spill": str(tmp_path / f"spill-{db}")})
                     if spy:
                         sampled = ["--gil"] if args.py_spy_gil else ["--idle"]
-                        cmd = [str(Path(sys.executable).parent / "py-spy"), "record", "-r", "100", "--threads", *sampled,
+                        cmd = [str(Path(sys.executable).parent / "py-spy"), "record", "-r", os.environ.get("AB_PY_SPY_RATE", "100"), "--threads", *sampled,
                                "-f", "raw", "-o", spy, "--", *cmd]
                     out = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
                     sys.stderr.write(out.stderr[-4000:])

@@ -129,6 +129,12 @@ class V2WriteBridge(Process):
                           "--upstream-port", str(upstream_port), "--port", str(port)], port, log)
 
 
+#: influxd writes a shard's cache to TSM files once it has had no write for this long (and
+#: whenever the cache outgrows its size limit): benchmarks wait it out so that one phase's
+#: snapshot is not charged to the next.
+SNAPSHOT_COLD_S = 10
+
+
 class InfluxServer:
     """Debian's influxd 1.6.7 plus the v2 write bridge. `url` is what influxdb-client talks to."""
 
@@ -147,7 +153,7 @@ bind-address = "127.0.0.1:{self.rpc_port}"
   dir = "{self.workdir}/data"
   wal-dir = "{self.workdir}/wal"
   query-log-enabled = false
-  cache-snapshot-write-cold-duration = "10s"
+  cache-snapshot-write-cold-duration = "{SNAPSHOT_COLD_S}s"
 [http]
   enabled = true
   bind-address = "127.0.0.1:{self.http_port}"
