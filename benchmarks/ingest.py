@@ -10,7 +10,9 @@ Phase 0 (the store's ceiling): the same line protocol ingest writes for the back
 readings, formatted beforehand and not timed) is written to the same influxd by a plain bulk
 writer: one HTTP connection, the store's request size (10,000 lines), one request after the
 other, no MQTT, no Tanji. It runs twice, before the drain and after the live phase, each into a
-database of its own (counted back exactly); `store_ceiling_readings_per_s` is the better of the
+database of its own (counted back exactly, then dropped and influxd left to settle, so that its
+cache's snapshot to TSM files, SNAPSHOT_COLD_S after its last write, does not fall inside the
+drain; the second run waits out the drain's); `store_ceiling_readings_per_s` is the better of the
 two and `ratio_to_store_ceiling` = `readings_per_s` / it (goal >= 0.8).
 Phase 1 (throughput): the fleet publishes a backlog of `rounds` polls of every meter into the
 persistent session of an offline accounting instance; the instance then starts and drains it.
