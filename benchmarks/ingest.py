@@ -77,7 +77,7 @@ from accounting.service import AccountingService  # noqa: E402
 from accounting.store.base import StoredReading  # noqa: E402
 from accounting.store.influx import InfluxStore, reading_lines  # noqa: E402
 from benchmarks.machine import machine_baseline  # noqa: E402
-from simulators.fleet import Fleet  # noqa: E402
+from simulators.fleet import Fleet, gateway_ids  # noqa: E402
 from tanji.site import parse_site_text  # noqa: E402
 from tanji.wire import readings_topic  # noqa: E402
 from tests.services import SNAPSHOT_COLD_S, InfluxServer, MosquittoServer  # noqa: E402
@@ -123,8 +123,7 @@ def publisher(host: str, port: int, gateways: int, meters: int, keys_dir: str | 
     if keys_dir is not None:
         from gateway.signing_key import load_key
 
-        ids = Fleet(host, port, gateways=gateways, meters_per_gateway=1, site_id="fleet").gateway_ids
-        signers = {g: load_key(Path(keys_dir) / f"{g}.key") for g in ids}
+        signers = {g: load_key(Path(keys_dir) / f"{g}.key") for g in gateway_ids("fleet", gateways)}
     fleet = Fleet(host, port, gateways=gateways, meters_per_gateway=meters, site_id="fleet", period_s=1.0,
                   signers=signers)
     for line in sys.stdin:
@@ -467,8 +466,7 @@ def service_signature_phase(broker: MosquittoServer, influx: InfluxServer, tmp_p
     from gateway.signing_key import generate_key
 
     keys_dir = tmp_path / "fleet-keys"
-    gateway_ids = Fleet("127.0.0.1", 0, gateways=gateways, meters_per_gateway=1, site_id="fleet").gateway_ids
-    for g in gateway_ids:
+    for g in gateway_ids("fleet", gateways):
         generate_key(keys_dir / f"{g}.key")
     procs = {"influxd": psutil.Process(influx.influxd.proc.pid), "mosquitto": psutil.Process(broker.proc.pid)}
     runs: dict[str, list[dict]] = {"off": [], "required": []}

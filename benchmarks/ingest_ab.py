@@ -60,10 +60,10 @@ def drain(spec: dict) -> None:
     readings, client_id = spec["readings"], spec["client_id"]
     if spec.get("signatures"):
         from gateway.signing_key import load_key
+        from simulators.fleet import gateway_ids
 
         keys_dir = Path(spec["keys_dir"]) if spec.get("keys_dir") else None
-        ids = [f"fleet-gw-{g:03d}" for g in range(spec["gateways"])]
-        signers = {g: load_key(keys_dir / f"{g}.key") for g in ids} if keys_dir else {}
+        signers = {g: load_key(keys_dir / f"{g}.key") for g in gateway_ids("fleet", spec["gateways"])} if keys_dir else {}
         text = Fleet(host, int(port), gateways=spec["gateways"], meters_per_gateway=spec["meters"], site_id="fleet",
                      signers=signers).site_text(spec["signatures"])
     else:  # the site file as older trees' fleets write it (they know no signatures)
@@ -214,7 +214,8 @@ def main() -> int:
                                          "readings": backlog["readings"], "spill": str(tmp_path / f"spill-{db}")})
                     if spy:
                         sampled = ["--gil"] if args.py_spy_gil else ["--idle"]
-                        cmd = [str(Path(sys.executable).parent / "py-spy"), "record", "-r", os.environ.get("AB_PY_SPY_RATE", "100"), "--threads", *sampled,
+                        rate = os.environ.get("AB_PY_SPY_RATE", "100")  # samples a second
+                        cmd = [str(Path(sys.executable).parent / "py-spy"), "record", "-r", rate, "--threads", *sampled,
                                "-f", "raw", "-o", spy, "--", *cmd]
                     out = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
                     sys.stderr.write(out.stderr[-4000:])

@@ -10,7 +10,7 @@ are the same models as the plant's, so the fleet has a ground truth too.
     fleet.truth().total("fleet-gw-007-m03", "energy_import_kwh")
 
 With `signers` (gateway id → a signing key, `gateway.signing_key.SigningKey` or anything with
-`key_id` and `sign(message)`), each gateway signs and chains its batches exactly as a gateway
+`key_id`, `public_key` and `sign(message)`), each gateway signs and chains its batches exactly as a gateway
 does (`tanji.signed_batch`, docs/audit.md): one chain per gateway, started by this fleet.
 """
 
@@ -42,6 +42,11 @@ class FleetStats:
         return self.readings / self.seconds if self.seconds else 0.0
 
 
+def gateway_ids(site_id: str, gateways: int) -> list[str]:
+    """The ids of a fleet's gateways (what its site file and topics name)."""
+    return [f"{site_id}-gw-{g:03d}" for g in range(gateways)]
+
+
 class Fleet:
     """`gateways` virtual gateways of `meters_per_gateway` meters each, for site `site_id`."""
 
@@ -51,7 +56,7 @@ class Fleet:
         self.host, self.port = host, port
         self.site_id = site_id
         self.period_s = period_s
-        self.gateway_ids = [f"{site_id}-gw-{g:03d}" for g in range(gateways)]
+        self.gateway_ids = gateway_ids(site_id, gateways)
         self.meter_ids = {gw: [f"{gw}-m{m:02d}" for m in range(meters_per_gateway)] for gw in self.gateway_ids}
         self.truth_record = GroundTruth()
         self.meters: dict[str, ElectricMeter] = {}
