@@ -219,6 +219,11 @@ class GatewayService:
             health = self.health()
             self.final_health = health  # what the process reported last (tests read it after stop)
             self.publisher.stop(health)
+            # Callbacks paho scheduled before it stopped (a confirmation or a PUBACK that came
+            # in while the offline status was sent) run now, while the spool is still open: run
+            # after its close, a confirmation failed with "closed database" and its batches were
+            # sent again at the next start.
+            await asyncio.sleep(0)
             self._write_status_file(health)
             self.spool.close()
             log.info("gateway %s stopped", self.gateway.id)

@@ -74,3 +74,45 @@ def spool_keys(path):
 
 def device_port(fake, device):
     return next(port for (port, _), d in fake.devices.items() if d is device)
+
+
+def test_a_confirmation_that_arrives_while_the_gateway_stops_still_empties_the_spool(tmp_path, mosquitto,
+                                                                                      fake_meters, caplog):
+    """A confirmation paho hands over while the gateway sends its offline status runs before the
+    spool closes: once it ran after, it failed on the closed database and the confirmed
+    batches were sent again at the next start."""
+    from gateway.service import GatewayService
+    from gateway.spool import Spool
+    from tanji.wire import confirm_payload, confirm_topic
+
+    _, site = three_meter_site(tmp_path, fake_meters, mosquitto.port, delivery="confirmed")
+    service = GatewayService(site, spool_path=tmp_path / "spool.sqlite", status_interval_s=0.5)
+    service.start()
+    try:
+        deadline = time.monotonic() + 30
+        while service.health()["awaiting_confirmation"] < 3 and time.monotonic() < deadline:
+            time.sleep(0.05)  # published and acknowledged by the broker; nobody confirms them here
+        assert service.health()["awaiting_confirmation"] >= 3
+        publisher, stop = service.publisher, service.publisher.stop
+
+        def stop_as_a_confirmation_arrives(health=None):
+            """What paho's thread does when accounting's confirmation lands during the stop."""
+            awaiting = sorted(service._awaiting)
+            service._loop.call_soon_threadsafe(service._on_confirm, confirm_topic(site.id, "gw-1"),
+                                               confirm_payload(awaiting))
+            confirmed.extend(awaiting)
+            stop(health)
+
+        confirmed: list[int] = []
+        publisher.stop = stop_as_a_confirmation_arrives
+    finally:
+        with caplog.at_level("ERROR", logger="tanji.gateway"):
+            service.stop()
+    assert confirmed, "the stop handed over a confirmation"
+    assert not [r for r in caplog.records if r.levelname == "ERROR"], [r.getMessage() for r in caplog.records]
+    spool = Spool(tmp_path / "spool.sqlite", 64 * 1024 * 1024)
+    try:
+        left = {b.seq for b in spool.pending_batches()}
+    finally:
+        spool.close()
+    assert not left & set(confirmed), "confirmed batches left the spool"
