@@ -8,7 +8,7 @@ import threading
 import paho.mqtt.client as mqtt
 import pytest
 
-from simulators.fleet import Fleet
+from simulators.fleet import Fleet, gateway_ids
 from tanji.site import parse_site_text
 from tanji.wire import decode_batch, readings_subscription
 
@@ -62,8 +62,9 @@ def test_a_signing_fleet_chains_batches_its_site_file_registers_and_ingest_verif
     from accounting.ingest.signatures import BatchSignatures
     from accounting.ingest.subscriber import InboundMessage
     from gateway.signing_key import generate_key
+    from tanji.errors import WireFormatError
 
-    ids = [f"fleet-s-gw-{g:03d}" for g in range(2)]
+    ids = gateway_ids("fleet-s", 2)
     fleet = Fleet("127.0.0.1", 0, gateways=2, meters_per_gateway=3, site_id="fleet-s",
                   signers={g: generate_key(tmp_path / f"{g}.key") for g in ids})
     site = parse_site_text(fleet.site_text("required"), "fleet.yaml")
@@ -84,6 +85,6 @@ def test_a_signing_fleet_chains_batches_its_site_file_registers_and_ingest_verif
     # an altered reading in a validly framed batch does not verify
     forged = payloads[-1][1].replace(b'"power_kw":', b'"power_kw":1', 1)  # 12.3 -> 112.3
     verifier.prepare([InboundMessage(messages[-1].topic, forged, 0, 0, 0, 0)], now_ms=1_700_000_100_000)
-    with pytest.raises(Exception, match="does not verify"):
+    with pytest.raises(WireFormatError, match="bad_signature: .*does not verify"):
         verifier.check(0, InboundMessage(messages[-1].topic, forged, 0, 0, 0, 0), "fleet-s", ids[1],
                        verifier.decode(0, forged, "fleet-s", ids[1], 1_700_000_100_000))
