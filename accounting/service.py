@@ -39,7 +39,7 @@ from accounting.ingest.admission import Admission
 from accounting.ingest.chain import ChainTracker
 from accounting.ingest.dedup import DedupIndex
 from accounting.ingest.meter_order import MeterOrder
-from accounting.ingest.pipeline import Cycle, Pipeline
+from accounting.ingest.pipeline import CYCLE_MAX_MESSAGES, Cycle, Pipeline
 from accounting.ingest.readiness import Readiness
 from accounting.ingest.sequence import SequenceTracker
 from accounting.ingest.signatures import BatchSignatures
@@ -84,7 +84,7 @@ class AccountingService:
                  broker_port: int = 1883, client_id: str | None = None, share_group: str | None = None,
                  username: str | None = None, password: str | None = None,
                  tls: bool = False, ca_file: str | None = None,
-                 cycle_max_messages: int = 500, cycle_wait_s: float = 0.02,
+                 cycle_max_messages: int = CYCLE_MAX_MESSAGES, cycle_wait_s: float = 0.02,
                  footprint_interval_s: float = 1.0, dedup_window: int = 4096,
                  checkpoints: CheckpointStore | None = None, checkpoint_interval_s: float = 60.0,
                  replay_margin_ms: int = 3_600_000, footprint_store_interval_s: float = 60.0,

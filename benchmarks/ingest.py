@@ -272,7 +272,7 @@ def signature_phase(gateways: int, meters: int, influx: InfluxServer, tmp_path: 
     would publish with keys registered); `off` ingests the same batches unsigned (what its
     gateways publish then). Each mode runs ingest's pipeline in-process (admission with the
     signature and chain checks, store formatting, the InfluxDB write with its evidence) over
-    the messages waiting in its inbox, cycles of 200 messages as the service takes them, two
+    the messages waiting in its inbox, cycles of `CYCLE_MAX_MESSAGES` as the service takes them, two
     ways: on its three threads as the service runs it (`signatures_slowdown`: the store thread
     appends the evidence to its log and writes the batch points while the admitting thread
     checks the next cycle), and
@@ -300,7 +300,7 @@ def signature_phase(gateways: int, meters: int, influx: InfluxServer, tmp_path: 
     from accounting.ingest.admission import Admission
     from accounting.ingest.chain import ChainTracker
     from accounting.ingest.dedup import DedupIndex
-    from accounting.ingest.pipeline import Pipeline, quiet_gc
+    from accounting.ingest.pipeline import CYCLE_MAX_MESSAGES, Pipeline, quiet_gc
     from accounting.ingest.sequence import SequenceTracker
     from accounting.ingest.signatures import BatchSignatures
     from accounting.ingest.stats import IngestStats
@@ -366,7 +366,7 @@ def signature_phase(gateways: int, meters: int, influx: InfluxServer, tmp_path: 
                 def deliver(cycles: list, delivered: list[float] = delivered) -> None:
                     delivered[0] = time.perf_counter()
 
-                pipeline = Pipeline(source, admission, store, IngestStats(), deliver=deliver, cycle_max_messages=200)
+                pipeline = Pipeline(source, admission, store, IngestStats(), deliver=deliver)
                 quiet_gc()  # what start() does first, once per service: not a cost of these readings
                 # what the run before left influxd doing (its database dropped, files deleted) is
                 # the benchmark's, not this run's: the first run of a pair was ~4 % slower (below)
@@ -378,8 +378,8 @@ def signature_phase(gateways: int, meters: int, influx: InfluxServer, tmp_path: 
                     while pipeline.messages_delivered < len(messages) and pipeline.alive():
                         time.sleep(0.005)
                 else:  # one cycle after the other on one thread: nothing overlaps
-                    for k in range(0, len(messages), 200):
-                        pipeline.run_cycle(messages[k:k + 200])
+                    for k in range(0, len(messages), CYCLE_MAX_MESSAGES):
+                        pipeline.run_cycle(messages[k:k + CYCLE_MAX_MESSAGES])
                 f0 = time.perf_counter()
                 store.flush(120)  # nothing is spilled as a rule; if something was, its write counts
                 t1 = time.perf_counter() if time.perf_counter() - f0 > 0.001 else delivered[0]
@@ -506,7 +506,9 @@ def service_signature_phase(broker: MosquittoServer, influx: InfluxServer, tmp_p
                                "accounting_cpu_us_per_reading": result["accounting_cpu_us_per_reading"],
                                **{f"{k}_cpu_us_per_reading": round((_cpu_s(p) - cpu0[k]) * 1e6 / backlog["readings"], 2)
                                   for k, p in procs.items()},
-                               "signature_checks": (result["signatures"] or {}).get("signature_checks", 0)})
+                               "signature_checks": (result["signatures"] or {}).get("signature_checks", 0),
+                               # where a mode's extra goes: the accounting process's threads, µs a reading
+                               "thread_cpu_us_per_reading": result["thread_cpu_us_per_reading"]})
     slowdowns = sorted(round(1 - r["readings_per_s"] / o["readings_per_s"], 3)
                        for o, r in zip(runs["off"], runs["required"], strict=True))
     return {"signatures_service_slowdown": _median(slowdowns),
@@ -609,7 +611,7 @@ def main() -> int:
             ceiling_cpu: dict[str, float] = {}  # the store's CPU s per reading, written by a plain writer
             ceilings = [store_ceiling(influx, "ceiling_before", bodies, ceiling_cpu)]
             service = AccountingService([site], store, broker_host=broker.host, broker_port=broker.port,
-                                        client_id=CLIENT_ID, share_group=GROUP, cycle_max_messages=200)
+                                        client_id=CLIENT_ID, share_group=GROUP)
             service.start()
             processes = {"accounting": psutil.Process(), "influxd": psutil.Process(influx.influxd.proc.pid),
                          "influx_bridge": psutil.Process(influx.bridge.proc.pid),

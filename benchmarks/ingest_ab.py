@@ -73,7 +73,7 @@ def drain(spec: dict) -> None:
     store = InfluxStore(spec["influx_url"], token="bench", org="tanji", bucket=spec["db"], spill_dir=spec["spill"],
                         **({"evidence_dir": spec["evidence_dir"]} if spec.get("evidence_dir") else {}))
     service = AccountingService([site], store, broker_host=host, broker_port=int(port), client_id=client_id,
-                                share_group=client_id, cycle_max_messages=200)
+                                share_group=client_id)  # the tree's own cycle size, as it runs
     proc = psutil.Process()
     inbox = service._subscriber.inbox  # both trees have it; the clock starts at the first message
     put, first = inbox.put, []

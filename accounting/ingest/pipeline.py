@@ -57,6 +57,15 @@ log = logging.getLogger(__name__)
 
 GC_THRESHOLD = 50_000
 SWITCH_INTERVAL_S = 0.0005
+#: Messages a cycle takes at most: the unit of one store write, one evidence-log sync and one
+#: acknowledgement, and under `signatures` the span over which a chain's batches share one
+#: Ed25519 check (accounting/ingest/signatures.py). 500 (50,000 readings of the benchmark's
+#: fleet) keeps, with the store's two writes in flight and the one being admitted, at most
+#: 1,500 messages unacknowledged, which the broker's `max_inflight_messages 1000`
+#: (tanji/broker_config.py) caps at two cycles ahead: draining a backlog it measured no slower
+#: than 200 (docs/storage.md, "The service's own cycle"), and `required` costs half as much.
+#: The benchmarks run it, as `tanji accounting` does.
+CYCLE_MAX_MESSAGES = 500
 
 
 class Source(Protocol):
@@ -124,7 +133,7 @@ class Pipeline:
 
     def __init__(self, source: Source, admission: Admission, store: ReadingStore, stats: IngestStats, *,
                  deliver: Hook, notify: Hook | None = None, tick: Callable[[], None] | None = None,
-                 cycle_max_messages: int = 500, cycle_wait_s: float = 0.02) -> None:
+                 cycle_max_messages: int = CYCLE_MAX_MESSAGES, cycle_wait_s: float = 0.02) -> None:
         self.source = source
         self.admission = admission
         self.store = store
