@@ -85,6 +85,14 @@ def test_ingest_benchmark_prints_its_result_and_loses_nothing():
     (off,), (required,) = result["signatures_service_runs"]["off"], result["signatures_service_runs"]["required"]
     assert off["signature_checks"] == 0 and 3 <= required["signature_checks"] <= 3 * 3
     assert result["signatures_service_pairs_slowdown"] == [result["signatures_service_slowdown"]]
+    # the CPU each mode cost a reading, from the same runs, and where accounting spent it
+    cpu = result["signatures_service_cpu_us_per_reading"]
+    assert cpu == {mode: pytest.approx(run["accounting_cpu_us_per_reading"] + run["influxd_cpu_us_per_reading"]
+                                       + run["mosquitto_cpu_us_per_reading"], abs=0.01)
+                   for mode, run in (("off", off), ("required", required))}
+    assert result["signatures_service_cpu_slowdown"] == pytest.approx(1 - cpu["off"] / cpu["required"], abs=1e-3)
+    # per thread, threads that ran a clock tick at least (a tiny run may show none)
+    assert all(v > 0 for run in (off, required) for v in run["thread_cpu_us_per_reading"].values())
 
 
 def test_cpu_bound_is_none_when_a_run_measured_no_cpu():
