@@ -59,11 +59,11 @@ GC_THRESHOLD = 50_000
 SWITCH_INTERVAL_S = 0.0005
 #: Messages a cycle takes at most: the unit of one store write, one evidence-log sync and one
 #: acknowledgement, and under `signatures` the span over which a chain's batches share one
-#: Ed25519 check (accounting/ingest/signatures.py). 500 (50,000 readings of the benchmark's
-#: fleet) keeps, with the store's two writes in flight and the one being admitted, at most
-#: 1,500 messages unacknowledged, which the broker's `max_inflight_messages 1000`
-#: (tanji/broker_config.py) caps at two cycles ahead: draining a backlog it measured no slower
-#: than 200 (docs/storage.md, "The service's own cycle"), and `required` costs half as much.
+#: Ed25519 check (accounting/ingest/signatures.py). At 500 (50,000 readings of the benchmark's
+#: fleet) the broker's `max_inflight_messages 1000` (tanji/broker_config.py) lets two cycles be
+#: unacknowledged at once (one written while the next is admitted, or two written): draining a
+#: backlog it measured no slower than 200, and what `signatures: required` adds to accounting's
+#: CPU was half of what it adds at 200 (docs/storage.md, "The service's own cycle"; docs/audit.md).
 #: The benchmarks run it, as `tanji accounting` does.
 CYCLE_MAX_MESSAGES = 500
 

@@ -111,7 +111,7 @@ except (AttributeError, ValueError, OSError):  # pragma: no cover - POSIX guaran
 
 def _write_all(fd: int, parts: Sequence[bytes | memoryview]) -> None:
     """Write `parts` in order, gathered by the kernel (`os.writev`, IOV_MAX parts a call: two calls
-    for a cycle of 500 batches). Joining them first copied a cycle's ~2.8 MB once more, into
+    for a cycle of 500 batches). Joining them first copied a cycle's ~7 MB once more, into
     memory fresh every cycle, on the store thread with the interpreter held. The same bytes reach
     the file either way; a write cut short by a crash is a torn tail, as before (`open`)."""
     for i in range(0, len(parts), _IOV_MAX):
