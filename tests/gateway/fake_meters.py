@@ -69,12 +69,24 @@ class FakeMeters:
             asyncio.run_coroutine_threadsafe(self._serve(port), self._loop).result(10)
 
     def stop(self) -> None:
+        """Close the servers and every open connection's task, then the loop. A connection's
+        task left waiting on its socket was destroyed pending at exit, and closed its writer on
+        a closed loop ("Task was destroyed but it is pending", "Event loop is closed")."""
+        if not self._thread.is_alive():  # never started
+            self._loop.close()
+            return
+
         async def close() -> None:
             for s in self._servers:
                 s.close()
+            tasks = [t for t in asyncio.all_tasks() if t is not asyncio.current_task()]
+            for t in tasks:
+                t.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
         asyncio.run_coroutine_threadsafe(close(), self._loop).result(10)
         self._loop.call_soon_threadsafe(self._loop.stop)
         self._thread.join(10)
+        self._loop.close()
 
     async def _serve(self, port: int) -> None:
         async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
