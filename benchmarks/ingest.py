@@ -512,8 +512,9 @@ def service_signature_phase(broker: MosquittoServer, influx: InfluxServer, tmp_p
     slowdowns = sorted(round(1 - r["readings_per_s"] / o["readings_per_s"], 3)
                        for o, r in zip(runs["off"], runs["required"], strict=True))
     # The same comparison by the CPU both modes cost a reading (accounting, influxd, Mosquitto):
-    # the drain is CPU-bound (docs/storage.md), so it is what the rates would say without the
-    # machine's other load, which scatters the pairs' rates by ±0.1 on a shared machine.
+    # the drain is CPU-bound (docs/storage.md), so it is a second estimator beside the pairs'
+    # rates, which the machine's other load scatters (±0.17 a pair on the shared 2-core
+    # machine); it scatters too (influxd's share counts its idle seconds around the drain).
     cpu = {mode: _median([r["accounting_cpu_us_per_reading"] + r["influxd_cpu_us_per_reading"]
                           + r["mosquitto_cpu_us_per_reading"] for r in rs]) for mode, rs in runs.items()}
     return {"signatures_service_slowdown": _median(slowdowns),
