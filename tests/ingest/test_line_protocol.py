@@ -2,7 +2,8 @@
 
 Both are parsed back (field set split, each number read as a float) and compared, on generated
 values: integers, floats of every magnitude, nulls, per-value quality, tag characters that
-need escaping.
+need escaping. The compiled pass (accounting/store/_line_protocol.c) is compared byte for byte
+with the Python pass it stands in for, and each of its refusals is shown to leave the work to it.
 """
 
 from __future__ import annotations
@@ -11,10 +12,14 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from accounting.store import influx
 from accounting.store.base import StoredReading
 from accounting.store.influx import (
+    _general_fields,
     _general_line,
     _prefix,
+    _prefixes,
+    _python_chunks,
     _reading_lines_per_row,
     gzip_level_for,
     reading_chunks,
@@ -135,3 +140,89 @@ def test_request_bodies_are_the_lines_joined(rows, per_chunk):
     lines = _reading_lines_per_row(rows)
     assert reading_chunks(rows, per_chunk) == [b"\n".join(lines[i:i + per_chunk])
                                                for i in range(0, len(lines), per_chunk)]
+
+
+def compiled(rows: list[StoredReading], per_chunk: int, blob: bytes | None = None) -> list[bytes] | None:
+    """The compiled pass alone, on the cache and encoder `reading_chunks` gives it."""
+    blob = influx._encode_json([r.values for r in rows]) if blob is None else blob
+    return influx._line_protocol.bodies(rows, blob, influx._PREFIXES, influx._QUALITY_FIELDS, per_chunk,
+                                        _general_fields)
+
+
+def python(rows: list[StoredReading], per_chunk: int) -> list[bytes]:
+    values = [r.values for r in rows]
+    return _python_chunks(rows, values, influx._encode_json(values), per_chunk)
+
+
+def test_the_compiled_pass_is_built_and_used():
+    """bin/setup installs a C compiler, so the suite (and the demo) run the compiled pass; a
+    build that silently fell back to Python would leave the figures of docs/storage.md unmet."""
+    assert influx._line_protocol is not None, "accounting/store/_line_protocol.c was not built (see setup.py)"
+    assert influx.LINE_PROTOCOL_PASS == "compiled"
+
+
+@settings(max_examples=300, deadline=None)
+@given(rows_strategy, st.integers(1, 7))
+def test_the_compiled_pass_writes_the_python_pass_byte_for_byte(rows, per_chunk):
+    _prefixes(rows)  # every meter's prefix cached, as after a meter's first cycle
+    got = compiled(rows, per_chunk)
+    assert got is not None  # every shape the strategy makes is covered (odd rows via `general`)
+    assert got == python(rows, per_chunk)
+    lines = _reading_lines_per_row(rows)
+    assert got == [b"\n".join(lines[i:i + per_chunk]) for i in range(0, len(lines), per_chunk)]
+
+
+def test_the_compiled_pass_on_a_fleet_cycle_across_body_boundaries():
+    rows = [StoredReading(f"s{i % 3}", f"g{i % 7}", f"m{i % 50}", 1_700_000_000_000 + i, QUALITY_CODES[i % 4],
+                          {"energy_import_kwh": 1000.0 + i / 7, "power_kw": -i * 1e-9}, None) for i in range(5003)]
+    _prefixes(rows)
+    for per_chunk in (1, 2, 1000, 5003, 10_000):
+        assert compiled(rows, per_chunk) == python(rows, per_chunk)
+
+
+@pytest.mark.parametrize("row", [
+    StoredReading("s", "g", "never-seen-before", 5, "good", {"power_kw": 1.0}, None),  # prefix not cached
+    StoredReading("s", "g", "m", 5.0, "good", {"power_kw": 1.0}, None),  # a float timestamp
+    StoredReading("s", "g", "m", True, "good", {"power_kw": 1.0}, None),  # a bool is not an int here
+    StoredReading("s", "g", "m", 2**64, "good", {"power_kw": 1.0}, None),  # beyond int64
+    StoredReading("s", "g", "m", 5, "good", {"power kw": 1.0}, None),  # a name the catalogue never has
+    StoredReading("s", "g", "m", 5, "good", {"power_kw": True}, None),  # not a number
+    StoredReading("s", "g", "m", 5, "good", {"power_kw": "1"}, None),
+    StoredReading("s", "g", "m", 5, "good", {"a\\b": 1.0}, None),  # an escape in the JSON
+])
+def test_what_the_compiled_pass_refuses_is_left_to_the_python_pass(row):
+    _prefix("s", "g", "m")
+    influx._PREFIXES.get("s", {}).get("g", {}).pop("never-seen-before", None)
+    assert compiled([row], 10) is None
+    assert reading_chunks([row], 10) == _chunked_per_row([row], 10)
+
+
+def _chunked_per_row(rows, per_chunk):
+    lines = _reading_lines_per_row(rows)
+    return [b"\n".join(lines[i:i + per_chunk]) for i in range(0, len(lines), per_chunk)]
+
+
+@pytest.mark.parametrize("blob", [
+    b"", b"[]", b"[{}]extra", b'[{"power_kw":1.0},{"power_kw":2.0}]', b'{"power_kw":1.0}',
+    b'[{"power_kw":1.0]', b'[{"power_kw":}]', b'[{"power_kw"1.0}]', b'[{power_kw:1.0}]',
+])
+def test_a_blob_of_another_shape_than_the_rows_is_refused(blob):
+    """The blob must be msgspec's list of exactly these rows' dicts; anything else is refused,
+    never read past its end."""
+    _prefix("s", "g", "m")
+    row = StoredReading("s", "g", "m", 5, "good", {"power_kw": 1.0}, None)
+    assert compiled([row], 10, blob) is None
+
+
+def test_an_error_in_the_general_formatter_is_raised_not_swallowed():
+    _prefix("s", "g", "m")
+    row = StoredReading("s", "g", "m", 5, "good", {"power_kw": None}, None)
+    with pytest.raises(ZeroDivisionError):
+        influx._line_protocol.bodies([row], b'[{"power_kw":null}]', influx._PREFIXES, influx._QUALITY_FIELDS, 10,
+                                     lambda *a: 1 / 0)
+    with pytest.raises(TypeError, match="must return bytes"):
+        influx._line_protocol.bodies([row], b'[{"power_kw":null}]', influx._PREFIXES, influx._QUALITY_FIELDS, 10,
+                                     lambda *a: "text")
+    with pytest.raises(ValueError, match="per_chunk"):
+        influx._line_protocol.bodies([row], b'[{"power_kw":null}]', influx._PREFIXES, influx._QUALITY_FIELDS, 0,
+                                     _general_fields)
