@@ -10,6 +10,8 @@ from setuptools import Extension, setup
 _FLAGS = ["-O2", "-std=c99", "-Wall", "-Wextra", "-Wno-unused-parameter"]
 
 setup(ext_modules=[
+    Extension("accounting.ingest._readings", ["accounting/ingest/_readings.c"],
+              extra_compile_args=_FLAGS, optional=True),
     Extension("accounting.store._line_protocol", ["accounting/store/_line_protocol.c"],
               extra_compile_args=_FLAGS, optional=True),
 ])

@@ -46,6 +46,7 @@ from typing import Any
 import msgspec
 
 from accounting.ingest import batch_decoder
+from accounting.ingest.batch_decoder import _readings
 from accounting.ingest.chain import ChainTracker
 from accounting.ingest.conflicts import FirstCopies, Lookup, same_reading
 from accounting.ingest.dedup import BEYOND, DedupIndex
@@ -68,8 +69,9 @@ log = logging.getLogger(__name__)
 #: register its key. The others are final (accounting.ingest.signatures.FINAL_REFUSALS).
 _SIGNATURE_REFUSALS = frozenset({"unsigned", "unknown_key", "bad_signature"}) - FINAL_REFUSALS
 
-#: Per quantity, the physically possible range (`tanji.quantities.Quantity.low/high`).
-_BOUNDS = {name: (q.low, q.high) for name, q in QUANTITIES.items()}
+#: Per quantity, the physically possible range (`tanji.quantities.Quantity.low/high`), as floats
+#: (what the compiled pass compares; each is a float already, so the Python loop's checks are the same).
+_BOUNDS = {name: (float(q.low), float(q.high)) for name, q in QUANTITIES.items()}
 _encode = msgspec.json.Encoder().encode
 
 
@@ -198,10 +200,15 @@ class Admission:
         batch = (self.signatures.decode(index, m.payload, site_id, gateway_id, now_ms) if self.signatures is not None
                  else batch_decoder.decode_batch(m.payload, site_id, gateway_id, now_ms))
         readings = batch.readings
-        for i, r in enumerate(readings):
-            if r.meter not in meters:
-                raise WireFormatError("unknown_meter",
-                                      f"readings[{i}].meter {r.meter!r} is not a meter of {site_id}/{gateway_id}")
+        # One compiled pass (accounting/ingest/_readings.c): meters, bounds and the rows; None when
+        # anything needs a closer look, which the Python loops below then take, as without it.
+        scan = None if _readings is None else _readings.admit(readings, meters, _BOUNDS, site_id, gateway_id,
+                                                               StoredReading)
+        if scan is None:
+            for i, r in enumerate(readings):
+                if r.meter not in meters:
+                    raise WireFormatError("unknown_meter",
+                                          f"readings[{i}].meter {r.meter!r} is not a meter of {site_id}/{gateway_id}")
         if self.signatures is not None:
             kept = self.signatures.check(index, m, site_id, gateway_id, batch)
             if kept is not None:
@@ -209,23 +216,28 @@ class Admission:
                     out.duplicates += len(readings)  # a copy of a batch already admitted (and kept)
                     return
                 out.batches.append(kept)
-        possible = self._possible(m, batch, out)
+        possible = readings if scan is not None else self._possible(m, batch, out)  # scan: all possible
         # a backfill (docs/wire-format.md) is older than its meters' readings on purpose
-        backwards = [] if batch.backfill else self.order.backwards(site_id, gateway_id, batch.seq, possible)
+        backwards = [] if batch.backfill else self.order.backwards(
+            site_id, gateway_id, batch.seq, possible, None if scan is None else scan[3])
         if backwards:
             possible = self._misstamped(m, batch, possible, backwards, out)
+            scan = None  # its columns are the batch's, no longer the readings admitted
         # Everything that can fail has been checked: only now learn from the message.
         self.sequences.observe(site_id, gateway_id, batch.seq)
-        self.order.learn(site_id, gateway_id, batch.seq, possible)
+        self.order.learn(site_id, gateway_id, batch.seq, possible, None if scan is None else scan[1:3])
         repeated: list[tuple[str, batch_decoder.Reading]] = []
         fresh = self.dedup.fresh(site_id, possible, repeated)
         if repeated:
             doubtful.extend([_Doubtful(kind, index, site_id, gateway_id, batch.seq, r) for kind, r in repeated])
         if fresh:
             start = len(out.rows)
-            new, stored = tuple.__new__, StoredReading  # _row, inlined: a call per reading costs
-            out.rows.extend([new(stored, (site_id, gateway_id, r.meter, r.ts_ms, r.quality, r.values, r.value_quality))
-                             for r in fresh])
+            if scan is not None and fresh is possible:  # as a rule: every reading new, rows made by the scan
+                out.rows.extend(scan[0])
+            else:
+                new, stored = tuple.__new__, StoredReading  # _row, inlined: a call per reading costs
+                out.rows.extend([new(stored, (site_id, gateway_id, r.meter, r.ts_ms, r.quality, r.values,
+                                              r.value_quality)) for r in fresh])
             out.origins.append((index, start, len(out.rows)))
 
     def _possible(self, m: InboundMessage, batch: batch_decoder.Batch, out: Admitted) -> list[batch_decoder.Reading]:

@@ -131,11 +131,15 @@ class MeterOrder:
             self._db.close()
             self._db = None
 
-    def backwards(self, site: str, gateway: str, seq: int, readings: Sequence[_Reading]) -> list[int]:
+    def backwards(self, site: str, gateway: str, seq: int, readings: Sequence[_Reading],
+                  earliest: int | None = None) -> list[int]:
         """Indexes of the readings of batch `seq` stamped before a reading of the same meter
-        from an earlier batch (does not learn; see `learn`)."""
+        from an earlier batch (does not learn; see `learn`). `earliest`: the readings' earliest
+        timestamp when the caller has it (admission's compiled pass)."""
         span = self._span.get((site, gateway))
-        if span is None or not readings or min([r.ts_ms for r in readings]) >= span:
+        if span is None or not readings:
+            return []
+        if (earliest if earliest is not None else min([r.ts_ms for r in readings])) >= span:
             return []  # none older than the newest reading of any of the gateway's meters: no lookups
         newest_ts, newest_seq = self._ts.get((site, gateway), {}), self._seq.get((site, gateway), {})
         out = []
@@ -145,8 +149,10 @@ class MeterOrder:
                 out.append(i)
         return out
 
-    def learn(self, site: str, gateway: str, seq: int, readings: Sequence[_Reading]) -> None:
-        """Remember the admitted readings of batch `seq`.
+    def learn(self, site: str, gateway: str, seq: int, readings: Sequence[_Reading],
+              columns: tuple[list[str], list[int]] | None = None) -> None:
+        """Remember the admitted readings of batch `seq`; `columns`: their meters and timestamps
+        when the caller has them (admission's compiled pass), else read from the readings.
 
         As a rule every reading of a batch is newer than everything its gateway sent before and
         names another meter: then each simply becomes its meter's newest, in two dict updates
@@ -154,8 +160,11 @@ class MeterOrder:
         if not readings:
             return
         key = (site, gateway)
-        stamps = [r.ts_ms for r in readings]
-        meters = [r.meter for r in readings]
+        if columns is not None:
+            meters, stamps = columns
+        else:
+            stamps = [r.ts_ms for r in readings]
+            meters = [r.meter for r in readings]
         span = self._span.get(key)
         with self._lock:
             newest_ts = self._ts.get(key)
