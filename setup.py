@@ -12,4 +12,6 @@ _FLAGS = ["-O2", "-std=c99", "-Wall", "-Wextra", "-Wno-unused-parameter"]
 setup(ext_modules=[
     Extension("accounting.store._line_protocol", ["accounting/store/_line_protocol.c"],
               extra_compile_args=_FLAGS, optional=True),
+    Extension("accounting.ingest._columns", ["accounting/ingest/_columns.c"],
+              extra_compile_args=_FLAGS, optional=True),
 ])
