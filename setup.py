@@ -14,4 +14,6 @@ setup(ext_modules=[
               extra_compile_args=_FLAGS, optional=True),
     Extension("accounting.store._line_protocol", ["accounting/store/_line_protocol.c"],
               extra_compile_args=_FLAGS, optional=True),
+    Extension("accounting.ingest._columns", ["accounting/ingest/_columns.c"],
+              extra_compile_args=_FLAGS, optional=True),
 ])
