@@ -391,10 +391,9 @@ def _serve(service: AccountingService, args: argparse.Namespace, stop: _StopSign
 def _log_passes() -> None:
     """Which passes of ingest's hot path are compiled (setup.py): a deployment built without a C
     compiler runs the Python passes, correct but with more CPU a reading (docs/storage.md)."""
-    from accounting.ingest.batch_decoder import READINGS_PASS
-    from accounting.store.influx import LINE_PROTOCOL_PASS
+    from accounting.ingest.hot_path import compiled_passes
 
-    passes = {"readings": READINGS_PASS, "line protocol": LINE_PROTOCOL_PASS}
+    passes = compiled_passes()
     text = ", ".join(f"{name} {kind}" for name, kind in passes.items())
     if all(kind == "compiled" for kind in passes.values()):
         log.info("ingest passes: %s", text)

@@ -72,6 +72,7 @@ os.environ.setdefault("NUMBA_CACHE_DIR", str(REPO / ".numba-cache"))
 import paho.mqtt.client as mqtt  # noqa: E402
 import psutil  # noqa: E402
 
+from accounting.ingest.hot_path import compiled_passes  # noqa: E402
 from accounting.ingest.subscriber import subscriptions  # noqa: E402
 from accounting.service import AccountingService  # noqa: E402
 from accounting.store.base import StoredReading  # noqa: E402
@@ -749,6 +750,7 @@ def main() -> int:
         "generator_readings_per_s": round(backlog["readings"] / backlog["seconds"]),
         "footprints": len(fps),
         **signatures,
+        "compiled_passes": compiled_passes(),  # which code made these figures (setup.py)
         "machine": machine,
     }
     print(json.dumps(result))

@@ -106,7 +106,13 @@ def drain(spec: dict) -> None:
     store.flush(120)
     service.stop()
     verified = getattr(service, "signatures", None)  # older trees have none
+    try:
+        from accounting.ingest.hot_path import compiled_passes
+        passes = compiled_passes()
+    except ImportError:  # a tree from before the compiled passes: all Python
+        passes = None
     print(json.dumps({"accepted": service.stats.accepted, "quarantined": service.stats.quarantined,
+                      "compiled_passes": passes,
                       "signatures": verified.to_dict() if verified is not None else None,
                       "seconds": seconds, "start_s": t0 - started, "readings_per_s": service.stats.accepted / seconds,
                       "accounting_cores": cpu / seconds,

@@ -52,6 +52,8 @@ def test_ingest_benchmark_prints_its_result_and_loses_nothing():
     assert result["live_readings"] == 3 * 10 * 4
     assert result["readings_published"] == 3 * 10 * (5 + 4)
     assert result["lost"] == 0 and result["duplicates"] == 0
+    # the figures name the code that made them: here every pass compiled (bin/setup installs gcc)
+    assert result["compiled_passes"] == {"readings": "compiled", "columns": "compiled", "line_protocol": "compiled"}
     assert result["readings_per_s"] > 0 and result["drain_s"] > 0
     assert result["freshness_samples"] == 3 * 10 * 4  # every live reading of every meter, exactly once
     assert result["store_ceiling_readings_per_s"] > 0 and len(result["store_ceiling_runs_readings_per_s"]) == 2
@@ -114,6 +116,7 @@ def test_ingest_ab_benchmark_drains_both_trees_and_loses_nothing():
     for tree in ("old", "new"):
         (run,) = result["runs"][tree]
         assert run["accepted"] == 30 and run["lost"] == 0 and run["quarantined"] == 0
+        assert set(run["compiled_passes"].values()) == {"compiled"}
         assert result[f"{tree}_readings_per_s"] > 0
     assert result["ratio_new_to_old"] > 0
 
