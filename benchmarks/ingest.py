@@ -13,7 +13,11 @@ other, no MQTT, no Tanji. It runs twice, before the drain and after the live pha
 database of its own (counted back exactly, then dropped and influxd left to settle, so that its
 cache's snapshot to TSM files, SNAPSHOT_COLD_S after its last write, does not fall inside the
 drain; the second run waits out the drain's); `store_ceiling_readings_per_s` is the better of the
-two and `ratio_to_store_ceiling` = `readings_per_s` / it (goal >= 0.8).
+two and `ratio_to_store_ceiling` = `readings_per_s` / it (goal >= 0.8). After the second, the
+same writer on two connections at once (`store_ceiling_two_writers_readings_per_s`,
+`ratio_to_two_writer_ceiling`): one connection leaves influxd idle between a request's answer
+and the next request, and on two it takes ~1.5x more here, with both cores; so the ratio's
+ceiling is a single writer's, and this figure says what influxd alone could take.
 Phase 1 (throughput): the fleet publishes a backlog of `rounds` polls of every meter into the
 persistent session of an offline accounting instance; the instance then starts and drains it.
 `readings_per_s` is readings stored in InfluxDB and fed to the engine per second of draining
@@ -210,28 +214,41 @@ def ceiling_bodies(gateways: int, meters: int, rounds: int, start_ms: int, batch
 
 
 def store_ceiling(influx: InfluxServer, db: str, bodies: list[bytes],
-                  cpu: dict[str, float] | None = None) -> float:
+                  cpu: dict[str, float] | None = None, writers: int = 1) -> float:
     """Readings/s a plain writer gets into influxd: `bodies` posted one after the other on one
     connection to the endpoint ingest writes to; every line is counted back. `cpu`, if given,
-    gets the store's CPU seconds per reading (influxd and the v2 bridge in front of it)."""
+    gets the store's CPU seconds per reading (influxd and the v2 bridge in front of it).
+    `writers` > 1: that many connections, each posting every `writers`-th body, all at once."""
     store_procs = {"influxd": psutil.Process(influx.influxd.proc.pid),
                    "influx_bridge": psutil.Process(influx.bridge.proc.pid)}
     cpu_before = {k: _cpu_s(p) for k, p in store_procs.items()}
     influx.create_database(db)
     url = urllib.parse.urlsplit(influx.url)
-    conn = http.client.HTTPConnection(url.hostname, url.port, timeout=60)
     path = f"/api/v2/write?org=tanji&bucket={db}&precision=ms"
     headers = {"Authorization": "Token bench", "Content-Type": "text/plain; charset=utf-8"}
     lines = sum(body.count(b"\n") + 1 for body in bodies)
+    failures: list[str] = []
+
+    def post(part: list[bytes]) -> None:
+        conn = http.client.HTTPConnection(url.hostname, url.port, timeout=60)
+        for body in part:
+            conn.request("POST", path, body=body, headers=headers)
+            resp = conn.getresponse()
+            detail = resp.read()
+            if resp.status != 204:
+                failures.append(f"{resp.status} {detail[:300]!r}")
+                break
+        conn.close()
+
+    threads = [threading.Thread(target=post, args=(bodies[i::writers],)) for i in range(writers)]
     started = time.perf_counter()
-    for body in bodies:
-        conn.request("POST", path, body=body, headers=headers)
-        resp = conn.getresponse()
-        detail = resp.read()
-        if resp.status != 204:
-            raise RuntimeError(f"influxd refused the ceiling write: {resp.status} {detail[:300]!r}")
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
     seconds = time.perf_counter() - started
-    conn.close()
+    if failures:
+        raise RuntimeError(f"influxd refused the ceiling write: {failures[0]}")
     stored = _count(influx, db)
     if stored != lines:
         raise RuntimeError(f"the ceiling writer stored {stored} of {lines} lines")
@@ -681,6 +698,8 @@ def main() -> int:
             time.sleep(SNAPSHOT_COLD_S + 1)
             settle(processes)
             ceilings.append(store_ceiling(influx, "ceiling_after", bodies))
+            two_writer_cpu: dict[str, float] = {}
+            two_writers = store_ceiling(influx, "ceiling_two_writers", bodies, two_writer_cpu, writers=2)
             signatures = signature_phase(args.gateways, args.meters, influx, tmp_path, args.signature_rounds,
                                          args.signature_repeats)
             if args.service_signature_pairs:
@@ -723,6 +742,11 @@ def main() -> int:
         "store_ceiling_runs_readings_per_s": [round(c) for c in ceilings],
         "ratio_to_store_ceiling": round(rate / ceiling, 3),
         "goal_ratio_to_store_ceiling": 0.8,
+        # the same plain writer on two connections at once (as the store writes two cycles at once):
+        # what influxd takes when it may use every core (docs/storage.md, "Compiled passes")
+        "store_ceiling_two_writers_readings_per_s": round(two_writers),
+        "store_ceiling_two_writers_cpu_us_per_reading": {k: round(v * 1e6, 2) for k, v in two_writer_cpu.items()},
+        "ratio_to_two_writer_ceiling": round(rate / two_writers, 3),
         "gzip_level": gzip_level,
         "lost": total - stored,
         "duplicates": duplicates,

@@ -57,6 +57,10 @@ def test_ingest_benchmark_prints_its_result_and_loses_nothing():
     assert result["readings_per_s"] > 0 and result["drain_s"] > 0
     assert result["freshness_samples"] == 3 * 10 * 4  # every live reading of every meter, exactly once
     assert result["store_ceiling_readings_per_s"] > 0 and len(result["store_ceiling_runs_readings_per_s"]) == 2
+    assert result["store_ceiling_two_writers_readings_per_s"] > 0
+    assert set(result["store_ceiling_two_writers_cpu_us_per_reading"]) == {"influxd", "influx_bridge"}
+    assert result["ratio_to_two_writer_ceiling"] == pytest.approx(
+        result["readings_per_s"] / result["store_ceiling_two_writers_readings_per_s"], abs=0.001)
     assert result["ratio_to_store_ceiling"] == pytest.approx(
         result["readings_per_s"] / result["store_ceiling_readings_per_s"], abs=0.001)
     assert 0 < result["p99_freshness_s"] < 30
