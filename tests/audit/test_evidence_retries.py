@@ -157,11 +157,11 @@ class FailingOnce(MeterOrder):
         super().__init__()
         self.seq, self.failed = seq, False
 
-    def backwards(self, site, gateway, seq, readings):
+    def backwards(self, site, gateway, seq, readings, earliest=None):
         if seq == self.seq and not self.failed:
             self.failed = True
             raise RuntimeError("the meter order could not be read")
-        return super().backwards(site, gateway, seq, readings)
+        return super().backwards(site, gateway, seq, readings, earliest)
 
 
 def test_a_message_quarantined_after_its_chain_was_checked_leaves_no_link_and_its_copy_is_admitted(tmp_path,
