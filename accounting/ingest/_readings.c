@@ -7,7 +7,9 @@
  * - `admit`: every reading's meter belongs to the gateway, no value claimed good outside its
  *   quantity's possible range (`Admission._possible`), and the batch's readings as stored rows,
  *   with their meters, timestamps and the earliest and latest of them (what the meter order
- *   and the dedup index read).
+ *   and the dedup index read);
+ * - `fresh_run`: the dedup index's rule (`DedupIndex.fresh`) for the leading readings it covers,
+ *   each newer than all its meter's index remembers, on those columns.
  *
  * Neither decides anything the Python does not: each answers "all clear" or refuses, and on a
  * refusal the Python loop runs on the same readings and finds, names and quarantines what is
@@ -185,7 +187,92 @@ fail:
     return NULL;
 }
 
+/* The dedup index's per-meter struct (`dedup._MeterIndex`), read and written through its slots. */
+static PyTypeObject *index_type = NULL;
+static Py_ssize_t off_order, off_head, off_newest, off_seen, off_floor;
+
+static PyObject *bind_index(PyObject *module, PyObject *arg) {
+    if (!PyType_Check(arg)) {
+        PyErr_SetString(PyExc_TypeError, "bind_index() takes the dedup index's meter type");
+        return NULL;
+    }
+    PyTypeObject *type = (PyTypeObject *)arg;
+    if (slot_offset(type, "order", &off_order) < 0 || slot_offset(type, "head", &off_head) < 0 ||
+        slot_offset(type, "newest", &off_newest) < 0 || slot_offset(type, "seen", &off_seen) < 0 ||
+        slot_offset(type, "floor", &off_floor) < 0)
+        return NULL;
+    Py_INCREF(type);
+    Py_XSETREF(index_type, type);
+    Py_RETURN_NONE;
+}
+
+static inline void set_slot(PyObject *obj, Py_ssize_t off, PyObject *value) {  /* steals `value` */
+    PyObject *old = SLOT(obj, off);
+    SLOT(obj, off) = value;
+    Py_XDECREF(old);
+}
+
+/* fresh_run(indexes, meters, stamps, window) -> int
+ *
+ * The dedup index's rule (`DedupIndex.fresh`) for as many leading readings as it covers: a
+ * meter with an index holding no set (`seen` None) and a reading newer than all it remembers
+ * (`newest`): remember it (append, and evict the oldest beyond `window`, exactly as the Python
+ * loop's inlined `evict`). Returns how many readings it remembered; the Python loop takes the
+ * rest from there (a meter without an index yet, a late reading, a copy, anything unusual). */
+static PyObject *fresh_run(PyObject *module, PyObject *args) {
+    PyObject *indexes, *meters, *stamps;
+    Py_ssize_t window;
+    if (!PyArg_ParseTuple(args, "O!O!O!n:fresh_run", &PyDict_Type, &indexes, &PyList_Type, &meters,
+                          &PyList_Type, &stamps, &window))
+        return NULL;
+    Py_ssize_t n = PyList_GET_SIZE(meters);
+    if (PyList_GET_SIZE(stamps) != n) {
+        PyErr_SetString(PyExc_ValueError, "meters and stamps differ in length");
+        return NULL;
+    }
+    Py_ssize_t i = 0;
+    for (; i < n && index_type != NULL; i++) {
+        PyObject *index = PyDict_GetItemWithError(indexes, PyList_GET_ITEM(meters, i));
+        if (index == NULL) {
+            if (PyErr_Occurred()) return NULL;
+            break;  /* a meter met for the first time: the Python loop makes its index */
+        }
+        if (Py_TYPE(index) != index_type || SLOT(index, off_seen) != Py_None) break;
+        PyObject *ts = PyList_GET_ITEM(stamps, i), *newest = SLOT(index, off_newest);
+        PyObject *order = SLOT(index, off_order), *head_obj = SLOT(index, off_head);
+        if (newest == NULL || order == NULL || head_obj == NULL || !PyLong_CheckExact(ts) ||
+            !PyLong_CheckExact(newest) || !PyList_CheckExact(order) || !PyLong_CheckExact(head_obj))
+            break;
+        long long t, known;
+        if (!ts_of(ts, &t) || !ts_of(newest, &known) || t <= known) break;
+        Py_ssize_t head = PyLong_AsSsize_t(head_obj);
+        if (head < 0) { PyErr_Clear(); break; }
+        if (PyList_Append(order, ts) < 0) return NULL;
+        Py_INCREF(ts);
+        set_slot(index, off_newest, ts);
+        Py_ssize_t len = PyList_GET_SIZE(order);
+        if (len - head > window && head < len) {
+            PyObject *floor = PyList_GET_ITEM(order, head);
+            Py_INCREF(floor);
+            set_slot(index, off_floor, floor);
+            head += 1;
+            if (head >= len / 2) {
+                if (PyList_SetSlice(order, 0, head, NULL) < 0) return NULL;
+                head = 0;
+            }
+            PyObject *h = PyLong_FromSsize_t(head);
+            if (h == NULL) return NULL;
+            set_slot(index, off_head, h);
+        }
+    }
+    return PyLong_FromSsize_t(i);
+}
+
 static PyMethodDef methods[] = {
+    {"bind_index", bind_index, METH_O, "bind_index(_MeterIndex) -> None: the dedup index's meter type, by its slots."},
+    {"fresh_run", fresh_run, METH_VARARGS,
+     "fresh_run(indexes, meters, stamps, window) -> int: readings remembered by the dedup index's rule, "
+     "from the first; the Python loop takes the rest."},
     {"bind", bind, METH_O, "bind(Reading) -> None: read readings of this struct type through its slots."},
     {"check", check, METH_VARARGS,
      "check(readings, lo, hi, names) -> bool: every reading within [lo, hi] ms, its value names in names, "

@@ -227,7 +227,7 @@ class Admission:
         self.sequences.observe(site_id, gateway_id, batch.seq)
         self.order.learn(site_id, gateway_id, batch.seq, possible, None if scan is None else scan[1:3])
         repeated: list[tuple[str, batch_decoder.Reading]] = []
-        fresh = self.dedup.fresh(site_id, possible, repeated)
+        fresh = self.dedup.fresh(site_id, possible, repeated, None if scan is None else scan[1:3])
         if repeated:
             doubtful.extend([_Doubtful(kind, index, site_id, gateway_id, batch.seq, r) for kind, r in repeated])
         if fresh:

@@ -25,7 +25,13 @@ from __future__ import annotations
 
 from bisect import bisect_left
 from collections.abc import Iterable
+from itertools import islice
 from typing import NamedTuple, Protocol, TypeVar
+
+try:  # the rule's compiled loop (accounting/ingest/_readings.c, setup.py; optional)
+    from accounting.ingest import _readings
+except ImportError:  # pragma: no cover - exercised where no compiler was found
+    _readings = None
 
 
 class _Timestamped(Protocol):
@@ -131,6 +137,9 @@ class _MeterIndex:
         self.newest = newest if self.floor is None else max(newest, self.floor)
 
 
+if _readings is not None:
+    _readings.bind_index(_MeterIndex)
+
 #: `fresh` marks a doubtful reading as seen before (in the index) or older than the index knows.
 SEEN, BEYOND = "seen", "beyond"
 
@@ -163,20 +172,29 @@ class DedupIndex:
         index = self._meters.get(site, {}).get(meter)
         return index is not None and index.remembers(ts_ms)
 
-    def fresh(self, site: str, readings: Iterable[R], doubtful: list[tuple[str, R]] | None = None) -> list[R]:
+    def fresh(self, site: str, readings: Iterable[R], doubtful: list[tuple[str, R]] | None = None,
+              columns: tuple[list[str], list[int]] | None = None) -> list[R]:
         """The readings not seen before, in order; remembered from now on (ingest's hot loop).
 
         Without `doubtful`, a copy seen before is dropped and one older than the index knows
         is passed as fresh (the idempotent store absorbs it). With it, both go there instead,
         as (`SEEN` or `BEYOND`, reading), unremembered, for the caller to check.
+        `columns`: the readings' meters and timestamps, when the caller has them (admission's
+        compiled pass); then the rule's compiled loop remembers the leading readings it covers
+        (each newer than all its meter's index remembers) and this loop takes the rest.
         """
         meters = self._meters.get(site)
         if meters is None:
             meters = self._meters[site] = {}
         window = self.window
         readings = readings if isinstance(readings, list) else list(readings)
+        start = 0
+        if columns is not None and _readings is not None:
+            start = _readings.fresh_run(meters, columns[0], columns[1], window)
+            if start == len(readings):
+                return readings
         out: list[R] | None = None  # made at the first reading left out (as a rule, none is)
-        for i, r in enumerate(readings):
+        for i, r in islice(enumerate(readings), start, None):
             meter, ts_ms = r.meter, r.ts_ms
             index = meters.get(meter)
             if index is None:

@@ -12,6 +12,7 @@ from __future__ import annotations
 from collections import deque
 from typing import NamedTuple
 
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -97,16 +98,23 @@ def operations(draw):
     return ops
 
 
+def _columns(batch: list[Reading]) -> tuple[list[str], list[int]]:
+    return [r.meter for r in batch], [r.ts_ms for r in batch]
+
+
 @settings(max_examples=400, deadline=None)
-@given(window=st.integers(0, 6), ops=operations())
-def test_the_index_answers_as_the_plain_reference(window, ops):
+@given(window=st.integers(0, 6), ops=operations(), compiled=st.booleans())
+def test_the_index_answers_as_the_plain_reference(window, ops, compiled):
+    """`compiled`: `fresh` given the readings' columns, as admission's compiled pass gives them:
+    the rule's compiled loop (accounting/ingest/_readings.c) takes the leading readings it covers."""
     index, reference = DedupIndex(window=window), ReferenceIndex(window)
     for op in ops:
         kind = op[0]
         if kind in ("fresh", "doubtful"):
             got_doubtful: list | None = [] if kind == "doubtful" else None
             want_doubtful: list | None = [] if kind == "doubtful" else None
-            assert index.fresh("s", list(op[1]), got_doubtful) == reference.fresh(op[1], want_doubtful)
+            columns = _columns(op[1]) if compiled else None
+            assert index.fresh("s", list(op[1]), got_doubtful, columns) == reference.fresh(op[1], want_doubtful)
             assert got_doubtful == want_doubtful
         elif kind == "seed":
             index.seed("s", op[1], list(op[2]), op[3])
@@ -183,3 +191,51 @@ def test_a_second_seed_that_raises_the_floor_is_not_lowered_by_the_next_reading(
     late = []
     assert index.fresh("s", [Reading("m", 5)], late) == []
     assert late == [(BEYOND, Reading("m", 5))]
+
+
+_SLOTS = ("order", "head", "newest", "seen", "floor", "mark")
+
+
+@settings(max_examples=300, deadline=None)
+@given(window=st.integers(0, 6), ops=operations())
+def test_the_compiled_loop_leaves_each_meter_index_as_the_python_loop_does(window, ops):
+    """Slot for slot: the list, its head, the newest, the set, the floor and the mark."""
+    from accounting.ingest import dedup
+
+    assert dedup._readings is not None, "accounting/ingest/_readings.c was not built (see setup.py)"
+    python, compiled = DedupIndex(window=window), DedupIndex(window=window)
+    for op in ops:
+        if op[0] in ("fresh", "doubtful"):
+            want: list | None = [] if op[0] == "doubtful" else None
+            got: list | None = [] if op[0] == "doubtful" else None
+            assert compiled.fresh("s", list(op[1]), got, _columns(op[1])) == python.fresh("s", list(op[1]), want)
+            assert got == want
+        elif op[0] == "seed":
+            for index in (python, compiled):
+                index.seed("s", op[1], list(op[2]), op[3])
+        elif op[0] == "forget":
+            for index in (python, compiled):
+                index.forget("s", op[1], op[2])
+        elif op[0] == "add":
+            for index in (python, compiled):
+                index.add("s", op[1], op[2])
+        for meter in METERS:
+            mine, theirs = compiled._meters.get("s", {}).get(meter), python._meters.get("s", {}).get(meter)
+            assert (mine is None) == (theirs is None)
+            if mine is not None:
+                assert [getattr(mine, k) for k in _SLOTS] == [getattr(theirs, k) for k in _SLOTS], meter
+
+
+def test_the_compiled_loop_refuses_what_it_cannot_read():
+    from accounting.ingest.dedup import _readings
+
+    index = DedupIndex(window=4)
+    index.fresh("s", [Reading("m1", 5)])
+    meters = index._meters["s"]
+    assert _readings.fresh_run(meters, ["m1", "m1"], [6, 7], 4) == 2
+    assert _readings.fresh_run(meters, ["m1"], [7], 4) == 0  # not newer: the Python loop decides
+    assert _readings.fresh_run(meters, ["m9"], [8], 4) == 0  # no index yet
+    assert _readings.fresh_run(meters, ["m1"], [2**64], 4) == 0  # beyond int64
+    assert _readings.fresh_run(meters, ["m1"], [8.0], 4) == 0  # not an int
+    with pytest.raises(ValueError, match="differ in length"):
+        _readings.fresh_run(meters, ["m1"], [], 4)
