@@ -42,6 +42,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from accounting.embedded_broker import EmbeddedBroker
+from accounting.ingest.hot_path import log_passes
 from accounting.pact.clients import PactClients
 from accounting.pact.tls import server_ssl
 from accounting.service import AccountingService
@@ -235,7 +236,7 @@ def run(args: argparse.Namespace) -> int:
         stop.watch(service.failed)
         log.info("accounting: %d site(s) from %s via %s:%d into %s", len(sites), ", ".join(args.config),
                  host, port, args.store)
-        _log_passes()
+        log_passes(log)
         if args.http_port is not None:
             code = _serve(service, args, stop, api_token=api_token, read_token=read_token,
                           pact_clients=pact_clients, tls=tls, state_dir=state_dir)
@@ -386,20 +387,6 @@ def _serve(service: AccountingService, args: argparse.Namespace, stop: _StopSign
     else:
         log.warning("stopped while still starting: nothing was acknowledged, nothing is lost")
     return 0 if server.started or stop.is_set() else 1
-
-
-def _log_passes() -> None:
-    """Which passes of ingest's hot path are compiled (setup.py): a deployment built without a C
-    compiler runs the Python passes, correct but with more CPU a reading (docs/storage.md)."""
-    from accounting.ingest.hot_path import compiled_passes
-
-    passes = compiled_passes()
-    text = ", ".join(f"{name} {kind}" for name, kind in passes.items())
-    if all(kind == "compiled" for kind in passes.values()):
-        log.info("ingest passes: %s", text)
-    else:
-        log.warning("ingest passes: %s; the Python ones need more CPU a reading: reinstall with a C "
-                    "compiler present (Debian: apt-get install gcc) to build them (setup.py)", text)
 
 
 def _run_headless(service: AccountingService, stop: _StopSignal) -> int:

@@ -17,6 +17,7 @@ from dataclasses import replace
 from pathlib import Path
 
 from accounting.embedded_broker import EmbeddedBroker
+from accounting.ingest.hot_path import log_passes
 from accounting.service import AccountingService
 from accounting.store.checkpoints import CheckpointStore
 from accounting.store.sqlite import SqliteStore
@@ -93,6 +94,7 @@ class DemoStack:
             parts.callback(self.plant.stop)
 
             log.info("accounting: preparing the engine (compiles numba kernels on the first run)")
+            log_passes(log)
             self.service = AccountingService([self.site], store,
                                              broker_host=broker.host, broker_port=broker.port,
                                              client_id=self.client_id, mqtt_version=broker.mqtt_version,

@@ -190,3 +190,22 @@ def test_bad_arguments_raise():
         compiled.admit([_reading()], frozenset({"m1"}), _BOUNDS, "s", "g", dict)
     with pytest.raises(TypeError, match="Reading struct"):
         compiled.bind(5)
+
+
+def test_the_service_says_which_passes_run_and_how_to_build_the_missing(monkeypatch, caplog):
+    import logging
+
+    from accounting.ingest import hot_path
+    from accounting.store import influx
+
+    log = logging.getLogger("test.passes")
+    with caplog.at_level(logging.INFO, logger="test.passes"):
+        hot_path.log_passes(log)
+    assert caplog.records[-1].levelno == logging.INFO
+    assert caplog.records[-1].getMessage() == "ingest passes: readings compiled, columns compiled, line_protocol compiled"
+    monkeypatch.setattr(influx, "LINE_PROTOCOL_PASS", "python")  # as where no C compiler was found
+    with caplog.at_level(logging.INFO, logger="test.passes"):
+        hot_path.log_passes(log)
+    assert caplog.records[-1].levelno == logging.WARNING
+    assert "line_protocol python" in caplog.records[-1].getMessage()
+    assert "apt-get install gcc" in caplog.records[-1].getMessage()

@@ -123,6 +123,8 @@ def test_ready_waits_for_the_subscription_and_nothing_published_after_is_lost(tm
             assert time.monotonic() < deadline, accounting.log.read_text()[-3000:]
             time.sleep(0.1)
         assert "not subscribed at the broker" in accounting.log.read_text()
+        # the operator is told the hot path runs compiled (bin/setup installs gcc to build it)
+        assert "ingest passes: readings compiled, columns compiled, line_protocol compiled" in accounting.log.read_text()
     finally:
         accounting.stop()
         broker.stop()
