@@ -216,24 +216,26 @@ class Admission:
                     out.duplicates += len(readings)  # a copy of a batch already admitted (and kept)
                     return
                 out.batches.append(kept)
-        possible = readings if scan is not None else self._possible(m, batch, out)  # scan: all possible
+        # scan: every reading possible; its rows, its (meters, stamps) columns and earliest stamp
+        scanned_rows, columns, earliest = (None, None, None) if scan is None else (scan[0], scan[1:3], scan[3])
+        possible = readings if scan is not None else self._possible(m, batch, out)
         # a backfill (docs/wire-format.md) is older than its meters' readings on purpose
-        backwards = [] if batch.backfill else self.order.backwards(
-            site_id, gateway_id, batch.seq, possible, None if scan is None else scan[3])
+        backwards = [] if batch.backfill else self.order.backwards(site_id, gateway_id, batch.seq, possible,
+                                                                   earliest)
         if backwards:
             possible = self._misstamped(m, batch, possible, backwards, out)
-            scan = None  # its columns are the batch's, no longer the readings admitted
+            scanned_rows = columns = None  # the batch's, no longer the readings admitted
         # Everything that can fail has been checked: only now learn from the message.
         self.sequences.observe(site_id, gateway_id, batch.seq)
-        self.order.learn(site_id, gateway_id, batch.seq, possible, None if scan is None else scan[1:3])
+        self.order.learn(site_id, gateway_id, batch.seq, possible, columns)
         repeated: list[tuple[str, batch_decoder.Reading]] = []
-        fresh = self.dedup.fresh(site_id, possible, repeated, None if scan is None else scan[1:3])
+        fresh = self.dedup.fresh(site_id, possible, repeated, columns)
         if repeated:
             doubtful.extend([_Doubtful(kind, index, site_id, gateway_id, batch.seq, r) for kind, r in repeated])
         if fresh:
             start = len(out.rows)
-            if scan is not None and fresh is possible:  # as a rule: every reading new, rows made by the scan
-                out.rows.extend(scan[0])
+            if scanned_rows is not None and fresh is possible:  # as a rule: every reading new
+                out.rows.extend(scanned_rows)
             else:
                 new, stored = tuple.__new__, StoredReading  # _row, inlined: a call per reading costs
                 out.rows.extend([new(stored, (site_id, gateway_id, r.meter, r.ts_ms, r.quality, r.values,

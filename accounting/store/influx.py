@@ -164,8 +164,8 @@ def reading_chunks(rows: Sequence[StoredReading], per_chunk: int) -> list[bytes]
     And the whole cycle at once (issue #20: a Python loop per reading, a `%` per line and a
     join per body cost ~1.5 µs of the admitting thread per reading; `_python_chunks` ~0.9):
     every reading's values encoded as one JSON array and cut into field sets. The cutting and
-    the lines are one compiled pass (accounting/store/_line_protocol.c; ~0.9 → ~0.2 µs a
-    reading, docs/storage.md "Compiled passes"), which copies msgspec's digits, so its output
+    the lines are one compiled pass (accounting/store/_line_protocol.c; ~0.77 → ~0.26 µs a
+    reading in one scratch run, docs/storage.md "Compiled passes"), which copies msgspec's digits, so its output
     is `_python_chunks`' byte for byte; `_reading_lines_per_row` is the loop per row both
     replace (tests compare all three).
     """

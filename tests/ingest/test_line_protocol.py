@@ -161,6 +161,24 @@ def test_the_compiled_pass_is_built_and_used():
     assert influx.LINE_PROTOCOL_PASS == "compiled"
 
 
+def test_reading_chunks_takes_the_compiled_pass_once_the_prefixes_are_cached(monkeypatch):
+    rows = [StoredReading("s", "g", f"m{i}", 1_700_000_000_000 + i, "good", {"power_kw": i / 3}, None)
+            for i in range(50)]
+    calls = []
+    real = influx._line_protocol.bodies
+    first = reading_chunks(rows, 20)  # caches the prefixes (the compiled pass refuses unknown meters)
+
+    class Spy:
+        def bodies(self, *args):
+            out = real(*args)
+            calls.append(out)
+            return out
+
+    monkeypatch.setattr(influx, "_line_protocol", Spy())
+    assert reading_chunks(rows, 20) == first == python(rows, 20)
+    assert len(calls) == 1 and calls[0] is not None
+
+
 @settings(max_examples=300, deadline=None)
 @given(rows_strategy, st.integers(1, 7))
 def test_the_compiled_pass_writes_the_python_pass_byte_for_byte(rows, per_chunk):

@@ -39,7 +39,7 @@ def test_the_compiled_passes_are_built_and_used():
     assert admission_module._readings is compiled
 
 
-def _stream(site, now_ms: int) -> list[InboundMessage]:
+def _stream(site, now_ms: int, shuffle: bool = True) -> list[InboundMessage]:
     """A plant's batches, then hostile and malformed messages, impossible values claimed good
     and not, clock-backwards batches, per-value quality, nulls, repeats and conflicting copies,
     shuffled into one stream."""
@@ -76,8 +76,29 @@ def _stream(site, now_ms: int) -> list[InboundMessage]:
     out += [(topic, payload) for topic, payload in rng.sample(templates, min(20, len(templates)))]  # repeats
     out.append((topic, wire.encode_batch(site.id, gateway.id, 99_999, [
         {"meter": meters[0], "ts_ms": now_ms - 1000, "quality": "good", "values": {"energy_import_kwh": 5}}])))
-    rng.shuffle(out)
+    if shuffle:
+        rng.shuffle(out)
     return [InboundMessage(t, p, 0, i + 1, now_ms, 0) for i, (t, p) in enumerate(out)]
+
+
+class _Counting:
+    """The compiled module, counting the calls that vouched (so a test sees it was used)."""
+
+    def __init__(self, module) -> None:
+        self.module, self.vouched = module, {"admit": 0, "fresh_run": 0}
+
+    def __getattr__(self, name):
+        return getattr(self.module, name)
+
+    def admit(self, *args):
+        out = self.module.admit(*args)
+        self.vouched["admit"] += out is not None
+        return out
+
+    def fresh_run(self, *args):
+        out = self.module.fresh_run(*args)
+        self.vouched["fresh_run"] += out > 0
+        return out
 
 
 def _admit_all(site, stream, now_ms):
@@ -90,19 +111,33 @@ def _admit_all(site, stream, now_ms):
     return outcomes, admission.order.known()
 
 
-def test_a_hostile_stream_is_admitted_as_the_python_loops_admit_it(cq_site, monkeypatch):
+@pytest.mark.parametrize("shuffled", [True, False], ids=["shuffled", "in-order"])
+def test_a_hostile_stream_is_admitted_as_the_python_loops_admit_it(cq_site, monkeypatch, shuffled):
+    """Shuffled, most batches arrive late for the dedup rule's compiled loop; in order (the
+    plant's batches first, then the rest), it remembers them."""
+    from accounting.ingest import dedup
+
     now_ms = int(time.time() * 1000)
-    stream = _stream(cq_site, now_ms)
+    stream = _stream(cq_site, now_ms, shuffled)
+    counting = _Counting(compiled)
+    monkeypatch.setattr(admission_module, "_readings", counting)
+    monkeypatch.setattr(dedup, "_readings", counting)
     with_compiled = _admit_all(cq_site, stream, now_ms)
+    # the comparison means something only if the compiled passes did the work
+    assert counting.vouched["admit"] > 50, counting.vouched
+    if not shuffled:
+        assert counting.vouched["fresh_run"] > 30, counting.vouched
+    monkeypatch.setattr(dedup, "_readings", compiled)
     monkeypatch.setattr(batch_decoder, "_readings", None)
     monkeypatch.setattr(admission_module, "_readings", None)
     without = _admit_all(cq_site, stream, now_ms)
     assert with_compiled == without
     outcomes = with_compiled[0]
     reasons = {reason for o in outcomes for reason, *_ in o[1]}
-    # the stream reaches every branch the passes hand back to Python
-    assert {"impossible_value", "clock_backwards", "conflict", "unknown_meter", "timestamp",
-            "unknown_quantity"} <= reasons
+    # the stream reaches every branch the passes hand back to Python (in order, a conflicting copy
+    # comes long after its first, which without a store to ask is counted a duplicate)
+    assert {"impossible_value", "clock_backwards", "unknown_meter", "timestamp", "unknown_quantity",
+            *(["conflict"] if shuffled else [])} <= reasons
     assert sum(len(o[0]) for o in outcomes) > 1000
     assert all(type(row) is StoredReading for o in outcomes for row in o[0])
 
